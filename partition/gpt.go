@@ -1,0 +1,53 @@
+package partition
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/diskfs/go-diskfs/backend/file"
+	"github.com/diskfs/go-diskfs/partition/gpt"
+)
+
+// WriteGPT writes a protective MBR, the primary GPT at LBA 1-33 and the backup GPT in the last 33
+// sectors of f, which must already be l.Size bytes long. Sector 0 bytes 0-445 (boot code) are left
+// as they are, so a BIOS loader written there earlier survives.
+func WriteGPT(f *os.File, l Layout) error {
+	st, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("writing partition table: %w", err)
+	}
+	if st.Size() != l.Size {
+		return fmt.Errorf("writing partition table: disk file is %d bytes, layout wants %d", st.Size(), l.Size)
+	}
+	t := &gpt.Table{
+		LogicalSectorSize:  SectorSize,
+		PhysicalSectorSize: SectorSize,
+		GUID:               l.GUID,
+		ProtectiveMBR:      true,
+	}
+	for i, p := range l.Partitions {
+		if p.Offset%MiB != 0 || p.Size%SectorSize != 0 || p.Size <= 0 {
+			return fmt.Errorf("writing partition table: partition %d (%s) at %d size %d is not aligned", i+1, p.Name, p.Offset, p.Size)
+		}
+		if p.End() > l.Size-Tail {
+			return fmt.Errorf("writing partition table: partition %d (%s) ends at %d, past the last usable byte %d", i+1, p.Name, p.End(), l.Size-Tail)
+		}
+		t.Partitions = append(t.Partitions, &gpt.Partition{
+			Index: i + 1,
+			Start: uint64(p.Offset / SectorSize),
+			End:   uint64(p.End()/SectorSize - 1),
+			Size:  uint64(p.Size),
+			Type:  gpt.Type(p.Type),
+			Name:  p.Name,
+			GUID:  p.GUID,
+		})
+	}
+	w, err := file.New(f, false).Writable()
+	if err != nil {
+		return fmt.Errorf("writing partition table: %w", err)
+	}
+	if err := t.Write(w, l.Size); err != nil {
+		return fmt.Errorf("writing partition table: %w", err)
+	}
+	return nil
+}
