@@ -2,6 +2,7 @@ package rootfs
 
 import (
 	"errors"
+	"io/fs"
 	"strings"
 	"testing"
 	"testing/fstest"
@@ -50,7 +51,7 @@ func TestFindKernel(t *testing.T) {
 }
 
 func TestFindKernelMissing(t *testing.T) {
-	_, err := FindKernel(fstest.MapFS{"etc/hostname": {Data: []byte("x")}, "boot/vmlinuz-1.0": {Mode: 0o40755}})
+	_, err := FindKernel(fstest.MapFS{"etc/hostname": {Data: []byte("x")}, "boot/vmlinuz-1.0": {Mode: fs.ModeDir | 0o755}})
 	var nf *KernelNotFoundError
 	if !errors.As(err, &nf) {
 		t.Fatalf("want KernelNotFoundError, got %v", err)
