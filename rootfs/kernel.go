@@ -26,8 +26,8 @@ func (e *KernelNotFoundError) Error() string {
 
 // kernelLayouts are the conventions FindKernel knows, in order of preference.
 var kernelLayouts = []struct {
-	glob    string                           // kernel image
-	version func(p string) string            // version from the kernel path
+	glob    string                             // kernel image
+	version func(p string) string              // version from the kernel path
 	initrds func(dir, version string) []string // candidate initrds
 }{
 	{ // bootable containers (bootc, Fedora CoreOS): the kernel lives with its modules

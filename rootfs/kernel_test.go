@@ -16,10 +16,10 @@ func TestFindKernel(t *testing.T) {
 		want Kernel
 	}{
 		{"debian", fstest.MapFS{
-			"boot/vmlinuz-6.1.0-9-amd64":     f("k1"),
-			"boot/vmlinuz-6.1.0-28-amd64":    f("k2"),
-			"boot/initrd.img-6.1.0-28-amd64": f("i2"),
-			"boot/initrd.img-6.1.0-9-amd64":  f("i1"),
+			"boot/vmlinuz-6.1.0-9-amd64":      f("k1"),
+			"boot/vmlinuz-6.1.0-28-amd64":     f("k2"),
+			"boot/initrd.img-6.1.0-28-amd64":  f("i2"),
+			"boot/initrd.img-6.1.0-9-amd64":   f("i1"),
 			"boot/vmlinuz-6.1.0-30-amd64.old": f("old"),
 		}, Kernel{"6.1.0-28-amd64", "boot/vmlinuz-6.1.0-28-amd64", "boot/initrd.img-6.1.0-28-amd64"}},
 		{"fedora", fstest.MapFS{
