@@ -1,1 +1,44 @@
+// Package diskfmt writes a disk image in the on-disk formats imgfab offers (raw and qcow2 today;
+// vmdk, vhd and gce later, one file per format) and creates output files atomically.
+//
+// A disk is seen as a [Disk]: an [io.ReaderAt] with a size and a sorted list of data [Extent]s;
+// everything outside the extents reads as zeros and is never read by a writer. [OpenFile] makes a
+// Disk from a sparse raw file using SEEK_DATA/SEEK_HOLE. Package diskfmt knows nothing of
+// partitions or filesystems.
+//
+// Each [Format] registers itself under a name (for --format) and file extensions (see [Lookup],
+// [FromPath], [Names]). Writers are deterministic: the same guest bytes give the same output bytes,
+// whatever the hole layout of the input (an all-zero cluster written as data and a hole give the
+// same result).
+//
+//   - raw: holes stay holes when the destination is a regular file (seek over them and truncate at
+//     the end); all-zero 64 KiB blocks inside extents become holes too. Any other writer (a pipe, a
+//     block device) gets every byte, zeros included.
+//   - qcow2: version 3, 64 KiB clusters, 16-bit refcounts, no backing file, no compression, no
+//     header extensions. Holes and all-zero clusters stay unallocated. The file is written strictly
+//     sequentially (header, refcount table, refcount blocks, L1, L2 tables, data in guest order), so
+//     it can go to a pipe. The data extents are read twice: once to find the all-zero clusters,
+//     once to copy. Memory is one bit per guest cluster that lies in an L2 range holding data, plus
+//     fixed 4 MiB buffers.
+//
+// Progress is reported through a callback set with [WithProgress]; the package never prints.
+//
+// [CreateOutput] writes to a temporary file beside the destination (".NAME.imgfab-tmp-*") and
+// renames it into place on [Output.Commit]. A killed process can leave that temporary file behind;
+// the next CreateOutput of the same path removes it, unless another live process holds it (each
+// temporary file is flock'ed while in use).
+//
+// # Limits
+//
+// The qcow2 disk size must be a multiple of 512 bytes (qemu counts whole sectors). A Disk must not
+// change while it is written; a file changed between the two qcow2 passes gives an image with the
+// newer data of the allocated clusters only. Reading qcow2 and the other formats is not implemented
+// yet.
+//
+// # Security
+//
+// The writers only read the Disk inside its extents and write to the given writer; they follow no
+// paths from the data. CreateOutput creates its temporary file with O_EXCL beside the destination
+// (mode 0666 minus umask, as os.Create) and replaces the destination with rename(2): a symlink at
+// the destination is replaced, never followed.
 package diskfmt
