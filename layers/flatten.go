@@ -1,0 +1,432 @@
+package layers
+
+import (
+	"archive/tar"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"path"
+	"sort"
+	"strings"
+)
+
+// Flatten composes layers (bottom-first) into ONE tar stream, top layer first: each path at most
+// once, the topmost version wins; OCI whiteouts are applied (".wh.NAME" hides NAME of lower layers,
+// "DIR/.wh..wh..opq" hides everything below DIR of lower layers; a whiteout never hides entries of
+// its own layer and never appears in the output); a non-directory hides everything under its path
+// in lower layers; directories merge. Names are clean relative paths ("etc/passwd", "." for the
+// root, emitted only if a layer has it); hardlink targets are cleaned likewise. A directory's own
+// entry may come after its children. Hardlinks to a lower layer's file come last.
+//
+// Flatten reads and decompresses ahead of the consumer in its own goroutine. Errors, among them
+// *UnsafeEntryError and *DigestError, are returned by Read. Cancelling ctx or closing the reader
+// stops it; Close waits for the goroutine to finish.
+func Flatten(ctx context.Context, layers []Layer) io.ReadCloser {
+	p := newBufPipe(ctx)
+	fr := &flattenReader{bufPipe: p, done: make(chan struct{})}
+	go func() {
+		defer close(fr.done)
+		f := &flattener{ctx: ctx, tw: tar.NewWriter(p), upper: make(map[string]pstate)}
+		err := f.run(layers)
+		if err == nil {
+			err = f.tw.Close()
+		}
+		p.closeWrite(err)
+	}()
+	return fr
+}
+
+type flattenReader struct {
+	*bufPipe
+	done chan struct{}
+}
+
+func (r *flattenReader) Close() error {
+	r.bufPipe.Close()
+	<-r.done
+	return nil
+}
+
+// State of a path as left by the layers above the one being read.
+const (
+	sDir      = 1 << iota // emitted as a directory
+	sNonDir               // emitted as a non-directory
+	sImplied              // a directory there (a visible entry lies below it), entry not emitted
+	sWhiteout             // deleted: hides the path and everything below
+	sOpaque               // everything below is hidden
+)
+
+type pstate struct {
+	f     uint8
+	layer int32 // for sNonDir: index of the layer that emitted it
+}
+
+// State of a path within the layer being read.
+const (
+	cDir       = 1 << iota // an entry that is a directory
+	cNonDir                // an entry that is not a directory
+	cSymlink               // ... and is a symlink
+	cEmitted               // the entry was visible and emitted (or held back)
+	cParent                // some entry of this layer lies below it
+	cParentVis             // some visible entry of this layer lies below it
+	cWhiteout              // whited out by this layer
+	cOpaque                // made opaque by this layer
+)
+
+type heldLink struct {
+	layer  int
+	lname  string
+	hdr    tar.Header
+	target string
+}
+
+type flattener struct {
+	ctx   context.Context
+	tw    *tar.Writer
+	upper map[string]pstate
+	held  []heldLink
+	buf   []byte
+}
+
+func (f *flattener) run(layers []Layer) error {
+	for i := len(layers) - 1; i >= 0; i-- {
+		if err := f.layer(i, layers[i]); err != nil {
+			return err
+		}
+	}
+	// Bottom layers' links first: a link may name a lower layer's held link.
+	sort.SliceStable(f.held, func(a, b int) bool { return f.held[a].layer < f.held[b].layer })
+	for _, h := range f.held {
+		st := f.upper[h.target]
+		switch {
+		case st.f&sNonDir != 0 && int(st.layer) < h.layer:
+		case st.f&(sDir|sImplied) != 0:
+			return &UnsafeEntryError{Layer: h.lname, Entry: h.hdr.Name, Reason: "hardlink to a directory"}
+		default:
+			return &UnsafeEntryError{Layer: h.lname, Entry: h.hdr.Name, Reason: "hardlink to missing name " + h.target}
+		}
+		if err := f.tw.WriteHeader(&h.hdr); err != nil {
+			return fmt.Errorf("layer %s: writing entry %q: %w", h.lname, h.hdr.Name, err)
+		}
+	}
+	return nil
+}
+
+// ancestors calls fn for each proper ancestor of the clean relative path p, from "." downwards.
+func ancestors(p string, fn func(a string) error) error {
+	if p == "." {
+		return nil
+	}
+	if err := fn("."); err != nil {
+		return err
+	}
+	for i := 0; i < len(p); i++ {
+		if p[i] == '/' {
+			if err := fn(p[:i]); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+var errHidden = errors.New("hidden")
+
+// visible reports whether an entry of the layer being read at p is seen through the layers above.
+func (f *flattener) visible(p string, isDir bool) bool {
+	if ancestors(p, func(a string) error {
+		if f.upper[a].f&(sWhiteout|sNonDir|sOpaque) != 0 {
+			return errHidden
+		}
+		return nil
+	}) != nil {
+		return false
+	}
+	st := f.upper[p].f
+	switch {
+	case st&(sDir|sNonDir|sWhiteout) != 0:
+		return false
+	case st&sImplied != 0 && !isDir:
+		return false
+	}
+	return true
+}
+
+// cleanName checks a tar name (or hardlink target) and returns its clean relative form.
+func cleanName(name string) (string, string) {
+	if strings.IndexByte(name, 0) >= 0 {
+		return "", "name contains NUL"
+	}
+	if name == "" {
+		return "", "empty name"
+	}
+	if strings.HasPrefix(name, "/") {
+		return "", "absolute path"
+	}
+	c := path.Clean(name)
+	if c == ".." || strings.HasPrefix(c, "../") {
+		return "", "path escapes the image root"
+	}
+	for _, comp := range strings.Split(c, "/") {
+		if len(comp) > 255 {
+			return "", fmt.Sprintf("name component of %d bytes (limit 255)", len(comp))
+		}
+	}
+	return c, ""
+}
+
+const (
+	whPrefix = ".wh."
+	whOpaque = ".wh..wh..opq"
+	whMeta   = ".wh..wh."
+)
+
+func (f *flattener) layer(li int, l Layer) error {
+	if err := f.ctx.Err(); err != nil {
+		return err
+	}
+	rc, err := l.Open()
+	if err != nil {
+		return fmt.Errorf("layer %s: %w", l.Name, err)
+	}
+	defer rc.Close()
+	cur := make(map[string]uint8)
+	tr := tar.NewReader(rc)
+	unsafe := func(entry, reason string) error {
+		return &UnsafeEntryError{Layer: l.Name, Entry: entry, Reason: reason}
+	}
+	prev := ""
+	for {
+		if err := f.ctx.Err(); err != nil {
+			return err
+		}
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return layerReadErr(l.Name, prev, err)
+		}
+		prev = hdr.Name
+		switch hdr.Typeflag {
+		case tar.TypeXGlobalHeader:
+			continue
+		case tar.TypeReg, tar.TypeRegA, tar.TypeGNUSparse, tar.TypeDir, tar.TypeSymlink, tar.TypeLink,
+			tar.TypeChar, tar.TypeBlock, tar.TypeFifo:
+		default:
+			return unsafe(hdr.Name, fmt.Sprintf("unsupported tar entry type %q", hdr.Typeflag))
+		}
+		p, why := cleanName(hdr.Name)
+		if why != "" {
+			return unsafe(hdr.Name, why)
+		}
+		base := path.Base(p)
+		isDir := hdr.Typeflag == tar.TypeDir
+		if p == "." && !isDir {
+			return unsafe(hdr.Name, "root is not a directory")
+		}
+		// Parents: no whiteout prefix, no symlink or file of this layer.
+		if err := ancestors(p, func(a string) error {
+			if strings.HasPrefix(path.Base(a), whPrefix) {
+				return unsafe(hdr.Name, "whiteout prefix in directory name "+a)
+			}
+			c := cur[a]
+			if c&cSymlink != 0 {
+				return unsafe(hdr.Name, "parent "+a+" is a symlink")
+			}
+			if c&cNonDir != 0 {
+				return unsafe(hdr.Name, "parent "+a+" is not a directory")
+			}
+			cur[a] = c | cParent
+			return nil
+		}); err != nil {
+			return err
+		}
+		// Whiteouts.
+		if strings.HasPrefix(base, whPrefix) {
+			dir := path.Dir(p)
+			switch {
+			case base == whOpaque:
+				cur[dir] |= cOpaque
+			case strings.HasPrefix(base, whMeta):
+				// Other AUFS metadata (.wh..wh.plnk, ...): not part of the tree.
+			default:
+				t := base[len(whPrefix):]
+				if t == "" || t == "." || t == ".." {
+					return unsafe(hdr.Name, "whiteout of "+strings.TrimPrefix(path.Join(dir, t), "./"))
+				}
+				cur[path.Join(dir, t)] |= cWhiteout
+			}
+			continue
+		}
+		c := cur[p]
+		if c&(cDir|cNonDir) != 0 {
+			continue // duplicate in this layer: the first one stays
+		}
+		if !isDir && c&cParent != 0 {
+			return unsafe(hdr.Name, "non-directory "+p+" replaces a directory that has entries in the same layer")
+		}
+		vis := f.visible(p, isDir)
+		if vis {
+			_ = ancestors(p, func(a string) error { cur[a] |= cParentVis; return nil })
+		}
+		if isDir {
+			c |= cDir
+		} else {
+			c |= cNonDir
+			if hdr.Typeflag == tar.TypeSymlink {
+				c |= cSymlink
+			}
+		}
+		out := outHeader(hdr, p)
+		if hdr.Typeflag == tar.TypeLink {
+			t, why := cleanName(hdr.Linkname)
+			if why != "" {
+				return unsafe(hdr.Name, "hardlink target "+hdr.Linkname+": "+why)
+			}
+			if t == "." {
+				return unsafe(hdr.Name, "hardlink to a directory")
+			}
+			if err := ancestors(t, func(a string) error {
+				if cur[a]&cSymlink != 0 {
+					return unsafe(hdr.Name, "hardlink target parent "+a+" is a symlink")
+				}
+				return nil
+			}); err != nil {
+				return err
+			}
+			out.Linkname = t
+			tc := cur[t]
+			switch {
+			case tc&(cDir|cParent) != 0:
+				return unsafe(hdr.Name, "hardlink to a directory")
+			case tc&cNonDir != 0:
+				if vis && tc&cEmitted == 0 {
+					return unsafe(hdr.Name, "hardlink target "+t+" is hidden by an upper layer (not supported)")
+				}
+			case vis:
+				// Not (yet) seen in this layer: must be a lower layer's file, checked at the end.
+				f.held = append(f.held, heldLink{layer: li, lname: l.Name, hdr: *out, target: t})
+				cur[p] = c | cEmitted
+				continue
+			}
+		}
+		if !vis {
+			cur[p] = c
+			continue
+		}
+		cur[p] = c | cEmitted
+		if err := f.tw.WriteHeader(out); err != nil {
+			return fmt.Errorf("layer %s: writing entry %q: %w", l.Name, p, err)
+		}
+		if out.Typeflag == tar.TypeReg && out.Size > 0 {
+			if err := f.copyData(tr); err != nil {
+				return layerReadErr(l.Name, hdr.Name, err)
+			}
+		}
+	}
+	// Drain to the blob's EOF so its digest is checked.
+	if _, err := io.Copy(io.Discard, rc); err != nil {
+		return layerReadErr(l.Name, prev, err)
+	}
+	for p, c := range cur {
+		st := f.upper[p]
+		if c&cEmitted != 0 {
+			if c&cDir != 0 {
+				st.f |= sDir
+			} else {
+				st.f |= sNonDir
+				st.layer = int32(li)
+			}
+		}
+		if c&cParentVis != 0 {
+			st.f |= sImplied
+		}
+		if c&cWhiteout != 0 {
+			st.f |= sWhiteout
+		}
+		if c&cOpaque != 0 {
+			st.f |= sOpaque
+		}
+		if st.f != 0 {
+			f.upper[p] = st
+		}
+	}
+	return nil
+}
+
+func layerReadErr(layer, after string, err error) error {
+	var de *DigestError
+	if errors.As(err, &de) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	if strings.HasPrefix(err.Error(), "layer "+layer+":") {
+		return err
+	}
+	if err == io.ErrUnexpectedEOF {
+		err = fmt.Errorf("tar stream truncated: %w", err)
+	}
+	if after == "" {
+		return fmt.Errorf("layer %s: reading tar: %w", layer, err)
+	}
+	return fmt.Errorf("layer %s: reading tar at entry %q: %w", layer, after, err)
+}
+
+func (f *flattener) copyData(r io.Reader) error {
+	if f.buf == nil {
+		f.buf = make([]byte, 128<<10)
+	}
+	for {
+		n, err := r.Read(f.buf)
+		if n > 0 {
+			if _, werr := f.tw.Write(f.buf[:n]); werr != nil {
+				return werr
+			}
+		}
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// paxBasic are PAX keys that restate Header fields; they are dropped from PAXRecords so the cleaned
+// name and the header's own values are what the output says.
+var paxBasic = map[string]bool{
+	"path": true, "linkpath": true, "size": true, "uid": true, "gid": true, "uname": true,
+	"gname": true, "mtime": true, "atime": true, "ctime": true, "charset": true, "comment": true,
+	"hdrcharset": true,
+}
+
+func outHeader(h *tar.Header, name string) *tar.Header {
+	o := *h
+	o.Name = name
+	o.Format = tar.FormatPAX
+	o.Xattrs = nil //nolint:staticcheck // deprecated field; its contents are in PAXRecords
+	o.PAXRecords = nil
+	for k, v := range h.PAXRecords {
+		if paxBasic[k] || strings.HasPrefix(k, "GNU.sparse.") {
+			continue
+		}
+		if o.PAXRecords == nil {
+			o.PAXRecords = make(map[string]string)
+		}
+		o.PAXRecords[k] = v
+	}
+	switch o.Typeflag {
+	case tar.TypeRegA, tar.TypeGNUSparse:
+		o.Typeflag = tar.TypeReg
+	}
+	if o.Typeflag != tar.TypeReg {
+		o.Size = 0
+	}
+	if o.Typeflag != tar.TypeSymlink && o.Typeflag != tar.TypeLink {
+		o.Linkname = ""
+	}
+	return o2(o)
+}
+
+func o2(h tar.Header) *tar.Header { return &h }

@@ -1,0 +1,130 @@
+package layers
+
+import (
+	"context"
+	"io"
+	"sync"
+)
+
+// A chunked, buffered pipe: the producer fills fixed-size chunks and hands them over a channel, so
+// it can run up to pipeChunks chunks ahead of the consumer (two cores busy). Chunks are recycled.
+const (
+	pipeChunkSize = 256 << 10
+	pipeChunks    = 16 // 4 MiB ahead
+)
+
+type bufPipe struct {
+	ctx    context.Context
+	full   chan []byte
+	free   chan []byte
+	closed chan struct{} // closed by the reader's Close
+	once   sync.Once
+	err    error // producer's final error; read after full is closed
+
+	// producer side
+	wbuf []byte
+
+	// consumer side
+	rbuf []byte // chunk being read
+	rpos int
+}
+
+func newBufPipe(ctx context.Context) *bufPipe {
+	return &bufPipe{
+		ctx:    ctx,
+		full:   make(chan []byte, pipeChunks),
+		free:   make(chan []byte, pipeChunks+2),
+		closed: make(chan struct{}),
+	}
+}
+
+func (p *bufPipe) getChunk() []byte {
+	select {
+	case b := <-p.free:
+		return b[:0]
+	default:
+		return make([]byte, 0, pipeChunkSize)
+	}
+}
+
+// Write is the producer's side; it blocks while pipeChunks chunks wait for the consumer.
+func (p *bufPipe) Write(b []byte) (int, error) {
+	n := 0
+	for len(b) > 0 {
+		if p.wbuf == nil {
+			p.wbuf = p.getChunk()
+		}
+		c := copy(p.wbuf[len(p.wbuf):cap(p.wbuf)], b)
+		p.wbuf = p.wbuf[:len(p.wbuf)+c]
+		b = b[c:]
+		n += c
+		if len(p.wbuf) == cap(p.wbuf) {
+			if err := p.send(); err != nil {
+				return n, err
+			}
+		}
+	}
+	return n, nil
+}
+
+func (p *bufPipe) send() error {
+	buf := p.wbuf
+	p.wbuf = nil
+	select {
+	case p.full <- buf:
+		return nil
+	case <-p.closed:
+		return io.ErrClosedPipe
+	case <-p.ctx.Done():
+		return p.ctx.Err()
+	}
+}
+
+// closeWrite flushes and ends the stream with err (nil: io.EOF for the reader).
+func (p *bufPipe) closeWrite(err error) {
+	if err == nil && len(p.wbuf) > 0 {
+		err = p.send()
+	}
+	if err == nil {
+		err = io.EOF
+	}
+	p.err = err
+	close(p.full)
+}
+
+func (p *bufPipe) Read(b []byte) (int, error) {
+	if p.rpos == len(p.rbuf) {
+		if p.rbuf != nil {
+			select {
+			case p.free <- p.rbuf:
+			default:
+			}
+			p.rbuf, p.rpos = nil, 0
+		}
+		select {
+		case <-p.closed:
+			return 0, io.ErrClosedPipe
+		default:
+		}
+		select {
+		case buf, ok := <-p.full:
+			if !ok {
+				return 0, p.err
+			}
+			p.rbuf, p.rpos = buf, 0
+		case <-p.ctx.Done():
+			return 0, p.ctx.Err()
+		case <-p.closed:
+			return 0, io.ErrClosedPipe
+		}
+	}
+	n := copy(b, p.rbuf[p.rpos:])
+	p.rpos += n
+	return n, nil
+}
+
+// Close stops the producer (its next Write fails) and makes further Reads fail.
+func (p *bufPipe) Close() error {
+	p.once.Do(func() { close(p.closed) })
+	return nil
+}
