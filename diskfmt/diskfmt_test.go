@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -299,6 +300,67 @@ func TestQcow2Layout(t *testing.T) {
 			t.Errorf("size %d: layout %+v does not add up", tc.size, l)
 		}
 	}
+	// Around the point where the refcount blocks themselves need one more block.
+	for data := int64(qcowRefsPerBlk - 20); data < qcowRefsPerBlk+20; data++ {
+		l := newQcow2Layout(4*gib, 8, data)
+		if l.rbClusters*qcowRefsPerBlk < l.total || (l.rbClusters-1)*qcowRefsPerBlk >= l.total {
+			t.Errorf("%d data clusters: %d refcount blocks for %d clusters", data, l.rbClusters, l.total)
+		}
+	}
+}
+
+// constDisk is a synthetic disk: bytes inside its extents are 0xab, the rest zeros.
+type constDisk struct {
+	size int64
+	exts []Extent
+}
+
+var abab = bytes.Repeat([]byte{0xab}, 1<<20)
+
+func (c constDisk) ReadAt(p []byte, off int64) (int, error) {
+	clear(p)
+	for _, e := range c.exts {
+		for lo, hi := max(e.Off, off), min(e.End(), off+int64(len(p))); lo < hi; {
+			lo += int64(copy(p[lo-off:hi-off], abab))
+		}
+	}
+	return len(p), nil
+}
+func (c constDisk) Size() int64       { return c.size }
+func (c constDisk) Extents() []Extent { return c.exts }
+
+// TestQcow2TwoRefcountBlocks writes more clusters than one refcount block counts (32768), so the
+// refcount blocks count themselves across a block boundary.
+func TestQcow2TwoRefcountBlocks(t *testing.T) {
+	needTool(t, "qemu-img", "qemu-utils")
+	needTool(t, "qemu-io", "qemu-utils")
+	const data = qcowRefsPerBlk * qcowCluster // 2 GiB of data clusters
+	d := constDisk{size: 4 * gib, exts: []Extent{{0, 1 * mib}, {3 * gib, 1 * mib}, {gib, data - 2*mib}}}
+	slices.SortFunc(d.exts, func(a, b Extent) int { return int(a.Off - b.Off) })
+	out := filepath.Join(t.TempDir(), "big.qcow2")
+	if err := WriteFile(context.Background(), out, qcow2{}, d); err != nil {
+		t.Fatal(err)
+	}
+	if o, code := run(t, "qemu-img", "check", "-f", "qcow2", out); code != 0 {
+		t.Fatalf("qemu-img check: exit %d: %s", code, o)
+	}
+	if got := qemuMapData(t, out); !slices.Equal(got, d.exts) {
+		t.Errorf("qemu-img map data ranges %v, want %v", got, d.exts)
+	}
+	// Spot-check the data (reading all 2 GiB with qemu-io takes long): the ends of each range.
+	for _, e := range d.exts {
+		for _, e := range []Extent{{e.Off, mib}, {e.End() - mib, mib}} {
+			o, code := run(t, "qemu-io", "-f", "qcow2", "-r", "-c",
+				fmt.Sprintf("read -P 0xab %d %d", e.Off, e.Len), out)
+			if code != 0 || !strings.Contains(string(o), "read ") || strings.Contains(string(o), "fail") {
+				t.Errorf("qemu-io read -P 0xab of %v: exit %d: %s", e, code, o)
+			}
+		}
+	}
+	l := newQcow2Layout(d.size, 3, data/qcowCluster)
+	if l.rbClusters != 2 {
+		t.Errorf("%d refcount blocks, want 2", l.rbClusters)
+	}
 }
 
 func TestQcow2RejectsOddSize(t *testing.T) {
@@ -394,6 +456,29 @@ func TestRawOverwritesOldContent(t *testing.T) {
 	}
 	if fileSHA(t, outPath) != fileSHA(t, in) {
 		t.Error("raw over an old file: output differs from input")
+	}
+}
+
+// TestRawAppend: an O_APPEND file cannot take seeks, so it gets every byte after its old content.
+func TestRawAppend(t *testing.T) {
+	dir := t.TempDir()
+	in := makeSparse(t, dir, 2*mib, []piece{{mib, pattern(100, 1)}})
+	outPath := filepath.Join(dir, "append.img")
+	if err := os.WriteFile(outPath, []byte("hello"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(outPath, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := (raw{}).Write(context.Background(), f, openDisk(t, in)); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := os.ReadFile(outPath)
+	want, _ := os.ReadFile(in)
+	if !bytes.Equal(got, append([]byte("hello"), want...)) {
+		t.Errorf("raw to an O_APPEND file: %d bytes, want hello + %d", len(got), len(want))
 	}
 }
 

@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // raw is the plain disk image: guest byte i at file offset i.
@@ -59,11 +62,32 @@ func sparseTarget(w io.Writer) (seekTruncater, int64, bool) {
 			return nil, 0, false // a block device must get its zeros written
 		}
 	}
+	if s, ok := w.(interface {
+		SyscallConn() (syscall.RawConn, error)
+	}); ok && appendMode(s) {
+		return nil, 0, false // O_APPEND ignores our seeks
+	}
 	base, err := st.Seek(0, io.SeekCurrent)
 	if err != nil {
 		return nil, 0, false
 	}
 	return st, base, true
+}
+
+// appendMode reports whether a file descriptor has O_APPEND set.
+func appendMode(s interface {
+	SyscallConn() (syscall.RawConn, error)
+}) bool {
+	rc, err := s.SyscallConn()
+	if err != nil {
+		return false
+	}
+	var fl int
+	var ferr error
+	if err := rc.Control(func(fd uintptr) { fl, ferr = unix.FcntlInt(fd, unix.F_GETFL, 0) }); err != nil || ferr != nil {
+		return true // unknown: do not risk seeking
+	}
+	return fl&unix.O_APPEND != 0
 }
 
 func writeRawSparse(ctx context.Context, w io.Writer, st seekTruncater, base int64, d Disk) error {
