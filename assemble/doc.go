@@ -1,1 +1,12 @@
+// Package assemble wires the stages of `imgfab build` together, and nothing else.
+//
+// A Plan is plain data (from flags, later from a spec file). Run resolves the image (package
+// layers), streams its flattened layers into a one-pass ext4 writer (rootfs/ext4) placed in the
+// root partition of a sparse scratch disk beside the first output, finds the kernel, initrd and
+// systemd-boot in the written tree (rootfs, bootloader), fills the ESP, writes the GPT last when all
+// sizes are known (partition), and writes each output format atomically (diskfmt).
+//
+// Determinism: every GUID and UUID comes from a seed hashed from the image digest and the options
+// that shape the disk; every timestamp from the source date epoch. Run never prints: progress goes
+// to the Plan's Progress callback.
 package assemble

@@ -1,0 +1,128 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/spf13/pflag"
+
+	"github.com/imgfab/imgfab/assemble"
+)
+
+var errHelp = errors.New("help shown")
+
+const buildHelp = `Usage: imgfab build [flags] SOURCE
+
+Build a bootable UEFI disk image (GPT: EFI system partition with systemd-boot + ext4 root) from a
+container image. Nothing runs as root, no container engine, no VM, no outside program.
+
+SOURCE is one of:
+  oci:DIR[:TAG]            an OCI image layout (TAG matches org.opencontainers.image.ref.name)
+  docker-archive:FILE      a 'docker save' tarball
+  docker://REF or REF      a registry image (credentials from ~/.docker/config.json)
+
+The image must contain a kernel (/boot/vmlinuz-*, /usr/lib/modules/*/vmlinuz or /boot/vmlinuz-lts)
+and systemd-boot (/usr/lib/systemd/boot/efi/systemd-bootx64.efi, Debian: systemd-boot-efi).
+The kernel command line is "root=PARTUUID=<root partition> rw" followed by --cmdline.
+
+Examples:
+  imgfab build oci:./layout:debian --cmdline console=ttyS0 -o disk.qcow2
+  imgfab build docker-archive:image.tar --size 4GiB -o disk.raw
+  imgfab build ghcr.io/example/node:1.2 --layer ./overlay -o node.qcow2 --json
+
+Flags:
+`
+
+func runBuild(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fl := pflag.NewFlagSet("build", pflag.ContinueOnError)
+	fl.SetOutput(io.Discard)
+	var (
+		outputs   = fl.StringArrayP("output", "o", nil, "output file; the format comes from the extension (.raw, .img, .qcow2); may repeat")
+		format    = fl.String("format", "", "output format for every -o: raw or qcow2 (default: from the extension)")
+		size      = fl.String("size", "", "disk size, e.g. 4GiB (default: content + headroom, rounded to MiB)")
+		espSize   = fl.String("esp-size", "256MiB", "EFI system partition size")
+		cmdline   = fl.String("cmdline", "", "kernel command line, appended after root=PARTUUID=... rw")
+		extra     = fl.StringArray("layer", nil, "a directory or tar applied on top of the image; may repeat, applied in order")
+		platform  = fl.String("platform", "linux/amd64", "platform to pick from a multi-platform image")
+		sde       = fl.String("source-date-epoch", "", "unix time of every timestamp imgfab makes (default: $SOURCE_DATE_EPOCH, else the image's created time)")
+		asJSON    = fl.Bool("json", false, "print the result as JSON on stdout")
+		insecure  = fl.Bool("insecure", false, "allow a plain-HTTP registry")
+		noJournal = fl.Bool("no-journal", false, "make the ext4 root without a journal")
+		help      = fl.BoolP("help", "h", false, "show this help")
+	)
+	if err := fl.Parse(args); err != nil {
+		return usagef("%v", err)
+	}
+	if *help {
+		fmt.Fprint(stdout, buildHelp+fl.FlagUsages())
+		return errHelp
+	}
+	if fl.NArg() != 1 {
+		return usagef("want exactly one SOURCE, got %d arguments", fl.NArg())
+	}
+	if len(*outputs) == 0 {
+		return usagef("no output: give -o PATH")
+	}
+	plan := assemble.Plan{
+		Source:      fl.Arg(0),
+		Platform:    *platform,
+		ExtraLayers: *extra,
+		Cmdline:     *cmdline,
+		Insecure:    *insecure,
+		NoJournal:   *noJournal,
+	}
+	for _, o := range *outputs {
+		if o == "-" {
+			return usagef("-o -: streaming to stdout is not supported yet; give a file name")
+		}
+		plan.Outputs = append(plan.Outputs, assemble.Output{Path: o, Format: *format})
+	}
+	if *size != "" {
+		n, err := parseSize(*size)
+		if err != nil {
+			return usagef("--size: %v", err)
+		}
+		if n%(1<<20) != 0 {
+			n = (n + 1<<20 - 1) &^ (1<<20 - 1)
+		}
+		plan.Size = n
+	}
+	n, err := parseSize(*espSize)
+	if err != nil {
+		return usagef("--esp-size: %v", err)
+	}
+	plan.ESPSize = n
+	epochStr, epochFrom := *sde, "--source-date-epoch"
+	if epochStr == "" {
+		epochStr, epochFrom = os.Getenv("SOURCE_DATE_EPOCH"), "SOURCE_DATE_EPOCH"
+	}
+	if epochStr != "" {
+		e, err := strconv.ParseInt(strings.TrimSpace(epochStr), 10, 64)
+		if err != nil {
+			return usagef("%s: %q is not a unix time", epochFrom, epochStr)
+		}
+		plan.SourceDateEpoch = &e
+	}
+	prog := newProgress(stderr)
+	plan.Progress = prog.event
+	res, err := assemble.Run(ctx, plan)
+	prog.done()
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(res)
+	}
+	for _, o := range res.Outputs {
+		fmt.Fprintf(stdout, "%s: %s, %d MiB virtual, sha256 %s\n", o.Path, o.Format, res.VirtualSize>>20, o.SHA256)
+	}
+	return nil
+}

@@ -1,0 +1,84 @@
+// Command imgfab builds bootable, reproducible disk images from container images.
+//
+//	imgfab build [flags] SOURCE     container image → bootable disk (raw, qcow2)
+//	imgfab version
+//
+// Exit status: 0 success, 1 failure, 2 usage error.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+// usageError marks errors in how imgfab was called (exit 2).
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+func usagef(format string, a ...any) error { return usageError{fmt.Sprintf(format, a...)} }
+
+type command struct {
+	name  string
+	short string
+	run   func(ctx context.Context, args []string, stdout, stderr io.Writer) error
+}
+
+var commands = []command{
+	{"build", "build a bootable disk image from a container image", runBuild},
+	{"version", "print the version", runVersion},
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintf(w, "imgfab turns container images into bootable, reproducible disk images.\n\nUsage:\n  imgfab COMMAND [flags] [args]\n\nCommands:\n")
+	for _, c := range commands {
+		fmt.Fprintf(w, "  %-9s %s\n", c.name, c.short)
+	}
+	fmt.Fprintf(w, "\nRun 'imgfab COMMAND --help' for a command's flags and examples.\n")
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		usage(stderr)
+		return 2
+	}
+	switch args[0] {
+	case "-h", "--help", "help":
+		usage(stdout)
+		return 0
+	}
+	for _, c := range commands {
+		if c.name != args[0] {
+			continue
+		}
+		err := c.run(ctx, args[1:], stdout, stderr)
+		var ue usageError
+		switch {
+		case err == nil:
+			return 0
+		case errors.As(err, &ue):
+			fmt.Fprintf(stderr, "imgfab %s: %s\nRun 'imgfab %s --help' for usage.\n", c.name, ue.msg, c.name)
+			return 2
+		case errors.Is(err, errHelp):
+			return 0
+		default:
+			fmt.Fprintf(stderr, "imgfab %s: %v\n", c.name, err)
+			return 1
+		}
+	}
+	fmt.Fprintf(stderr, "imgfab: unknown command %q\n\n", args[0])
+	usage(stderr)
+	return 2
+}
