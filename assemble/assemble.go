@@ -1,0 +1,373 @@
+package assemble
+
+import (
+	"archive/tar"
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/imgfab/imgfab/bootloader"
+	"github.com/imgfab/imgfab/diskfmt"
+	"github.com/imgfab/imgfab/layers"
+	"github.com/imgfab/imgfab/partition"
+	"github.com/imgfab/imgfab/rootfs"
+	"github.com/imgfab/imgfab/rootfs/ext4"
+)
+
+// DefaultESPSize is the EFI System Partition size when the plan gives none.
+const DefaultESPSize = 256 * partition.MiB
+
+// Output is one requested output file.
+type Output struct {
+	Path   string
+	Format string // "raw", "qcow2"; empty: from the extension
+}
+
+// Plan is everything a build needs, as plain data.
+type Plan struct {
+	Source      string   // oci:DIR[:TAG], docker-archive:FILE, docker://REF or REF
+	Platform    string   // "linux/amd64" when empty
+	ExtraLayers []string // --layer paths, applied on top in order
+	Outputs     []Output
+	Size        int64  // whole disk in bytes (a multiple of 1 MiB); 0: content + headroom
+	ESPSize     int64  // 0: DefaultESPSize
+	Cmdline     string // appended after "root=PARTUUID=<root> rw"
+	// SourceDateEpoch is the time of every timestamp imgfab makes; nil: the image's created time.
+	SourceDateEpoch *int64
+	Insecure        bool // plain-HTTP registry
+	NoJournal       bool
+	Progress        func(Event) // optional
+}
+
+// Event is a progress report. Total is 0 when unknown.
+type Event struct {
+	Stage string // "resolve", "rootfs", "esp", "write"
+	Item  string // e.g. the output path
+	Done  int64
+	Total int64
+}
+
+// Result is what a build made, documented for --json.
+type Result struct {
+	Image       string            `json:"image"`        // the source as given
+	ImageDigest string            `json:"image_digest"` // manifest digest
+	Outputs     []OutputResult    `json:"outputs"`
+	VirtualSize int64             `json:"virtual_size"` // disk size in bytes
+	DiskGUID    string            `json:"disk_guid"`
+	Partitions  []PartitionResult `json:"partitions"`
+	Kernel      string            `json:"kernel"`           // path in the image
+	Initrd      string            `json:"initrd,omitempty"` // path in the image
+	KernelVer   string            `json:"kernel_version"`
+	Cmdline     string            `json:"cmdline"`
+	Loader      string            `json:"loader"` // "systemd-boot"
+	Epoch       int64             `json:"source_date_epoch"`
+	RootFS      RootFSResult      `json:"rootfs"`
+}
+
+// OutputResult describes one written file.
+type OutputResult struct {
+	Path   string `json:"output"`
+	Format string `json:"format"`
+	Bytes  int64  `json:"bytes"` // file size (apparent)
+	SHA256 string `json:"sha256"`
+}
+
+// PartitionResult describes one partition.
+type PartitionResult struct {
+	Number int    `json:"number"`
+	Name   string `json:"name"`
+	Type   string `json:"type_guid"`
+	GUID   string `json:"guid"`
+	Offset int64  `json:"offset"`
+	Size   int64  `json:"size"`
+}
+
+// RootFSResult summarises the root filesystem.
+type RootFSResult struct {
+	Type      string `json:"type"`
+	UUID      string `json:"uuid"`
+	Size      int64  `json:"size"`
+	Files     int64  `json:"files"`
+	Dirs      int64  `json:"dirs"`
+	DataBytes int64  `json:"data_bytes"`
+}
+
+func (p *Plan) progress(e Event) {
+	if p.Progress != nil {
+		p.Progress(e)
+	}
+}
+
+// Run builds the plan's outputs. On error no output path is created or changed.
+func Run(ctx context.Context, p Plan) (res Result, err error) {
+	if len(p.Outputs) == 0 {
+		return res, errors.New("build: no output")
+	}
+	formats := make([]diskfmt.Format, len(p.Outputs))
+	for i, o := range p.Outputs {
+		var f diskfmt.Format
+		if o.Format != "" {
+			f, err = diskfmt.Lookup(o.Format)
+		} else {
+			f, err = diskfmt.FromPath(o.Path)
+		}
+		if err != nil {
+			return res, fmt.Errorf("build: output %s: %w", o.Path, err)
+		}
+		formats[i] = f
+	}
+	if p.Size%partition.MiB != 0 {
+		return res, fmt.Errorf("build: --size %d is not a whole number of MiB", p.Size)
+	}
+	espSize := p.ESPSize
+	if espSize == 0 {
+		espSize = DefaultESPSize
+	}
+	espSize = partition.AlignUp(espSize)
+	platform := p.Platform
+	if platform == "" {
+		platform = "linux/amd64"
+	}
+	plat, err := v1.ParsePlatform(platform)
+	if err != nil {
+		return res, fmt.Errorf("build: --platform %q: %w", platform, err)
+	}
+
+	// 1. Resolve the image.
+	p.progress(Event{Stage: "resolve", Item: p.Source})
+	opts := []layers.Option{layers.WithPlatform(*plat)}
+	if p.Insecure {
+		opts = append(opts, layers.WithInsecure())
+	}
+	img, err := layers.Resolve(ctx, p.Source, opts...)
+	if err != nil {
+		return res, fmt.Errorf("build: resolving %s: %w", p.Source, err)
+	}
+	digest, err := img.Digest()
+	if err != nil {
+		return res, fmt.Errorf("build: image digest: %w", err)
+	}
+	cfg, err := img.ConfigFile()
+	if err != nil {
+		return res, fmt.Errorf("build: image config: %w", err)
+	}
+	var epoch int64
+	switch {
+	case p.SourceDateEpoch != nil:
+		epoch = *p.SourceDateEpoch
+	case !cfg.Created.IsZero():
+		epoch = cfg.Created.Unix()
+	}
+	res = Result{Image: p.Source, ImageDigest: digest.String(), Epoch: epoch, Loader: "systemd-boot"}
+	ls, err := layers.ImageLayers(ctx, img)
+	if err != nil {
+		return res, fmt.Errorf("build: layers of %s: %w", p.Source, err)
+	}
+	for _, path := range p.ExtraLayers {
+		l, err := layers.ExtraLayer(path, time.Unix(epoch, 0))
+		if err != nil {
+			return res, fmt.Errorf("build: --layer %s: %w", path, err)
+		}
+		ls = append(ls, l)
+	}
+
+	// 2. Derive every identifier from the inputs.
+	seed := buildSeed(digest.String(), p, espSize, epoch)
+	diskGUID := partition.DeriveGUID(seed, "disk")
+	espGUID := partition.DeriveGUID(seed, "esp")
+	rootGUID := partition.DeriveGUID(seed, "root")
+	fsUUID := partition.DeriveUUID(seed, "rootfs-uuid")
+	hashSeed := partition.DeriveUUID(seed, "rootfs-hash-seed")
+
+	// 3. The scratch disk: the first output's temporary file when it is raw, else a scratch file
+	// beside it (both removed unless committed).
+	scratch, err := diskfmt.CreateOutput(p.Outputs[0].Path)
+	if err != nil {
+		return res, fmt.Errorf("build: %w", err)
+	}
+	defer scratch.Abort()
+	f := scratch.File
+
+	rootOff := partition.Head + espSize
+	var rootSize int64
+	if p.Size != 0 {
+		l, err := partition.Plan(p.Size, diskGUID, []partition.Spec{{Name: "esp", Size: espSize}, {Name: "root"}})
+		if err != nil {
+			return res, fmt.Errorf("build: --size %d MiB: %w", p.Size/partition.MiB, err)
+		}
+		rootSize = l.Partitions[1].Size
+	}
+
+	// 4. Stream the layers into the root filesystem.
+	fsw, err := ext4.NewWriter(io.NewOffsetWriter(f, rootOff), ext4.Options{
+		Size: rootSize, UUID: fsUUID, HashSeed: hashSeed, Time: epoch, Label: "root", NoJournal: p.NoJournal,
+	})
+	if err != nil {
+		return res, fmt.Errorf("build: root filesystem: %w", err)
+	}
+	if err := streamTree(ctx, &p, ls, fsw); err != nil {
+		return res, err
+	}
+	if err := fsw.Close(); err != nil {
+		return res, fmt.Errorf("build: root filesystem: %w", err)
+	}
+	if rootSize == 0 {
+		rootSize = partition.AlignUp(fsw.Size())
+	}
+	layout, err := partition.Plan(p.Size, diskGUID, []partition.Spec{
+		{Name: "esp", Type: partition.TypeESP, GUID: espGUID, Size: espSize},
+		{Name: "root-x86-64", Type: partition.TypeRootX86_64, GUID: rootGUID, Size: rootSize},
+	})
+	if err != nil {
+		return res, fmt.Errorf("build: partition layout: %w", err)
+	}
+	if err := f.Truncate(layout.Size); err != nil {
+		return res, fmt.Errorf("build: sizing disk to %d MiB: %w", layout.Size/partition.MiB, err)
+	}
+	st := fsw.Stats()
+	res.RootFS = RootFSResult{Type: "ext4", UUID: uuidString(fsUUID), Size: fsw.Size(),
+		Files: int64(st.Files), Dirs: int64(st.Dirs), DataBytes: st.DataBytes}
+
+	// 5. Kernel, initrd, loader → ESP.
+	tree, err := fsw.FS()
+	if err != nil {
+		return res, fmt.Errorf("build: reading back the root filesystem: %w", err)
+	}
+	k, err := rootfs.FindKernel(tree)
+	if err != nil {
+		return res, fmt.Errorf("build: %w", err)
+	}
+	cmdline := "root=PARTUUID=" + strings.ToLower(rootGUID) + " rw"
+	if c := strings.TrimSpace(p.Cmdline); c != "" {
+		cmdline += " " + c
+	}
+	p.progress(Event{Stage: "esp"})
+	esp := layout.Partitions[0]
+	if _, err := bootloader.InstallSystemdBoot(ctx, f, esp.Offset, esp.Size, bootloader.Config{
+		Tree: tree, Kernel: k, Options: cmdline, Epoch: time.Unix(epoch, 0),
+	}); err != nil {
+		return res, fmt.Errorf("build: %w", err)
+	}
+	res.Kernel, res.Initrd, res.KernelVer, res.Cmdline = "/"+k.Linux, "", k.Version, cmdline
+	if k.Initrd != "" {
+		res.Initrd = "/" + k.Initrd
+	}
+
+	// 6. The partition table, last.
+	if err := partition.WriteGPT(f, layout); err != nil {
+		return res, fmt.Errorf("build: %w", err)
+	}
+	res.VirtualSize, res.DiskGUID = layout.Size, layout.GUID
+	for i, part := range layout.Partitions {
+		res.Partitions = append(res.Partitions, PartitionResult{Number: i + 1, Name: part.Name, Type: part.Type,
+			GUID: part.GUID, Offset: part.Offset, Size: part.Size})
+	}
+
+	// 7. Outputs: each written atomically; the raw scratch is committed last if it is an output.
+	disk, err := diskfmt.OpenFile(f)
+	if err != nil {
+		return res, fmt.Errorf("build: %w", err)
+	}
+	commitScratch := formats[0].Name() == "raw"
+	for i, o := range p.Outputs {
+		if i == 0 && commitScratch {
+			continue
+		}
+		wctx := diskfmt.WithProgress(ctx, func(done, total int64) {
+			p.progress(Event{Stage: "write", Item: o.Path, Done: done, Total: total})
+		})
+		if err := diskfmt.WriteFile(wctx, o.Path, formats[i], disk); err != nil {
+			return res, fmt.Errorf("build: %w", err)
+		}
+	}
+	if commitScratch {
+		if err := scratch.Commit(); err != nil {
+			return res, fmt.Errorf("build: %w", err)
+		}
+	}
+	for i, o := range p.Outputs {
+		sum, n, err := fileSHA256(ctx, o.Path)
+		if err != nil {
+			return res, fmt.Errorf("build: hashing %s: %w", o.Path, err)
+		}
+		res.Outputs = append(res.Outputs, OutputResult{Path: o.Path, Format: formats[i].Name(), Bytes: n, SHA256: sum})
+	}
+	return res, nil
+}
+
+// streamTree flattens the layers and adds every entry to the filesystem writer.
+func streamTree(ctx context.Context, p *Plan, ls []layers.Layer, fsw *ext4.Writer) error {
+	rc := layers.Flatten(ctx, ls)
+	defer rc.Close()
+	tr := tar.NewReader(rc)
+	var done int64
+	for {
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("build: reading layers: %w", err)
+		}
+		if err := fsw.Add(hdr, tr); err != nil {
+			return fmt.Errorf("build: root filesystem: entry %q: %w", hdr.Name, err)
+		}
+		done += hdr.Size
+		p.progress(Event{Stage: "rootfs", Item: hdr.Name, Done: done})
+	}
+}
+
+// buildSeed hashes everything that shapes the disk: the image, the extra layers, the options.
+func buildSeed(digest string, p Plan, espSize, epoch int64) []byte {
+	h := sha256.New()
+	fmt.Fprintf(h, "imgfab-seed-v1\x00%s\x00", digest)
+	for _, l := range p.ExtraLayers {
+		fmt.Fprintf(h, "layer\x00%s\x00", l)
+	}
+	var b [8]byte
+	for _, n := range []int64{p.Size, espSize, epoch} {
+		binary.LittleEndian.PutUint64(b[:], uint64(n))
+		h.Write(b[:])
+	}
+	fmt.Fprintf(h, "cmdline\x00%s\x00journal\x00%v", p.Cmdline, !p.NoJournal)
+	return h.Sum(nil)
+}
+
+func uuidString(b [16]byte) string {
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
+}
+
+// fileSHA256 hashes a file, returning the hex digest and its size.
+func fileSHA256(ctx context.Context, path string) (string, int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", 0, err
+	}
+	defer f.Close()
+	h := sha256.New()
+	n, err := io.CopyBuffer(h, &ctxReader{ctx, f}, make([]byte, 1<<20))
+	if err != nil {
+		return "", 0, err
+	}
+	return fmt.Sprintf("%x", h.Sum(nil)), n, nil
+}
+
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c *ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}
