@@ -33,10 +33,10 @@ if [ $# -eq 0 ]; then
 	format=raw
 	rm -f "$disk" "$work/root.ext4"
 	truncate -s 64M "$disk"
-	sgdisk -q -o -n 1:2048:0 -t 1:8300 -u "1:$partuuid" -c 1:root "$disk" >/dev/null
+	sgdisk -o -n 1:2048:0 -t 1:8300 -u "1:$partuuid" -c 1:root "$disk" >/dev/null
 	first=$(sgdisk -i 1 "$disk" | awk '/First sector/ {print $3}')
 	last=$(sgdisk -i 1 "$disk" | awk '/Last sector/ {print $3}')
-	mkfs.ext4 -q -F -d "$demo/root" "$work/root.ext4" "$(((last - first + 1) / 2))k"
+	mkfs.ext4 -q -F -d "$demo/root" "$work/root.ext4" "$(((last - first + 1) / 2))k" >/dev/null
 	dd if="$work/root.ext4" of="$disk" bs=512 seek="$first" conv=notrunc,sparse status=none
 	rm -f "$work/root.ext4"
 elif [ $# -eq 3 ]; then

@@ -103,7 +103,14 @@ exec </dev/console >/dev/console 2>&1
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 say() { echo "initramfs: $*"; }
-fail() { echo "initramfs: FATAL: $*"; echo "initramfs: dropping to a shell"; exec sh; }
+fail() {
+	echo "initramfs: FATAL: $*"
+	case " $(cat /proc/cmdline) " in
+	*" imgfab.test "*) echo "IMGFAB-BOOT-FAIL initramfs"; poweroff -f ;;
+	esac
+	echo "initramfs: dropping to a shell"
+	exec setsid cttyhack sh
+}
 say "imgfab demo initramfs, kernel $(uname -r)"
 
 for m in $(cat /lib/modules/load-order); do
@@ -124,53 +131,49 @@ done
 [ -n "$root" ] || fail "no root= on the kernel command line"
 say "root=$root ($rootflags, $rootfstype)"
 
-# le HEX: the little-endian unsigned integer whose bytes are HEX (2 hex digits per byte) in decimal.
-le() { _h=$1 _r=; while [ -n "$_h" ]; do _r=${_h%"${_h#??}"}$_r; _h=${_h#??}; done; echo $((0x$_r)); }
-# guid HEX32: GPT on-disk GUID bytes to the textual form (first three fields little-endian).
-guid() {
-	_h=$1
-	echo "$(echo "$_h" | cut -c7-8)$(echo "$_h" | cut -c5-6)$(echo "$_h" | cut -c3-4)$(echo "$_h" | cut -c1-2)-$(echo "$_h" | cut -c11-12)$(echo "$_h" | cut -c9-10)-$(echo "$_h" | cut -c15-16)$(echo "$_h" | cut -c13-14)-$(echo "$_h" | cut -c17-20)-$(echo "$_h" | cut -c21-32)"
-}
-hexof() { dd if="$1" bs="$2" skip="$3" count="$4" 2>/dev/null | hexdump -v -e '1/1 "%02x"'; }
+# rev HEX: the bytes of HEX (2 hex digits each) in reverse order.
+rev() { _h=$1 _r=; while [ -n "$_h" ]; do _r=${_h%"${_h#??}"}$_r; _h=${_h#??}; done; echo "$_r"; }
+# le HEX: the little-endian unsigned integer whose bytes are HEX, in decimal.
+le() { echo $((0x$(rev "$1"))); }
 # find_partuuid UUID: prints /dev/NAME of the GPT partition whose unique partition GUID is UUID.
 find_partuuid() {
-	want=$(echo "$1" | tr A-F a-f)
+	# The GUID as it is stored on disk: first three fields little-endian.
+	set -- $(echo "$1" | tr A-F a-f | tr - ' ')
+	[ $# = 5 ] && [ ${#1} = 8 ] && [ ${#2} = 4 ] && [ ${#3} = 4 ] && [ ${#4} = 4 ] && [ ${#5} = 12 ] || return 2
+	raw=$(rev "$1")$(rev "$2")$(rev "$3")$4$5
 	for d in /sys/block/*; do
 		[ -e "$d/device" ] || continue
 		disk=${d##*/}
 		[ -b "/dev/$disk" ] || continue
 		ss=$(cat "$d/queue/logical_block_size" 2>/dev/null || echo 512)
-		hdr=$(hexof "/dev/$disk" "$ss" 1 1)
-		[ "$(echo "$hdr" | cut -c1-16)" = 4546492050415254 ] || continue   # "EFI PART"
+		hdr=$(dd if="/dev/$disk" bs="$ss" skip=1 count=1 2>/dev/null | hexdump -v -e '1/1 "%02x"')
+		case "$hdr" in 4546492050415254*) ;; *) continue ;; esac   # "EFI PART"
 		elba=$(le "$(echo "$hdr" | cut -c145-160)")
 		n=$(le "$(echo "$hdr" | cut -c161-168)")
 		esz=$(le "$(echo "$hdr" | cut -c169-176)")
-		[ "$n" -le 1024 ] && [ "$esz" -ge 128 ] && [ "$esz" -le 4096 ] || continue
-		i=0
-		while [ $i -lt "$n" ]; do
-			e=$(hexof "/dev/$disk" "$esz" $((elba * ss / esz + i)) 1)
-			i=$((i + 1))
-			[ "$(echo "$e" | cut -c1-32)" = 00000000000000000000000000000000 ] && continue
-			[ "$(guid "$(echo "$e" | cut -c33-64)")" = "$want" ] || continue
-			for p in /sys/block/$disk/$disk*; do
-				[ "$(cat "$p/partition" 2>/dev/null)" = $i ] && { echo "/dev/${p##*/}"; return 0; }
-			done
+		[ "$n" -ge 1 ] && [ "$n" -le 1024 ] && [ "$esz" -ge 128 ] && [ "$esz" -le 4096 ] || continue
+		# One line of hex per partition entry; unique GUID = entry bytes 16..31.
+		num=$(dd if="/dev/$disk" bs="$ss" skip="$elba" count=$(((n * esz + ss - 1) / ss)) 2>/dev/null |
+			hexdump -v -e "$esz/1 \"%02x\" \"\\n\"" | head -n "$n" | grep -n "^.\{32\}$raw" | cut -d: -f1 | head -1)
+		[ -n "$num" ] || continue
+		for p in /sys/block/$disk/$disk*; do
+			[ "$(cat "$p/partition" 2>/dev/null)" = "$num" ] && { echo "/dev/${p##*/}"; return 0; }
 		done
 	done
 	return 1
 }
 
 dev=
-tries=$((rootwait * 2))
+deadline=$(($(date +%s) + rootwait))
 while :; do
 	case "$root" in
-	PARTUUID=*) dev=$(find_partuuid "${root#PARTUUID=}") ;;
+	PARTUUID=*) dev=$(find_partuuid "${root#PARTUUID=}") || [ $? != 2 ] || fail "malformed root=$root" ;;
 	/dev/*) [ -b "$root" ] && dev=$root ;;
 	*) fail "unsupported root=$root (use PARTUUID= or /dev/...)" ;;
 	esac
 	[ -n "$dev" ] && [ -b "$dev" ] && break
-	tries=$((tries - 1))
-	[ $tries -gt 0 ] || fail "root device $root did not appear within ${rootwait}s (disks: $(ls /sys/block | tr '\n' ' '))"
+	[ "$(date +%s)" -lt $deadline ] ||
+		fail "root device $root did not appear within ${rootwait}s (disks: $(ls /sys/block | tr '\n' ' '))"
 	usleep 500000
 done
 say "root device $dev"
