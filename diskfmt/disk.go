@@ -20,8 +20,9 @@ type Disk interface {
 	io.ReaderAt
 	// Size is the guest size in bytes.
 	Size() int64
-	// Extents lists the ranges that may hold data: sorted, non-overlapping, non-empty and within
-	// [0, Size). Bytes outside them read as zeros. The caller must not modify the returned slice.
+	// Extents lists the ranges that may hold data: sorted, non-overlapping and within [0, Size)
+	// (empty extents are allowed and ignored). Bytes outside them read as zeros. The caller must
+	// not modify the returned slice.
 	Extents() []Extent
 }
 
@@ -108,8 +109,8 @@ func checkDisk(d Disk) error {
 	}
 	var end int64
 	for i, e := range d.Extents() {
-		if e.Len <= 0 || e.Off < end || e.End() > size || e.End() < e.Off {
-			return fmt.Errorf("disk extent %d [%d, +%d) is empty, unsorted, overlapping or beyond size %d",
+		if e.Len < 0 || e.Off < end || e.End() > size || e.End() < e.Off {
+			return fmt.Errorf("disk extent %d [%d, +%d) is negative, unsorted, overlapping or beyond size %d",
 				i, e.Off, e.Len, size)
 		}
 		end = e.End()

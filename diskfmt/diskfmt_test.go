@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -249,6 +250,48 @@ func TestQcow2QemuImg(t *testing.T) {
 				t.Errorf("qemu-img map data ranges:\n got %v\nwant %v", got, want)
 			}
 		})
+	}
+}
+
+// TestQcow2Random checks qcow2 and raw on seeded random layouts against qemu-img.
+func TestQcow2Random(t *testing.T) {
+	needTool(t, "qemu-img", "qemu-utils")
+	ctx := context.Background()
+	rng := rand.New(rand.NewPCG(1, 2))
+	for i := range 15 {
+		dir := t.TempDir()
+		size := 512 * (1 + rng.Int64N(16*mib/512))
+		var pieces []piece
+		for range rng.IntN(12) {
+			off := rng.Int64N(size)
+			n := 1 + rng.Int64N(min(size-off, 300*kib))
+			p := pattern(int(n), byte(rng.IntN(256)))
+			if rng.IntN(3) == 0 {
+				clear(p) // zeros written as data
+			}
+			pieces = append(pieces, piece{off, p})
+		}
+		rawPath := makeSparse(t, dir, size, pieces)
+		out := filepath.Join(dir, "out.qcow2")
+		if err := WriteFile(ctx, out, qcow2{}, openDisk(t, rawPath)); err != nil {
+			t.Fatal(err)
+		}
+		if o, code := run(t, "qemu-img", "check", "-f", "qcow2", out); code != 0 {
+			t.Fatalf("case %d: qemu-img check: exit %d: %s", i, code, o)
+		}
+		if o, code := run(t, "qemu-img", "compare", "-f", "raw", "-F", "qcow2", rawPath, out); code != 0 {
+			t.Fatalf("case %d: qemu-img compare: exit %d: %s", i, code, o)
+		}
+		if got, want := qemuMapData(t, out), wantClusters(t, rawPath, size, pieces); !slices.Equal(got, want) {
+			t.Errorf("case %d: qemu-img map data ranges:\n got %v\nwant %v", i, got, want)
+		}
+		rawOut := filepath.Join(dir, "out.raw")
+		if err := WriteFile(ctx, rawOut, raw{}, openDisk(t, rawPath)); err != nil {
+			t.Fatal(err)
+		}
+		if fileSHA(t, rawOut) != fileSHA(t, rawPath) {
+			t.Errorf("case %d: raw output differs", i)
+		}
 	}
 }
 
@@ -533,7 +576,7 @@ func TestBadDisk(t *testing.T) {
 		for _, d := range []badDisk{
 			{size: mib, exts: []Extent{{0, 4096}, {100, 4096}}}, // overlapping
 			{size: mib, exts: []Extent{{mib - 512, 4096}}},      // beyond the size
-			{size: mib, exts: []Extent{{0, 0}}},                 // empty
+			{size: mib, exts: []Extent{{0, -1}}},                // negative
 			{size: mib, exts: []Extent{{4096, 512}, {0, 512}}},  // unsorted
 		} {
 			if err := f.Write(ctx, io.Discard, d); err == nil {

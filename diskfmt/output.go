@@ -37,6 +37,9 @@ func CreateOutput(path string) (*Output, error) {
 	if dir == "" {
 		dir = "."
 	}
+	if fi, err := os.Stat(path); err == nil && fi.IsDir() {
+		return nil, fmt.Errorf("diskfmt: output path %s is a directory", path)
+	}
 	prefix := tempPrefix(base)
 	if err := removeStaleTemps(dir, prefix); err != nil {
 		return nil, fmt.Errorf("diskfmt: creating output %s: %w", path, err)

@@ -132,7 +132,7 @@ func qcow2Scan(ctx context.Context, d Disk, prog *progress) ([]*l2Bits, int64, i
 			t[e/64] |= 1 << (e % 64)
 			dataClusters++
 		}
-		prog.to(off + int64(len(p)))
+		prog.to(min(off+int64(len(p)), size))
 		return nil
 	})
 	return alloc, l2Tables, dataClusters, err
