@@ -72,13 +72,24 @@ const (
 	cParentVis             // some visible entry of this layer lies below it
 	cWhiteout              // whited out by this layer
 	cOpaque                // made opaque by this layer
+	cHeld                  // a hardlink held back to the end of the stream
+	cPromoted              // a hardlink emitted after this layer with its hidden target's data
 )
 
+// promo is a visible hardlink whose target (holding the data) is hidden by an upper layer.
+type promo struct {
+	target string        // the hidden entry holding the data
+	name   string        // the first visible link name; it becomes the data holder
+	hdr    *tar.Header   // that link's header
+	links  []*tar.Header // further visible links, to name
+}
+
 type heldLink struct {
-	layer  int
-	lname  string
-	hdr    tar.Header
-	target string
+	sameLayer bool // target is a held link of the same layer, checked already
+	layer     int
+	lname     string
+	hdr       tar.Header
+	target    string
 }
 
 type flattener struct {
@@ -100,6 +111,7 @@ func (f *flattener) run(layers []Layer) error {
 	for _, h := range f.held {
 		st := f.upper[h.target]
 		switch {
+		case h.sameLayer:
 		case st.f&sNonDir != 0 && int(st.layer) < h.layer:
 		case st.f&(sDir|sImplied) != 0:
 			return &UnsafeEntryError{Layer: h.lname, Entry: h.hdr.Name, Reason: "hardlink to a directory"}
@@ -191,12 +203,18 @@ func (f *flattener) layer(li int, l Layer) error {
 		return fmt.Errorf("layer %s: %w", l.Name, err)
 	}
 	defer rc.Close()
-	cur := make(map[string]uint8)
+	cur := make(map[string]uint16)
 	tr := tar.NewReader(rc)
 	unsafe := func(entry, reason string) error {
 		return &UnsafeEntryError{Layer: l.Name, Entry: entry, Reason: reason}
 	}
 	prev := ""
+	hiddenLink := make(map[string]string) // hidden hardlink (or its target) -> target
+	var (
+		promos     map[string]*promo
+		promoOf    map[string]string // promoted or deferred link name -> data holder
+		promoOrder []string
+	)
 	for {
 		if err := f.ctx.Err(); err != nil {
 			return err
@@ -254,7 +272,7 @@ func (f *flattener) layer(li int, l Layer) error {
 			default:
 				t := base[len(whPrefix):]
 				if t == "" || t == "." || t == ".." {
-					return unsafe(hdr.Name, "whiteout of "+strings.TrimPrefix(path.Join(dir, t), "./"))
+					return unsafe(hdr.Name, "whiteout of "+map[string]string{"": "an empty name", ".": ". (the directory itself)", "..": ".."}[t])
 				}
 				cur[path.Join(dir, t)] |= cWhiteout
 			}
@@ -296,21 +314,66 @@ func (f *flattener) layer(li int, l Layer) error {
 			}); err != nil {
 				return err
 			}
-			out.Linkname = t
 			tc := cur[t]
-			switch {
-			case tc&(cDir|cParent) != 0:
+			if tc&(cDir|cParent) != 0 {
 				return unsafe(hdr.Name, "hardlink to a directory")
-			case tc&cNonDir != 0:
-				if vis && tc&cEmitted == 0 {
-					return unsafe(hdr.Name, "hardlink target "+t+" is hidden by an upper layer (not supported)")
+			}
+			if tc&cNonDir == 0 {
+				if vis {
+					// Not seen in this layer: must be a lower layer's file, checked at the end.
+					out.Linkname = t
+					f.held = append(f.held, heldLink{layer: li, lname: l.Name, hdr: *out, target: t})
+					cur[p] = c | cEmitted | cHeld
+				} else {
+					cur[p] = c
 				}
-			case vis:
-				// Not (yet) seen in this layer: must be a lower layer's file, checked at the end.
-				f.held = append(f.held, heldLink{layer: li, lname: l.Name, hdr: *out, target: t})
-				cur[p] = c | cEmitted
 				continue
 			}
+			if !vis {
+				hiddenLink[p] = t
+				cur[p] = c
+				continue
+			}
+			// Follow hidden links of this layer to the entry that holds the data.
+			r := t
+			for cur[r]&cEmitted == 0 && hiddenLink[r] != "" && hiddenLink[r] != r {
+				r = hiddenLink[r]
+			}
+			rc := cur[r]
+			switch {
+			case rc&cHeld != 0:
+				out.Linkname = r
+				f.held = append(f.held, heldLink{layer: li, lname: l.Name, hdr: *out, target: r, sameLayer: true})
+				cur[p] = c | cEmitted | cHeld
+				continue
+			case rc&cPromoted != 0:
+				pr := promos[promoOf[r]]
+				out.Linkname = pr.name
+				pr.links = append(pr.links, out)
+				cur[p] = c | cEmitted | cPromoted
+				promoOf[p] = pr.target
+				continue
+			case rc&cEmitted == 0:
+				// The data holder is hidden by an upper layer: this link, the first visible name,
+				// gets its data from a second pass over the layer.
+				if promos == nil {
+					promos = make(map[string]*promo)
+					promoOf = make(map[string]string)
+				}
+				if pr := promos[r]; pr != nil {
+					out.Linkname = pr.name
+					pr.links = append(pr.links, out)
+					cur[p] = c | cEmitted | cPromoted
+					promoOf[p] = r
+					continue
+				}
+				promos[r] = &promo{target: r, name: p, hdr: out}
+				promoOrder = append(promoOrder, r)
+				promoOf[p] = r
+				cur[p] = c | cEmitted | cPromoted
+				continue
+			}
+			out.Linkname = r
 		}
 		if !vis {
 			cur[p] = c
@@ -329,6 +392,11 @@ func (f *flattener) layer(li int, l Layer) error {
 	// Drain to the blob's EOF so its digest is checked.
 	if _, err := io.Copy(io.Discard, rc); err != nil {
 		return layerReadErr(l.Name, prev, err)
+	}
+	if len(promoOrder) > 0 {
+		if err := f.promote(l, promos, promoOrder); err != nil {
+			return err
+		}
 	}
 	for p, c := range cur {
 		st := f.upper[p]
@@ -430,3 +498,57 @@ func outHeader(h *tar.Header, name string) *tar.Header {
 }
 
 func o2(h tar.Header) *tar.Header { return &h }
+
+// promote re-reads layer l and emits, for each promo, the hidden target's entry (and data) under the
+// first visible link name, then the further links to it.
+func (f *flattener) promote(l Layer, promos map[string]*promo, order []string) error {
+	rc, err := l.Open()
+	if err != nil {
+		return fmt.Errorf("layer %s: reopening for hardlinks: %w", l.Name, err)
+	}
+	defer rc.Close()
+	tr := tar.NewReader(rc)
+	left := len(order)
+	done := make(map[string]bool)
+	prev := ""
+	for left > 0 {
+		if err := f.ctx.Err(); err != nil {
+			return err
+		}
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return layerReadErr(l.Name, prev, err)
+		}
+		prev = hdr.Name
+		p, _ := cleanName(hdr.Name)
+		pr := promos[p]
+		if pr == nil || done[p] || hdr.Typeflag == tar.TypeDir || hdr.Typeflag == tar.TypeLink {
+			continue
+		}
+		done[p] = true
+		left--
+		out := outHeader(hdr, pr.name)
+		if err := f.tw.WriteHeader(out); err != nil {
+			return fmt.Errorf("layer %s: writing entry %q: %w", l.Name, pr.name, err)
+		}
+		if out.Typeflag == tar.TypeReg && out.Size > 0 {
+			if err := f.copyData(tr); err != nil {
+				return layerReadErr(l.Name, hdr.Name, err)
+			}
+		}
+		for _, h := range pr.links {
+			if err := f.tw.WriteHeader(h); err != nil {
+				return fmt.Errorf("layer %s: writing entry %q: %w", l.Name, h.Name, err)
+			}
+		}
+	}
+	for _, t := range order {
+		if !done[t] {
+			return fmt.Errorf("layer %s: second pass for hardlinks: entry %q not found", l.Name, t)
+		}
+	}
+	return nil
+}

@@ -93,6 +93,11 @@ func (p *bufPipe) closeWrite(err error) {
 }
 
 func (p *bufPipe) Read(b []byte) (int, error) {
+	select {
+	case <-p.closed:
+		return 0, io.ErrClosedPipe
+	default:
+	}
 	if p.rpos == len(p.rbuf) {
 		if p.rbuf != nil {
 			select {
@@ -100,11 +105,6 @@ func (p *bufPipe) Read(b []byte) (int, error) {
 			default:
 			}
 			p.rbuf, p.rpos = nil, 0
-		}
-		select {
-		case <-p.closed:
-			return 0, io.ErrClosedPipe
-		default:
 		}
 		select {
 		case buf, ok := <-p.full:
