@@ -80,7 +80,6 @@ const (
 type promo struct {
 	target string        // the hidden entry holding the data
 	name   string        // the first visible link name; it becomes the data holder
-	hdr    *tar.Header   // that link's header
 	links  []*tar.Header // further visible links, to name
 }
 
@@ -88,6 +87,7 @@ type heldLink struct {
 	sameLayer bool // target is a held link of the same layer, checked already
 	layer     int
 	lname     string
+	entry     string // as named in the layer
 	hdr       tar.Header
 	target    string
 }
@@ -114,9 +114,9 @@ func (f *flattener) run(layers []Layer) error {
 		case h.sameLayer:
 		case st.f&sNonDir != 0 && int(st.layer) < h.layer:
 		case st.f&(sDir|sImplied) != 0:
-			return &UnsafeEntryError{Layer: h.lname, Entry: h.hdr.Name, Reason: "hardlink to a directory"}
+			return &UnsafeEntryError{Layer: h.lname, Entry: h.entry, Reason: "hardlink to a directory"}
 		default:
-			return &UnsafeEntryError{Layer: h.lname, Entry: h.hdr.Name, Reason: "hardlink to missing name " + h.target}
+			return &UnsafeEntryError{Layer: h.lname, Entry: h.entry, Reason: "hardlink to missing name " + h.target}
 		}
 		if err := f.tw.WriteHeader(&h.hdr); err != nil {
 			return fmt.Errorf("layer %s: writing entry %q: %w", h.lname, h.hdr.Name, err)
@@ -318,17 +318,6 @@ func (f *flattener) layer(li int, l Layer) error {
 			if tc&(cDir|cParent) != 0 {
 				return unsafe(hdr.Name, "hardlink to a directory")
 			}
-			if tc&cNonDir == 0 {
-				if vis {
-					// Not seen in this layer: must be a lower layer's file, checked at the end.
-					out.Linkname = t
-					f.held = append(f.held, heldLink{layer: li, lname: l.Name, hdr: *out, target: t})
-					cur[p] = c | cEmitted | cHeld
-				} else {
-					cur[p] = c
-				}
-				continue
-			}
 			if !vis {
 				hiddenLink[p] = t
 				cur[p] = c
@@ -336,14 +325,23 @@ func (f *flattener) layer(li int, l Layer) error {
 			}
 			// Follow hidden links of this layer to the entry that holds the data.
 			r := t
-			for cur[r]&cEmitted == 0 && hiddenLink[r] != "" && hiddenLink[r] != r {
+			for n := 0; cur[r]&cEmitted == 0 && hiddenLink[r] != ""; n++ {
+				if n > len(hiddenLink) {
+					return unsafe(hdr.Name, "hardlink cycle")
+				}
 				r = hiddenLink[r]
 			}
 			rc := cur[r]
 			switch {
+			case rc&cNonDir == 0:
+				// Not in this layer: must be a lower layer's file, checked at the end.
+				out.Linkname = r
+				f.held = append(f.held, heldLink{layer: li, lname: l.Name, entry: hdr.Name, hdr: *out, target: r})
+				cur[p] = c | cEmitted | cHeld
+				continue
 			case rc&cHeld != 0:
 				out.Linkname = r
-				f.held = append(f.held, heldLink{layer: li, lname: l.Name, hdr: *out, target: r, sameLayer: true})
+				f.held = append(f.held, heldLink{layer: li, lname: l.Name, entry: hdr.Name, hdr: *out, target: r, sameLayer: true})
 				cur[p] = c | cEmitted | cHeld
 				continue
 			case rc&cPromoted != 0:
@@ -367,7 +365,7 @@ func (f *flattener) layer(li int, l Layer) error {
 					promoOf[p] = r
 					continue
 				}
-				promos[r] = &promo{target: r, name: p, hdr: out}
+				promos[r] = &promo{target: r, name: p}
 				promoOrder = append(promoOrder, r)
 				promoOf[p] = r
 				cur[p] = c | cEmitted | cPromoted
@@ -494,10 +492,8 @@ func outHeader(h *tar.Header, name string) *tar.Header {
 	if o.Typeflag != tar.TypeSymlink && o.Typeflag != tar.TypeLink {
 		o.Linkname = ""
 	}
-	return o2(o)
+	return &o
 }
-
-func o2(h tar.Header) *tar.Header { return &h }
 
 // promote re-reads layer l and emits, for each promo, the hidden target's entry (and data) under the
 // first visible link name, then the further links to it.
