@@ -67,9 +67,10 @@ else
 fi
 
 # The check: whiteout deleted /etc/motd, opaque /etc/skel holds only layer 2's file, marker present,
-# hostname from layer 2, and no whiteout file leaked into /etc.
+# hostname from layer 2, and no whiteout file leaked into /etc. The marker is upper-cased at run time
+# so that the kernel echoing its command line cannot fake it.
 # No double quotes (kernel command line quoting) and no $ (systemd ExecStart= expansion) in it.
-check='test ! -e /etc/motd && test -e /etc/skel/imgfab-skel.txt && ! ls -A /etc/skel | grep -qvx imgfab-skel.txt && grep -qx IMGFAB-LAYER2-OK /etc/imgfab-layer2 && grep -qx imgfab-debian /etc/hostname && ! ls -A /etc /etc/skel | grep -q ^[.]wh[.] && echo IMGFAB-DEBIAN-OK >/dev/console'
+check='test ! -e /etc/motd && test -e /etc/skel/imgfab-skel.txt && ! ls -A /etc/skel | grep -qvx imgfab-skel.txt && grep -qx IMGFAB-LAYER2-OK /etc/imgfab-layer2 && grep -qx imgfab-debian /etc/hostname && ! ls -A /etc /etc/skel | grep -q ^[.]wh[.] && echo imgfab-debian-ok | tr a-z A-Z >/dev/console'
 serial="$work/serial.log"
 log "booting $disk ($format) root=PARTUUID=$partuuid with $(basename "$kernel") (timeout ${timeout}s)"
 rc=0
