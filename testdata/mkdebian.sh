@@ -27,7 +27,7 @@ log() { echo "mkdebian: $*" >&2; }
 [ "$(id -u)" = 0 ] || { log "must run as root (debootstrap)"; exit 1; }
 command -v debootstrap >/dev/null || { log "debootstrap not installed: apt-get install debootstrap"; exit 1; }
 
-hash=$(cat "$0" "$here"/mkoci/*.go | sha256sum | cut -d' ' -f1)
+hash=$(cat "$0" $(ls "$here"/mkoci/*.go | grep -v _test.go) | sha256sum | cut -d' ' -f1)
 if [ -f "$out/stamp" ] && [ "$(cat "$out/stamp")" = "$hash" ] &&
 	[ -f "$out/oci/index.json" ] && [ -f "$out/oci-docker/index.json" ] && [ -f "$out/rootfs.tar" ]; then
 	echo "$out/oci"
