@@ -30,15 +30,15 @@ demo: build fixtures
 	@echo "    -drive if=virtio,format=qcow2,file=demo.qcow2"
 
 vet:
-	$(GO) vet ./...
+	$(GO) vet ./... ./testdata/mkoci ./testdata/setxattr
 
 # The full suite, oracles and qemu boots included (about 10 minutes on 2 cores without KVM).
 test: fixtures vet
-	$(GO) test -timeout 60m ./...
+	$(GO) test -timeout 60m ./... ./testdata/mkoci
 
 # Unit tests only: no qemu boot, no Debian fixture.
 test-short:
-	$(GO) test -short -timeout 20m ./...
+	$(GO) test -short -timeout 20m ./... ./testdata/mkoci
 
 # The Debian acceptance boots (debootstrap fixture, ~10 minutes more).
 test-slow: fixtures
