@@ -760,8 +760,8 @@ func (w *Writer) superblock(g geometry, freeBlocks, freeInodes int64, jn *inode)
 	le.PutUint32(s[0x30:], uint32(T)) // wtime
 	le.PutUint16(s[0x36:], 0xFFFF)    // max_mnt_count
 	le.PutUint16(s[0x38:], 0xEF53)
-	le.PutUint16(s[0x3A:], 1) // state: clean
-	le.PutUint16(s[0x3C:], 1) // errors: continue
+	le.PutUint16(s[0x3A:], 1)         // state: clean
+	le.PutUint16(s[0x3C:], 1)         // errors: continue
 	le.PutUint32(s[0x40:], uint32(T)) // lastcheck
 	le.PutUint32(s[0x4C:], 1)         // rev_level
 	le.PutUint32(s[0x54:], 11)        // first_ino
@@ -793,7 +793,7 @@ func (w *Writer) superblock(g geometry, freeBlocks, freeInodes int64, jn *inode)
 	le.PutUint16(s[0x15E:], 32) // want_extra_isize
 	le.PutUint32(s[0x160:], 1)  // s_flags: signed dirhash
 	s[0x174] = flexLog
-	s[0x175] = 1 // checksum_type crc32c
+	s[0x175] = 1             // checksum_type crc32c
 	s[0x274] = byte(T >> 32) // wtime_hi
 	s[0x276] = byte(T >> 32) // mkfs_time_hi
 	s[0x277] = byte(T >> 32) // lastcheck_hi

@@ -13,7 +13,7 @@ const (
 	inodeSize      = 256
 	inodesPerBlock = bs / inodeSize
 	descSize       = 64
-	flexLog        = 4 // s_log_groups_per_flex
+	flexLog        = 4              // s_log_groups_per_flex
 	extPerBlock    = (bs - 12) / 12 // 340 extent entries per tree block (EXT4.md §6)
 	maxLinks       = 65000
 	firstIno       = 12

@@ -34,9 +34,9 @@ type Options struct {
 // Stats counts what a Writer wrote.
 type Stats struct {
 	Files, Dirs, Symlinks, Hardlinks, Devices, Fifos int
-	DataBytes                                         int64 // sum of regular file sizes
-	Inodes, InodesTotal                               int64 // used (including reserved 1-11) / total
-	BlocksUsed, BlocksTotal                           int64
+	DataBytes                                        int64 // sum of regular file sizes
+	Inodes, InodesTotal                              int64 // used (including reserved 1-11) / total
+	BlocksUsed, BlocksTotal                          int64
 }
 
 type extent struct {
