@@ -207,7 +207,7 @@ func Run(ctx context.Context, p Plan) (res Result, err error) {
 	}
 
 	// 4. Stream the layers into the root filesystem.
-	fsw, err := ext4.NewWriter(io.NewOffsetWriter(f, rootOff), ext4.Options{
+	fsw, err := ext4.NewWriter(region{f, rootOff}, ext4.Options{
 		Size: rootSize, UUID: fsUUID, HashSeed: hashSeed, Time: epoch, Label: "root", NoJournal: p.NoJournal,
 	})
 	if err != nil {
@@ -371,3 +371,12 @@ func (c *ctxReader) Read(p []byte) (int, error) {
 	}
 	return c.r.Read(p)
 }
+
+// region is a window of the disk file at a fixed offset, for writing and reading back.
+type region struct {
+	f   *os.File
+	off int64
+}
+
+func (r region) WriteAt(p []byte, off int64) (int, error) { return r.f.WriteAt(p, r.off+off) }
+func (r region) ReadAt(p []byte, off int64) (int, error)  { return r.f.ReadAt(p, r.off+off) }
