@@ -48,7 +48,7 @@ const maxSymlinks = 40
 // resolve walks name from the root, following symlinks in every component but the last, and the last too
 // when follow is set. It returns the inode and its canonical path.
 func (v *view) resolve(op, name string, follow bool) (*inode, string, error) {
-	if !fs.ValidPath(name) {
+	if !validPath(name) {
 		return nil, "", &fs.PathError{Op: op, Path: name, Err: fs.ErrInvalid}
 	}
 	var todo []string
@@ -283,4 +283,18 @@ func (d *dirFile) ReadDir(n int) ([]fs.DirEntry, error) {
 	out := d.entries[:k]
 	d.entries = d.entries[k:]
 	return out, nil
+}
+
+// validPath is fs.ValidPath without the UTF-8 rule: ext4 names are bytes, and fs.WalkDir must be able to
+// open every name ReadDir returns.
+func validPath(name string) bool {
+	if name == "." {
+		return true
+	}
+	for _, c := range strings.Split(name, "/") {
+		if c == "" || c == "." || c == ".." {
+			return false
+		}
+	}
+	return true
 }
