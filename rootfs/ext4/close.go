@@ -481,6 +481,9 @@ func fileType(n *inode) byte {
 // writeDir writes a linear directory: ".", "..", then entries sorted by name; each block ends with the
 // checksum tail at 4084 (EXT4.md §7). lost+found gets at least 4 blocks (§11).
 func (w *Writer) writeDir(d *inode, seed uint32) error {
+	if d.ino != lostFoundIno && linearBlocks(d) >= 3 {
+		return w.writeHtree(d, seed)
+	}
 	var blk []byte
 	var off, last int
 	var nb uint32
@@ -649,8 +652,13 @@ func encodeInode(b []byte, n *inode, crtime int64, seed uint32) {
 	ib := b[0x28:0x64]
 	var flags uint32
 	switch n.mode & sIFMT {
-	case sIFREG, sIFDIR:
+	case sIFREG:
 		flags = 0x80000
+	case sIFDIR:
+		flags = 0x80000
+		if n.htree {
+			flags |= 0x1000 // INDEX_FL
+		}
 	case sIFLNK:
 		if len(n.link) < 60 {
 			copy(ib, n.link)
@@ -664,7 +672,7 @@ func encodeInode(b []byte, n *inode, crtime int64, seed uint32) {
 			le.PutUint32(ib[4:], n.minor&0xFF|n.major<<8|(n.minor&^0xFF)<<12)
 		}
 	}
-	if flags != 0 {
+	if flags&0x80000 != 0 {
 		if n.depth == 0 {
 			putExtHeader(ib, len(n.ext), 4, 0)
 			for j, e := range n.ext {

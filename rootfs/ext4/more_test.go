@@ -227,15 +227,19 @@ func TestBigDirectory(t *testing.T) {
 	}
 	es := make([]entry, 0, 100001)
 	for i := 0; i < 100000; i++ {
-		es = append(es, entry{hdr: tar.Header{Typeflag: tar.TypeReg, Name: fmt.Sprintf("big/f%06d", (i*7919)%100000), Mode: 0644, ModTime: testTime}})
+		es = append(es, entry{hdr: tar.Header{Typeflag: tar.TypeReg, Name: fmt.Sprintf("big/file-with-a-longer-name-%06d", (i*7919)%100000), Mode: 0644, ModTime: testTime}})
 	}
 	img, w := build(t, testOpts, es)
 	fsckClean(t, img)
+	fsckNoChange(t, img)
+	if n := w.paths["big"]; !n.htree || n.size/bs <= dxRootLimit+1 {
+		t.Errorf("big: htree %v with %d blocks, want a 2-level htree", n.htree, n.size/bs)
+	}
 	if w.Stats().Files != 100000 {
 		t.Errorf("stats %+v", w.Stats())
 	}
-	out := debugfs(t, img, "stat /big/f099999", "stat /big/f000000")
-	if strings.Count(out, "Type: regular") != 2 {
+	out := debugfs(t, img, "stat /big/file-with-a-longer-name-099999", "stat /big/file-with-a-longer-name-000000", "stat /big")
+	if strings.Count(out, "Type: regular") != 2 || !strings.Contains(out, "Flags: 0x81000") {
 		t.Errorf("lookups failed:\n%s", out)
 	}
 }

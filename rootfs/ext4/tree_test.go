@@ -37,8 +37,8 @@ func pattern(n int, seed byte) []byte {
 func richTree() []entry {
 	long := strings.Repeat("t", 200)
 	sparse := make([]byte, 5*bs+100)
-	copy(sparse[bs:], pattern(bs, 3))        // block 1 data, blocks 0, 2, 3 holes
-	copy(sparse[4*bs+50:], pattern(40, 9))   // partial last block
+	copy(sparse[bs:], pattern(bs, 3))      // block 1 data, blocks 0, 2, 3 holes
+	copy(sparse[4*bs+50:], pattern(40, 9)) // partial last block
 	es := []entry{
 		{hdr: tar.Header{Typeflag: tar.TypeDir, Name: ".", Mode: 0755, Uid: 0, Gid: 0, ModTime: testTime}},
 		// child before its parent: parent created implicitly and updated later
@@ -84,7 +84,7 @@ func richTree() []entry {
 		reg("names/"+strings.Repeat("n", 255), 0644, "longest name"),
 		reg("names/\xff\x01 odd", 0644, "odd bytes"),
 	}
-	for i := 0; i < 150; i++ { // 2-block directory (3+ blocks are rehashed by e2fsck -fy)
+	for i := 0; i < 300; i++ { // 4 blocks: written as an htree
 		es = append(es, reg("many/file-"+strings.Repeat("x", i%50)+string(rune('a'+i%26))+itoa(i), 0644, itoa(i)))
 	}
 	return es
@@ -128,22 +128,22 @@ func TestRichTree(t *testing.T) {
 		t.Errorf("stats %+v", st)
 	}
 	checks := map[string][]string{
-		"/usr/bin/passwd":            {"Mode:  04755", "Links: 3", "Size: 9000"},
-		"/usr/bin/late-target":       {"Links: 2"},
-		"/usr/bin/wall":              {"Mode:  02755"},
-		"/tmp":                       {"Mode:  01777"},
-		"/opt/app":                   {"Mode:  0750", "Links: 3"},
-		"/owned":                     {"User: 70000   Group: 80000", "ctime: 0xf4865700:ee6b27fd", "atime: 0xfffeae7f:00000004", "mtime: 0x5f5e1000:1d6f3454"},
-		"/dev/null":                  {"Type: character special", "Device major/minor number: 01:03"},
-		"/dev/sda":                   {"Type: block special", "Device major/minor number: 08:00", "Group:     6"},
-		"/dev/big":                   {"Device major/minor number: 300:70000"},
-		"/run/fifo":                  {"Type: FIFO"},
-		"/fast":                      {"Type: symlink", `Fast link dest: "usr/bin/passwd"`},
-		"/slow":                      {"Type: symlink", "Size: 201", "Flags: 0x80000"},
-		"/sparse":                    {"Size: 20580", "Blockcount: 16"},
-		"/empty":                     {"Size: 0", "Flags: 0x80000"},
-		"/": {"Links: 11"},
-		"/lost+found":                {"Mode:  0700", "Size: 16384"},
+		"/usr/bin/passwd":      {"Mode:  04755", "Links: 3", "Size: 9000"},
+		"/usr/bin/late-target": {"Links: 2"},
+		"/usr/bin/wall":        {"Mode:  02755"},
+		"/tmp":                 {"Mode:  01777"},
+		"/opt/app":             {"Mode:  0750", "Links: 3"},
+		"/owned":               {"User: 70000   Group: 80000", "ctime: 0xf4865700:ee6b27fd", "atime: 0xfffeae7f:00000004", "mtime: 0x5f5e1000:1d6f3454"},
+		"/dev/null":            {"Type: character special", "Device major/minor number: 01:03"},
+		"/dev/sda":             {"Type: block special", "Device major/minor number: 08:00", "Group:     6"},
+		"/dev/big":             {"Device major/minor number: 300:70000"},
+		"/run/fifo":            {"Type: FIFO"},
+		"/fast":                {"Type: symlink", `Fast link dest: "usr/bin/passwd"`},
+		"/slow":                {"Type: symlink", "Size: 201", "Flags: 0x80000"},
+		"/sparse":              {"Size: 20580", "Blockcount: 16"},
+		"/empty":               {"Size: 0", "Flags: 0x80000"},
+		"/":                    {"Links: 11"},
+		"/lost+found":          {"Mode:  0700", "Size: 16384"},
 	}
 	var cmds []string
 	for p := range checks {

@@ -83,6 +83,7 @@ type inode struct {
 	parent       *inode   // directories
 	placeholder  bool     // unresolved hardlink
 	explicit     bool
+	htree        bool // directory written with an htree index
 }
 
 const (
