@@ -44,8 +44,10 @@
 //   - A path that appears twice in ONE layer is emitted once, the first time (tar semantics would let
 //     the second win; streaming cannot take the first back).
 //   - A hardlink whose target, in the same layer, is hidden by an upper layer (the target name was
-//     deleted or replaced above, the link name was not) is refused: its data has already streamed
-//     past. Such images are rare.
+//     deleted or replaced above, the link name was not) needs the target's data, which has already
+//     streamed past: the layer is opened and read a second time, and the first visible link name
+//     becomes a regular file with that data (further links point to it). This costs a second
+//     decompression of that layer, and happens only in that case.
 //   - Hardlinks to a name in a lower layer are held back and emitted after everything else, once
 //     the target is known to be visible; they carry no data.
 //   - Output is PAX format. PAX records other than those that restate header fields (xattrs
