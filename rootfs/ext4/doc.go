@@ -10,9 +10,13 @@
 //
 // The on-disk format follows the verified fact sheet in design/EXT4.md (cited as §N in comments) and the
 // kernel's Documentation/filesystems/ext4: 4 KiB blocks, 256-byte inodes, 64-bit descriptors, flex_bg,
-// metadata_csum, extents, a journal, no resize_inode, linear (non-htree) directories. Output is
-// deterministic: UUID, hash seed and time come from [Options]; inode numbers follow a sorted tree walk and
-// directory entries are sorted by name. The result passes `e2fsck -fn` without messages.
+// metadata_csum, extents, a journal, no resize_inode. Directories of up to 2 blocks are linear; larger ones
+// are hashed (htree, signed half_md4, one or two index levels), because e2fsck -fy would otherwise
+// rebuild them and so change the image.
+//
+// Output is deterministic: UUID, hash seed and time come from [Options]; inode numbers follow a sorted tree walk and
+// directory entries are sorted by name (by hash in htree leaves). The result passes `e2fsck -fn` without
+// messages, and `e2fsck -fy` changes nothing but the superblock's check times.
 //
 // # Why our own writer
 //
@@ -22,7 +26,9 @@
 //
 // # Limits
 //
-//   - Directories are linear (no htree): valid, but lookups in huge directories are slower under Linux.
+//   - An htree directory holds at most 507×510 leaf blocks (tens of millions of entries; no large_dir).
+//   - With a fixed Size, a last group too small for its metadata plus 50 blocks is dropped (as mke2fs
+//     does), so Size() can be a little below Options.Size.
 //   - Sockets and tar types other than regular, dir, symlink, hardlink, char, block and fifo are refused.
 //   - Xattrs must fit in the inode (96 bytes) plus one 4 KiB EA block per inode; EA blocks are not shared.
 //   - dst must read zeros where nothing was written (a fresh sparse file): all-zero inode tables, the
