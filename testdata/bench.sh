@@ -36,7 +36,7 @@ run_standard() {
 	manifest=$(jq -r '.manifests[] | select(.annotations["org.opencontainers.image.ref.name"]=="debian") | .digest' "$oci/index.json")
 	for l in $(jq -r '.layers[].digest' "$oci/blobs/sha256/${manifest#sha256:}"); do
 		local blob="$oci/blobs/sha256/${l#sha256:}"
-		tar -tzf "$blob" | grep -E '(^|/)\.wh\.' | while read -r wh; do
+		tar -tzf "$blob" | { grep -E '(^|/)\.wh\.' || true; } | while read -r wh; do
 			d=$(dirname "$wh"); b=$(basename "$wh")
 			if [ "$b" = ".wh..wh..opq" ]; then find "$r/root/$d" -mindepth 1 -maxdepth 1 -exec rm -rf {} +
 			else rm -rf "$r/root/$d/${b#.wh.}"; fi
@@ -48,7 +48,8 @@ run_standard() {
 	local rootsize espsize
 	rootsize=$(jq '.partitions[1].size' "$work/imgfab.json")
 	espsize=$(jq '.partitions[0].size' "$work/imgfab.json")
-	E2FSPROGS_FAKE_TIME=$SOURCE_DATE_EPOCH mke2fs -q -t ext4 -b 4096 -O ^resize_inode -d "$r/root" \
+	truncate -s "$rootsize" "$r/root.img"
+	E2FSPROGS_FAKE_TIME=$SOURCE_DATE_EPOCH mke2fs -q -F -t ext4 -b 4096 -O ^resize_inode -d "$r/root" \
 		"$r/root.img" "$((rootsize / 1024))k"
 	# 3. ESP with systemd-boot, kernel and initrd
 	local kver
