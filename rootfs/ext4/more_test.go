@@ -312,6 +312,7 @@ func TestErrors(t *testing.T) {
 		{[]entry{{hdr: tar.Header{Typeflag: tar.TypeReg, Name: "x", Size: 1, PAXRecords: map[string]string{"SCHILY.xattr.foo.bar": "1"}}, body: []byte("1")}}, "unsupported namespace"},
 		{[]entry{{hdr: tar.Header{Typeflag: tar.TypeReg, Name: "x", Size: 10}, body: []byte("1")}}, "short body"},
 		{[]entry{{hdr: tar.Header{Typeflag: tar.TypeXGlobalHeader, Name: "x"}}}, "unsupported tar type"},
+		{[]entry{{hdr: tar.Header{Typeflag: tar.TypeChar, Name: "c", Devmajor: 4096}}}, "does not fit"},
 	} {
 		_, err := buildTo(filepath.Join(t.TempDir(), "e"), testOpts, tc.es)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

@@ -370,10 +370,15 @@ func (w *Writer) Add(hdr *tar.Header, body io.Reader) error {
 		if err := checkPath(hdr.Linkname); err != nil || hdr.Linkname == "." {
 			return fmt.Errorf("ext4: hardlink %q: target %q is not a clean relative path", name, hdr.Linkname)
 		}
-	case tar.TypeChar:
+	case tar.TypeChar, tar.TypeBlock:
 		mode = sIFCHR
-	case tar.TypeBlock:
-		mode = sIFBLK
+		if hdr.Typeflag == tar.TypeBlock {
+			mode = sIFBLK
+		}
+		// new_encode_dev: 12-bit major, 20-bit minor (EXT4.md §5).
+		if hdr.Devmajor < 0 || hdr.Devmajor > 0xFFF || hdr.Devminor < 0 || hdr.Devminor > 0xFFFFF {
+			return fmt.Errorf("ext4: device %q: %d:%d does not fit 12-bit major, 20-bit minor", name, hdr.Devmajor, hdr.Devminor)
+		}
 	case tar.TypeFifo:
 		mode = sIFIFO
 	default:
