@@ -19,15 +19,3 @@ func TestSmoke(t *testing.T) {
 	fsckClean(t, img)
 	fsckNoChange(t, img)
 }
-
-func TestSmokeKeep(t *testing.T) {
-	_, err := buildTo("/tmp/smoke.img", testOpts, []entry{
-		dir("etc", 0755),
-		reg("etc/passwd", 0644, "root:x:0:0::/root:/bin/sh\n"),
-		symlink("bin", "usr/bin"),
-		reg("usr/bin/sh", 04755, "#!binary"),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-}
