@@ -50,6 +50,7 @@ func richTree() []entry {
 		dir("tmp", 01777),
 		dir("opt/app", 0750),
 		reg("empty", 0600, ""),
+		reg("zeros", 0600, string(make([]byte, 1<<20+5))), // all holes
 		{hdr: tar.Header{Typeflag: tar.TypeReg, Name: "sparse", Mode: 0644, Size: int64(len(sparse)), ModTime: testTime}, body: sparse},
 		{hdr: tar.Header{Typeflag: tar.TypeReg, Name: "owned", Mode: 0640, Uid: 70000, Gid: 80000, Size: 3, ModTime: testTime,
 			AccessTime: time.Unix(-86401, 1), ChangeTime: time.Unix(4102444800, 999999999)}, body: []byte("own")},
@@ -142,6 +143,7 @@ func TestRichTree(t *testing.T) {
 		"/slow":                {"Type: symlink", "Size: 201", "Flags: 0x80000"},
 		"/sparse":              {"Size: 20580", "Blockcount: 16"},
 		"/empty":               {"Size: 0", "Flags: 0x80000"},
+		"/zeros":               {"Size: 1048581", "Blockcount: 0"},
 		"/":                    {"Links: 11"},
 		"/lost+found":          {"Mode:  0700", "Size: 16384"},
 	}
