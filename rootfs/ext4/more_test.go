@@ -359,3 +359,26 @@ func BenchmarkWriteTree(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkWriteTreeFile is BenchmarkWriteTree into a real sparse file (page cache included).
+func BenchmarkWriteTreeFile(b *testing.B) {
+	var es []entry
+	for i := 0; i < 2000; i++ {
+		es = append(es, reg(fmt.Sprintf("usr/lib/d%02d/f%04d", i%50, i), 0644, string(pattern(64<<10, byte(i)))))
+	}
+	for i := 0; i < 20000; i++ {
+		es = append(es, reg(fmt.Sprintf("usr/share/d%03d/s%05d", i%300, i), 0644, "small file"))
+	}
+	var total int64
+	for _, e := range es {
+		total += int64(len(e.body))
+	}
+	b.SetBytes(total)
+	path := filepath.Join(b.TempDir(), "bench.img")
+	for b.Loop() {
+		os.Remove(path)
+		if _, err := buildTo(path, testOpts, es); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
