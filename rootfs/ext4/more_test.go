@@ -150,23 +150,36 @@ func TestBackupGroups(t *testing.T) {
 		{hdr: tar.Header{Typeflag: tar.TypeReg, Name: "b/big2", Mode: 0644, Size: int64(len(big)), ModTime: testTime}, body: big},
 		{hdr: tar.Header{Typeflag: tar.TypeReg, Name: "b/big3", Mode: 0644, Size: int64(len(big)), ModTime: testTime}, body: big},
 	}
-	opts := testOpts
-	opts.Size = 600 << 20
-	img, w := build(t, opts, es)
-	if w.Size() != 600<<20 {
-		t.Errorf("Size = %d", w.Size())
-	}
-	fsckClean(t, img)
-	fsckClean(t, img, "-b", "32768", "-B", "4096")
-	fsckNoChange(t, img)
-	out := debugfs(t, img, "ex /b/big3")
-	if !strings.Contains(out, "32767 ") || !strings.Contains(out, " 32770 ") {
-		t.Errorf("b/big3 should break at the group 1 backup:\n%s", out)
-	}
-	got := debugfs(t, img, "dump /b/big3 "+img+".out")
-	_ = got
-	if b, err := os.ReadFile(img + ".out"); err != nil || !bytes.Equal(b, big) {
-		t.Errorf("b/big3 content differs (%v)", err)
+	for _, size := range []int64{600 << 20, 0} {
+		opts := testOpts
+		opts.Size = size
+		img, w := build(t, opts, es)
+		if size != 0 && w.Size() != size {
+			t.Errorf("Size = %d", w.Size())
+		}
+		fsckClean(t, img)
+		fsckClean(t, img, "-b", "32768", "-B", "4096")
+		fsckNoChange(t, img)
+		// Fixed size: GDT of 1 block, data resumes at 32770. Automatic: data skipped the provisional
+		// 1 TiB geometry's 128 GDT blocks, resuming at 32897; the final GDT needs 1, the rest is free.
+		resume := " 32770 "
+		if size == 0 {
+			resume = " 32897 "
+		}
+		out := debugfs(t, img, "ex /b/big3")
+		if !strings.Contains(out, "32767 ") || !strings.Contains(out, resume) {
+			t.Errorf("b/big3 should break at the group 1 backup:\n%s", out)
+		}
+		if size == 0 {
+			out = debugfs(t, img, "testb 32770 127", "testb 32769")
+			if strings.Count(out, "not in use") != 127 || !strings.Contains(out, "Block 32769 marked in use") {
+				t.Errorf("provisional GDT range should be free:\n%.500s", out)
+			}
+		}
+		debugfs(t, img, "dump /b/big3 "+img+".out")
+		if b, err := os.ReadFile(img + ".out"); err != nil || !bytes.Equal(b, big) {
+			t.Errorf("b/big3 content differs (%v)", err)
+		}
 	}
 }
 
