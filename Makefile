@@ -7,7 +7,7 @@ DEMO_OCI := testdata/cache/demo/oci
 OVMF_CODE ?= /usr/share/OVMF/OVMF_CODE_4M.fd
 OVMF_VARS ?= /usr/share/OVMF/OVMF_VARS_4M.fd
 
-.PHONY: all build demo test test-short test-slow bench fixtures vet clean
+.PHONY: all build demo test test-short test-slow bench fixtures debian-fixture vet clean
 
 all: build
 
@@ -32,17 +32,21 @@ demo: build fixtures
 vet:
 	$(GO) vet ./... ./testdata/mkoci ./testdata/setxattr
 
-# The full suite, oracles and qemu boots included (about 10 minutes on 2 cores without KVM).
-test: fixtures vet
-	$(GO) test -timeout 60m ./... ./testdata/mkoci
+# The full suite: unit tests, oracles, the demo UEFI boot and the Debian 12 acceptance boots
+# (debootstrap fixture, cached). About 10 minutes on 2 cores without KVM, plus ~2 minutes for the
+# first debootstrap.
+test: fixtures debian-fixture vet
+	IMGFAB_SLOW=1 $(GO) test -timeout 60m ./... ./testdata/mkoci
 
-# Unit tests only: no qemu boot, no Debian fixture.
+debian-fixture:
+	bash testdata/mkdebian.sh >/dev/null
+
+# Quick: no qemu boot, no Debian fixture.
 test-short:
 	$(GO) test -short -timeout 20m ./... ./testdata/mkoci
 
-# The Debian acceptance boots (debootstrap fixture, ~10 minutes more).
-test-slow: fixtures
-	bash testdata/mkdebian.sh
+# Only the Debian acceptance boots.
+test-slow: fixtures debian-fixture
 	IMGFAB_SLOW=1 $(GO) test -timeout 90m -run 'Debian' -v ./cmd/imgfab/
 
 bench: build
