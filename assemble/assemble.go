@@ -214,10 +214,10 @@ func Run(ctx context.Context, p Plan) (res Result, err error) {
 		return res, fmt.Errorf("build: root filesystem: %w", err)
 	}
 	if err := streamTree(ctx, &p, ls, fsw); err != nil {
-		return res, err
+		return res, sizeHint(err, p.Size, rootSize)
 	}
 	if err := fsw.Close(); err != nil {
-		return res, fmt.Errorf("build: root filesystem: %w", err)
+		return res, sizeHint(fmt.Errorf("build: root filesystem: %w", err), p.Size, rootSize)
 	}
 	if rootSize == 0 {
 		rootSize = partition.AlignUp(fsw.Size())
@@ -380,3 +380,12 @@ type region struct {
 
 func (r region) WriteAt(p []byte, off int64) (int, error) { return r.f.WriteAt(p, r.off+off) }
 func (r region) ReadAt(p []byte, off int64) (int, error)  { return r.f.ReadAt(p, r.off+off) }
+
+// sizeHint says which option to change when the root filesystem ran out of room.
+func sizeHint(err error, diskSize, rootSize int64) error {
+	if !errors.Is(err, ext4.ErrFull) || diskSize == 0 {
+		return err
+	}
+	return fmt.Errorf("%w\n--size %d MiB is too small for this image: it leaves %d MiB for the root partition; raise --size, or leave it out to size the disk from the content",
+		err, diskSize/partition.MiB, rootSize/partition.MiB)
+}

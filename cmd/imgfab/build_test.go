@@ -227,3 +227,34 @@ func corruptBiggestBlob(t *testing.T, dir string) {
 		t.Fatal(err)
 	}
 }
+
+// TestSizeTooSmall: an image bigger than --size fails with the numbers and leaves nothing.
+func TestSizeTooSmall(t *testing.T) {
+	big := make([]byte, 0, 6<<20)
+	for i := 0; len(big) < 6<<20; i++ {
+		big = append(big, byte(i*7919>>3)) // not all zero: zero blocks would become holes
+	}
+	src := writeLayout(t, "s", gz(tarBytes(t, append(bootEntries(), reg("big", string(big), 0o644)))))
+	out := t.TempDir()
+	path := filepath.Join(out, "d.raw")
+	r := runImgfab(t, nil, "build", "--size", "4MiB", "--esp-size", "1MiB", "oci:"+src, "-o", path)
+	if r.code != 1 || !strings.Contains(r.stderr, "filesystem full") || !strings.Contains(r.stderr, "--size 4 MiB is too small") {
+		t.Fatalf("exit %d, stderr:\n%s", r.code, r.stderr)
+	}
+	if ents, _ := os.ReadDir(out); len(ents) != 0 {
+		t.Fatalf("left %v", ents)
+	}
+}
+
+// TestMissingKernel: an image without a kernel fails naming the places looked at.
+func TestMissingKernel(t *testing.T) {
+	src := writeLayout(t, "k", gz(tarBytes(t, []ent{reg("etc/hostname", "x\n", 0o644)})))
+	out := t.TempDir()
+	r := runImgfab(t, nil, "build", "oci:"+src, "-o", filepath.Join(out, "d.qcow2"))
+	if r.code != 1 || !strings.Contains(r.stderr, "/boot/vmlinuz-*") || !strings.Contains(r.stderr, "/usr/lib/modules/*/vmlinuz") {
+		t.Fatalf("exit %d, stderr:\n%s", r.code, r.stderr)
+	}
+	if ents, _ := os.ReadDir(out); len(ents) != 0 {
+		t.Fatalf("left %v", ents)
+	}
+}

@@ -152,8 +152,8 @@ func (w *Writer) close() error {
 		return fmt.Errorf("ext4: out of inodes: %d needed, filesystem of %d MiB has %d", maxIno, geo.blocks*bs>>20, geo.inodes())
 	}
 	if t.end > geo.blocks {
-		return fmt.Errorf("ext4: filesystem full: %d MiB of file data and %d MiB of metadata, filesystem is %d MiB",
-			w.stats.DataBytes>>20, (t.end-w.metaFrom)*bs>>20, geo.blocks*bs>>20)
+		return fmt.Errorf("ext4: %w: %d MiB of file data and %d MiB of metadata, filesystem is %d MiB",
+			ErrFull, w.stats.DataBytes>>20, (t.end-w.metaFrom)*bs>>20, geo.blocks*bs>>20)
 	}
 	w.geo = geo
 	gaps := append(w.gaps, t.gaps...)
@@ -348,8 +348,8 @@ func (w *Writer) autoGeometry(minInodes int64) (geometry, tail, error) {
 			return g, t, nil
 		}
 		if capped {
-			return geometry{}, tail{}, fmt.Errorf("ext4: filesystem full: %d MiB of file data and %d MiB of metadata, maximum size is %d MiB",
-				w.stats.DataBytes>>20, (t.end-w.metaFrom)*bs>>20, w.prov.blocks*bs>>20)
+			return geometry{}, tail{}, fmt.Errorf("ext4: %w: %d MiB of file data and %d MiB of metadata, maximum size is %d MiB",
+				ErrFull, w.stats.DataBytes>>20, (t.end-w.metaFrom)*bs>>20, w.prov.blocks*bs>>20)
 		}
 		end = max(end+1, t.end)
 	}

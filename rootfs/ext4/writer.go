@@ -176,9 +176,12 @@ func NewWriter(dst io.WriterAt, opts Options) (*Writer, error) {
 	return w, nil
 }
 
+// ErrFull is wrapped by the errors that report a filesystem too small for its content.
+var ErrFull = errors.New("filesystem full")
+
 func (w *Writer) fullError() error {
-	return fmt.Errorf("ext4: filesystem full: %d MiB of file data written, filesystem is %d MiB",
-		w.stats.DataBytes>>20, w.prov.blocks*bs>>20)
+	return fmt.Errorf("ext4: %w: %d MiB of file data written, filesystem is %d MiB",
+		ErrFull, w.stats.DataBytes>>20, w.prov.blocks*bs>>20)
 }
 
 // nextFree returns the first block at or after c outside the provisional superblock/GDT ranges.
@@ -235,8 +238,8 @@ func (w *Writer) room(p int64, n int64) (int64, error) {
 func (w *Writer) appendBlock() (int64, []byte, error) {
 	p := w.nextFree(w.cur)
 	if p >= w.prov.blocks {
-		return 0, nil, fmt.Errorf("ext4: filesystem full writing metadata: %d MiB of file data, filesystem is %d MiB",
-			w.stats.DataBytes>>20, w.prov.blocks*bs>>20)
+		return 0, nil, fmt.Errorf("ext4: %w writing metadata: %d MiB of file data, filesystem is %d MiB",
+			ErrFull, w.stats.DataBytes>>20, w.prov.blocks*bs>>20)
 	}
 	if _, err := w.room(p, 1); err != nil {
 		return 0, nil, err
