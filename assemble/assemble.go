@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -27,8 +28,8 @@ const DefaultESPSize = 256 * partition.MiB
 
 // Output is one requested output file.
 type Output struct {
-	Path   string
-	Format string // "raw", "qcow2"; empty: from the extension
+	Path   string // "-" streams to Plan.Stdout
+	Format string // a diskfmt name ("raw", "qcow2", …); empty: from the extension
 }
 
 // Plan is everything a build needs, as plain data.
@@ -45,6 +46,7 @@ type Plan struct {
 	Insecure        bool // plain-HTTP registry
 	NoJournal       bool
 	Progress        func(Event) // optional
+	Stdout          io.Writer   // where an output "-" goes
 }
 
 // Event is a progress report. Total is 0 when unknown.
@@ -112,8 +114,19 @@ func Run(ctx context.Context, p Plan) (res Result, err error) {
 		return res, errors.New("build: no output")
 	}
 	formats := make([]diskfmt.Format, len(p.Outputs))
+	scratchFor := "" // the first output that is a file: the scratch disk goes beside it
 	for i, o := range p.Outputs {
 		var f diskfmt.Format
+		if o.Path == "-" {
+			if o.Format == "" {
+				return res, errors.New("build: output - (stdout) needs --format")
+			}
+			if p.Stdout == nil {
+				return res, errors.New("build: output - (stdout) but no stdout given")
+			}
+		} else if scratchFor == "" {
+			scratchFor = o.Path
+		}
 		if o.Format != "" {
 			f, err = diskfmt.Lookup(o.Format)
 		} else {
@@ -188,8 +201,12 @@ func Run(ctx context.Context, p Plan) (res Result, err error) {
 	hashSeed := partition.DeriveUUID(seed, "rootfs-hash-seed")
 
 	// 3. The scratch disk: the first output's temporary file when it is raw, else a scratch file
-	// beside it (both removed unless committed).
-	scratch, err := diskfmt.CreateOutput(p.Outputs[0].Path)
+	// beside the first file output, or in the temporary directory when everything goes to stdout
+	// (removed unless committed).
+	if scratchFor == "" {
+		scratchFor = filepath.Join(os.TempDir(), "imgfab-scratch.raw")
+	}
+	scratch, err := diskfmt.CreateOutput(scratchFor)
 	if err != nil {
 		return res, fmt.Errorf("build: %w", err)
 	}
@@ -276,7 +293,8 @@ func Run(ctx context.Context, p Plan) (res Result, err error) {
 	if err != nil {
 		return res, fmt.Errorf("build: %w", err)
 	}
-	commitScratch := formats[0].Name() == "raw"
+	commitScratch := p.Outputs[0].Path == scratchFor && formats[0].Name() == "raw"
+	stdoutSums := map[int]OutputResult{}
 	for i, o := range p.Outputs {
 		if i == 0 && commitScratch {
 			continue
@@ -284,6 +302,15 @@ func Run(ctx context.Context, p Plan) (res Result, err error) {
 		wctx := diskfmt.WithProgress(ctx, func(done, total int64) {
 			p.progress(Event{Stage: "write", Item: o.Path, Done: done, Total: total})
 		})
+		if o.Path == "-" {
+			h := sha256.New()
+			cw := &countWriter{w: io.MultiWriter(p.Stdout, h)}
+			if err := formats[i].Write(wctx, cw, disk); err != nil {
+				return res, fmt.Errorf("build: writing %s to stdout: %w", formats[i].Name(), err)
+			}
+			stdoutSums[i] = OutputResult{Path: "-", Format: formats[i].Name(), Bytes: cw.n, SHA256: fmt.Sprintf("%x", h.Sum(nil))}
+			continue
+		}
 		if err := diskfmt.WriteFile(wctx, o.Path, formats[i], disk); err != nil {
 			return res, fmt.Errorf("build: %w", err)
 		}
@@ -294,6 +321,10 @@ func Run(ctx context.Context, p Plan) (res Result, err error) {
 		}
 	}
 	for i, o := range p.Outputs {
+		if r, ok := stdoutSums[i]; ok {
+			res.Outputs = append(res.Outputs, r)
+			continue
+		}
 		sum, n, err := fileSHA256(ctx, o.Path)
 		if err != nil {
 			return res, fmt.Errorf("build: hashing %s: %w", o.Path, err)
@@ -358,6 +389,17 @@ func fileSHA256(ctx context.Context, path string) (string, int64, error) {
 		return "", 0, err
 	}
 	return fmt.Sprintf("%x", h.Sum(nil)), n, nil
+}
+
+type countWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
 }
 
 type ctxReader struct {

@@ -35,6 +35,7 @@ Examples:
   imgfab build oci:./layout:debian --cmdline console=ttyS0 -o disk.qcow2
   imgfab build docker-archive:image.tar --size 4GiB -o disk.raw
   imgfab build ghcr.io/example/node:1.2 --layer ./overlay -o node.qcow2 --json
+  imgfab build oci:./layout --format raw -o - | ssh host 'dd of=/dev/sdb bs=4M'
 
 Flags:
 `
@@ -43,7 +44,7 @@ func runBuild(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fl := pflag.NewFlagSet("build", pflag.ContinueOnError)
 	fl.SetOutput(io.Discard)
 	var (
-		outputs   = fl.StringArrayP("output", "o", nil, "output file; the format comes from the extension (.raw, .img, .qcow2); may repeat")
+		outputs   = fl.StringArrayP("output", "o", nil, "output file, - for stdout (with --format); the format comes from the extension (.raw, .img, .qcow2, …); may repeat")
 		format    = fl.String("format", "", "output format for every -o: raw or qcow2 (default: from the extension)")
 		size      = fl.String("size", "", "disk size, e.g. 4GiB (default: content + headroom, rounded to MiB)")
 		espSize   = fl.String("esp-size", "256MiB", "EFI system partition size")
@@ -77,12 +78,20 @@ func runBuild(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		Insecure:    *insecure,
 		NoJournal:   *noJournal,
 	}
+	stdoutUsed := false
 	for _, o := range *outputs {
 		if o == "-" {
-			return usagef("-o -: streaming to stdout is not supported yet; give a file name")
+			if *format == "" {
+				return usagef("-o - (stdout) needs --format")
+			}
+			if stdoutUsed || *asJSON {
+				return usagef("-o - (stdout) can be given once and not with --json")
+			}
+			stdoutUsed = true
 		}
 		plan.Outputs = append(plan.Outputs, assemble.Output{Path: o, Format: *format})
 	}
+	plan.Stdout = stdout
 	if *size != "" {
 		n, err := parseSize(*size)
 		if err != nil {
@@ -122,6 +131,10 @@ func runBuild(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return enc.Encode(res)
 	}
 	for _, o := range res.Outputs {
+		if o.Path == "-" {
+			fmt.Fprintf(stderr, "stdout: %s, %d MiB virtual, sha256 %s\n", o.Format, res.VirtualSize>>20, o.SHA256)
+			continue
+		}
 		fmt.Fprintf(stdout, "%s: %s, %d MiB virtual, sha256 %s\n", o.Path, o.Format, res.VirtualSize>>20, o.SHA256)
 	}
 	return nil

@@ -3,6 +3,8 @@ package main
 import (
 	"archive/tar"
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"io"
 	"os"
 	"os/exec"
@@ -256,5 +258,28 @@ func TestMissingKernel(t *testing.T) {
 	}
 	if ents, _ := os.ReadDir(out); len(ents) != 0 {
 		t.Fatalf("left %v", ents)
+	}
+}
+
+// TestStdout: -o - streams the same bytes a file output holds; it needs --format.
+func TestStdout(t *testing.T) {
+	src := writeLayout(t, "o", gz(tarBytes(t, contentTree())))
+	out := t.TempDir()
+	res := build(t, "oci:"+src, "-o", filepath.Join(out, "d.raw"), "-o", filepath.Join(out, "d.qcow2"))
+	for i, format := range []string{"raw", "qcow2"} {
+		r := runImgfab(t, nil, "build", "--format", format, "oci:"+src, "-o", "-")
+		if r.code != 0 {
+			t.Fatalf("%s to stdout: exit %d\n%s", format, r.code, r.stderr)
+		}
+		sum := sha256.Sum256([]byte(r.stdout))
+		if got := hex.EncodeToString(sum[:]); got != res.Outputs[i].SHA256 {
+			t.Errorf("%s: stdout sha256 %s, file %s", format, got, res.Outputs[i].SHA256)
+		}
+		if !strings.Contains(r.stderr, hex.EncodeToString(sum[:])) {
+			t.Errorf("%s: stderr does not report the stream's sha256: %s", format, r.stderr)
+		}
+	}
+	if r := runImgfab(t, nil, "build", "oci:"+src, "-o", "-"); r.code != 2 || !strings.Contains(r.stderr, "needs --format") {
+		t.Errorf("-o - without --format: exit %d %s", r.code, r.stderr)
 	}
 }
