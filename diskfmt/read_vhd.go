@@ -23,12 +23,12 @@ type vhdImage struct {
 	bm    []byte
 }
 
-const vhdUnused = 0xFFFFFFFF
+const vhdReadUnused = 0xFFFFFFFF
 
-// vhdChecksum is the one's complement of the byte sum of b with the 4 checksum bytes at ck
+// vhdReadChecksum is the one's complement of the byte sum of b with the 4 checksum bytes at ck
 // counted as zero (VHD spec "Hard Disk Footer Format": Checksum; "Dynamic Disk Header Format":
 // Checksum).
-func vhdChecksum(b []byte, ck int) uint32 {
+func vhdReadChecksum(b []byte, ck int) uint32 {
 	var sum uint32
 	for i, c := range b {
 		if i >= ck && i < ck+4 {
@@ -50,7 +50,7 @@ func openVHD(r io.ReaderAt, fsize int64, f *os.File, at int64) (Image, error) {
 	}
 	be := binary.BigEndian
 	// VHD spec "Hard Disk Footer Format", big-endian.
-	if got, want := be.Uint32(ft[64:]), vhdChecksum(ft[:], 64); got != want { // Checksum
+	if got, want := be.Uint32(ft[64:]), vhdReadChecksum(ft[:], 64); got != want { // Checksum
 		return nil, formatErr(F, "footer checksum", at+64, "%#08x, the footer's bytes give %#08x", got, want)
 	}
 	if v := be.Uint32(ft[12:]); v>>16 != 1 { // File Format Version: major 1
@@ -105,7 +105,7 @@ func (img *vhdImage) openDynamic(hdrOff, field int64) error {
 	if string(h[:8]) != "cxsparse" { // Cookie
 		return formatErr(F, "dynamic header cookie", hdrOff, "%q, want \"cxsparse\"", h[:8])
 	}
-	if got, want := be.Uint32(h[36:]), vhdChecksum(h[:], 36); got != want { // Checksum
+	if got, want := be.Uint32(h[36:]), vhdReadChecksum(h[:], 36); got != want { // Checksum
 		return formatErr(F, "dynamic header checksum", hdrOff+36, "%#08x, the header's bytes give %#08x", got, want)
 	}
 	if v := be.Uint32(h[24:]); v>>16 != 1 { // Header Version
@@ -139,7 +139,7 @@ func (img *vhdImage) openDynamic(hdrOff, field int64) error {
 	for i := range img.bat {
 		s := be.Uint32(raw[i*4:])
 		img.bat[i] = s
-		if s == vhdUnused {
+		if s == vhdReadUnused {
 			continue
 		}
 		g := int64(i) * bs
@@ -198,7 +198,7 @@ func (img *vhdImage) ReadAt(p []byte, off int64) (int, error) {
 // spec "Block Allocation Table and Data Blocks": a clear bit means the sector holds no data).
 func (img *vhdImage) readBlock(p []byte, b, in int64) error {
 	const F = "vhd"
-	if img.bat[b] == vhdUnused {
+	if img.bat[b] == vhdReadUnused {
 		clear(p)
 		return nil
 	}

@@ -33,12 +33,10 @@ type vmdkImage struct {
 
 // VMDK 5.0 "Hosted Sparse Extent Header" flags.
 const (
-	vmdkFlagZeroGTE    = 1 << 2
-	vmdkFlagCompressed = 1 << 16
-	vmdkFlagMarkers    = 1 << 17
-	vmdkGDAtEnd        = ^uint64(0) // "GD_AT_END": gdOffset in the head of a stream-optimized extent
-	vmdkMarkerEOS      = 0
-	vmdkMarkerFooter   = 3
+	vmdkReadFlagZeroGTE    = 1 << 2
+	vmdkReadFlagCompressed = 1 << 16
+	vmdkReadGDAtEnd        = ^uint64(0) // "GD_AT_END": gdOffset in the head of a stream-optimized extent
+	vmdkReadMarkerFooter   = 3
 )
 
 func openVMDK(r io.ReaderAt, fsize int64) (Image, error) {
@@ -77,8 +75,8 @@ func openVMDK(r io.ReaderAt, fsize int64) (Image, error) {
 	img.size = int64(capacity) * 512
 	img.grain = int64(grainSz) * 512
 	img.gtEntries = int64(gtes)
-	img.compressed = flags&vmdkFlagCompressed != 0
-	img.zeroGrain = flags&vmdkFlagZeroGTE != 0
+	img.compressed = flags&vmdkReadFlagCompressed != 0
+	img.zeroGrain = flags&vmdkReadFlagZeroGTE != 0
 	if img.compressed && algo != 1 { // compressAlgorithm 1: COMPRESSION_DEFLATE
 		return nil, formatErr(F, "compressAlgorithm", 77, "%d is unknown (1 = deflate)", algo)
 	}
@@ -87,7 +85,7 @@ func openVMDK(r io.ReaderAt, fsize int64) (Image, error) {
 	}
 
 	gdField := int64(56)
-	if gdOff == vmdkGDAtEnd {
+	if gdOff == vmdkReadGDAtEnd {
 		// VMDK 5.0 "Stream-Optimized Compressed Sparse Extents": the footer, a copy of the header
 		// with the real gdOffset, sits in the second-to-last sector, after a footer marker and
 		// before the end-of-stream marker.
@@ -99,8 +97,8 @@ func openVMDK(r io.ReaderAt, fsize int64) (Image, error) {
 			return nil, err
 		}
 		// Marker: u64 val, u32 size, u32 type (VMDK 5.0 "Stream-Optimized...": "Markers").
-		if typ := le.Uint32(tail[12:]); le.Uint32(tail[8:]) != 0 || typ != vmdkMarkerFooter {
-			return nil, formatErr(F, "footer marker", fsize-1536, "size %d type %d, want size 0 type %d", le.Uint32(tail[8:]), typ, vmdkMarkerFooter)
+		if typ := le.Uint32(tail[12:]); le.Uint32(tail[8:]) != 0 || typ != vmdkReadMarkerFooter {
+			return nil, formatErr(F, "footer marker", fsize-1536, "size %d type %d, want size 0 type %d", le.Uint32(tail[8:]), typ, vmdkReadMarkerFooter)
 		}
 		if !isZero(tail[1024:]) {
 			return nil, formatErr(F, "end-of-stream marker", fsize-512, "not an all-zero sector (type %d)", le.Uint32(tail[1024+12:]))
@@ -120,7 +118,7 @@ func openVMDK(r io.ReaderAt, fsize int64) (Image, error) {
 		}
 		gdOff = le.Uint64(foot[56:])
 		gdField = fsize - 1024 + 56
-		if gdOff == vmdkGDAtEnd {
+		if gdOff == vmdkReadGDAtEnd {
 			return nil, formatErr(F, "footer gdOffset", gdField, "still GD_AT_END")
 		}
 	}

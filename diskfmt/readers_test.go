@@ -111,10 +111,10 @@ func qemuCases() []qemuCase {
 // then a footer marker, a footer (the header with the real gdOffset) and an end-of-stream marker.
 func vmdkAddFooter(b []byte) []byte {
 	head := bytes.Clone(b[:512])
-	out := patch(b, 56, binary.LittleEndian.AppendUint64(nil, vmdkGDAtEnd))
+	out := patch(b, 56, binary.LittleEndian.AppendUint64(nil, vmdkReadGDAtEnd))
 	marker := make([]byte, 512)
-	binary.LittleEndian.PutUint64(marker, 1)                     // val: the footer is one sector
-	binary.LittleEndian.PutUint32(marker[12:], vmdkMarkerFooter) // type
+	binary.LittleEndian.PutUint64(marker, 1)                         // val: the footer is one sector
+	binary.LittleEndian.PutUint32(marker[12:], vmdkReadMarkerFooter) // type
 	out = append(out, marker...)
 	out = append(out, head...)
 	return append(out, make([]byte, 512)...) // end-of-stream marker
@@ -319,7 +319,7 @@ func qcow2FirstL2(t testing.TB, b []byte) (l1e, l2, l2e int64) {
 
 // vhdFix recomputes a VHD checksum after a patch (footer: field at 64; dynamic header: 36).
 func vhdFix(b []byte, at, ck int64, n int) []byte {
-	binary.BigEndian.PutUint32(b[at+ck:], vhdChecksum(b[at:at+int64(n)], int(ck)))
+	binary.BigEndian.PutUint32(b[at+ck:], vhdReadChecksum(b[at:at+int64(n)], int(ck)))
 	return b
 }
 
