@@ -35,7 +35,8 @@ func register(f Format, exts ...string) {
 	formats = append(formats, registered{f, exts})
 }
 
-// Names returns the names of the known formats, sorted.
+// Names returns the names of the known formats, sorted. The compressed raw formats are listed
+// under their own names ("raw.zst", "raw.xz", "raw.gz").
 func Names() []string {
 	names := make([]string, 0, len(formats))
 	for _, r := range formats {
@@ -45,7 +46,8 @@ func Names() []string {
 	return names
 }
 
-// Lookup returns the format with the given --format name.
+// Lookup returns the format with the given --format name, with default options (qcow2 is then
+// uncompressed).
 func Lookup(name string) (Format, error) {
 	for _, r := range formats {
 		if r.f.Name() == name {
@@ -55,8 +57,40 @@ func Lookup(name string) (Format, error) {
 	return nil, fmt.Errorf("diskfmt: unknown format %q (known: %s)", name, strings.Join(Names(), ", "))
 }
 
+// Options are the settings of a format that [New] applies.
+type Options struct {
+	// Compress is the compression: "" or "none" for none; "deflate" or "zstd" for qcow2 (each
+	// cluster compressed on its own); "zstd", "xz" or "gzip" for raw, which turns it into
+	// raw.zst, raw.xz or raw.gz (a compressed raw format also accepts its own compression).
+	Compress string
+}
+
+// configurable is a Format that takes Options; formats without it take none.
+type configurable interface {
+	Format
+	// withOptions returns the format with o applied, or an error listing what is valid.
+	withOptions(o Options) (Format, error)
+}
+
+// New returns the format with the given --format name (see [Names]) and options. The error for
+// an option the format does not take lists the valid values for that format.
+func New(name string, o Options) (Format, error) {
+	f, err := Lookup(name)
+	if err != nil {
+		return nil, err
+	}
+	if c, ok := f.(configurable); ok {
+		return c.withOptions(o)
+	}
+	if o.Compress != "" && o.Compress != "none" {
+		return nil, fmt.Errorf("diskfmt: format %s takes no compression option, got %q (valid: none)", name, o.Compress)
+	}
+	return f, nil
+}
+
 // FromPath returns the format for an output path by its extension (case-insensitive; the longest
-// matching extension wins): .raw and .img give raw, .qcow2 gives qcow2.
+// matching extension wins): .raw and .img give raw, .qcow2 gives qcow2, .raw.zst, .raw.xz and
+// .raw.gz (or .img.zst, .img.xz, .img.gz) give the compressed raw formats.
 func FromPath(path string) (Format, error) {
 	lower := strings.ToLower(path)
 	var best Format

@@ -9,15 +9,32 @@ import (
 	"math/bits"
 )
 
-// qcow2 writes qcow2 version 3 images (qemu docs/interop/qcow2.rst), uncompressed, in one
-// sequential pass over the output. The struct has room for options (compression) later.
-type qcow2 struct{}
+// qcow2 writes qcow2 version 3 images (qemu docs/interop/qcow2.rst). Uncompressed, in one
+// sequential pass over the output; compressed (deflate or zstd, see compress.go), with the tables
+// after the data and the header written last.
+type qcow2 struct {
+	compress compression
+}
 
 var _ Format = qcow2{}
+var _ configurable = qcow2{}
 
 func init() { register(qcow2{}, ".qcow2") }
 
 func (qcow2) Name() string { return "qcow2" }
+
+// withOptions takes Compress "", "none", "deflate" or "zstd".
+func (q qcow2) withOptions(o Options) (Format, error) {
+	switch o.Compress {
+	case "", "none":
+		return qcow2{}, nil
+	case "deflate":
+		return qcow2{compress: compressDeflate}, nil
+	case "zstd":
+		return qcow2{compress: compressZstd}, nil
+	}
+	return nil, fmt.Errorf("diskfmt: format qcow2 has no compression %q (valid: none, deflate, zstd)", o.Compress)
+}
 
 const (
 	qcowClusterBits = 16
@@ -72,8 +89,11 @@ func ceilDiv(a, b int64) int64 { return (a + b - 1) / b }
 // l2Bits marks the allocated (non-zero) guest clusters of one L2 table's range.
 type l2Bits [qcowL2Entries / 64]uint64
 
-// Write writes d to w as qcow2, strictly sequentially (w may be a pipe). The size of d must be a
-// multiple of 512. Clusters outside the extents of d, and all-zero clusters, stay unallocated.
+// Write writes d to w as qcow2. The size of d must be a multiple of 512. Clusters outside the
+// extents of d, and all-zero clusters, stay unallocated. Uncompressed, the output is strictly
+// sequential (w may be a pipe). Compressed, see writeCompressed: w should be a seekable regular
+// file (an *os.File or *Output); anything else gets the image through a temporary file in
+// os.TempDir.
 func (q qcow2) Write(ctx context.Context, w io.Writer, d Disk) error {
 	if err := checkDisk(d); err != nil {
 		return fmt.Errorf("qcow2: %w", err)
@@ -84,6 +104,12 @@ func (q qcow2) Write(ctx context.Context, w io.Writer, d Disk) error {
 	}
 	if l1 := ceilDiv(size, qcowL2Span); l1 > qcowMaxL1 {
 		return fmt.Errorf("qcow2: disk size %d needs %d L1 entries, more than qemu's %d", size, l1, qcowMaxL1)
+	}
+	if q.compress != compressNone {
+		if err := q.writeCompressed(ctx, w, d); err != nil {
+			return fmt.Errorf("qcow2 (%s): %w", q.compress, err)
+		}
+		return nil
 	}
 	prog := newProgress(ctx, 2*size)
 	alloc, l2Tables, dataClusters, err := qcow2Scan(ctx, d, prog)
@@ -159,28 +185,8 @@ func (qcow2) writeMeta(cw *countWriter, size int64, l qcow2Layout, alloc []*l2Bi
 	be := binary.BigEndian
 	c := make([]byte, qcowCluster)
 
-	// Cluster 0: the header (qcow2.rst "Header"), then zeros, which end the header extensions
-	// (qcow2.rst "Header extensions": type 0 is the end of the area).
-	copy(c[0:4], "QFI\xfb")                             // magic
-	be.PutUint32(c[4:], 3)                              // version
-	be.PutUint64(c[8:], 0)                              // backing_file_offset: none
-	be.PutUint32(c[16:], 0)                             // backing_file_size
-	be.PutUint32(c[20:], qcowClusterBits)               // cluster_bits
-	be.PutUint64(c[24:], uint64(size))                  // size (guest bytes)
-	be.PutUint32(c[32:], 0)                             // crypt_method: none
-	be.PutUint32(c[36:], uint32(l.l1Size))              // l1_size (entries)
-	be.PutUint64(c[40:], uint64(l.l1Start*qcowCluster)) // l1_table_offset
-	be.PutUint64(c[48:], uint64(l.rtStart*qcowCluster)) // refcount_table_offset
-	be.PutUint32(c[56:], uint32(l.rtClusters))          // refcount_table_clusters
-	be.PutUint32(c[60:], 0)                             // nb_snapshots
-	be.PutUint64(c[64:], 0)                             // snapshots_offset
-	be.PutUint64(c[72:], 0)                             // incompatible_features
-	be.PutUint64(c[80:], 0)                             // compatible_features
-	be.PutUint64(c[88:], 0)                             // autoclear_features
-	be.PutUint32(c[96:], qcowRefOrder)                  // refcount_order
-	be.PutUint32(c[100:], qcowHeaderLen)                // header_length
-	c[104] = 0                                          // compression_type: deflate (unused)
-	if _, err := cw.Write(c); err != nil {              // bytes 105..111 padding, then zeros
+	qcow2Header(c, size, l.l1Size, l.l1Start*qcowCluster, l.rtStart*qcowCluster, l.rtClusters, compressNone)
+	if _, err := cw.Write(c); err != nil { // bytes 105..111 padding, then zeros
 		return fmt.Errorf("header: %w", err)
 	}
 
@@ -254,6 +260,37 @@ func (qcow2) writeMeta(cw *countWriter, size int64, l qcow2Layout, alloc []*l2Bi
 		return fmt.Errorf("layout mismatch: metadata is %d bytes, data should start at cluster %d", cw.n, l.dataStart)
 	}
 	return nil
+}
+
+// qcow2Header fills c[:qcowHeaderLen] with a version 3 header (qcow2.rst "Header"); the caller
+// keeps the rest of cluster 0 zero, which ends the header extensions (qcow2.rst "Header
+// extensions": type 0 is the end of the area). Offsets are in bytes from the start of the image.
+func qcow2Header(c []byte, size, l1Size, l1Off, rtOff, rtClusters int64, ct compression) {
+	be := binary.BigEndian
+	var incompat uint64
+	if ct == compressZstd {
+		incompat |= 1 << 3 // bit 3: "Compression type bit", compression_type is non-zero
+	}
+	copy(c[0:4], "QFI\xfb")                  // magic
+	be.PutUint32(c[4:], 3)                   // version
+	be.PutUint64(c[8:], 0)                   // backing_file_offset: none
+	be.PutUint32(c[16:], 0)                  // backing_file_size
+	be.PutUint32(c[20:], qcowClusterBits)    // cluster_bits
+	be.PutUint64(c[24:], uint64(size))       // size (guest bytes)
+	be.PutUint32(c[32:], 0)                  // crypt_method: none
+	be.PutUint32(c[36:], uint32(l1Size))     // l1_size (entries)
+	be.PutUint64(c[40:], uint64(l1Off))      // l1_table_offset
+	be.PutUint64(c[48:], uint64(rtOff))      // refcount_table_offset
+	be.PutUint32(c[56:], uint32(rtClusters)) // refcount_table_clusters
+	be.PutUint32(c[60:], 0)                  // nb_snapshots
+	be.PutUint64(c[64:], 0)                  // snapshots_offset
+	be.PutUint64(c[72:], incompat)           // incompatible_features
+	be.PutUint64(c[80:], 0)                  // compatible_features
+	be.PutUint64(c[88:], 0)                  // autoclear_features
+	be.PutUint32(c[96:], qcowRefOrder)       // refcount_order
+	be.PutUint32(c[100:], qcowHeaderLen)     // header_length
+	c[104] = ct.qcowType()                   // compression_type: 0 deflate (also when unused), 1 zstd
+	clear(c[105:qcowHeaderLen])              // padding to header_length
 }
 
 // qcow2WriteData copies the allocated clusters in guest order, reading runs of them in pieces of
