@@ -7,6 +7,7 @@ require (
 	github.com/google/go-containerregistry v0.22.1
 	github.com/klauspost/compress v1.20.4
 	github.com/spf13/pflag v1.1.0
+	github.com/ulikunitz/xz v0.5.15
 	golang.org/x/sys v0.50.0
 	golang.org/x/term v0.48.0
 )
