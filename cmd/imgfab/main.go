@@ -31,6 +31,7 @@ type command struct {
 
 var commands = []command{
 	{"build", "build a bootable disk image from a container image", runBuild},
+	{"convert", "convert a disk image between raw, qcow2, vmdk and vhd", runConvert},
 	{"version", "print the version", runVersion},
 }
 
