@@ -28,8 +28,9 @@ const DefaultESPSize = 256 * partition.MiB
 
 // Output is one requested output file.
 type Output struct {
-	Path   string // "-" streams to Plan.Stdout
-	Format string // a diskfmt name ("raw", "qcow2", …); empty: from the extension
+	Path     string // "-" streams to Plan.Stdout
+	Format   string // a diskfmt name ("raw", "qcow2", …); empty: from the extension
+	Compress string // diskfmt.Options.Compress: "", "deflate", "zstd", "xz", "gzip"
 }
 
 // Plan is everything a build needs, as plain data.
@@ -131,6 +132,9 @@ func Run(ctx context.Context, p Plan) (res Result, err error) {
 			f, err = diskfmt.Lookup(o.Format)
 		} else {
 			f, err = diskfmt.FromPath(o.Path)
+		}
+		if err == nil && o.Compress != "" {
+			f, err = diskfmt.New(f.Name(), diskfmt.Options{Compress: o.Compress})
 		}
 		if err != nil {
 			return res, fmt.Errorf("build: output %s: %w", o.Path, err)
@@ -295,6 +299,7 @@ func Run(ctx context.Context, p Plan) (res Result, err error) {
 	}
 	commitScratch := p.Outputs[0].Path == scratchFor && formats[0].Name() == "raw"
 	stdoutSums := map[int]OutputResult{}
+	ctx = diskfmt.WithIdentity(ctx, diskfmt.Identity{Seed: seed, Time: time.Unix(epoch, 0).UTC()})
 	for i, o := range p.Outputs {
 		if i == 0 && commitScratch {
 			continue

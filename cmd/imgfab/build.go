@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/imgfab/imgfab/assemble"
+	"github.com/imgfab/imgfab/diskfmt"
 )
 
 var errHelp = errors.New("help shown")
@@ -36,6 +37,8 @@ Examples:
   imgfab build docker-archive:image.tar --size 4GiB -o disk.raw
   imgfab build ghcr.io/example/node:1.2 --layer ./overlay -o node.qcow2 --json
   imgfab build oci:./layout --format raw -o - | ssh host 'dd of=/dev/sdb bs=4M'
+  imgfab build oci:./layout -o disk.vmdk -o disk.vhd -o disk.tar.gz -o disk.raw.zst
+  imgfab build oci:./layout -o disk.qcow2 --compress zstd
 
 Flags:
 `
@@ -45,7 +48,8 @@ func runBuild(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fl.SetOutput(io.Discard)
 	var (
 		outputs   = fl.StringArrayP("output", "o", nil, "output file, - for stdout (with --format); the format comes from the extension (.raw, .img, .qcow2, …); may repeat")
-		format    = fl.String("format", "", "output format for every -o: raw or qcow2 (default: from the extension)")
+		format    = fl.String("format", "", "output format for every -o: "+strings.Join(diskfmt.Names(), ", ")+" (default: from the extension)")
+		compress  = fl.String("compress", "", "compression for every -o: deflate or zstd (qcow2); zstd, xz or gzip (raw)")
 		size      = fl.String("size", "", "disk size, e.g. 4GiB (default: content + headroom, rounded to MiB)")
 		espSize   = fl.String("esp-size", "256MiB", "EFI system partition size")
 		cmdline   = fl.String("cmdline", "", "kernel command line, appended after root=PARTUUID=... rw")
@@ -89,7 +93,7 @@ func runBuild(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			}
 			stdoutUsed = true
 		}
-		plan.Outputs = append(plan.Outputs, assemble.Output{Path: o, Format: *format})
+		plan.Outputs = append(plan.Outputs, assemble.Output{Path: o, Format: *format, Compress: *compress})
 	}
 	plan.Stdout = stdout
 	if *size != "" {
