@@ -30,10 +30,10 @@ func ukiTree(t *testing.T) fs.FS {
 	return os.DirFS(root)
 }
 
-// overlay is fs.FS a with the files of b on top.
-type overlay struct{ a, b fs.FS }
+// ukiOverlay is fs.FS a with the files of b on top.
+type ukiOverlay struct{ a, b fs.FS }
 
-func (o overlay) Open(name string) (fs.File, error) {
+func (o ukiOverlay) Open(name string) (fs.File, error) {
 	if f, err := o.b.Open(name); err == nil {
 		return f, nil
 	}
@@ -235,7 +235,7 @@ func TestUKIReproducible(t *testing.T) {
 }
 
 func TestUKIWithSystemdBoot(t *testing.T) {
-	tree := overlay{ukiTree(t), fstest.MapFS{
+	tree := ukiOverlay{ukiTree(t), fstest.MapFS{
 		"usr/lib/systemd/boot/efi/systemd-bootx64.efi": {Data: []byte("MZ fake systemd-boot"), Mode: 0o644},
 	}}
 	files, e, k := planUKI(t, tree)
@@ -285,12 +285,12 @@ func TestUKIErrors(t *testing.T) {
 	secTable := peOff + 24 + uint32(pf.SizeOfOptionalHeader)
 	tight := bytes.Clone(stub)
 	binary.LittleEndian.PutUint32(tight[peOff+24+60:], secTable+uint32(len(pf.Sections)+2)*40) // SizeOfHeaders
-	_, _, err = PlanUKI(Config{Tree: overlay{tree, fstest.MapFS{UKIStubPaths[0]: {Data: tight, Mode: 0o644}}}, Kernel: k})
+	_, _, err = PlanUKI(Config{Tree: ukiOverlay{tree, fstest.MapFS{UKIStubPaths[0]: {Data: tight, Mode: 0o644}}}, Kernel: k})
 	if err == nil || !strings.Contains(err.Error(), "room for 2 more section headers") {
 		t.Errorf("tight stub: %v", err)
 	}
 	// A kernel that is not a PE image.
-	_, _, err = PlanUKI(Config{Tree: overlay{tree, fstest.MapFS{k.Linux: {Data: bytes.Repeat([]byte{1}, 5000), Mode: 0o644}}}, Kernel: k})
+	_, _, err = PlanUKI(Config{Tree: ukiOverlay{tree, fstest.MapFS{k.Linux: {Data: bytes.Repeat([]byte{1}, 5000), Mode: 0o644}}}, Kernel: k})
 	if err == nil || !strings.Contains(err.Error(), "CONFIG_EFI_STUB") {
 		t.Errorf("non-PE kernel: %v", err)
 	}
