@@ -1,0 +1,35 @@
+// Package inspect reports what is on a disk image: its format and size, the partition table, each
+// partition's type and filesystem, the boot entries on the EFI system partition, the kernel command
+// line, kernel and initrd, and the OS from the root filesystem's os-release. `imgfab inspect` prints
+// its Report.
+//
+// It reads every format diskfmt opens (raw, qcow2, VMDK, VHD) through diskfmt.Image, and only the
+// structures it needs: the MBR and GPT (header and entry array, both CRC32-checked; the backup header
+// when the primary is damaged), the first 64 KiB of each partition for its magic numbers, the FAT
+// directories and small files of the ESP, and a few inodes and directories of the root filesystem
+// (through rootfs/ext4's reader). It never scans the disk and runs no outside program.
+//
+// # Our own FAT reader
+//
+// The ESP is read with a small FAT12/16/32 reader of our own (fat.go) rather than go-diskfs: go-diskfs
+// wants a backend.Storage (an *os.File-like value with Seek, Stat and Sys), loads the whole FAT into
+// memory with a size taken from the boot sector unchecked, and is not written for hostile input. Ours
+// reads one FAT entry at a time, checks every cluster number and bounds every chain by the cluster
+// count. GPT is parsed here too (table.go), for the same reasons and for error messages that name the
+// field and its byte offset.
+//
+// # Limits
+//
+//   - Sector size 512 or 4096; MBR extended/logical partitions are not followed.
+//   - Filesystems are identified by magic: ext2/3/4 (with UUID and label), vfat (serial and label),
+//     swap (UUID and label), xfs, btrfs, squashfs (type only); anything else is "unknown".
+//   - Only ext2/3/4 root filesystems are read (for os-release and the kernel paths).
+//   - Boot entries: Boot Loader Specification type #1 files in loader/entries on the ESP; unified
+//     kernel images (EFI/Linux/*.efi) and GRUB configurations are not parsed.
+//
+// # Security
+//
+// The image is untrusted. Every offset and size is checked against the disk or partition before it is
+// read, allocations are bounded (GPT entries 1 MiB, FAT directories and files 1 MiB, os-release
+// 64 KiB), loops are bounded, and a damaged filesystem becomes a warning in the Report, never a panic.
+package inspect

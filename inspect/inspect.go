@@ -1,0 +1,460 @@
+package inspect
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"path"
+	"slices"
+	"strings"
+
+	"github.com/imgfab/imgfab/diskfmt"
+	"github.com/imgfab/imgfab/rootfs"
+	"github.com/imgfab/imgfab/rootfs/ext4"
+)
+
+// Report is what Inspect finds on a disk image. It is printed by `imgfab inspect --json`; the field
+// names match those of `imgfab build --json` where they mean the same thing.
+type Report struct {
+	Format      string `json:"format"`       // "raw", "qcow2", "vmdk", "vhd", "vhd-dynamic"
+	VirtualSize int64  `json:"virtual_size"` // guest disk size in bytes
+	// PartitionTable is "gpt", "mbr" or "none".
+	PartitionTable string `json:"partition_table"`
+	DiskGUID       string `json:"disk_guid,omitempty"` // GPT only, upper case
+	// Partitions in table order; with no table, one entry number 0 spanning the disk when it holds a
+	// filesystem.
+	Partitions []Partition `json:"partitions"`
+	// Boot is the EFI system partition's content; nil without an ESP.
+	Boot *Boot `json:"boot,omitempty"`
+	// Loader is "systemd-boot" when the ESP has loader/loader.conf or EFI/systemd/, "efi" when it only
+	// has the removable-media path EFI/BOOT/BOOTX64.EFI, else "".
+	Loader string `json:"loader,omitempty"`
+	// Cmdline is the default boot entry's options (its kernel command line).
+	Cmdline string `json:"cmdline,omitempty"`
+	// Kernel and Initrd are paths in the root filesystem of the default entry's kernel (as
+	// `build --json` reports them), found by the entry's version; empty when not found there.
+	Kernel        string `json:"kernel,omitempty"`
+	Initrd        string `json:"initrd,omitempty"`
+	KernelVersion string `json:"kernel_version,omitempty"` // the default entry's version
+	// Root is the root filesystem's partition.
+	Root *Root `json:"root,omitempty"`
+	// OS is the root filesystem's /etc/os-release (or /usr/lib/os-release).
+	OS *OSRelease `json:"os,omitempty"`
+	// Warnings are the parts that could not be read; the rest of the report stands.
+	Warnings []string `json:"warnings,omitempty"`
+}
+
+// Partition is one partition table entry.
+type Partition struct {
+	Number   int    `json:"number"` // 1-based table slot
+	Name     string `json:"name"`   // GPT partition name
+	TypeGUID string `json:"type_guid"`
+	// Type is a short name for TypeGUID: Discoverable Partitions names ("esp", "root-x86-64",
+	// "usr-x86-64", "linux-generic", "swap", "home", "var", "xbootldr", ...), "bios-boot", or "".
+	// For MBR partitions TypeGUID is the type byte ("0x83").
+	Type       string      `json:"type"`
+	GUID       string      `json:"guid,omitempty"` // unique partition GUID (PARTUUID), upper case
+	Offset     int64       `json:"offset"`         // bytes
+	Size       int64       `json:"size"`           // bytes
+	Filesystem *Filesystem `json:"filesystem"`
+}
+
+// Filesystem is what the magic numbers at the start of a partition say.
+type Filesystem struct {
+	// Type is "ext4", "ext3", "ext2", "vfat", "swap", "xfs", "btrfs", "squashfs" or "unknown".
+	Type  string `json:"type"`
+	UUID  string `json:"uuid,omitempty"` // as blkid prints it (vfat: the volume serial XXXX-XXXX)
+	Label string `json:"label,omitempty"`
+}
+
+// Boot describes the EFI system partition.
+type Boot struct {
+	ESP int `json:"esp"` // partition number
+	// Fallback is true when EFI/BOOT/BOOTX64.EFI (the removable-media loader path) is present.
+	Fallback bool `json:"efi_fallback"`
+	// Default is loader.conf's "default" pattern.
+	Default string `json:"default,omitempty"`
+	// Entries are the Boot Loader Specification entries in loader/entries/*.conf, sorted by file name.
+	Entries []Entry `json:"entries"`
+}
+
+// Entry is one BLS type #1 entry.
+type Entry struct {
+	ID      string   `json:"id"` // file name without .conf
+	Title   string   `json:"title,omitempty"`
+	Version string   `json:"version,omitempty"`
+	Linux   string   `json:"linux,omitempty"`  // path on the ESP
+	Initrd  []string `json:"initrd,omitempty"` // paths on the ESP
+	Options string   `json:"options,omitempty"`
+	Default bool     `json:"default"` // the entry systemd-boot boots by default
+}
+
+// Root says which partition holds the root filesystem and how that was decided.
+type Root struct {
+	Partition int `json:"partition"`
+	// By is "cmdline" (root=PARTUUID= of the default entry), "type" (a root-* partition type) or
+	// "filesystem" (the only Linux filesystem partition).
+	By string `json:"by"`
+}
+
+// OSRelease holds fields of os-release(5).
+type OSRelease struct {
+	Name       string `json:"name,omitempty"`
+	ID         string `json:"id,omitempty"`
+	VersionID  string `json:"version_id,omitempty"`
+	PrettyName string `json:"pretty_name,omitempty"`
+}
+
+// Inspect reads img's partition table, identifies each partition's filesystem, reads the boot
+// entries from the EFI system partition and os-release from the root filesystem. It reads only those
+// structures, never the whole disk, and runs no outside program. An unreadable or inconsistent
+// partition table is an error; a filesystem that cannot be read becomes a warning in the Report.
+func Inspect(ctx context.Context, img diskfmt.Image) (Report, error) {
+	rep := Report{Format: img.Format(), VirtualSize: img.Size(), Partitions: []Partition{}}
+	size := img.Size()
+	t, err := readTable(img, size)
+	if err != nil {
+		return rep, fmt.Errorf("inspect: partition table: %w", err)
+	}
+	rep.PartitionTable, rep.DiskGUID, rep.Partitions, rep.Warnings = t.kind, t.guid, t.parts, t.warns
+	if rep.Partitions == nil {
+		rep.Partitions = []Partition{}
+	}
+	for i := range rep.Partitions {
+		p := &rep.Partitions[i]
+		if p.Offset < 0 || p.Size <= 0 || p.Offset > size || p.Size > size-p.Offset {
+			return rep, fmt.Errorf("inspect: partition %d [%d, +%d) extends past the end of the %d-byte disk", p.Number, p.Offset, p.Size, size)
+		}
+		if err := ctx.Err(); err != nil {
+			return rep, err
+		}
+		p.Filesystem = probe(io.NewSectionReader(img, p.Offset, p.Size), p.Size)
+	}
+	if t.kind == "none" {
+		if fsys := probe(img, size); fsys.Type != "unknown" {
+			rep.Partitions = []Partition{{Number: 0, Offset: 0, Size: size, Filesystem: fsys}}
+		}
+	}
+	warn := func(format string, a ...any) { rep.Warnings = append(rep.Warnings, fmt.Sprintf(format, a...)) }
+
+	// The ESP: by type, else a vfat partition holding EFI/ or loader/.
+	var def *Entry
+	if esp := findESP(rep.Partitions); esp != nil {
+		if err := ctx.Err(); err != nil {
+			return rep, err
+		}
+		boot, loader, err := readESP(io.NewSectionReader(img, esp.Offset, esp.Size), esp.Size)
+		if err != nil {
+			warn("EFI system partition %d: %v", esp.Number, err)
+		}
+		if boot != nil {
+			boot.ESP = esp.Number
+			rep.Boot, rep.Loader = boot, loader
+			for i := range boot.Entries {
+				if boot.Entries[i].Default {
+					def = &boot.Entries[i]
+				}
+			}
+		}
+	}
+	if def != nil {
+		rep.Cmdline, rep.KernelVersion = def.Options, def.Version
+	}
+
+	// The root filesystem.
+	root := findRoot(rep.Partitions, rep.Cmdline)
+	if root == nil {
+		return rep, nil
+	}
+	rep.Root = &Root{Partition: root.p.Number, By: root.by}
+	if fst := root.p.Filesystem.Type; fst != "ext4" && fst != "ext3" && fst != "ext2" {
+		warn("root partition %d: filesystem %s cannot be read (only ext2/3/4)", root.p.Number, fst)
+		return rep, nil
+	}
+	if err := ctx.Err(); err != nil {
+		return rep, err
+	}
+	tree, err := ext4.Open(io.NewSectionReader(img, root.p.Offset, root.p.Size), root.p.Size)
+	if err != nil {
+		warn("root partition %d: %v", root.p.Number, err)
+		return rep, nil
+	}
+	osr, err := readOSRelease(tree)
+	if err != nil {
+		warn("root partition %d: os-release: %v", root.p.Number, err)
+	} else {
+		rep.OS = osr
+	}
+	if def != nil && def.Version != "" {
+		if k, err := rootfs.FindKernel(tree); err != nil {
+			warn("root partition %d: %v", root.p.Number, err)
+		} else if k.Version == def.Version {
+			rep.Kernel = "/" + k.Linux
+			if k.Initrd != "" {
+				rep.Initrd = "/" + k.Initrd
+			}
+		} else {
+			warn("root partition %d: the newest kernel is %s, the default boot entry's version is %s", root.p.Number, k.Version, def.Version)
+		}
+	}
+	return rep, nil
+}
+
+// probe identifies a filesystem by its magic numbers.
+func probe(r io.ReaderAt, size int64) *Filesystem {
+	head := make([]byte, min(size, 0x10100))
+	if _, err := r.ReadAt(head, 0); err != nil && !errors.Is(err, io.EOF) {
+		return &Filesystem{Type: "unknown"}
+	}
+	has := func(off int, magic string) bool {
+		return len(head) >= off+len(magic) && string(head[off:off+len(magic)]) == magic
+	}
+	switch {
+	case len(head) >= 2048 && le.Uint16(head[1024+0x38:]) == 0xEF53: // ext2/3/4 s_magic ([doc:super] 0x38)
+		info, err := ext4.Probe(r, size)
+		if err != nil {
+			return &Filesystem{Type: "unknown"}
+		}
+		typ := "ext2"
+		if info.Incompat&0x2C0 != 0 || info.ROCompat&0x478 != 0 { // extents, 64bit, flex_bg; huge_file, gdt_csum, dir_nlink, extra_isize, metadata_csum
+			typ = "ext4"
+		} else if info.Compat&0x4 != 0 { // has_journal
+			typ = "ext3"
+		}
+		return &Filesystem{Type: typ, UUID: info.UUIDString(), Label: info.Label}
+	case has(4096-10, "SWAPSPACE2"): // Linux swap, 4 KiB pages: uuid at 1024+12, label at 1024+28
+		u := head[1036:1052]
+		return &Filesystem{Type: "swap", UUID: fmt.Sprintf("%x-%x-%x-%x-%x", u[0:4], u[4:6], u[6:8], u[8:10], u[10:16]),
+			Label: strings.TrimRight(string(bytes.TrimRight(head[1052:1068], "\x00")), " ")}
+	case has(82, "FAT32   ") || has(54, "FAT16   ") || has(54, "FAT12   ") || has(54, "FAT     "):
+		f, err := openFAT(r, size)
+		if err != nil {
+			return &Filesystem{Type: "unknown"}
+		}
+		return &Filesystem{Type: "vfat", UUID: fmt.Sprintf("%04X-%04X", f.serial>>16, f.serial&0xFFFF), Label: f.volumeLabel()}
+	case has(0, "XFSB"):
+		return &Filesystem{Type: "xfs"}
+	case has(0x10040, "_BHRfS_M"):
+		return &Filesystem{Type: "btrfs"}
+	case has(0, "hsqs"):
+		return &Filesystem{Type: "squashfs"}
+	}
+	return &Filesystem{Type: "unknown"}
+}
+
+func findESP(parts []Partition) *Partition {
+	for i := range parts {
+		if parts[i].Type == "esp" && parts[i].Filesystem.Type == "vfat" {
+			return &parts[i]
+		}
+	}
+	return nil
+}
+
+type rootPick struct {
+	p  *Partition
+	by string
+}
+
+func findRoot(parts []Partition, cmdline string) *rootPick {
+	for _, arg := range strings.Fields(cmdline) {
+		if v, ok := strings.CutPrefix(arg, "root=PARTUUID="); ok {
+			for i := range parts {
+				if strings.EqualFold(parts[i].GUID, v) {
+					return &rootPick{&parts[i], "cmdline"}
+				}
+			}
+		}
+	}
+	for i := range parts {
+		if strings.HasPrefix(parts[i].Type, "root-") {
+			return &rootPick{&parts[i], "type"}
+		}
+	}
+	var linux []int
+	for i := range parts {
+		switch parts[i].Filesystem.Type {
+		case "ext4", "ext3", "ext2", "xfs", "btrfs":
+			linux = append(linux, i)
+		}
+	}
+	if len(linux) == 1 {
+		return &rootPick{&parts[linux[0]], "filesystem"}
+	}
+	return nil
+}
+
+// readESP reads loader.conf, the BLS entries and checks for the fallback loader.
+func readESP(r io.ReaderAt, size int64) (*Boot, string, error) {
+	f, err := openFAT(r, size)
+	if err != nil {
+		return nil, "", err
+	}
+	boot := &Boot{Entries: []Entry{}}
+	var errs []error
+	if e, err := f.lookup("EFI/BOOT/BOOTX64.EFI"); err == nil && !e.dir {
+		boot.Fallback = true
+	}
+	loader := ""
+	if _, err := f.lookup("EFI/systemd"); err == nil {
+		loader = "systemd-boot"
+	}
+	if conf, err := f.readFile("loader/loader.conf"); err == nil {
+		loader = "systemd-boot"
+		for _, kv := range confLines(conf) {
+			if kv[0] == "default" {
+				boot.Default = kv[1]
+			}
+		}
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		errs = append(errs, err)
+	}
+	if loader == "" && boot.Fallback {
+		loader = "efi"
+	}
+	if d, err := f.lookup("loader/entries"); err == nil && d.dir {
+		es, err := f.list(d.clus)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("loader/entries: %w", err))
+		}
+		for _, fe := range es {
+			if fe.dir || fe.label || !strings.HasSuffix(strings.ToLower(fe.name), ".conf") {
+				continue
+			}
+			b, err := f.readFile("loader/entries/" + fe.name)
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			boot.Entries = append(boot.Entries, parseEntry(fe.name, b))
+		}
+	}
+	slices.SortFunc(boot.Entries, func(a, b Entry) int { return strings.Compare(a.ID, b.ID) })
+	markDefault(boot)
+	return boot, loader, errors.Join(errs...)
+}
+
+// confLines splits loader.conf / BLS entry text into key and value (the rest of the line, trimmed);
+// '#' starts a comment line.
+func confLines(b []byte) [][2]string {
+	var out [][2]string
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	sc.Buffer(make([]byte, 0, 4096), maxFATFile)
+	for sc.Scan() {
+		l := strings.TrimSpace(sc.Text())
+		if l == "" || strings.HasPrefix(l, "#") {
+			continue
+		}
+		k, v, _ := strings.Cut(l, " ")
+		if i := strings.IndexByte(k, '\t'); i >= 0 {
+			k, v = k[:i], k[i+1:]+" "+v
+		}
+		out = append(out, [2]string{k, strings.TrimSpace(v)})
+	}
+	return out
+}
+
+// parseEntry reads a Boot Loader Specification type #1 entry: title, version, linux, initrd (may
+// repeat), options (may repeat, joined with spaces).
+func parseEntry(file string, b []byte) Entry {
+	e := Entry{ID: strings.TrimSuffix(file, path.Ext(file))}
+	var opts []string
+	for _, kv := range confLines(b) {
+		switch kv[0] {
+		case "title":
+			e.Title = kv[1]
+		case "version":
+			e.Version = kv[1]
+		case "linux":
+			e.Linux = kv[1]
+		case "initrd":
+			e.Initrd = append(e.Initrd, kv[1])
+		case "options":
+			opts = append(opts, kv[1])
+		}
+	}
+	e.Options = strings.Join(opts, " ")
+	return e
+}
+
+// markDefault marks the entry systemd-boot would boot: the last one (in its order, here by file name)
+// matching loader.conf's default glob, else the first entry.
+func markDefault(b *Boot) {
+	if len(b.Entries) == 0 {
+		return
+	}
+	pick := -1
+	if b.Default != "" && !strings.HasPrefix(b.Default, "@") {
+		for i, e := range b.Entries {
+			if ok, _ := path.Match(b.Default, e.ID+".conf"); ok || b.Default == e.ID {
+				pick = i
+			}
+		}
+	}
+	if pick < 0 {
+		pick = 0
+	}
+	b.Entries[pick].Default = true
+}
+
+// readOSRelease reads /etc/os-release, else /usr/lib/os-release (os-release(5)).
+func readOSRelease(tree fs.FS) (*OSRelease, error) {
+	var b []byte
+	var err error
+	for _, p := range []string{"etc/os-release", "usr/lib/os-release"} {
+		var f fs.File
+		if f, err = tree.Open(p); err != nil {
+			continue
+		}
+		b, err = io.ReadAll(io.LimitReader(f, 64<<10))
+		f.Close()
+		if err == nil {
+			break
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	o := &OSRelease{}
+	for _, l := range strings.Split(string(b), "\n") {
+		k, v, ok := strings.Cut(strings.TrimSpace(l), "=")
+		if !ok || strings.HasPrefix(k, "#") {
+			continue
+		}
+		v = unquote(v)
+		switch k {
+		case "NAME":
+			o.Name = v
+		case "ID":
+			o.ID = v
+		case "VERSION_ID":
+			o.VersionID = v
+		case "PRETTY_NAME":
+			o.PrettyName = v
+		}
+	}
+	return o, nil
+}
+
+// unquote removes shell-style quotes and backslash escapes from an os-release value.
+func unquote(v string) string {
+	if len(v) >= 2 && (v[0] == '"' || v[0] == '\'') && v[len(v)-1] == v[0] {
+		q := v[0]
+		v = v[1 : len(v)-1]
+		if q == '"' {
+			var sb strings.Builder
+			for i := 0; i < len(v); i++ {
+				if v[i] == '\\' && i+1 < len(v) {
+					i++
+				}
+				sb.WriteByte(v[i])
+			}
+			v = sb.String()
+		}
+	}
+	return v
+}
