@@ -32,6 +32,7 @@ type command struct {
 var commands = []command{
 	{"build", "build a bootable disk image from a container image", runBuild},
 	{"convert", "convert a disk image between raw, qcow2, vmdk and vhd", runConvert},
+	{"inspect", "show the partitions, boot entries, kernel command line and OS of a disk image", runInspect},
 	{"version", "print the version", runVersion},
 }
 
