@@ -42,7 +42,7 @@ const (
 	extMagic = 0xF30A    // extent header magic [doc:ifork]
 	rootIno2 = 2         // the root directory's inode [doc:special_inodes]
 	maxDepth = 5         // the kernel's EXT4_MAX_EXTENT_DEPTH
-	maxDir   = 256 << 20 // largest directory the reader accepts (the writer's htree limit is ~1 GiB of 4 KiB blocks, real ones are far smaller)
+	maxDir   = 32 << 20 // largest directory the reader accepts (about 500,000 entries; bounds the work of one lookup)
 	maxLink  = 4096      // PATH_MAX: longest symlink target
 	// Feature bits [doc:super].
 	incFiletype = 0x2
@@ -111,14 +111,21 @@ var (
 	_ fs.ReadLinkFS = (*readFS)(nil)
 )
 
-// readAt reads exactly len(p) bytes at off, which must lie inside the device.
-func (f *readFS) readAt(p []byte, off int64, what string) error {
+// readAt reads exactly len(p) bytes at off, which must lie inside the device; what (a format for
+// args) names the structure in errors.
+func (f *readFS) readAt(p []byte, off int64, what string, args ...any) error {
+	if len(args) > 0 && (off < 0 || off > f.size || int64(len(p)) > f.size-off) {
+		what = fmt.Sprintf(what, args...)
+	}
 	if off < 0 || off > f.size || int64(len(p)) > f.size-off {
 		return fmt.Errorf("ext4: %s: bytes [%d, +%d) lie outside the %d-byte device", what, off, len(p), f.size)
 	}
 	n, err := f.r.ReadAt(p, off)
 	if n == len(p) {
 		return nil
+	}
+	if len(args) > 0 {
+		what = fmt.Sprintf(what, args...)
 	}
 	if err == nil || err == io.EOF {
 		err = io.ErrUnexpectedEOF
@@ -254,7 +261,7 @@ func (f *readFS) inode(ino uint32) (*rinode, error) {
 	}
 	g, idx := int64(ino-1)/f.ipg, int64(ino-1)%f.ipg
 	d := make([]byte, 0x2C)
-	if err := f.readAt(d[:min(f.descSize, 0x2C)], f.descOffset(g), fmt.Sprintf("group %d descriptor", g)); err != nil {
+	if err := f.readAt(d[:min(f.descSize, 0x2C)], f.descOffset(g), "group %d descriptor", g); err != nil {
 		return nil, err
 	}
 	// [doc:group_descr]: bg_inode_table_lo at 0x08, _hi at 0x28 (64-byte descriptors).
@@ -266,7 +273,7 @@ func (f *readFS) inode(ino uint32) (*rinode, error) {
 		return nil, fmt.Errorf("ext4: group %d inode table at block %d, outside the %d-block filesystem", g, table, f.blocks)
 	}
 	b := make([]byte, min(f.inodeSize, 0xA0))
-	if err := f.readAt(b, table*f.bs+idx*f.inodeSize, fmt.Sprintf("inode %d", ino)); err != nil {
+	if err := f.readAt(b, table*f.bs+idx*f.inodeSize, "inode %d", ino); err != nil {
 		return nil, err
 	}
 	n := &rinode{ino: ino}
@@ -376,7 +383,7 @@ func (f *readFS) mapExtent(n *rinode, lb int64) (int64, int64, error) {
 			return 0, 0, fmt.Errorf("ext4: inode %d extent index (level %d) points at block %d outside the %d-block filesystem", n.ino, level, child, f.blocks)
 		}
 		buf := make([]byte, f.bs)
-		if err := f.readAt(buf, child*f.bs, fmt.Sprintf("inode %d extent block %d", n.ino, child)); err != nil {
+		if err := f.readAt(buf, child*f.bs, "inode %d extent block %d", n.ino, child); err != nil {
 			return 0, 0, err
 		}
 		node = buf
@@ -395,7 +402,7 @@ func (f *readFS) mapIndirect(n *rinode, lb int64) (int64, int64, error) {
 			return 0, fmt.Errorf("ext4: inode %d indirect block %d outside the %d-block filesystem", n.ino, blk, f.blocks)
 		}
 		var b [4]byte
-		if err := f.readAt(b[:], blk*f.bs+idx*4, fmt.Sprintf("inode %d indirect block %d", n.ino, blk)); err != nil {
+		if err := f.readAt(b[:], blk*f.bs+idx*4, "inode %d indirect block %d", n.ino, blk); err != nil {
 			return 0, err
 		}
 		return int64(le.Uint32(b[:])), nil
@@ -454,7 +461,7 @@ func (c *contents) ReadAt(p []byte, off int64) (int, error) {
 		k := int(min(int64(len(p)-done), run*c.f.bs-pos%c.f.bs))
 		if phys == 0 {
 			clear(p[done : done+k])
-		} else if err := c.f.readAt(p[done:done+k], phys*c.f.bs+pos%c.f.bs, fmt.Sprintf("inode %d data", c.n.ino)); err != nil {
+		} else if err := c.f.readAt(p[done:done+k], phys*c.f.bs+pos%c.f.bs, "inode %d data", c.n.ino); err != nil {
 			return done, err
 		}
 		done += k
@@ -472,10 +479,16 @@ func (f *readFS) eachEntry(n *rinode, fn func(name string, ino uint32, typ uint8
 	if n.size%f.bs != 0 || n.size > maxDir {
 		return fmt.Errorf("ext4: directory inode %d has size %d (want a multiple of %d up to %d)", n.ino, n.size, f.bs, maxDir)
 	}
-	c := &contents{f: f, n: n}
 	blk := make([]byte, f.bs)
 	for b := int64(0); b < n.size/f.bs; b++ {
-		if _, err := c.ReadAt(blk, b*f.bs); err != nil {
+		phys, _, err := f.mapBlock(n, b)
+		if err != nil {
+			return err
+		}
+		if phys == 0 { // the kernel refuses holes in directories too
+			return fmt.Errorf("ext4: directory inode %d has a hole at block %d", n.ino, b)
+		}
+		if err := f.readAt(blk, phys*f.bs, "directory inode %d block %d", n.ino, b); err != nil {
 			return err
 		}
 		for off := int64(0); off < f.bs; {
