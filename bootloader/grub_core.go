@@ -285,22 +285,23 @@ func ResolveModules(moddep io.Reader, names []string) ([]string, error) {
 		return nil, fmt.Errorf("grub: moddep.lst: %w", err)
 	}
 	var out []string
-	seen := map[string]bool{}
-	var add func(n string, depth int) error
-	add = func(n string, depth int) error {
+	seen, visiting := map[string]bool{}, map[string]bool{}
+	var add func(n string) error
+	add = func(n string) error {
 		n = strings.TrimSuffix(n, ".mod")
 		if seen[n] {
 			return nil
 		}
-		if depth > 64 {
-			return fmt.Errorf("grub: moddep.lst: dependency chain through %s is too deep", n)
+		if visiting[n] {
+			return fmt.Errorf("grub: moddep.lst: dependency cycle through %s", n)
 		}
 		d, ok := deps[n]
 		if !ok {
 			return fmt.Errorf("grub: module %s is not in moddep.lst", n)
 		}
+		visiting[n] = true
 		for i := len(d) - 1; i >= 0; i-- {
-			if err := add(d[i], depth+1); err != nil {
+			if err := add(d[i]); err != nil {
 				return err
 			}
 		}
@@ -309,7 +310,7 @@ func ResolveModules(moddep io.Reader, names []string) ([]string, error) {
 		return nil
 	}
 	for _, n := range names {
-		if err := add(n, 0); err != nil {
+		if err := add(n); err != nil {
 			return nil, err
 		}
 	}
