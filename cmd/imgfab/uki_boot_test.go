@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,10 +17,9 @@ import (
 // replaceESP rewrites the ESP of a raw disk built by imgfab with files planned by plan from tree.
 // Until `imgfab build --uki` / `--boot-chain shim` are wired, the boot tests build the usual disk
 // and swap its ESP contents through the bootloader API (the same calls assemble will make).
-func replaceESP(t *testing.T, raw string, res assemble.Result, tree string,
+func replaceESP(t *testing.T, raw string, res assemble.Result, fsys fs.FS,
 	plan func(bootloader.Config) ([]bootloader.FileSpec, bootloader.Entry, error)) bootloader.Entry {
 	t.Helper()
-	fsys := os.DirFS(tree)
 	k, err := rootfs.FindKernel(fsys)
 	if err != nil {
 		t.Fatal(err)
@@ -60,7 +60,7 @@ func TestUKIBootsUEFI(t *testing.T) {
 	src := fixture(t, "demo/oci", "mkdemo.sh")
 	raw := filepath.Join(t.TempDir(), "uki.raw")
 	res := build(t, "oci:"+src+":demo", "--cmdline", "console=ttyS0 imgfab.test", "-o", raw)
-	e := replaceESP(t, raw, res, tree, bootloader.PlanUKI)
+	e := replaceESP(t, raw, res, os.DirFS(tree), bootloader.PlanUKI)
 	if e.Linux != "/EFI/BOOT/BOOTX64.EFI" || len(e.Files) != 1 {
 		t.Fatalf("UKI-only ESP expected, got %+v", e)
 	}
