@@ -37,13 +37,13 @@ func (i Info) UUIDString() string {
 }
 
 const (
-	sbOffset = 1024      // the superblock is always at byte 1024 [doc:super]
-	sbMagic  = 0xEF53    // s_magic at 0x38
-	extMagic = 0xF30A    // extent header magic [doc:ifork]
-	rootIno2 = 2         // the root directory's inode [doc:special_inodes]
-	maxDepth = 5         // the kernel's EXT4_MAX_EXTENT_DEPTH
+	sbOffset = 1024     // the superblock is always at byte 1024 [doc:super]
+	sbMagic  = 0xEF53   // s_magic at 0x38
+	extMagic = 0xF30A   // extent header magic [doc:ifork]
+	rootIno2 = 2        // the root directory's inode [doc:special_inodes]
+	maxDepth = 5        // the kernel's EXT4_MAX_EXTENT_DEPTH
 	maxDir   = 32 << 20 // largest directory the reader accepts (about 500,000 entries; bounds the work of one lookup)
-	maxLink  = 4096      // PATH_MAX: longest symlink target
+	maxLink  = 4096     // PATH_MAX: longest symlink target
 	// Feature bits [doc:super].
 	incFiletype = 0x2
 	incExtents  = 0x40
