@@ -10,12 +10,10 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
-	"github.com/imgfab/imgfab/bootloader"
 	"github.com/imgfab/imgfab/diskfmt"
 	"github.com/imgfab/imgfab/layers"
 	"github.com/imgfab/imgfab/partition"
@@ -48,6 +46,7 @@ type Plan struct {
 	NoJournal       bool
 	Progress        func(Event) // optional
 	Stdout          io.Writer   // where an output "-" goes
+	Boot            BootOptions
 }
 
 // Event is a progress report. Total is 0 when unknown.
@@ -70,7 +69,8 @@ type Result struct {
 	Initrd      string            `json:"initrd,omitempty"` // path in the image
 	KernelVer   string            `json:"kernel_version"`
 	Cmdline     string            `json:"cmdline"`
-	Loader      string            `json:"loader"` // "systemd-boot"
+	Loader      string            `json:"loader"` // "systemd-boot", "uki", "shim", "grub", "grub+systemd-boot", …
+	Boot        BootResult        `json:"boot"`
 	Epoch       int64             `json:"source_date_epoch"`
 	RootFS      RootFSResult      `json:"rootfs"`
 }
@@ -141,6 +141,9 @@ func Run(ctx context.Context, p Plan) (res Result, err error) {
 		}
 		formats[i] = f
 	}
+	if err := p.Boot.validate(); err != nil {
+		return res, fmt.Errorf("build: %w", err)
+	}
 	if p.Size%partition.MiB != 0 {
 		return res, fmt.Errorf("build: --size %d is not a whole number of MiB", p.Size)
 	}
@@ -183,7 +186,7 @@ func Run(ctx context.Context, p Plan) (res Result, err error) {
 	case !cfg.Created.IsZero():
 		epoch = cfg.Created.Unix()
 	}
-	res = Result{Image: p.Source, ImageDigest: digest.String(), Epoch: epoch, Loader: "systemd-boot"}
+	res = Result{Image: p.Source, ImageDigest: digest.String(), Epoch: epoch}
 	ls, err := layers.ImageLayers(ctx, img)
 	if err != nil {
 		return res, fmt.Errorf("build: layers of %s: %w", p.Source, err)
@@ -257,7 +260,7 @@ func Run(ctx context.Context, p Plan) (res Result, err error) {
 	res.RootFS = RootFSResult{Type: "ext4", UUID: uuidString(fsUUID), Size: fsw.Size(),
 		Files: int64(st.Files), Dirs: int64(st.Dirs), DataBytes: st.DataBytes}
 
-	// 5. Kernel, initrd, loader → ESP.
+	// 5. Kernel, initrd, loaders → ESP; then the partition table and the BIOS loader.
 	tree, err := fsw.FS()
 	if err != nil {
 		return res, fmt.Errorf("build: reading back the root filesystem: %w", err)
@@ -266,25 +269,18 @@ func Run(ctx context.Context, p Plan) (res Result, err error) {
 	if err != nil {
 		return res, fmt.Errorf("build: %w", err)
 	}
-	cmdline := "root=PARTUUID=" + strings.ToLower(rootGUID) + " rw"
-	if c := strings.TrimSpace(p.Cmdline); c != "" {
-		cmdline += " " + c
-	}
 	p.progress(Event{Stage: "esp"})
-	esp := layout.Partitions[0]
-	if _, err := bootloader.InstallSystemdBoot(ctx, f, esp.Offset, esp.Size, bootloader.Config{
-		Tree: tree, Kernel: k, Options: cmdline, Epoch: time.Unix(epoch, 0),
-	}); err != nil {
+	bres, err := installBoot(ctx, f, &layout, bootInput{
+		opts: p.Boot, tree: tree, kernel: k, cmdline: p.Cmdline, seed: seed, rootGUID: rootGUID,
+		epoch: time.Unix(epoch, 0),
+	})
+	if err != nil {
 		return res, fmt.Errorf("build: %w", err)
 	}
-	res.Kernel, res.Initrd, res.KernelVer, res.Cmdline = "/"+k.Linux, "", k.Version, cmdline
+	res.Boot = bres.BootResult
+	res.Kernel, res.Initrd, res.KernelVer, res.Cmdline, res.Loader = "/"+k.Linux, "", k.Version, bres.cmdline, bres.loader
 	if k.Initrd != "" {
 		res.Initrd = "/" + k.Initrd
-	}
-
-	// 6. The partition table, last.
-	if err := partition.WriteGPT(f, layout); err != nil {
-		return res, fmt.Errorf("build: %w", err)
 	}
 	res.VirtualSize, res.DiskGUID = layout.Size, layout.GUID
 	for i, part := range layout.Partitions {
@@ -374,6 +370,7 @@ func buildSeed(digest string, p Plan, espSize, epoch int64) []byte {
 		h.Write(b[:])
 	}
 	fmt.Fprintf(h, "cmdline\x00%s\x00journal\x00%v", p.Cmdline, !p.NoJournal)
+	fmt.Fprintf(h, "\x00boot\x00%s\x00%s\x00%v\x00%s", p.Boot.Mode, p.Boot.Table, p.Boot.UKI, p.Boot.Chain)
 	return h.Sum(nil)
 }
 

@@ -26,7 +26,10 @@ func WriteGPT(f *os.File, l Layout) error {
 		ProtectiveMBR:      true,
 	}
 	for i, p := range l.Partitions {
-		if p.Offset%MiB != 0 || p.Size%SectorSize != 0 || p.Size <= 0 {
+		// Partitions are 1 MiB aligned, except a BIOS boot partition, which may sit in the gap
+		// between the primary entry array (ends at LBA 33) and the first MiB.
+		aligned := p.Offset%MiB == 0 || (p.Type == TypeBIOSBoot && p.Offset%SectorSize == 0 && p.Offset >= 34*SectorSize)
+		if !aligned || p.Size%SectorSize != 0 || p.Size <= 0 {
 			return fmt.Errorf("writing partition table: partition %d (%s) at %d size %d is not aligned", i+1, p.Name, p.Offset, p.Size)
 		}
 		if p.End() > l.Size-Tail {

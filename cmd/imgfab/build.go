@@ -20,8 +20,11 @@ var errHelp = errors.New("help shown")
 
 const buildHelp = `Usage: imgfab build [flags] SOURCE
 
-Build a bootable UEFI disk image (GPT: EFI system partition with systemd-boot + ext4 root) from a
-container image. Nothing runs as root, no container engine, no VM, no outside program.
+Build a bootable disk image (GPT or MBR: a FAT EFI system partition with the boot loaders, kernel
+and initrd, and an ext4 root) from a container image. UEFI boots through systemd-boot, a Unified
+Kernel Image (--uki) or the distribution's signed shim (--boot-chain shim); BIOS through GRUB
+assembled from the image's own modules. Nothing runs as root, no container engine, no VM, no
+outside program.
 
 SOURCE is one of:
   oci:DIR[:TAG]            an OCI image layout (TAG matches org.opencontainers.image.ref.name)
@@ -29,7 +32,8 @@ SOURCE is one of:
   docker://REF or REF      a registry image (credentials from ~/.docker/config.json)
 
 The image must contain a kernel (/boot/vmlinuz-*, /usr/lib/modules/*/vmlinuz or /boot/vmlinuz-lts)
-and systemd-boot (/usr/lib/systemd/boot/efi/systemd-bootx64.efi, Debian: systemd-boot-efi).
+and, for UEFI, systemd-boot (/usr/lib/systemd/boot/efi/systemd-bootx64.efi, Debian: systemd-boot-efi)
+or the systemd stub for --uki; for BIOS, /usr/lib/grub/i386-pc (Debian: grub-pc-bin).
 The kernel command line is "root=PARTUUID=<root partition> rw" followed by --cmdline.
 
 Examples:
@@ -39,6 +43,8 @@ Examples:
   imgfab build oci:./layout --format raw -o - | ssh host 'dd of=/dev/sdb bs=4M'
   imgfab build oci:./layout -o disk.vmdk -o disk.vhd -o disk.tar.gz -o disk.raw.zst
   imgfab build oci:./layout -o disk.qcow2 --compress zstd
+  imgfab build oci:./layout --boot hybrid -o disk.raw         # one file, BIOS and UEFI
+  imgfab build oci:./layout --boot bios --table mbr -o disk.raw
 
 Flags:
 `
@@ -59,6 +65,10 @@ func runBuild(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		asJSON    = fl.Bool("json", false, "print the result as JSON on stdout")
 		insecure  = fl.Bool("insecure", false, "allow a plain-HTTP registry")
 		noJournal = fl.Bool("no-journal", false, "make the ext4 root without a journal")
+		bootMode  = fl.String("boot", "auto", "uefi, bios, hybrid, or auto: hybrid when the image has GRUB's i386-pc modules (grub-pc-bin), else uefi")
+		table     = fl.String("table", "gpt", "partition table: gpt, or mbr for BIOS-only targets that need it")
+		uki       = fl.Bool("uki", false, "boot UEFI through a Unified Kernel Image built from the image's systemd stub (linuxx64.efi.stub)")
+		chain     = fl.String("boot-chain", "", "shim: boot UEFI through the image's signed shim and GRUB (Secure Boot)")
 		help      = fl.BoolP("help", "h", false, "show this help")
 	)
 	if err := fl.Parse(args); err != nil {
@@ -81,6 +91,7 @@ func runBuild(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		Cmdline:     *cmdline,
 		Insecure:    *insecure,
 		NoJournal:   *noJournal,
+		Boot:        assemble.BootOptions{Mode: *bootMode, Table: *table, UKI: *uki, Chain: *chain},
 	}
 	stdoutUsed := false
 	for _, o := range *outputs {
