@@ -79,7 +79,7 @@ func newClusterCompressor(c compression) (clusterCompressor, error) {
 		// One frame per cluster (qcow2.rst "compression_type": zstd), no checksum (qemu does not
 		// write one either), the content size in the frame header.
 		enc, err := zstd.NewWriter(nil, zstd.WithEncoderConcurrency(1), zstd.WithEncoderCRC(false),
-			zstd.WithEncoderLevel(qcowZstdLevel), zstd.WithWindowSize(qcowCluster))
+			zstd.WithEncoderLevel(qcowZstdLevel))
 		if err != nil {
 			return nil, err
 		}

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -459,3 +460,37 @@ func BenchmarkQcow2Deflate(b *testing.B) { benchCompressed(b, qcow2{compress: co
 
 // BenchmarkQcow2Zstd: as BenchmarkQcow2Deflate, with zstd.
 func BenchmarkQcow2Zstd(b *testing.B) { benchCompressed(b, qcow2{compress: compressZstd}) }
+
+// TestQcow2CompressedErrors: a failing read and a cancelled context end the write with that error
+// and leave no output file.
+func TestQcow2CompressedErrors(t *testing.T) {
+	boom := errors.New("boom")
+	cancelled, cancel := context.WithCancel(context.Background())
+	cancel()
+	text := words(qcowCluster, 1)
+	good := genDisk{size: 64 * mib, gen: func(int64) []byte { return text }}
+	for _, comp := range qcowCompressions {
+		f := qcow2{compress: comp.c}
+		for _, tc := range []struct {
+			ctx  context.Context
+			d    Disk
+			want error
+		}{
+			{context.Background(), badDisk{size: 64 * mib, exts: []Extent{{0, 64 * mib}}, err: boom}, boom},
+			{cancelled, good, context.Canceled},
+		} {
+			dir := t.TempDir()
+			out := filepath.Join(dir, "x.qcow2")
+			if err := WriteFile(tc.ctx, out, f, tc.d); !errors.Is(err, tc.want) {
+				t.Errorf("%s: error %v, want %v", comp.name, err, tc.want)
+			}
+			if ents, _ := os.ReadDir(dir); len(ents) != 0 {
+				t.Errorf("%s: %d files left behind", comp.name, len(ents))
+			}
+			// And through the temporary-file path.
+			if err := f.Write(tc.ctx, io.Discard, tc.d); !errors.Is(err, tc.want) {
+				t.Errorf("%s to a non-file: error %v, want %v", comp.name, err, tc.want)
+			}
+		}
+	}
+}
