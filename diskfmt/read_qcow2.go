@@ -180,7 +180,7 @@ func openQcow2(r io.ReaderAt, fsize int64) (Image, error) {
 		seen[off] = int64(i)
 		img.l1[i] = e
 	}
-	nslots := max(2, qcowL2CacheBytes/img.cluster)
+	nslots := min(max(2, qcowL2CacheBytes/img.cluster), 16) // a small cache: 16 tables, at most 4 MiB
 	img.l2Cache = make([]l2Slot, nslots)
 	if err := img.mapExtents(); err != nil {
 		return nil, err

@@ -217,17 +217,24 @@ func TestReadRoundTrip(t *testing.T) {
 	dir := t.TempDir()
 	raw := readerRaw(t, dir)
 	src := openDisk(t, raw)
+	type out struct{ name, compress string }
+	var outs []out
 	for _, name := range Names() {
-		t.Run(name, func(t *testing.T) {
+		outs = append(outs, out{name, ""})
+	}
+	outs = append(outs, out{"qcow2", "deflate"}, out{"qcow2", "zstd"})
+	for _, o := range outs {
+		name := o.name
+		t.Run(name+o.compress, func(t *testing.T) {
 			want, ok := readable[name]
 			if !ok {
 				t.Skipf("format %q has no reader (an archive or compressed stream, not a disk image format)", name)
 			}
-			f, err := Lookup(name)
+			f, err := New(name, Options{Compress: o.compress})
 			if err != nil {
 				t.Fatal(err)
 			}
-			out := filepath.Join(dir, "rt-"+name)
+			out := filepath.Join(dir, "rt-"+name+o.compress)
 			if err := WriteFile(context.Background(), out, f, src); err != nil {
 				t.Fatal(err)
 			}
