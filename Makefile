@@ -17,7 +17,11 @@ build:
 $(DEMO_OCI)/index.json: testdata/mkdemo.sh
 	bash testdata/mkdemo.sh
 
+# The demo and its variants (BIOS GRUB modules; systemd stub only, for UKIs). Each script is
+# idempotent and cached under testdata/cache.
 fixtures: $(DEMO_OCI)/index.json
+	sh testdata/mkdemo-bios.sh >/dev/null
+	sh testdata/mkdemo-uki.sh >/dev/null
 
 demo: build fixtures
 	SOURCE_DATE_EPOCH=1700000000 $(BIN) build oci:$(DEMO_OCI):demo --cmdline "console=ttyS0" -o demo.qcow2
@@ -40,6 +44,7 @@ test: fixtures debian-fixture vet
 
 debian-fixture:
 	bash testdata/mkdebian.sh >/dev/null
+	sh testdata/mkdebian-sb.sh >/dev/null
 
 # Quick: no qemu boot, no Debian fixture.
 test-short:
