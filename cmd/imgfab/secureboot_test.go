@@ -2,15 +2,12 @@ package main
 
 import (
 	"context"
-	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/imgfab/imgfab/bootloader"
 )
 
 const (
@@ -84,13 +81,12 @@ func TestSecureBootShimChain(t *testing.T) {
 		t.Skip("boots qemu with Secure Boot (a few minutes under TCG); run without -short")
 	}
 	src := fixture(t, "debian-sb/oci", "mkdebian-sb.sh")
-	cache := filepath.Join(filepath.Dir(src), "..")
-	tree := overlayFS{os.DirFS(filepath.Join(cache, "debian", "layer1")), os.DirFS(filepath.Join(cache, "debian-sb", "sb"))}
 	raw := filepath.Join(t.TempDir(), "sb.raw")
-	// Built as usual (systemd-boot from the image), then the ESP is replaced by the shim chain.
-	res := build(t, "oci:"+src+":debian-sb", "--cmdline", "console=ttyS0", "-o", raw)
-	e := replaceESP(t, raw, res, tree, bootloader.PlanShim)
-	t.Logf("ESP: %v", e.Files)
+	res := build(t, "oci:"+src+":debian-sb", "--boot-chain", "shim", "--cmdline", "console=ttyS0", "-o", raw)
+	if res.Boot.UEFILoader != "shim" || res.Boot.Mode != "uefi" {
+		t.Fatalf("shim chain expected, got %+v", res.Boot)
+	}
+	t.Logf("ESP entry: %s", res.Boot.Entry)
 	checkOracles(t, raw, res)
 	serial := bootSecure(t, raw, 8*time.Minute, "secureboot: Secure boot enabled", "Reached target")
 	for _, m := range []string{"secureboot: Secure boot enabled", "Reached target"} {
@@ -113,6 +109,7 @@ func logLines(t *testing.T, serial string, subs ...string) {
 	}
 }
 
+// TestSecureBootRefusesUnsigned: the same firmware refuses the demo's unsigned systemd-boot.
 func TestSecureBootRefusesUnsigned(t *testing.T) {
 	if testing.Short() {
 		t.Skip("boots qemu with Secure Boot; run without -short")
@@ -125,14 +122,4 @@ func TestSecureBootRefusesUnsigned(t *testing.T) {
 		t.Fatalf("the unsigned systemd-boot was not refused; tail:\n%s", tail(serial, 4000))
 	}
 	logLines(t, serial, "Access Denied")
-}
-
-// overlayFS is fs.FS lower with upper's files on top.
-type overlayFS struct{ lower, upper fs.FS }
-
-func (o overlayFS) Open(name string) (fs.File, error) {
-	if f, err := o.upper.Open(name); err == nil {
-		return f, nil
-	}
-	return o.lower.Open(name)
 }
