@@ -27,6 +27,7 @@ type options struct {
 	platform v1.Platform
 	insecure bool
 	keychain authn.Keychain
+	retry    retryPolicy
 }
 
 // WithPlatform picks the image for p out of an index (default linux/amd64). A Variant of ""
@@ -55,7 +56,7 @@ const refNameAnnotation = "org.opencontainers.image.ref.name"
 // Indexes, nested ones too, resolve by platform; when none matches the error lists the platforms
 // available.
 func Resolve(ctx context.Context, source string, opts ...Option) (v1.Image, error) {
-	o := options{platform: v1.Platform{OS: "linux", Architecture: "amd64"}, keychain: authn.DefaultKeychain}
+	o := options{platform: v1.Platform{OS: "linux", Architecture: "amd64"}, keychain: authn.DefaultKeychain, retry: defaultRetry}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -296,8 +297,7 @@ func resolveRemote(ctx context.Context, s string, o *options) (v1.Image, error) 
 	if err != nil {
 		return nil, fmt.Errorf("parsing image reference %q: %w", s, err)
 	}
-	ropts := []remote.Option{remote.WithContext(ctx), remote.WithAuthFromKeychain(o.keychain)}
-	desc, err := remote.Get(ref, ropts...)
+	desc, err := remote.Get(ref, remoteOptions(ctx, o)...)
 	if err != nil {
 		return nil, fmt.Errorf("fetching %s: %w", ref, err)
 	}
@@ -307,13 +307,17 @@ func resolveRemote(ctx context.Context, s string, o *options) (v1.Image, error) 
 		if err != nil {
 			return nil, fmt.Errorf("fetching index %s: %w", ref, err)
 		}
-		return pickFromIndex(ctx, idx, o, ref.String())
+		img, err := pickFromIndex(ctx, idx, o, ref.String())
+		if err != nil {
+			return nil, err
+		}
+		return withRetries(ctx, img, o), nil
 	case types.OCIManifestSchema1, types.DockerManifestSchema2:
 		img, err := desc.Image()
 		if err != nil {
 			return nil, fmt.Errorf("fetching image %s: %w", ref, err)
 		}
-		return img, nil
+		return withRetries(ctx, img, o), nil
 	default:
 		return nil, fmt.Errorf("fetching %s: unsupported manifest media type %q", ref, desc.MediaType)
 	}
