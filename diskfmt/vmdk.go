@@ -47,13 +47,16 @@ const (
 )
 
 // Write writes d to w as a stream-optimized VMDK. The capacity is the disk size rounded up to
-// whole sectors (the padding reads as zeros). Holes and all-zero grains are not stored. Grains are
+// whole sectors (the padding reads as zeros); an empty disk is an error. Holes and all-zero grains are not stored. Grains are
 // compressed on all cores; the output does not depend on the number of cores.
 func (v vmdk) Write(ctx context.Context, w io.Writer, d Disk) error {
 	if err := checkDisk(d); err != nil {
 		return fmt.Errorf("vmdk: %w", err)
 	}
 	size := d.Size()
+	if size == 0 {
+		return errors.New("vmdk: the disk is empty; a VMDK needs at least one sector (qemu rejects capacity 0)")
+	}
 	capacity := uint64(ceilDiv(size, vmdkSector)) // sectors
 	grains := ceilDiv(size, vmdkGrain)
 	gdEntries := ceilDiv(grains, vmdkGTEs)
