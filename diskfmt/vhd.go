@@ -42,10 +42,17 @@ const (
 	vhdUnusedBAT   = ^uint32(0) // BAT entry of a block that is not stored
 	vhdCreatorVer  = 0x00010000 // imgfab 1.0
 	vhdMaxSectors  = 1 << 32    // BAT entries are 32-bit sector offsets
+	vhdMaxSize     = 2040 << 30 // the largest VHD (spec, "Hard Disk Footer Format"; qemu's VHD_MAX_SECTORS)
 )
 
-// vhdSize is the virtual size of d in a VHD: its size rounded up to a whole MiB.
-func vhdSize(d Disk) int64 { return ceilDiv(d.Size(), vhdAlign) * vhdAlign }
+// vhdSize is the virtual size of d in a VHD: its size rounded up to a whole MiB, at most 2040 GiB.
+func vhdSize(d Disk) (int64, error) {
+	size := ceilDiv(d.Size(), vhdAlign) * vhdAlign
+	if size > vhdMaxSize {
+		return 0, fmt.Errorf("disk size %d (%d MiB rounded) is more than the VHD maximum of 2040 GiB", d.Size(), size>>20)
+	}
+	return size, nil
+}
 
 // vhdResized is a Disk seen with a larger size; the added bytes are zeros (outside every extent).
 type vhdResized struct {
@@ -61,9 +68,11 @@ func (f vhdFixed) Write(ctx context.Context, w io.Writer, d Disk) error {
 	if err := checkDisk(d); err != nil {
 		return fmt.Errorf("vhd: %w", err)
 	}
-	size := vhdSize(d)
+	size, err := vhdSize(d)
+	if err != nil {
+		return fmt.Errorf("vhd: %w", err)
+	}
 	rd := vhdResized{d, size}
-	var err error
 	if st, base, ok := sparseTarget(w); ok {
 		err = writeRawSparse(ctx, w, st, base, rd)
 	} else {
@@ -148,7 +157,10 @@ func (f vhdDynamic) Write(ctx context.Context, w io.Writer, d Disk) error {
 	if err := checkDisk(d); err != nil {
 		return fmt.Errorf("vhd-dynamic: %w", err)
 	}
-	size := vhdSize(d)
+	size, err := vhdSize(d)
+	if err != nil {
+		return fmt.Errorf("vhd-dynamic: %w", err)
+	}
 	entries := ceilDiv(size, vhdBlock) // Max Table Entries: exactly this many (Azure)
 	if entries > math.MaxUint32 {
 		return fmt.Errorf("vhd-dynamic: disk size %d needs %d BAT entries, more than 2^32", size, entries)
@@ -158,7 +170,7 @@ func (f vhdDynamic) Write(ctx context.Context, w io.Writer, d Disk) error {
 	// Pass 1: mark the blocks that hold non-zero bytes.
 	used := make([]bool, entries)
 	buf := make([]byte, vhdBlock)
-	err := forEachChunk(ctx, d, vhdBlockRanges(d.Extents()), buf, func(off int64, p []byte) error {
+	err = forEachChunk(ctx, d, vhdBlockRanges(d.Extents()), buf, func(off int64, p []byte) error {
 		if !isZero(p) {
 			used[off/vhdBlock] = true
 		}
