@@ -691,7 +691,8 @@ func TestOutput(t *testing.T) {
 }
 
 func TestLookup(t *testing.T) {
-	if got := Names(); !slices.Equal(got, []string{"qcow2", "raw"}) {
+	want := []string{"gce", "qcow2", "raw", "raw.gz", "raw.xz", "raw.zst", "vhd", "vhd-dynamic", "vmdk"}
+	if got := Names(); !slices.Equal(got, want) {
 		t.Errorf("Names() = %v", got)
 	}
 	for _, name := range Names() {
