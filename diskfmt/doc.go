@@ -1,5 +1,7 @@
-// Package diskfmt writes a disk image in the on-disk formats imgfab offers (raw and qcow2 today;
-// vmdk, vhd and gce later, one file per format) and creates output files atomically.
+// Package diskfmt writes a disk image in the on-disk formats imgfab offers, one file per format
+// (raw, qcow2 with optional deflate/zstd cluster compression, VMDK streamOptimized, VHD fixed and
+// dynamic, the GCE tar.gz, compressed raw .zst/.xz/.gz), reads raw, qcow2, VMDK and VHD back for
+// convert and inspect ([Open]: read_*.go), and creates output files atomically.
 //
 // A disk is seen as a [Disk]: an [io.ReaderAt] with a size and a sorted list of data [Extent]s;
 // everything outside the extents reads as zeros and is never read by a writer. [OpenFile] makes a
@@ -14,8 +16,8 @@
 //   - raw: holes stay holes when the destination is a regular file (seek over them and truncate at
 //     the end); all-zero 64 KiB blocks inside extents become holes too. Any other writer (a pipe, a
 //     block device) gets every byte, zeros included.
-//   - qcow2: version 3, 64 KiB clusters, 16-bit refcounts, no backing file, no compression, no
-//     header extensions. Holes and all-zero clusters stay unallocated. The file is written strictly
+//   - qcow2: version 3, 64 KiB clusters, 16-bit refcounts, no backing file, no header extensions
+//     (compressed variants: see qcow2.go and compress.go). Holes and all-zero clusters stay unallocated. The file is written strictly
 //     sequentially (header, refcount table, refcount blocks, L1, L2 tables, data in guest order), so
 //     it can go to a pipe. The data extents are read twice: once to find the all-zero clusters,
 //     once to copy. Memory is one bit per guest cluster that lies in an L2 range holding data, plus
@@ -32,8 +34,10 @@
 //
 // The qcow2 disk size must be a multiple of 512 bytes (qemu counts whole sectors). A Disk must not
 // change while it is written; a file changed between the two qcow2 passes gives an image with the
-// newer data of the allocated clusters only. Reading qcow2 and the other formats is not implemented
-// yet.
+// newer data of the allocated clusters only. The readers refuse what they do not support (backing
+// files, encryption, differencing VHDs, multi-extent VMDKs) with a [FormatError] naming the field
+// and its offset; every table is bounds-checked against the file before it is allocated, so a
+// hostile header cannot make them allocate without limit, loop or panic (fuzzed: fuzz_test.go).
 //
 // # Security
 //
