@@ -50,6 +50,12 @@ func ImageLayers(ctx context.Context, img v1.Image) ([]Layer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading image manifest: %w", err)
 	}
+	switch m.Config.MediaType {
+	case types.OCIConfigJSON, types.DockerConfigJSON, "":
+	default:
+		// An OCI artifact (a Helm chart, a WASM module, ...), not a container image.
+		return nil, fmt.Errorf("config blob %s has unsupported media type %q: not a container image", m.Config.Digest, m.Config.MediaType)
+	}
 	raw, err := img.RawConfigFile()
 	if err != nil {
 		return nil, fmt.Errorf("reading config blob %s: %w", m.Config.Digest, err)
