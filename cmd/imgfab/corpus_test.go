@@ -1,0 +1,152 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/imgfab/imgfab/assemble"
+	"github.com/imgfab/imgfab/testdata/hostile"
+)
+
+// listing is every path under root with its type, size, mode and mtime.
+func listing(t *testing.T, root string) []string {
+	t.Helper()
+	var out []string
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(root, p)
+		out = append(out, fmt.Sprintf("%s %v %d %d", rel, fi.Mode(), fi.Size(), fi.ModTime().UnixNano()))
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("listing %s: %v", root, err)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// runSandboxed runs imgfab with the working directory, TMPDIR and HOME set to fresh empty
+// directories, which must stay empty.
+func runSandboxed(t *testing.T, base string, args ...string) (runResult, func()) {
+	t.Helper()
+	cwd, tmp, home := filepath.Join(base, "cwd"), filepath.Join(base, "tmp"), filepath.Join(base, "home")
+	for _, d := range []string{cwd, tmp, home} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cmd := exec.Command(imgfabBin, args...)
+	cmd.Dir = cwd
+	cmd.Env = append(os.Environ(), "TMPDIR="+tmp, "HOME="+home, "XDG_CACHE_HOME="+filepath.Join(home, ".cache"))
+	var so, se bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &so, &se
+	err := cmd.Run()
+	r := runResult{stdout: so.String(), stderr: se.String()}
+	if ee, ok := err.(*exec.ExitError); ok {
+		r.code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("running imgfab: %v", err)
+	}
+	return r, func() {
+		for _, d := range []string{cwd, tmp, home} {
+			if ents, _ := os.ReadDir(d); len(ents) != 0 {
+				var names []string
+				for _, e := range ents {
+					names = append(names, e.Name())
+				}
+				t.Errorf("imgfab created %v in %s", names, d)
+			}
+		}
+	}
+}
+
+// TestHostileCorpus runs every case of testdata/hostile: the outcome its table says (an error naming
+// the layer and entry, or an image that passes every oracle and holds what the case is about), and
+// nothing created anywhere but the output.
+func TestHostileCorpus(t *testing.T) {
+	debugfs := needTool(t, "debugfs", "e2fsprogs")
+	cases := hostile.Cases()
+	if len(cases) < 30 {
+		t.Fatalf("corpus has %d cases, want at least 30", len(cases))
+	}
+	seen := map[string]bool{}
+	for _, c := range cases {
+		if seen[c.Name] {
+			t.Fatalf("case %s twice", c.Name)
+		}
+		seen[c.Name] = true
+		t.Run(c.Name, func(t *testing.T) {
+			base := t.TempDir()
+			src, out := filepath.Join(base, "src"), filepath.Join(base, "out")
+			for _, d := range []string{src, out} {
+				if err := os.Mkdir(d, 0o755); err != nil {
+					t.Fatal(err)
+				}
+			}
+			source, layers, err := c.Make(src)
+			if err != nil {
+				t.Fatalf("making the input: %v", err)
+			}
+			before := listing(t, src)
+			raw := filepath.Join(out, "disk.raw")
+			args := append([]string{"build", "--json"}, c.Args...)
+			r, checkEmpty := runSandboxed(t, base, append(args, source, "-o", raw)...)
+			checkEmpty()
+			if after := listing(t, src); strings.Join(after, "\n") != strings.Join(before, "\n") {
+				t.Errorf("the source changed:\nbefore %v\nafter  %v", before, after)
+			}
+			outFiles := listing(t, out)
+			if len(c.Err) > 0 {
+				if r.code != 1 {
+					t.Fatalf("%s: exit %d, want 1\nstderr: %s", c.What, r.code, r.stderr)
+				}
+				for _, w := range c.Err {
+					if !strings.Contains(r.stderr, w) {
+						t.Errorf("%s: message lacks %q:\n%s", c.What, w, r.stderr)
+					}
+				}
+				if c.Layer >= 0 && !strings.Contains(r.stderr, "layer "+layers[c.Layer]) {
+					t.Errorf("%s: message does not name layer %d (%s):\n%s", c.What, c.Layer, layers[c.Layer], r.stderr)
+				}
+				if len(outFiles) != 1 { // "." only
+					t.Errorf("%s: left %v in the output directory", c.What, outFiles[1:])
+				}
+				t.Logf("%s → %s", c.What, strings.TrimSpace(r.stderr))
+				return
+			}
+			if r.code != 0 {
+				t.Fatalf("%s: exit %d, want a build\nstderr: %s", c.What, r.code, r.stderr)
+			}
+			if len(outFiles) != 2 || !strings.HasPrefix(outFiles[1], "disk.raw ") {
+				t.Errorf("%s: output directory holds %v, want disk.raw only", c.What, outFiles)
+			}
+			var res assemble.Result
+			if err := json.Unmarshal([]byte(r.stdout), &res); err != nil {
+				t.Fatalf("--json output: %v\n%s", err, r.stdout)
+			}
+			checkOracles(t, raw, res)
+			root := res.Partitions[1]
+			fsimg := extract(t, raw, root.Offset, root.Size)
+			for _, ck := range c.Checks {
+				o, _ := exec.Command(debugfs, "-R", ck.Cmd, fsimg).CombinedOutput()
+				if !strings.Contains(string(o), ck.Want) {
+					t.Errorf("%s: debugfs %s: want %q in\n%s", c.What, ck.Cmd, ck.Want, o)
+				}
+			}
+		})
+	}
+}

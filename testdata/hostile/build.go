@@ -1,0 +1,282 @@
+// Package hostile generates the hostile-input corpus: broken and malicious images, each with the
+// outcome imgfab build must reach (see Cases and testdata/README.md). Nothing is checked in: every
+// input is made from code into a directory the caller owns. cmd/imgfab/corpus_test.go runs them.
+package hostile
+
+import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/klauspost/compress/zstd"
+)
+
+// E is one tar entry, or raw bytes spliced into the stream as they are.
+type E struct {
+	Hdr  tar.Header
+	Body string
+	Raw  []byte
+}
+
+var mtime = time.Unix(1600000000, 0)
+
+func Reg(name, body string) E {
+	return E{Hdr: tar.Header{Typeflag: tar.TypeReg, Name: name, Mode: 0o644, Size: int64(len(body)), ModTime: mtime}, Body: body}
+}
+func Dir(name string) E {
+	return E{Hdr: tar.Header{Typeflag: tar.TypeDir, Name: name, Mode: 0o755, ModTime: mtime}}
+}
+func Sym(name, target string) E {
+	return E{Hdr: tar.Header{Typeflag: tar.TypeSymlink, Name: name, Linkname: target, Mode: 0o777, ModTime: mtime}}
+}
+func Link(name, target string) E {
+	return E{Hdr: tar.Header{Typeflag: tar.TypeLink, Name: name, Linkname: target, ModTime: mtime}}
+}
+
+// Boot is what a tree needs for imgfab build to succeed: a fake kernel, initrd and systemd-boot.
+func Boot() []E {
+	return []E{
+		Dir("boot/"), Reg("boot/vmlinuz-1.0", "not really a kernel"), Reg("boot/initrd.img-1.0", "not really an initrd"),
+		Dir("usr/"), Dir("usr/lib/"), Dir("usr/lib/systemd/"), Dir("usr/lib/systemd/boot/"), Dir("usr/lib/systemd/boot/efi/"),
+		Reg("usr/lib/systemd/boot/efi/systemd-bootx64.efi", "MZ not really systemd-boot"),
+	}
+}
+
+// Tar writes the entries; Raw entries are appended as they are (the caller keeps 512-byte
+// alignment). The end-of-archive marker is written unless the last entry is Raw with end=false.
+func Tar(ents ...E) []byte {
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for _, e := range ents {
+		if e.Raw != nil {
+			tw.Flush()
+			buf.Write(e.Raw)
+			continue
+		}
+		h := e.Hdr
+		if h.Format == 0 && len(h.PAXRecords) > 0 {
+			h.Format = tar.FormatPAX
+		}
+		if err := tw.WriteHeader(&h); err != nil {
+			panic(fmt.Sprintf("hostile: tar header %q: %v", h.Name, err))
+		}
+		if _, err := tw.Write([]byte(e.Body)); err != nil {
+			panic(fmt.Sprintf("hostile: tar body %q: %v", h.Name, err))
+		}
+	}
+	if err := tw.Close(); err != nil {
+		panic(fmt.Sprintf("hostile: closing tar: %v", err))
+	}
+	return buf.Bytes()
+}
+
+// RawHeader is a ustar header block with the given size field (12 bytes, octal or base-256) and
+// typeflag; linkname may be empty.
+func RawHeader(name string, typ byte, size [12]byte, linkname string) []byte {
+	b := make([]byte, 512)
+	copy(b[0:100], name)
+	copy(b[100:108], "0000644\x00")
+	copy(b[108:116], "0000000\x00")
+	copy(b[116:124], "0000000\x00")
+	copy(b[124:136], size[:])
+	copy(b[136:148], "13000000000\x00")
+	b[156] = typ
+	copy(b[157:257], linkname)
+	copy(b[257:265], "ustar\x0000")
+	copy(b[148:156], "        ")
+	sum := 0
+	for _, c := range b {
+		sum += int(c)
+	}
+	copy(b[148:156], fmt.Sprintf("%06o\x00 ", sum))
+	return b
+}
+
+// Octal is a size field in octal.
+func Octal(n int64) (f [12]byte) {
+	copy(f[:], fmt.Sprintf("%011o\x00", n))
+	return
+}
+
+// Base256 is a size field in GNU base-256 (two's complement for negative numbers).
+func Base256(n int64) (f [12]byte) {
+	for i := 11; i >= 4; i-- {
+		f[i] = byte(n)
+		n >>= 8
+	}
+	if n < 0 || f[4]&0x80 != 0 {
+		for i := 0; i < 4; i++ {
+			f[i] = 0xff
+		}
+	}
+	f[0] |= 0x80
+	return
+}
+
+// Pad pads b to a multiple of 512 bytes.
+func Pad(b []byte) []byte {
+	if r := len(b) % 512; r != 0 {
+		b = append(b, make([]byte, 512-r)...)
+	}
+	return b
+}
+
+// PaxRecord is one "LEN KEY=VALUE\n" record with a correct length.
+func PaxRecord(k, v string) string {
+	rec := " " + k + "=" + v + "\n"
+	n := len(rec)
+	for {
+		s := strconv.Itoa(n)
+		if len(s)+len(rec) == n {
+			return s + rec
+		}
+		n = len(s) + len(rec)
+	}
+}
+
+// Pax is a raw PAX extended header ('x') carrying records, ready to precede a header.
+func Pax(records string) []byte {
+	return append(RawHeader("PaxHeaders/x", 'x', Octal(int64(len(records))), ""), Pad([]byte(records))...)
+}
+
+func Gzip(b []byte) []byte {
+	var buf bytes.Buffer
+	zw, _ := gzip.NewWriterLevel(&buf, gzip.BestSpeed)
+	zw.Write(b)
+	zw.Close()
+	return buf.Bytes()
+}
+
+func Zstd(b []byte) []byte {
+	zw, err := zstd.NewWriter(nil, zstd.WithEncoderConcurrency(1))
+	if err != nil {
+		panic(err)
+	}
+	defer zw.Close()
+	return zw.EncodeAll(b, nil)
+}
+
+// Media types.
+const (
+	OCIManifest = "application/vnd.oci.image.manifest.v1+json"
+	OCIIndex    = "application/vnd.oci.image.index.v1+json"
+	OCIConfig   = "application/vnd.oci.image.config.v1+json"
+	OCILayer    = "application/vnd.oci.image.layer.v1.tar+gzip"
+)
+
+// Layer is one layer blob of an Image.
+type Layer struct {
+	Blob      []byte // as stored (compressed or not)
+	MediaType string // default OCILayer
+	Missing   bool   // the blob file is not written
+	Digest    string // the descriptor's digest instead of the blob's ("sha256:…")
+}
+
+// Image describes an OCI layout holding one image.
+type Image struct {
+	Layers     []Layer
+	ConfigType string // default OCIConfig
+	Arch       string // default amd64
+	Index      bool   // wrap the manifest in an index (with the platform) below index.json
+}
+
+// L makes a gzip layer of a tar of the entries.
+func L(ents ...E) Layer { return Layer{Blob: Gzip(Tar(ents...))} }
+
+func digest(b []byte) string {
+	s := sha256.Sum256(b)
+	return "sha256:" + hex.EncodeToString(s[:])
+}
+
+type desc struct {
+	MediaType   string            `json:"mediaType"`
+	Digest      string            `json:"digest"`
+	Size        int64             `json:"size"`
+	Platform    map[string]string `json:"platform,omitempty"`
+	Annotations map[string]string `json:"annotations,omitempty"`
+}
+
+// Write writes the image as an OCI layout into dir (created) and returns the build SOURCE.
+func (im Image) Write(dir string) (string, []string, error) {
+	blobs := filepath.Join(dir, "blobs", "sha256")
+	if err := os.MkdirAll(blobs, 0o755); err != nil {
+		return "", nil, err
+	}
+	put := func(b []byte) (string, error) {
+		d := digest(b)
+		return d, os.WriteFile(filepath.Join(blobs, d[len("sha256:"):]), b, 0o644)
+	}
+	arch := im.Arch
+	if arch == "" {
+		arch = "amd64"
+	}
+	var layers []desc
+	var diffIDs, digests []string
+	for _, l := range im.Layers {
+		d := digest(l.Blob)
+		if !l.Missing {
+			if _, err := put(l.Blob); err != nil {
+				return "", nil, err
+			}
+		}
+		if l.Digest != "" {
+			d = l.Digest
+		}
+		mt := l.MediaType
+		if mt == "" {
+			mt = OCILayer
+		}
+		digests = append(digests, d)
+		layers = append(layers, desc{MediaType: mt, Digest: d, Size: int64(len(l.Blob))})
+		diffIDs = append(diffIDs, d) // not checked for OCI layouts; a stand-in
+	}
+	cfg, _ := json.Marshal(map[string]any{
+		"architecture": arch, "os": "linux", "created": "2022-04-15T05:20:00Z",
+		"rootfs": map[string]any{"type": "layers", "diff_ids": diffIDs},
+		"config": map[string]any{},
+	})
+	cd, err := put(cfg)
+	if err != nil {
+		return "", nil, err
+	}
+	ct := im.ConfigType
+	if ct == "" {
+		ct = OCIConfig
+	}
+	man, _ := json.Marshal(map[string]any{
+		"schemaVersion": 2, "mediaType": OCIManifest,
+		"config": desc{MediaType: ct, Digest: cd, Size: int64(len(cfg))},
+		"layers": layers,
+	})
+	md, err := put(man)
+	if err != nil {
+		return "", nil, err
+	}
+	top := desc{MediaType: OCIManifest, Digest: md, Size: int64(len(man)),
+		Platform: map[string]string{"os": "linux", "architecture": arch}}
+	if im.Index {
+		idx, _ := json.Marshal(map[string]any{"schemaVersion": 2, "mediaType": OCIIndex, "manifests": []desc{top}})
+		id, err := put(idx)
+		if err != nil {
+			return "", nil, err
+		}
+		top = desc{MediaType: OCIIndex, Digest: id, Size: int64(len(idx))}
+	}
+	top.Annotations = map[string]string{"org.opencontainers.image.ref.name": "hostile"}
+	index, _ := json.Marshal(map[string]any{"schemaVersion": 2, "mediaType": OCIIndex, "manifests": []desc{top}})
+	if err := os.WriteFile(filepath.Join(dir, "index.json"), index, 0o644); err != nil {
+		return "", nil, err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "oci-layout"), []byte(`{"imageLayoutVersion":"1.0.0"}`), 0o644); err != nil {
+		return "", nil, err
+	}
+	return "oci:" + dir + ":hostile", digests, nil
+}
