@@ -224,7 +224,7 @@ func (f *flattener) layer(li int, l Layer) error {
 			break
 		}
 		if err != nil {
-			return layerReadErr(l.Name, prev, err)
+			return headerErr(l.Name, prev, err)
 		}
 		prev = hdr.Name
 		switch hdr.Typeflag {
@@ -439,6 +439,16 @@ func layerReadErr(layer, after string, err error) error {
 	return fmt.Errorf("layer %s: reading tar at entry %q: %w", layer, after, err)
 }
 
+// headerErr reports a tar header that could not be read: the entry it belongs to is unknown, so
+// the message names the entry before it.
+func headerErr(layer, prev string, err error) error {
+	e := layerReadErr(layer, "", err)
+	if prev == "" || e == err {
+		return e
+	}
+	return fmt.Errorf("%w (in the header after entry %q)", e, prev)
+}
+
 func (f *flattener) copyData(r io.Reader) error {
 	if f.buf == nil {
 		f.buf = make([]byte, 128<<10)
@@ -516,7 +526,7 @@ func (f *flattener) promote(l Layer, promos map[string]*promo, order []string) e
 			break
 		}
 		if err != nil {
-			return layerReadErr(l.Name, prev, err)
+			return headerErr(l.Name, prev, err)
 		}
 		prev = hdr.Name
 		p, _ := cleanName(hdr.Name)
