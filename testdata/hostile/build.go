@@ -222,13 +222,13 @@ func (im Image) Write(dir string) (string, []string, error) {
 	var diffIDs, digests []string
 	for _, l := range im.Layers {
 		d := digest(l.Blob)
+		if l.Digest != "" {
+			d = l.Digest // the blob is stored under this name, its bytes do not match it
+		}
 		if !l.Missing {
-			if _, err := put(l.Blob); err != nil {
+			if err := os.WriteFile(filepath.Join(blobs, d[len("sha256:"):]), l.Blob, 0o644); err != nil {
 				return "", nil, err
 			}
-		}
-		if l.Digest != "" {
-			d = l.Digest
 		}
 		mt := l.MediaType
 		if mt == "" {
