@@ -37,6 +37,7 @@ import (
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/partial"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 )
@@ -120,33 +121,52 @@ type retryImage struct {
 
 	once  sync.Once
 	sizes map[v1.Hash]int64
+
+	cfgMu sync.Mutex
+	cfg   []byte // checked config blob
 }
 
 func withRetries(ctx context.Context, img v1.Image, o *options) v1.Image {
 	return &retryImage{Image: img, ctx: ctx, pol: o.retry}
 }
 
-// RawConfigFile retries the config blob (the remote image caches it once read).
+// RawConfigFile reads the config blob with the same retries and checks as a layer blob.
+// (go-containerregistry's remote image caches what it read even when the read failed half way, so
+// its RawConfigFile cannot simply be called again.)
 func (r *retryImage) RawConfigFile() ([]byte, error) {
-	for n := 1; ; n++ {
-		b, err := r.Image.RawConfigFile()
-		if err == nil || !transient(err) || n >= r.pol.attempts {
-			if err != nil && n > 1 {
-				err = fmt.Errorf("config blob: %d attempts: %w", n, err)
-			}
-			return b, err
-		}
-		if werr := r.pol.wait(r.ctx, n); werr != nil {
-			return nil, werr
-		}
+	r.cfgMu.Lock()
+	defer r.cfgMu.Unlock()
+	if r.cfg != nil {
+		return r.cfg, nil
 	}
+	m, err := r.Image.Manifest()
+	if err != nil {
+		return nil, err
+	}
+	cl, err := partial.ConfigLayer(r.Image)
+	if err != nil {
+		return nil, fmt.Errorf("config blob %s: %w", m.Config.Digest, err)
+	}
+	rl := &retryLayer{Layer: cl, ctx: r.ctx, pol: r.pol, digest: m.Config.Digest, size: m.Config.Size}
+	rc, err := rl.Compressed()
+	if err != nil {
+		return nil, fmt.Errorf("config blob %s: %w", m.Config.Digest, err)
+	}
+	defer rc.Close()
+	b, err := io.ReadAll(rc)
+	if err != nil {
+		return nil, fmt.Errorf("config blob %s: %w", m.Config.Digest, err)
+	}
+	r.cfg = b
+	return b, nil
 }
 
 func (r *retryImage) ConfigFile() (*v1.ConfigFile, error) {
-	if _, err := r.RawConfigFile(); err != nil {
+	b, err := r.RawConfigFile()
+	if err != nil {
 		return nil, err
 	}
-	return r.Image.ConfigFile()
+	return v1.ParseConfigFile(bytes.NewReader(b))
 }
 
 func (r *retryImage) LayerByDigest(h v1.Hash) (v1.Layer, error) {

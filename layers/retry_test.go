@@ -187,6 +187,42 @@ func TestRegistryFaults(t *testing.T) {
 			t.Errorf("big blob fetched %d times, want 3 (2 broken + 1)", n-before)
 		}
 	})
+	// go-containerregistry's remote image keeps a config it read half way; ours fetches it again.
+	t.Run("drop-config", func(t *testing.T) {
+		fx.reg.mu.Lock()
+		fx.reg.hits = make(map[string]int)
+		fx.reg.mu.Unlock()
+		fx.reg.fault = func(w http.ResponseWriter, r *http.Request, hit int, real *httptest.ResponseRecorder) bool {
+			if strings.Contains(r.URL.Path, "/blobs/") && !isBlob(r) && hit == 1 {
+				dropAfterHalf(w, real)
+			}
+			return false
+		}
+		defer func() { fx.reg.fault = nil }()
+		img, err := Resolve(context.Background(), fx.ref, WithInsecure(), WithRetry(3, time.Millisecond))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cf, err := img.ConfigFile()
+		if err != nil || cf.Architecture != "amd64" && cf.Architecture != "" {
+			t.Fatalf("config after a broken read: %+v, %v", cf, err)
+		}
+		fx.reg.mu.Lock()
+		n := 0
+		for k, v := range fx.reg.hits {
+			if strings.Contains(k, "/blobs/") && !strings.HasSuffix(k, fx.small) && !strings.HasSuffix(k, fx.big) {
+				n += v
+			}
+		}
+		fx.reg.mu.Unlock()
+		if n != 2 {
+			t.Errorf("config blob fetched %d times, want 2 (broken, good)", n)
+		}
+		got, err := flattenSum(fx.ref)
+		if err != nil || got != want {
+			t.Fatalf("sum %s err %v; fault-free %s", got, err, want)
+		}
+	})
 	t.Run("503-and-429", func(t *testing.T) {
 		fx.reg.fault = func(w http.ResponseWriter, r *http.Request, hit int, real *httptest.ResponseRecorder) bool {
 			if hit%2 == 1 { // every other request of each path, manifests and config too

@@ -4,13 +4,23 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"io/fs"
+	"log"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/registry"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/imgfab/imgfab/assemble"
 	"github.com/imgfab/imgfab/testdata/hostile"
@@ -149,4 +159,129 @@ func TestHostileCorpus(t *testing.T) {
 			}
 		})
 	}
+}
+
+// faultProxy serves go-containerregistry's registry, with faults injected per request.
+type faultProxy struct {
+	reg   http.Handler
+	mu    sync.Mutex
+	hits  map[string]int
+	fault func(w http.ResponseWriter, r *http.Request, hit int, real *httptest.ResponseRecorder) bool
+}
+
+func (f *faultProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	f.mu.Lock()
+	f.hits[r.Method+" "+r.URL.Path]++
+	hit, fault := f.hits[r.Method+" "+r.URL.Path], f.fault
+	f.mu.Unlock()
+	if fault == nil || r.Method != http.MethodGet {
+		f.reg.ServeHTTP(w, r)
+		return
+	}
+	rec := httptest.NewRecorder()
+	f.reg.ServeHTTP(rec, r)
+	if fault(w, r, hit, rec) {
+		return
+	}
+	for k, v := range rec.Header() {
+		w.Header()[k] = v
+	}
+	w.WriteHeader(rec.Code)
+	w.Write(rec.Body.Bytes())
+}
+
+func (f *faultProxy) set(fault func(w http.ResponseWriter, r *http.Request, hit int, real *httptest.ResponseRecorder) bool) {
+	f.mu.Lock()
+	f.hits, f.fault = make(map[string]int), fault
+	f.mu.Unlock()
+}
+
+// TestRegistryFaultsBuild: imgfab build from a loopback registry that breaks blob downloads off
+// mid-stream and answers 503 gives the same disk as a fault-free build; one that always serves the
+// wrong bytes for a layer fails naming the layer, and leaves nothing.
+func TestRegistryFaultsBuild(t *testing.T) {
+	fp := &faultProxy{reg: registry.New(registry.Logger(log.New(io.Discard, "", 0))), hits: map[string]int{}}
+	srv := httptest.NewServer(fp)
+	defer srv.Close()
+	host := strings.TrimPrefix(srv.URL, "http://")
+	// A layer above 4 MiB is streamed, the small one is read whole: both retry paths run.
+	big := []ent{reg("srv/noise", noiseString(5<<20), 0o644)}
+	dir := writeLayout(t, "f", gz(tarBytes(t, bootEntries())), gz(tarBytes(t, big)))
+	p, err := layout.FromPath(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	idx, _ := p.ImageIndex()
+	m, err := idx.IndexManifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := p.Image(m.Manifests[0].Digest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref, _ := name.ParseReference(host+"/imgfab/faults:1", name.Insecure)
+	if err := remote.Write(ref, img); err != nil {
+		t.Fatal(err)
+	}
+	ls, _ := img.Layers()
+	bigDigest, _ := ls[1].Digest()
+	out := t.TempDir()
+	src := "docker://" + host + "/imgfab/faults:1"
+	clean := build(t, "--insecure", src, "-o", filepath.Join(out, "clean.raw"))
+
+	fp.set(func(w http.ResponseWriter, r *http.Request, hit int, real *httptest.ResponseRecorder) bool {
+		switch {
+		case strings.Contains(r.URL.Path, "/blobs/") && hit == 1: // broken off half way
+			for k, v := range real.Header() {
+				w.Header()[k] = v
+			}
+			w.WriteHeader(real.Code)
+			w.Write(real.Body.Bytes()[:real.Body.Len()/2])
+			w.(http.Flusher).Flush()
+			panic(http.ErrAbortHandler)
+		case hit == 2 || strings.Contains(r.URL.Path, "/manifests/") && hit == 1:
+			http.Error(w, "busy", http.StatusServiceUnavailable)
+			return true
+		}
+		return false
+	})
+	faulty := build(t, "--insecure", src, "-o", filepath.Join(out, "faulty.raw"))
+	if faulty.Outputs[0].SHA256 != clean.Outputs[0].SHA256 {
+		t.Errorf("with faults sha256 %s, without %s", faulty.Outputs[0].SHA256, clean.Outputs[0].SHA256)
+	}
+	fp.mu.Lock()
+	if n := fp.hits["GET /v2/imgfab/faults/blobs/"+bigDigest.String()]; n != 3 {
+		t.Errorf("big layer blob fetched %d times, want 3 (broken, 503, good)", n)
+	}
+	fp.mu.Unlock()
+
+	fp.set(func(w http.ResponseWriter, r *http.Request, hit int, real *httptest.ResponseRecorder) bool {
+		if !strings.HasSuffix(r.URL.Path, bigDigest.String()) {
+			return false
+		}
+		b := bytes.Clone(real.Body.Bytes())
+		b[5] ^= 0x55 // the gzip header's mtime: same length, decompresses the same, wrong digest
+		w.WriteHeader(http.StatusOK)
+		w.Write(b)
+		return true
+	})
+	bad := t.TempDir()
+	r := runImgfab(t, nil, "build", "--insecure", src, "-o", filepath.Join(bad, "d.raw"))
+	if r.code != 1 || !strings.Contains(r.stderr, "layer "+bigDigest.String()) || !strings.Contains(r.stderr, "digest mismatch") {
+		t.Errorf("wrong blob: exit %d\n%s", r.code, r.stderr)
+	}
+	if ents, _ := os.ReadDir(bad); len(ents) != 0 {
+		t.Errorf("wrong blob: left %v", ents)
+	}
+}
+
+func noiseString(n int) string {
+	b := make([]byte, n)
+	x := uint32(3)
+	for i := range b {
+		x = x*1664525 + 1013904223
+		b[i] = byte(x >> 24)
+	}
+	return string(b)
 }
