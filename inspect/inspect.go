@@ -30,10 +30,28 @@ type Report struct {
 	Partitions []Partition `json:"partitions"`
 	// Boot is the EFI system partition's content; nil without an ESP.
 	Boot *Boot `json:"boot,omitempty"`
-	// Loader is "systemd-boot" when the ESP has loader/loader.conf or EFI/systemd/, "efi" when it only
-	// has the removable-media path EFI/BOOT/BOOTX64.EFI, else "".
+	// Loader names the loaders as `build --json` does: the BIOS loader and the UEFI loader joined
+	// with "+" ("grub+systemd-boot", "uki", "shim", "grub"); an unrecognized EFI loader is "efi".
+	// Without a BOOTX64.EFI or BIOS boot code it is "systemd-boot" when the ESP has
+	// loader/loader.conf or EFI/systemd/, else "".
 	Loader string `json:"loader,omitempty"`
-	// Cmdline is the default boot entry's options (its kernel command line).
+	// BootMode is how the disk boots, in `build --json`'s words (boot.mode): "uefi", "bios", "hybrid"
+	// (both), or "" (neither was found).
+	BootMode string `json:"boot_mode,omitempty"`
+	// BootModes lists the firmware that finds a loader: "uefi" when the ESP has EFI/BOOT/BOOTX64.EFI
+	// (the removable-media path firmware boots with empty NVRAM), "bios" when sector 0 of a GPT or
+	// MBR disk has boot code (bytes 0–439 not all zero); in that order.
+	BootModes []string `json:"boot_modes"`
+	// UEFILoader is the kind of EFI/BOOT/BOOTX64.EFI (EFILoader.Kind: "systemd-boot", "uki", "shim",
+	// "grub", "unknown"); "" without one.
+	UEFILoader string `json:"uefi_loader,omitempty"`
+	// BIOSLoader is BIOS.Loader ("grub", "unknown"); "" without boot code.
+	BIOSLoader string `json:"bios_loader,omitempty"`
+	// BIOS describes sector 0's boot code; nil without any.
+	BIOS *BIOSBoot `json:"bios,omitempty"`
+	// Cmdline is the kernel command line of the entry the firmware's loader boots by default: the
+	// UEFI loader's (systemd-boot: the default entry; a UKI: its .cmdline; shim or GRUB: the first
+	// menuentry of the grub.cfg it reads), else BIOS GRUB's (the first menuentry of /grub/grub.cfg).
 	Cmdline string `json:"cmdline,omitempty"`
 	// Kernel and Initrd are paths in the root filesystem of the default entry's kernel (as
 	// `build --json` reports them), found by the entry's version; empty when not found there.
@@ -78,19 +96,29 @@ type Boot struct {
 	Fallback bool `json:"efi_fallback"`
 	// Default is loader.conf's "default" pattern.
 	Default string `json:"default,omitempty"`
-	// Entries are the Boot Loader Specification entries in loader/entries/*.conf, sorted by file name.
+	// Entries are the Boot Loader Specification entries: type #1 in loader/entries/*.conf and type #2
+	// (unified kernel images, Type "uki") in EFI/Linux/*.efi, sorted by ID.
 	Entries []Entry `json:"entries"`
+	// EFILoader describes EFI/BOOT/BOOTX64.EFI; nil without it.
+	EFILoader *EFILoader `json:"efi_loader,omitempty"`
+	// GRUB lists the GRUB configurations on the ESP: /grub/grub.cfg, /boot/grub/grub.cfg, then
+	// /EFI/*/grub.cfg sorted.
+	GRUB []GRUBConfig `json:"grub,omitempty"`
 }
 
-// Entry is one BLS type #1 entry.
+// Entry is one boot entry: a BLS type #1 entry, a unified kernel image (BLS type #2) or a GRUB
+// menuentry.
 type Entry struct {
-	ID      string   `json:"id"` // file name without .conf
+	ID string `json:"id"` // file name without .conf (type #1) or .efi (type #2); a GRUB entry's config path
+	// Type is "" for a BLS type #1 entry, "uki" for a unified kernel image (Title from .osrel,
+	// Version from .uname, Options from .cmdline), "grub" for a GRUB menuentry.
+	Type    string   `json:"type,omitempty"`
 	Title   string   `json:"title,omitempty"`
 	Version string   `json:"version,omitempty"`
 	Linux   string   `json:"linux,omitempty"`  // path on the ESP
 	Initrd  []string `json:"initrd,omitempty"` // paths on the ESP
 	Options string   `json:"options,omitempty"`
-	Default bool     `json:"default"` // the entry systemd-boot boots by default
+	Default bool     `json:"default"` // the entry the loader boots by default
 }
 
 // Root says which partition holds the root filesystem and how that was decided.
@@ -114,7 +142,7 @@ type OSRelease struct {
 // structures, never the whole disk, and runs no outside program. An unreadable or inconsistent
 // partition table is an error; a filesystem that cannot be read becomes a warning in the Report.
 func Inspect(ctx context.Context, img diskfmt.Image) (Report, error) {
-	rep := Report{Format: img.Format(), VirtualSize: img.Size(), Partitions: []Partition{}}
+	rep := Report{Format: img.Format(), VirtualSize: img.Size(), Partitions: []Partition{}, BootModes: []string{}}
 	size := img.Size()
 	t, err := readTable(img, size)
 	if err != nil {
@@ -123,6 +151,16 @@ func Inspect(ctx context.Context, img diskfmt.Image) (Report, error) {
 	rep.PartitionTable, rep.DiskGUID, rep.Partitions, rep.Warnings = t.kind, t.guid, t.parts, t.warns
 	if rep.Partitions == nil {
 		rep.Partitions = []Partition{}
+	}
+	if t.kind == "mbr" {
+		// Linux names MBR partitions PARTUUID=SSSSSSSS-PP: the disk signature (u32 at byte 440 of
+		// sector 0, block/partitions/msdos.c) and the partition number, in hex.
+		var sig [4]byte
+		if err := readAt(img, size, sig[:], 440, "MBR disk signature"); err == nil && le.Uint32(sig[:]) != 0 {
+			for i := range rep.Partitions {
+				rep.Partitions[i].GUID = fmt.Sprintf("%08X-%02X", le.Uint32(sig[:]), rep.Partitions[i].Number)
+			}
+		}
 	}
 	for i := range rep.Partitions {
 		p := &rep.Partitions[i]
@@ -142,8 +180,8 @@ func Inspect(ctx context.Context, img diskfmt.Image) (Report, error) {
 	warn := func(format string, a ...any) { rep.Warnings = append(rep.Warnings, fmt.Sprintf(format, a...)) }
 
 	// The ESP: by type, else a vfat partition holding EFI/ or loader/.
-	var def *Entry
-	if esp := findESP(rep.Partitions); esp != nil {
+	esp := findESP(rep.Partitions)
+	if esp != nil {
 		if err := ctx.Err(); err != nil {
 			return rep, err
 		}
@@ -154,13 +192,19 @@ func Inspect(ctx context.Context, img diskfmt.Image) (Report, error) {
 		if boot != nil {
 			boot.ESP = esp.Number
 			rep.Boot, rep.Loader = boot, loader
-			for i := range boot.Entries {
-				if boot.Entries[i].Default {
-					def = &boot.Entries[i]
-				}
-			}
 		}
 	}
+	// Sector 0's boot code, and which loader boots which entry.
+	bios, err := readBIOS(img, size, t.kind, rep.Partitions)
+	if err != nil {
+		warn("%v", err)
+	}
+	rep.BIOS = bios
+	var espFAT *fatFS
+	if rep.Boot != nil {
+		espFAT = openESP(img, esp)
+	}
+	def := resolveBoot(&rep, bios, espFAT)
 	if def != nil {
 		rep.Cmdline, rep.KernelVersion = def.Options, def.Version
 	}
@@ -316,6 +360,9 @@ func readESP(r io.ReaderAt, size int64) (*Boot, string, error) {
 	if loader == "" && boot.Fallback {
 		loader = "efi"
 	}
+	if err := readBootFiles(f, boot); err != nil {
+		errs = append(errs, err)
+	}
 	if d, err := f.lookup("loader/entries"); err == nil && d.dir {
 		es, err := f.list(d.clus)
 		if err != nil {
@@ -390,7 +437,11 @@ func markDefault(b *Boot) {
 	pick := -1
 	if b.Default != "" && !strings.HasPrefix(b.Default, "@") {
 		for i, e := range b.Entries {
-			if ok, _ := path.Match(b.Default, e.ID+".conf"); ok || b.Default == e.ID {
+			ext := ".conf"
+			if e.Type == "uki" {
+				ext = ".efi"
+			}
+			if ok, _ := path.Match(b.Default, e.ID+ext); ok || b.Default == e.ID {
 				pick = i
 			}
 		}
@@ -419,6 +470,11 @@ func readOSRelease(tree fs.FS) (*OSRelease, error) {
 	if err != nil {
 		return nil, err
 	}
+	return parseOSRelease(b), nil
+}
+
+// parseOSRelease reads the fields of os-release(5) text.
+func parseOSRelease(b []byte) *OSRelease {
 	o := &OSRelease{}
 	for _, l := range strings.Split(string(b), "\n") {
 		k, v, ok := strings.Cut(strings.TrimSpace(l), "=")
@@ -437,7 +493,7 @@ func readOSRelease(tree fs.FS) (*OSRelease, error) {
 			o.PrettyName = v
 		}
 	}
-	return o, nil
+	return o
 }
 
 // unquote removes shell-style quotes and backslash escapes from an os-release value.
