@@ -350,6 +350,9 @@ func streamTree(ctx context.Context, p *Plan, ls []layers.Layer, fsw *ext4.Write
 			return fmt.Errorf("build: reading layers: %w", err)
 		}
 		if err := fsw.Add(hdr, tr); err != nil {
+			if l := hdr.PAXRecords[layers.LayerPAXKey]; l != "" {
+				return fmt.Errorf("build: root filesystem: layer %s: entry %q: %w", l, hdr.Name, err)
+			}
 			return fmt.Errorf("build: root filesystem: entry %q: %w", hdr.Name, err)
 		}
 		done += hdr.Size

@@ -118,7 +118,7 @@ func (f *flattener) run(layers []Layer) error {
 		default:
 			return &UnsafeEntryError{Layer: h.lname, Entry: h.entry, Reason: "hardlink to missing name " + h.target}
 		}
-		if err := f.tw.WriteHeader(&h.hdr); err != nil {
+		if err := f.writeHeader(&h.hdr, h.lname); err != nil {
 			return fmt.Errorf("layer %s: writing entry %q: %w", h.lname, h.hdr.Name, err)
 		}
 	}
@@ -378,7 +378,7 @@ func (f *flattener) layer(li int, l Layer) error {
 			continue
 		}
 		cur[p] = c | cEmitted
-		if err := f.tw.WriteHeader(out); err != nil {
+		if err := f.writeHeader(out, l.Name); err != nil {
 			return fmt.Errorf("layer %s: writing entry %q: %w", l.Name, p, err)
 		}
 		if out.Typeflag == tar.TypeReg && out.Size > 0 {
@@ -469,6 +469,21 @@ func (f *flattener) copyData(r io.Reader) error {
 	}
 }
 
+// LayerPAXKey is the PAX record Flatten adds to every entry it emits: the name of the layer the
+// entry comes from, so that a consumer refusing an entry (the filesystem writer) can name the layer
+// as well as the entry. It is not an xattr and no filesystem stores it.
+const LayerPAXKey = "IMGFAB.layer"
+
+// writeHeader writes h tagged with the layer it comes from (LayerPAXKey).
+func (f *flattener) writeHeader(h *tar.Header, layer string) error {
+	if h.PAXRecords == nil {
+		h.PAXRecords = make(map[string]string, 1)
+	}
+	h.PAXRecords[LayerPAXKey] = layer
+	h.Format = tar.FormatPAX
+	return f.tw.WriteHeader(h)
+}
+
 // paxBasic are PAX keys that restate Header fields; they are dropped from PAXRecords so the cleaned
 // name and the header's own values are what the output says.
 var paxBasic = map[string]bool{
@@ -537,7 +552,7 @@ func (f *flattener) promote(l Layer, promos map[string]*promo, order []string) e
 		done[p] = true
 		left--
 		out := outHeader(hdr, pr.name)
-		if err := f.tw.WriteHeader(out); err != nil {
+		if err := f.writeHeader(out, l.Name); err != nil {
 			return fmt.Errorf("layer %s: writing entry %q: %w", l.Name, pr.name, err)
 		}
 		if out.Typeflag == tar.TypeReg && out.Size > 0 {
@@ -546,7 +561,7 @@ func (f *flattener) promote(l Layer, promos map[string]*promo, order []string) e
 			}
 		}
 		for _, h := range pr.links {
-			if err := f.tw.WriteHeader(h); err != nil {
+			if err := f.writeHeader(h, l.Name); err != nil {
 				return fmt.Errorf("layer %s: writing entry %q: %w", l.Name, h.Name, err)
 			}
 		}
