@@ -1,0 +1,82 @@
+package publish
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/imgfab/imgfab/diskfmt"
+)
+
+// Artifact is a disk image to publish.
+type Artifact struct {
+	Path  string        // the file, for targets that upload a file as it is (GCE tar.gz, VHD, qcow2)
+	Image diskfmt.Image // the same disk opened for reading (guest bytes, extents, virtual size)
+	// BootModes the disk supports: "uefi", "bios" (from `imgfab inspect` / the build result).
+	BootModes []string
+	Arch      string // "x86_64" (default) or "arm64"
+}
+
+// Boots reports whether the artifact boots in mode ("uefi" or "bios").
+func (a Artifact) Boots(mode string) bool {
+	for _, m := range a.BootModes {
+		if m == mode {
+			return true
+		}
+	}
+	return false
+}
+
+// Event is a progress report of one upload.
+type Event struct {
+	Target string // "aws", "gcp", "azure", "oci"
+	Step   string // "upload", "register", "wait", …
+	Done   int64  // bytes (or items) done
+	Total  int64  // 0 when unknown
+	Note   string // e.g. "skipped 812 zero blocks"
+}
+
+// Progress receives events; it may be nil.
+type Progress func(Event)
+
+func (p Progress) emit(e Event) {
+	if p != nil {
+		p(e)
+	}
+}
+
+// Result is what a push made, documented for --json.
+type Result struct {
+	Target   string            `json:"target"`
+	ID       string            `json:"id"`                 // AMI id, GCE image self link, Azure image id, manifest digest
+	Name     string            `json:"name,omitempty"`     // image name or reference
+	Region   string            `json:"region,omitempty"`   // AWS region, Azure location
+	Snapshot string            `json:"snapshot,omitempty"` // AWS snapshot id
+	Existing bool              `json:"existing"`           // true when an identical image already existed and was reused
+	Details  map[string]string `json:"details,omitempty"`  // target-specific facts (block counts, blob URL, digests)
+}
+
+// Target is one place to publish to.
+type Target interface {
+	Name() string
+	Push(ctx context.Context, a Artifact, p Progress) (Result, error)
+}
+
+// redact removes every secret from s (for error messages built from SDK errors that may echo
+// request data). Empty secrets are ignored.
+func redact(s string, secrets ...string) string {
+	for _, sec := range secrets {
+		if len(sec) >= 4 {
+			s = strings.ReplaceAll(s, sec, "[REDACTED]")
+		}
+	}
+	return s
+}
+
+// stepErr wraps err with the target and step, with secrets removed from its text.
+func stepErr(target, step string, err error, secrets ...string) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("%s: %s: %s", target, step, redact(err.Error(), secrets...))
+}
