@@ -317,6 +317,9 @@ func (l *layout) layer(fill func(*tar.Writer) error, boot bool) error {
 	}
 	defer os.Remove(tmp.Name())
 	defer tmp.Close()
+	if err := tmp.Chmod(0o644); err != nil {
+		return err
+	}
 	hw := &holeWriter{f: tmp, h: sha256.New()}
 	bw := bufio.NewWriterSize(hw, 1<<20)
 	tw := tar.NewWriter(bw)
