@@ -33,6 +33,7 @@ var commands = []command{
 	{"build", "build a bootable disk image from a container image", runBuild},
 	{"convert", "convert a disk image between raw, qcow2, vmdk and vhd", runConvert},
 	{"inspect", "show the partitions, boot entries, kernel command line and OS of a disk image", runInspect},
+	{"push", "upload a disk image to AWS, GCP, Azure or an OCI registry", runPush},
 	{"version", "print the version", runVersion},
 }
 
