@@ -45,6 +45,7 @@ Examples:
   imgfab build oci:./layout -o disk.qcow2 --compress zstd
   imgfab build oci:./layout --boot hybrid -o disk.raw         # one file, BIOS and UEFI
   imgfab build oci:./layout --boot bios --table mbr -o disk.raw
+  imgfab build oci:./layout -o disk.vhd --push 'azure --resource-group rg --storage-account sa --name web-1'
 
 Flags:
 `
@@ -69,6 +70,7 @@ func runBuild(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		table     = fl.String("table", "gpt", "partition table: gpt, or mbr for BIOS-only targets that need it")
 		uki       = fl.Bool("uki", false, "boot UEFI through a Unified Kernel Image built from the image's systemd stub (linuxx64.efi.stub)")
 		chain     = fl.String("boot-chain", "", "shim: boot UEFI through the image's signed shim and GRUB (Secure Boot)")
+		push      = fl.String("push", "", "after the build, push the first output: 'TARGET FLAGS…' as for imgfab push, e.g. 'aws --name web-1'")
 		help      = fl.BoolP("help", "h", false, "show this help")
 	)
 	if err := fl.Parse(args); err != nil {
@@ -133,12 +135,38 @@ func runBuild(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		plan.SourceDateEpoch = &e
 	}
+	var pushArgs []string
+	if *push != "" {
+		pushArgs = strings.Fields(*push)
+		if _, ok := pushTargets[pushArgs[0]]; !ok {
+			return usagef("--push: unknown target %q (known: %s)", pushArgs[0], strings.Join(pushTargetNames(), ", "))
+		}
+		if (*outputs)[0] == "-" {
+			return usagef("--push needs the first -o to be a file")
+		}
+	}
 	prog := newProgress(stderr)
 	plan.Progress = prog.event
 	res, err := assemble.Run(ctx, plan)
 	prog.done()
 	if err != nil {
 		return err
+	}
+	if pushArgs != nil {
+		// The push prints its own result (with --json when build has it).
+		args := append([]string{pushArgs[0], (*outputs)[0]}, pushArgs[1:]...)
+		if *asJSON {
+			args = append(args, "--json")
+			enc := json.NewEncoder(stderr)
+			enc.SetIndent("", "  ")
+			if err := enc.Encode(res); err != nil {
+				return err
+			}
+		}
+		if err := runPush(ctx, args, stdout, stderr); err != nil {
+			return fmt.Errorf("--push %s: %w", pushArgs[0], err)
+		}
+		return nil
 	}
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
