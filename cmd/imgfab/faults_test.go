@@ -445,7 +445,11 @@ func calibrate(t *testing.T, kt *killTarget, outDir, cwd, tmp string) {
 func TestKillNine(t *testing.T) {
 	rng := rand.New(rand.NewPCG(killSeed(t), 6))
 	const n = 20
-	src := writeBigLayout(t, 256)
+	dataMiB := 256 // a build of ~1–3 s on 2 cores
+	if testing.Short() {
+		dataMiB = 64 // still 40 kills, over shorter runs
+	}
+	src := writeBigLayout(t, dataMiB)
 	srcState := dirState(t, src)
 	cwd, tmp := t.TempDir(), t.TempDir() // must stay empty
 	input := filepath.Join(t.TempDir(), "in.raw")
