@@ -7,7 +7,7 @@
 #   bash testdata/bench-formats.sh [DISK.raw]
 #
 # Without an argument the raw disk is the Debian 12 fixture image (testdata/mkdebian.sh, needs root
-# the first time) built with `imgfab build ... -o X.raw`. imgfab's writer is `imgfab convert IN OUT`
+# the first time) built with `imgfab build ... -o X.raw`. raw.xz takes minutes on both sides. imgfab's writer is `imgfab convert IN OUT`
 # when the binary has that command, else testdata/writefmt (diskfmt called directly). Formats that
 # are not registered yet are skipped, with a line saying so. The other side is `qemu-img convert`
 # (qcow2, VMDK streamOptimized, VHD fixed and dynamic), GNU tar + gzip for GCE (Google's documented
@@ -72,6 +72,7 @@ bench() {
 	rows+=("$(printf '| %-13s | %7.2f s | %7.2f s | %5.2f | %9.1f MiB | %9.1f MiB |' "$label" "$bi" "$bt" \
 		"$(echo "$bi / $bt" | bc -l)" "$(echo "$(size "$ours") / 1048576" | bc -l)" \
 		"$(echo "$(size "$theirs") / 1048576" | bc -l)")")
+	echo "${rows[-1]}"
 	rm -f "$ours" "$theirs"
 }
 
