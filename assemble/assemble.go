@@ -381,19 +381,48 @@ func uuidString(b [16]byte) string {
 	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
 }
 
-// fileSHA256 hashes a file, returning the hex digest and its size.
+// fileSHA256 hashes a file, returning the hex digest and its size. Holes (SEEK_HOLE) are hashed
+// as zeros without reading them, so a sparse 20 GiB raw costs the hashing of its zeros, not 20 GiB
+// of read(2).
 func fileSHA256(ctx context.Context, path string) (string, int64, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return "", 0, err
 	}
 	defer f.Close()
-	h := sha256.New()
-	n, err := io.CopyBuffer(h, &ctxReader{ctx, f}, make([]byte, 1<<20))
+	d, err := diskfmt.OpenFile(f)
 	if err != nil {
 		return "", 0, err
 	}
-	return fmt.Sprintf("%x", h.Sum(nil)), n, nil
+	h := sha256.New()
+	buf := make([]byte, 1<<20)
+	zero := make([]byte, 1<<20)
+	hashZeros := func(n int64) error {
+		for n > 0 {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			k := min(n, int64(len(zero)))
+			h.Write(zero[:k])
+			n -= k
+		}
+		return nil
+	}
+	var pos int64
+	for _, e := range d.Extents() {
+		if err := hashZeros(e.Off - pos); err != nil {
+			return "", 0, err
+		}
+		r := io.NewSectionReader(f, e.Off, e.Len)
+		if _, err := io.CopyBuffer(h, &ctxReader{ctx, r}, buf); err != nil {
+			return "", 0, err
+		}
+		pos = e.Off + e.Len
+	}
+	if err := hashZeros(d.Size() - pos); err != nil {
+		return "", 0, err
+	}
+	return fmt.Sprintf("%x", h.Sum(nil)), d.Size(), nil
 }
 
 type countWriter struct {

@@ -13,6 +13,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 )
 
@@ -45,7 +46,16 @@ func usage(w io.Writer) {
 	fmt.Fprintf(w, "\nRun 'imgfab COMMAND --help' for a command's flags and examples.\n")
 }
 
+// defaultMemoryLimit is the Go heap limit when GOMEMLIMIT is not set: memory grows with the
+// number of entries in an image (about 500 bytes of live heap each), and without a limit the
+// garbage collector lets the process grow to twice its live heap. 192 MiB keeps a 200,000-entry
+// tree well inside 256 MiB of RSS at no measurable cost in time (testdata/bench-scale.sh).
+const defaultMemoryLimit = 192 << 20
+
 func main() {
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(defaultMemoryLimit)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
