@@ -1,0 +1,683 @@
+package publish
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"sort"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/aws/ratelimit"
+	"github.com/aws/aws-sdk-go-v2/aws/retry"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
+	"github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/service/ebs"
+	ebstypes "github.com/aws/aws-sdk-go-v2/service/ebs/types"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"github.com/aws/smithy-go"
+)
+
+// EBSBlockSize is the EBS direct APIs' block size: every PutSnapshotBlock carries exactly this many
+// bytes, at index offset / EBSBlockSize.
+const EBSBlockSize = 512 << 10
+
+// AWS publishes an Artifact as an AMI. With Via "ebs" (the default) it writes a snapshot through
+// the EBS direct APIs (StartSnapshot, PutSnapshotBlock for each block that is not all zero,
+// CompleteSnapshot), waits for it to be completed and registers the AMI. With Via "s3" it uploads
+// the disk to S3 (multipart, resumable), imports it with ImportSnapshot (needs the vmimport role)
+// and registers the AMI the same way.
+//
+// Credentials and region come from the SDK's default chain (environment, shared config, instance
+// metadata) unless Config is set. A push is idempotent: an AMI of the same name (owner self) is
+// returned as it is (Result.Existing), and a completed snapshot tagged with the disk's content hash
+// (imgfab:sha256) is reused instead of uploading again.
+type AWS struct {
+	ImageName string            // AMI name (required)
+	Region    string            // overrides the chain's region
+	Via       string            // "ebs" (default) or "s3"
+	Bucket    string            // S3 bucket (Via "s3")
+	TPM       bool              // TpmSupport v2.0 (needs a UEFI boot mode)
+	IMDSv2    bool              // ImdsSupport v2.0
+	BootMode  string            // "auto" or "" (from Artifact.BootModes), "uefi", "legacy-bios", "uefi-preferred"
+	Tags      map[string]string // added to the snapshot and the AMI
+	// VolumeSizeGiB is the snapshot's (and the root volume's) size; 0 means the disk's virtual size
+	// rounded up to a whole GiB. It may not be smaller than that.
+	VolumeSizeGiB int64
+	Workers       int           // parallel block or part uploads; default 32 (EBS), 8 (S3)
+	MaxAttempts   int           // attempts per request, default 10
+	MaxBackoff    time.Duration // longest wait between two attempts, default 20 s
+	PollInterval  time.Duration // between status polls (snapshot, import task); default 5 s
+	PartSize      int64         // S3 part size, default 64 MiB (raised to keep within 10,000 parts)
+
+	// Endpoint overrides (tests, private endpoints); plain http is allowed.
+	EndpointEBS, EndpointEC2, EndpointS3 string
+	// Config replaces the default chain's configuration when set.
+	Config *aws.Config
+}
+
+var _ Target = (*AWS)(nil)
+
+// Name is "aws".
+func (t *AWS) Name() string { return "aws" }
+
+const awsTarget = "aws"
+
+// awsRun carries one push's clients and facts.
+type awsRun struct {
+	t       *AWS
+	cfg     aws.Config
+	ec2     *ec2.Client
+	secrets []string
+	p       Progress
+	hash    string // content hash, hex
+	token   string // idempotency token from hash and name
+	blocks  []awsBlockSum
+	nblocks int64 // blocks in the guest (ceil(size / EBSBlockSize))
+	size    int64
+	details map[string]string
+}
+
+// awsBlockSum is one block that is not all zero and its SHA-256.
+type awsBlockSum struct {
+	index int32
+	sum   [32]byte
+}
+
+func (t *AWS) defaults() {
+	if t.Via == "" {
+		t.Via = "ebs"
+	}
+	if t.MaxAttempts <= 0 {
+		t.MaxAttempts = 10
+	}
+	if t.MaxBackoff <= 0 {
+		t.MaxBackoff = 20 * time.Second
+	}
+	if t.PollInterval <= 0 {
+		t.PollInterval = 5 * time.Second
+	}
+	if t.Workers <= 0 {
+		if t.Via == "s3" {
+			t.Workers = 8
+		} else {
+			t.Workers = 32
+		}
+	}
+}
+
+// Push uploads the artifact and registers the AMI.
+func (t *AWS) Push(ctx context.Context, a Artifact, p Progress) (Result, error) {
+	tc := *t
+	tc.defaults()
+	if tc.ImageName == "" {
+		return Result{}, fmt.Errorf("aws: no image name")
+	}
+	if tc.Via != "ebs" && tc.Via != "s3" {
+		return Result{}, fmt.Errorf("aws: via %q: want ebs or s3", tc.Via)
+	}
+	if tc.Via == "s3" && tc.Bucket == "" {
+		return Result{}, fmt.Errorf("aws: via s3 needs a bucket")
+	}
+	if a.Image == nil {
+		return Result{}, fmt.Errorf("aws: artifact has no image")
+	}
+	bootMode, err := tc.bootMode(a)
+	if err != nil {
+		return Result{}, err
+	}
+	arch := a.Arch
+	if arch == "" {
+		arch = "x86_64"
+	}
+	if arch != "x86_64" && arch != "arm64" {
+		return Result{}, fmt.Errorf("aws: architecture %q: want x86_64 or arm64", arch)
+	}
+	size := a.Image.Size()
+	minGiB := (size + 1<<30 - 1) >> 30
+	volGiB := tc.VolumeSizeGiB
+	if volGiB == 0 {
+		volGiB = minGiB
+	}
+	if volGiB < minGiB {
+		return Result{}, fmt.Errorf("aws: volume size %d GiB is smaller than the disk (%d bytes, %d GiB)", volGiB, size, minGiB)
+	}
+
+	r := &awsRun{t: &tc, p: p, size: size, details: map[string]string{"via": tc.Via, "boot_mode": bootMode}}
+	if err := r.init(ctx); err != nil {
+		return Result{}, err
+	}
+	res := Result{Target: awsTarget, Name: tc.ImageName, Region: r.cfg.Region}
+
+	// 1. An AMI of this name already there?
+	if img, err := r.findImage(ctx); err != nil {
+		return Result{}, err
+	} else if img != nil {
+		res.ID = aws.ToString(img.ImageId)
+		res.Existing = true
+		for _, m := range img.BlockDeviceMappings {
+			if m.Ebs != nil && m.Ebs.SnapshotId != nil {
+				res.Snapshot = *m.Ebs.SnapshotId
+			}
+		}
+		res.Details = r.details
+		return res, nil
+	}
+
+	// 2. The disk's content hash: which blocks hold data, and their digests.
+	p.emit(Event{Target: awsTarget, Step: "scan", Total: size})
+	if err := r.scan(ctx, a); err != nil {
+		return Result{}, err
+	}
+
+	// 3. A completed snapshot of the same content, or a new one.
+	snap, err := r.findSnapshot(ctx)
+	if err != nil {
+		return Result{}, err
+	}
+	if snap != "" {
+		r.details["snapshot_reused"] = "true"
+	} else if tc.Via == "ebs" {
+		if snap, err = r.uploadEBS(ctx, a, volGiB); err != nil {
+			return Result{}, err
+		}
+	} else {
+		if snap, err = r.viaS3(ctx, a); err != nil {
+			return Result{}, err
+		}
+	}
+	if err := r.waitSnapshot(ctx, snap); err != nil {
+		return Result{}, err
+	}
+	res.Snapshot = snap
+
+	// 4. The AMI.
+	p.emit(Event{Target: awsTarget, Step: "register"})
+	id, existing, err := r.register(ctx, snap, arch, bootMode, volGiB)
+	if err != nil {
+		return Result{}, err
+	}
+	res.ID, res.Existing, res.Details = id, existing, r.details
+	return res, nil
+}
+
+// bootMode chooses the AMI boot mode from the flag or what the disk boots.
+func (t *AWS) bootMode(a Artifact) (string, error) {
+	mode := t.BootMode
+	switch mode {
+	case "", "auto":
+		switch uefi, bios := a.Boots("uefi"), a.Boots("bios"); {
+		case uefi && bios:
+			mode = "uefi-preferred"
+		case uefi:
+			mode = "uefi"
+		case bios:
+			mode = "legacy-bios"
+		default:
+			return "", fmt.Errorf("aws: the disk boots neither UEFI nor BIOS (boot modes %v): give a boot mode", a.BootModes)
+		}
+	case "uefi", "legacy-bios", "uefi-preferred":
+	default:
+		return "", fmt.Errorf("aws: boot mode %q: want auto, uefi, legacy-bios or uefi-preferred", mode)
+	}
+	if t.TPM && mode == "legacy-bios" {
+		return "", fmt.Errorf("aws: TPM v2.0 needs a UEFI boot mode, not %s", mode)
+	}
+	return mode, nil
+}
+
+func (r *awsRun) init(ctx context.Context) error {
+	t := r.t
+	if t.Config != nil {
+		r.cfg = t.Config.Copy()
+	} else {
+		cfg, err := config.LoadDefaultConfig(ctx)
+		if err != nil {
+			return stepErr(awsTarget, "loading configuration", err)
+		}
+		r.cfg = cfg
+	}
+	if t.Region != "" {
+		r.cfg.Region = t.Region
+	}
+	if r.cfg.Region == "" {
+		return fmt.Errorf("aws: no region: give one or set AWS_REGION")
+	}
+	if r.cfg.Credentials == nil {
+		return fmt.Errorf("aws: no credentials")
+	}
+	creds, err := r.cfg.Credentials.Retrieve(ctx)
+	if err != nil {
+		return stepErr(awsTarget, "credentials", err)
+	}
+	r.secrets = []string{creds.SecretAccessKey, creds.SessionToken}
+	workers := t.Workers
+	r.cfg.HTTPClient = awshttp.NewBuildableClient().WithTransportOptions(func(tr *http.Transport) {
+		tr.MaxIdleConnsPerHost = workers + 4
+	})
+	r.cfg.Retryer = func() aws.Retryer {
+		return retry.NewStandard(func(o *retry.StandardOptions) {
+			o.MaxAttempts = t.MaxAttempts
+			o.MaxBackoff = t.MaxBackoff
+			o.RateLimiter = ratelimit.None
+		})
+	}
+	r.ec2 = ec2.NewFromConfig(r.cfg, func(o *ec2.Options) {
+		if t.EndpointEC2 != "" {
+			o.BaseEndpoint = aws.String(t.EndpointEC2)
+		}
+	})
+	return nil
+}
+
+func (r *awsRun) err(step string, err error) error {
+	return stepErr(awsTarget, step, err, r.secrets...)
+}
+
+// findImage returns this account's AMI named ImageName, if any (failed or deregistered ones do not count).
+func (r *awsRun) findImage(ctx context.Context) (*ec2types.Image, error) {
+	out, err := r.ec2.DescribeImages(ctx, &ec2.DescribeImagesInput{
+		Owners:  []string{"self"},
+		Filters: []ec2types.Filter{{Name: aws.String("name"), Values: []string{r.t.ImageName}}},
+	})
+	if err != nil {
+		return nil, r.err("looking for image "+r.t.ImageName, err)
+	}
+	for i, img := range out.Images {
+		switch img.State {
+		case ec2types.ImageStateFailed, ec2types.ImageStateDeregistered, ec2types.ImageStateError:
+			continue
+		}
+		if aws.ToString(img.Name) == r.t.ImageName {
+			return &out.Images[i], nil
+		}
+	}
+	return nil, nil
+}
+
+// scan reads every block inside the disk's extents, keeps the ones that are not all zero with
+// their SHA-256, and derives the content hash: SHA-256 over "imgfab-blocks-v1", the virtual size
+// and each such block's index and digest in index order. Two disks with the same guest bytes have
+// the same hash whatever their format.
+func (r *awsRun) scan(ctx context.Context, a Artifact) error {
+	r.nblocks = (r.size + EBSBlockSize - 1) / EBSBlockSize
+	var idx []int32
+	last := int64(-1)
+	for _, e := range a.Image.Extents() {
+		if e.Len <= 0 {
+			continue
+		}
+		for b := e.Off / EBSBlockSize; b*EBSBlockSize < e.End() && b < r.nblocks; b++ {
+			if b > last {
+				idx = append(idx, int32(b))
+				last = b
+			}
+		}
+	}
+	sums := make([]awsBlockSum, len(idx))
+	nonzero := make([]bool, len(idx))
+	var done atomic.Int64
+	err := awsParallel(ctx, r.t.Workers, len(idx), func(ctx context.Context, i int) error {
+		buf := awsBlockPool.Get().(*[]byte)
+		defer awsBlockPool.Put(buf)
+		if err := awsReadBlock(a.Image, r.size, idx[i], *buf); err != nil {
+			return err
+		}
+		d := done.Add(EBSBlockSize)
+		r.p.emit(Event{Target: awsTarget, Step: "scan", Done: d, Total: int64(len(idx)) * EBSBlockSize})
+		if awsIsZero(*buf) {
+			return nil
+		}
+		sums[i] = awsBlockSum{index: idx[i], sum: sha256.Sum256(*buf)}
+		nonzero[i] = true
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("aws: reading the disk: %w", err)
+	}
+	r.blocks = r.blocks[:0]
+	for i := range sums {
+		if nonzero[i] {
+			r.blocks = append(r.blocks, sums[i])
+		}
+	}
+	h := sha256.New()
+	io.WriteString(h, "imgfab-blocks-v1\n")
+	binary.Write(h, binary.BigEndian, r.size)
+	for _, b := range r.blocks {
+		binary.Write(h, binary.BigEndian, b.index)
+		h.Write(b.sum[:])
+	}
+	r.hash = hex.EncodeToString(h.Sum(nil))
+	tok := sha256.Sum256([]byte(r.hash + "\x00" + r.t.ImageName + "\x00" + r.t.Via))
+	r.token = hex.EncodeToString(tok[:])[:64]
+	r.details["content_sha256"] = r.hash
+	r.details["blocks_total"] = strconv.FormatInt(r.nblocks, 10)
+	r.details["blocks_data"] = strconv.Itoa(len(r.blocks))
+	r.details["blocks_zero"] = strconv.FormatInt(r.nblocks-int64(len(r.blocks)), 10)
+	return nil
+}
+
+var awsBlockPool = sync.Pool{New: func() any { b := make([]byte, EBSBlockSize); return &b }}
+
+var awsZeroBlock = make([]byte, EBSBlockSize)
+
+func awsIsZero(b []byte) bool { return bytes.Equal(b, awsZeroBlock[:len(b)]) }
+
+// awsReadBlock reads block i of the guest into buf, zero-filling past the end of the disk.
+func awsReadBlock(d io.ReaderAt, size int64, i int32, buf []byte) error {
+	off := int64(i) * EBSBlockSize
+	n := int64(len(buf))
+	if off+n > size {
+		n = size - off
+		clear(buf[n:])
+	}
+	if _, err := d.ReadAt(buf[:n], off); err != nil && !(errors.Is(err, io.EOF) && n == 0) {
+		return fmt.Errorf("block %d (offset %d): %w", i, off, err)
+	}
+	return nil
+}
+
+// tags are the imgfab tags plus the user's, sorted by key.
+func (r *awsRun) tags() [][2]string {
+	m := map[string]string{"imgfab:name": r.t.ImageName}
+	if r.hash != "" {
+		m["imgfab:sha256"] = r.hash
+	}
+	for k, v := range r.t.Tags {
+		m[k] = v
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	out := make([][2]string, len(keys))
+	for i, k := range keys {
+		out[i] = [2]string{k, m[k]}
+	}
+	return out
+}
+
+func (r *awsRun) ec2Tags() []ec2types.Tag {
+	var out []ec2types.Tag
+	for _, kv := range r.tags() {
+		out = append(out, ec2types.Tag{Key: aws.String(kv[0]), Value: aws.String(kv[1])})
+	}
+	return out
+}
+
+// findSnapshot returns a completed (or pending, then waited for) snapshot of this account tagged
+// with the content hash, or "".
+func (r *awsRun) findSnapshot(ctx context.Context) (string, error) {
+	out, err := r.ec2.DescribeSnapshots(ctx, &ec2.DescribeSnapshotsInput{
+		OwnerIds: []string{"self"},
+		Filters:  []ec2types.Filter{{Name: aws.String("tag:imgfab:sha256"), Values: []string{r.hash}}},
+	})
+	if err != nil {
+		return "", r.err("looking for a snapshot of this disk", err)
+	}
+	for _, s := range out.Snapshots {
+		if s.State == ec2types.SnapshotStateCompleted {
+			return aws.ToString(s.SnapshotId), nil
+		}
+	}
+	// A pending snapshot with our tag is a StartSnapshot whose upload was interrupted (never
+	// completed; it errors out after its timeout) or is still running elsewhere: upload again.
+	// StartSnapshot's client token gives back that same snapshot while AWS remembers the token,
+	// and writing a block twice is harmless.
+	return "", nil
+}
+
+// uploadEBS writes the snapshot with the EBS direct APIs and returns its id.
+func (r *awsRun) uploadEBS(ctx context.Context, a Artifact, volGiB int64) (string, error) {
+	t := r.t
+	// Block puts are retried here (with the block index in the error), not by the SDK.
+	client := ebs.NewFromConfig(r.cfg, func(o *ebs.Options) {
+		if t.EndpointEBS != "" {
+			o.BaseEndpoint = aws.String(t.EndpointEBS)
+		}
+	})
+	var tags []ebstypes.Tag
+	for _, kv := range r.tags() {
+		tags = append(tags, ebstypes.Tag{Key: aws.String(kv[0]), Value: aws.String(kv[1])})
+	}
+	p := r.p
+	p.emit(Event{Target: awsTarget, Step: "start snapshot"})
+	st, err := client.StartSnapshot(ctx, &ebs.StartSnapshotInput{
+		VolumeSize:  aws.Int64(volGiB),
+		ClientToken: aws.String(r.token),
+		Description: aws.String("imgfab " + t.ImageName),
+		Tags:        tags,
+		Timeout:     aws.Int32(60), // minutes without a put before the snapshot errors out
+	})
+	if err != nil {
+		return "", r.err(fmt.Sprintf("StartSnapshot (%d GiB)", volGiB), err)
+	}
+	snap := aws.ToString(st.SnapshotId)
+	if bs := aws.ToInt32(st.BlockSize); bs != 0 && bs != EBSBlockSize {
+		return "", fmt.Errorf("aws: snapshot %s has block size %d, want %d", snap, bs, EBSBlockSize)
+	}
+	r.details["snapshot_id"] = snap
+
+	total := int64(len(r.blocks)) * EBSBlockSize
+	zero := r.nblocks - int64(len(r.blocks))
+	note := fmt.Sprintf("%d blocks, %d zero blocks skipped", len(r.blocks), zero)
+	p.emit(Event{Target: awsTarget, Step: "upload", Total: total, Note: note})
+	var done, retries atomic.Int64
+	putClient := ebs.NewFromConfig(r.cfg, func(o *ebs.Options) {
+		if t.EndpointEBS != "" {
+			o.BaseEndpoint = aws.String(t.EndpointEBS)
+		}
+		o.Retryer = aws.NopRetryer{}
+	})
+	err = awsParallel(ctx, t.Workers, len(r.blocks), func(ctx context.Context, i int) error {
+		b := r.blocks[i]
+		buf := awsBlockPool.Get().(*[]byte)
+		defer awsBlockPool.Put(buf)
+		if err := awsReadBlock(a.Image, r.size, b.index, *buf); err != nil {
+			return fmt.Errorf("aws: reading %w", err)
+		}
+		if sha256.Sum256(*buf) != b.sum {
+			return fmt.Errorf("aws: block %d (offset %d) changed since it was read: is the disk being written?", b.index, int64(b.index)*EBSBlockSize)
+		}
+		sum := base64.StdEncoding.EncodeToString(b.sum[:])
+		progress := int32(done.Load() * 100 / max(total, 1))
+		attempts, err := r.retry(ctx, func() error {
+			_, err := putClient.PutSnapshotBlock(ctx, &ebs.PutSnapshotBlockInput{
+				SnapshotId:        aws.String(snap),
+				BlockIndex:        aws.Int32(b.index),
+				BlockData:         bytes.NewReader(*buf),
+				DataLength:        aws.Int32(EBSBlockSize),
+				Checksum:          aws.String(sum),
+				ChecksumAlgorithm: ebstypes.ChecksumAlgorithmChecksumAlgorithmSha256,
+				Progress:          aws.Int32(progress),
+			})
+			return err
+		})
+		retries.Add(int64(attempts - 1))
+		if err != nil {
+			return r.err(fmt.Sprintf("PutSnapshotBlock %s block %d (offset %d) after %d attempts", snap, b.index, int64(b.index)*EBSBlockSize, attempts), err)
+		}
+		p.emit(Event{Target: awsTarget, Step: "upload", Done: done.Add(EBSBlockSize), Total: total, Note: note})
+		return nil
+	})
+	if err != nil {
+		return "", err
+	}
+	r.details["blocks_sent"] = strconv.Itoa(len(r.blocks))
+	r.details["retries"] = strconv.FormatInt(retries.Load(), 10)
+
+	agg := sha256.New()
+	for _, b := range r.blocks {
+		agg.Write(b.sum[:])
+	}
+	p.emit(Event{Target: awsTarget, Step: "complete snapshot"})
+	_, err = client.CompleteSnapshot(ctx, &ebs.CompleteSnapshotInput{
+		SnapshotId:                aws.String(snap),
+		ChangedBlocksCount:        aws.Int32(int32(len(r.blocks))),
+		Checksum:                  aws.String(base64.StdEncoding.EncodeToString(agg.Sum(nil))),
+		ChecksumAggregationMethod: ebstypes.ChecksumAggregationMethodChecksumAggregationLinear,
+		ChecksumAlgorithm:         ebstypes.ChecksumAlgorithmChecksumAlgorithmSha256,
+	})
+	if err != nil {
+		return "", r.err(fmt.Sprintf("CompleteSnapshot %s (%d blocks)", snap, len(r.blocks)), err)
+	}
+	return snap, nil
+}
+
+// retry runs fn until it succeeds, fails with an error that is not worth retrying, or MaxAttempts
+// is reached; it returns the attempts made.
+func (r *awsRun) retry(ctx context.Context, fn func() error) (int, error) {
+	var err error
+	for a := 1; ; a++ {
+		err = fn()
+		if err == nil || ctx.Err() != nil || a >= r.t.MaxAttempts || !awsRetryable(err) {
+			if ctx.Err() != nil && err != nil {
+				err = ctx.Err()
+			}
+			return a, err
+		}
+		d := min(r.t.MaxBackoff, 100*time.Millisecond<<min(a-1, 10))
+		d = d/2 + rand.N(d/2+1)
+		select {
+		case <-ctx.Done():
+			return a, ctx.Err()
+		case <-time.After(d):
+		}
+	}
+}
+
+// awsRetryable: throttling, 5xx, timeouts and connection errors (no HTTP response at all).
+func awsRetryable(err error) bool {
+	var ce *smithy.CanceledError
+	if errors.As(err, &ce) || errors.Is(err, context.Canceled) {
+		return false
+	}
+	var re *awshttp.ResponseError
+	if errors.As(err, &re) && re.HTTPStatusCode() != 0 {
+		code := re.HTTPStatusCode()
+		if code >= 500 || code == 429 {
+			return true
+		}
+		var ae smithy.APIError
+		if errors.As(err, &ae) {
+			switch ae.ErrorCode() {
+			case "ThrottlingException", "RequestThrottledException", "Throttling", "SlowDown", "RequestTimeout":
+				return true
+			}
+		}
+		return false
+	}
+	return true // no answer: connection refused, reset or cut
+}
+
+// awsParallel runs fn(0..n-1) on up to workers goroutines; the first error cancels the rest.
+func awsParallel(ctx context.Context, workers, n int, fn func(ctx context.Context, i int) error) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	var once sync.Once
+	var first error
+	for w := 0; w < max(1, min(workers, n)); w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= n || ctx.Err() != nil {
+					return
+				}
+				if err := fn(ctx, i); err != nil {
+					once.Do(func() { first = err; cancel(err) })
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if first != nil {
+		return first
+	}
+	return ctx.Err()
+}
+
+// waitSnapshot waits until the snapshot is completed.
+func (r *awsRun) waitSnapshot(ctx context.Context, snap string) error {
+	r.p.emit(Event{Target: awsTarget, Step: "wait", Note: snap})
+	for polls := 1; ; polls++ {
+		out, err := r.ec2.DescribeSnapshots(ctx, &ec2.DescribeSnapshotsInput{SnapshotIds: []string{snap}})
+		if err != nil {
+			return r.err("waiting for snapshot "+snap, err)
+		}
+		if len(out.Snapshots) == 1 {
+			s := out.Snapshots[0]
+			switch s.State {
+			case ec2types.SnapshotStateCompleted:
+				return nil
+			case ec2types.SnapshotStateError:
+				return fmt.Errorf("aws: snapshot %s failed: %s", snap, aws.ToString(s.StateMessage))
+			}
+			r.p.emit(Event{Target: awsTarget, Step: "wait", Note: snap + " " + aws.ToString(s.Progress)})
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("aws: waiting for snapshot %s (%d polls): %w", snap, polls, ctx.Err())
+		case <-time.After(r.t.PollInterval):
+		}
+	}
+}
+
+// register creates the AMI; when another push registered the same name meanwhile, that one is returned.
+func (r *awsRun) register(ctx context.Context, snap, arch, bootMode string, volGiB int64) (string, bool, error) {
+	t := r.t
+	in := &ec2.RegisterImageInput{
+		Name:               aws.String(t.ImageName),
+		Description:        aws.String("imgfab " + t.ImageName),
+		Architecture:       ec2types.ArchitectureValues(arch),
+		RootDeviceName:     aws.String("/dev/xvda"),
+		VirtualizationType: aws.String("hvm"),
+		EnaSupport:         aws.Bool(true),
+		BootMode:           ec2types.BootModeValues(bootMode),
+		BlockDeviceMappings: []ec2types.BlockDeviceMapping{{
+			DeviceName: aws.String("/dev/xvda"),
+			Ebs: &ec2types.EbsBlockDevice{
+				SnapshotId:          aws.String(snap),
+				VolumeType:          ec2types.VolumeTypeGp3,
+				VolumeSize:          aws.Int32(int32(volGiB)),
+				DeleteOnTermination: aws.Bool(true),
+			},
+		}},
+		TagSpecifications: []ec2types.TagSpecification{{ResourceType: ec2types.ResourceTypeImage, Tags: r.ec2Tags()}},
+	}
+	if t.TPM {
+		in.TpmSupport = ec2types.TpmSupportValuesV20
+	}
+	if t.IMDSv2 {
+		in.ImdsSupport = ec2types.ImdsSupportValuesV20
+	}
+	out, err := r.ec2.RegisterImage(ctx, in)
+	if err != nil {
+		var ae smithy.APIError
+		if errors.As(err, &ae) && ae.ErrorCode() == "InvalidAMIName.Duplicate" {
+			if img, ferr := r.findImage(ctx); ferr == nil && img != nil {
+				return aws.ToString(img.ImageId), true, nil
+			}
+		}
+		return "", false, r.err(fmt.Sprintf("RegisterImage %s from %s (%s, %s)", t.ImageName, snap, arch, bootMode), err)
+	}
+	return aws.ToString(out.ImageId), false, nil
+}
