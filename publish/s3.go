@@ -21,6 +21,7 @@ import (
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	s3types "github.com/aws/aws-sdk-go-v2/service/s3/types"
+	"github.com/aws/smithy-go"
 )
 
 // S3 multipart limits.
@@ -273,6 +274,10 @@ func (r *awsRun) findUpload(ctx context.Context, client *s3.Client, key string) 
 	in := &s3.ListMultipartUploadsInput{Bucket: aws.String(r.t.Bucket), Prefix: aws.String(key)}
 	for {
 		out, err := client.ListMultipartUploads(ctx, in)
+		var ae smithy.APIError
+		if errors.As(err, &ae) && ae.ErrorCode() == "NoSuchUpload" {
+			break // gofakes3 answers this instead of an empty list
+		}
 		if err != nil {
 			return "", nil, r.err("listing unfinished uploads of "+where, err)
 		}
