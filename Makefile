@@ -34,7 +34,7 @@ demo: build fixtures
 	@echo "    -drive if=virtio,format=qcow2,file=demo.qcow2"
 
 vet:
-	$(GO) vet ./... ./testdata/mkoci ./testdata/setxattr
+	$(GO) vet ./... ./testdata/mkoci ./testdata/setxattr ./testdata/writefmt ./testdata/genlayer ./testdata/hostile
 
 # The full suite: unit tests, oracles, the demo UEFI boot and the Debian 12 acceptance boots
 # (debootstrap fixture, cached). About 10 minutes on 2 cores without KVM, plus ~2 minutes for the
@@ -54,8 +54,11 @@ test-short:
 test-slow: fixtures debian-fixture
 	IMGFAB_SLOW=1 $(GO) test -timeout 90m -run 'Debian' -v ./cmd/imgfab/
 
+# imgfab vs the standard-tool pipeline; per-format writers vs qemu-img; scale (memory, linearity).
 bench: build
 	bash testdata/bench.sh
+	bash testdata/bench-formats.sh
+	bash testdata/bench-scale.sh
 
 clean:
 	rm -f $(BIN) demo.qcow2
