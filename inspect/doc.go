@@ -24,8 +24,12 @@
 //   - Filesystems are identified by magic: ext2/3/4 (with UUID and label), vfat (serial and label),
 //     swap (UUID and label), xfs, btrfs, squashfs (type only); anything else is "unknown".
 //   - Only ext2/3/4 root filesystems are read (for os-release and the kernel paths).
-//   - Boot entries: Boot Loader Specification type #1 files in loader/entries on the ESP; unified
-//     kernel images (EFI/Linux/*.efi) and GRUB configurations are not parsed.
+//   - Boot entries: Boot Loader Specification type #1 files in loader/entries, unified kernel images
+//     (EFI/BOOT/BOOTX64.EFI and EFI/Linux/*.efi, from their PE sections) and GRUB configurations on
+//     the ESP (/grub/grub.cfg, /EFI/*/grub.cfg: the first menuentry with a linux line); a grub.cfg on
+//     the root filesystem is not read, and GRUB variables are reported as written.
+//   - Boot modes: UEFI when the ESP has EFI/BOOT/BOOTX64.EFI; BIOS when sector 0 holds boot code
+//     (GRUB's boot.img recognised, with where its core.img lies).
 //
 // # Security
 //

@@ -90,6 +90,19 @@ func printReport(w io.Writer, name string, r inspect.Report) {
 		}
 		fmt.Fprintln(w)
 	}
+	if r.BootMode != "" {
+		fmt.Fprintf(w, "boot mode: %s", r.BootMode)
+		if r.UEFILoader != "" {
+			fmt.Fprintf(w, "; uefi %s", r.UEFILoader)
+		}
+		if bb := r.BIOS; bb != nil {
+			fmt.Fprintf(w, "; bios %s", bb.Loader)
+			if bb.CoreSectors > 0 {
+				fmt.Fprintf(w, " (core.img at LBA %d, %d sectors, %s)", bb.CoreLBA, bb.CoreSectors, orDash(bb.CoreIn))
+			}
+		}
+		fmt.Fprintln(w)
+	}
 	if b := r.Boot; b != nil {
 		fmt.Fprintf(w, "boot: %s on partition %d", orDash(r.Loader), b.ESP)
 		if b.Fallback {
