@@ -760,3 +760,10 @@ func azIsStatus(err error, code int) bool {
 }
 
 func azPtr[T any](v T) *T { return &v }
+
+// AzureHyperVGeneration returns the Hyper-V generation ("V1" or "V2") an image of the artifact
+// gets with --hyperv-generation want ("auto", "V1", "V2"), or why it cannot.
+func AzureHyperVGeneration(a Artifact, want string) (string, error) {
+	g, err := (&Azure{HyperVGeneration: want}).generation(a)
+	return string(g), err
+}

@@ -79,7 +79,10 @@ func pushAzure(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	t.StorageKey = os.Getenv("AZURE_STORAGE_KEY")
 	if !t.SkipImage || t.StorageKey == "" {
-		cred, err := azidentity.NewDefaultAzureCredential(nil)
+		// With --arm-endpoint (a private cloud or a test server) the authority is not Azure's
+		// public one: do not ask login.microsoftonline.com to validate it.
+		opts := &azidentity.DefaultAzureCredentialOptions{DisableInstanceDiscovery: t.ARMEndpoint != ""}
+		cred, err := azidentity.NewDefaultAzureCredential(opts)
 		if err != nil {
 			return fmt.Errorf("azure: credentials: %s", redactAzure(err.Error()))
 		}
