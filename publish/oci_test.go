@@ -1,0 +1,514 @@
+package publish
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log"
+	"math/rand"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/registry"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/imgfab/imgfab/diskfmt"
+)
+
+// testDisk writes a sparse raw disk of 8 MiB with incompressible data in two places and returns it
+// opened, with its path.
+func testDisk(t *testing.T, dir string) (string, diskfmt.Image) {
+	t.Helper()
+	raw := filepath.Join(dir, "disk.raw")
+	f, err := os.Create(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rnd := rand.New(rand.NewSource(1))
+	buf := make([]byte, 1<<20)
+	for _, off := range []int64{0, 5 << 20} {
+		rnd.Read(buf)
+		if _, err := f.WriteAt(buf, off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := f.Truncate(8 << 20); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	img, err := diskfmt.Open(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { img.Close() })
+	return raw, img
+}
+
+// toQcow2 converts img with diskfmt into dir/name and returns the path.
+func toQcow2(t *testing.T, img diskfmt.Image, path string) string {
+	t.Helper()
+	q, err := diskfmt.Lookup("qcow2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := q.Write(context.Background(), f, img); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	return path
+}
+
+func openArt(t *testing.T, path string) Artifact {
+	t.Helper()
+	img, err := diskfmt.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { img.Close() })
+	return Artifact{Path: path, Image: img, BootModes: []string{"uefi", "bios"}, Arch: "x86_64"}
+}
+
+var fast = remote.Backoff{Duration: 10 * time.Millisecond, Factor: 2, Steps: 6}
+
+// pullContainerDisk pulls ref and returns the manifest, config and the tar entries of its layer.
+func pullContainerDisk(t *testing.T, ref string) (*v1.Manifest, *v1.ConfigFile, []tarEntry) {
+	t.Helper()
+	r, err := name.ParseReference(ref, name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := remote.Image(r)
+	if err != nil {
+		t.Fatalf("pulling %s: %v", ref, err)
+	}
+	m, err := img.Manifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf, err := img.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ls, err := img.Layers()
+	if err != nil || len(ls) != 1 {
+		t.Fatalf("layers: %d, %v", len(ls), err)
+	}
+	rc, err := ls[0].Uncompressed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	return m, cf, readTar(t, rc)
+}
+
+type tarEntry struct {
+	hdr  tar.Header
+	data []byte
+}
+
+func readTar(t *testing.T, r io.Reader) []tarEntry {
+	t.Helper()
+	var es []tarEntry
+	tr := tar.NewReader(r)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return es
+		}
+		if err != nil {
+			t.Fatalf("layer tar: %v", err)
+		}
+		b, err := io.ReadAll(tr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		es = append(es, tarEntry{*h, b})
+	}
+}
+
+// checkContainerDisk checks the KubeVirt layout and that the disk equals want.
+func checkContainerDisk(t *testing.T, es []tarEntry, want []byte) {
+	t.Helper()
+	if len(es) != 2 {
+		t.Fatalf("layer has %d entries, want disk/ and %s", len(es), ContainerDiskPath)
+	}
+	d, f := es[0].hdr, es[1].hdr
+	if d.Name != "disk/" || d.Typeflag != tar.TypeDir || d.Mode != 0o555 || d.Uid != 107 || d.Gid != 107 {
+		t.Errorf("dir entry: %q type %c mode %o uid %d gid %d", d.Name, d.Typeflag, d.Mode, d.Uid, d.Gid)
+	}
+	if f.Name != "disk/disk.img" || f.Typeflag != tar.TypeReg || f.Mode != 0o444 || f.Uid != 107 || f.Gid != 107 || f.Uname != "qemu" {
+		t.Errorf("disk entry: %q type %c mode %o uid %d gid %d uname %q", f.Name, f.Typeflag, f.Mode, f.Uid, f.Gid, f.Uname)
+	}
+	if !bytes.Equal(es[1].data, want) {
+		t.Errorf("pulled disk: %d bytes, differs from the pushed qcow2 (%d bytes)", len(es[1].data), len(want))
+	}
+}
+
+func TestOCIContainerDisk(t *testing.T) {
+	srv := httptest.NewServer(quietRegistry())
+	defer srv.Close()
+	host := strings.TrimPrefix(srv.URL, "http://")
+	dir := t.TempDir()
+	_, raw := testDisk(t, dir)
+	qc := toQcow2(t, raw, filepath.Join(dir, "disk.qcow2"))
+	want, _ := os.ReadFile(qc)
+
+	var events []Event
+	push := func(ref, path string) Result {
+		t.Helper()
+		o := &OCI{Ref: ref, Insecure: true, Backoff: fast}
+		res, err := o.Push(context.Background(), openArt(t, path), func(e Event) { events = append(events, e) })
+		if err != nil {
+			t.Fatalf("push %s: %v", ref, err)
+		}
+		return res
+	}
+	res := push(host+"/vms/a:1", qc)
+	if res.Existing || !strings.HasPrefix(res.ID, "sha256:") || res.Details["kind"] != "containerdisk" {
+		t.Errorf("first push: %+v", res)
+	}
+	m, cf, es := pullContainerDisk(t, host+"/vms/a:1")
+	checkContainerDisk(t, es, want)
+	if m.MediaType != types.OCIManifestSchema1 || m.Config.MediaType != types.OCIConfigJSON || m.Layers[0].MediaType != types.OCILayer {
+		t.Errorf("media types: %s %s %s", m.MediaType, m.Config.MediaType, m.Layers[0].MediaType)
+	}
+	if m.Annotations[AnnotationFormat] != "qcow2" || m.Annotations[AnnotationVirtualSize] != "8388608" || m.Annotations[AnnotationBootModes] != "bios,uefi" {
+		t.Errorf("annotations: %v", m.Annotations)
+	}
+	if cf.Architecture != "amd64" || cf.OS != "linux" || !cf.Created.Time.Equal(time.Unix(0, 0)) {
+		t.Errorf("config: %s/%s created %v", cf.OS, cf.Architecture, cf.Created)
+	}
+	var sawUpload bool
+	for _, e := range events {
+		if e.Step == "upload" && e.Total > 0 && e.Done == e.Total {
+			sawUpload = true
+		}
+	}
+	if !sawUpload {
+		t.Errorf("no complete upload event in %d events", len(events))
+	}
+
+	// Reproducible: another repository, same digest; the same tag again: nothing uploaded.
+	if r2 := push(host+"/vms/b:x", qc); r2.ID != res.ID || r2.Existing {
+		t.Errorf("second repository: %s existing=%v, first %s", r2.ID, r2.Existing, res.ID)
+	}
+	if r3 := push(host+"/vms/a:1", qc); r3.ID != res.ID || !r3.Existing {
+		t.Errorf("rerun: %s existing=%v, want %s existing", r3.ID, r3.Existing, res.ID)
+	}
+
+	// A raw disk is converted (beside it, the temporary file removed) to the same qcow2 bytes.
+	rawPath := filepath.Join(dir, "disk.raw")
+	r4 := push(host+"/vms/raw:1", rawPath)
+	if r4.Details["converted_from"] != "raw" || r4.ID != res.ID {
+		t.Errorf("raw push: %+v; want the qcow2 push's digest %s", r4, res.ID)
+	}
+	_, _, es = pullContainerDisk(t, host+"/vms/raw:1")
+	checkContainerDisk(t, es, want)
+	if left, _ := filepath.Glob(filepath.Join(dir, ".imgfab-oci-*")); len(left) != 0 {
+		t.Errorf("temporary files left: %v", left)
+	}
+}
+
+func TestOCIArtifact(t *testing.T) {
+	srv := httptest.NewServer(quietRegistry())
+	defer srv.Close()
+	host := strings.TrimPrefix(srv.URL, "http://")
+	dir := t.TempDir()
+	_, raw := testDisk(t, dir)
+	qc := toQcow2(t, raw, filepath.Join(dir, "disk.qcow2"))
+	want, _ := os.ReadFile(qc)
+	o := &OCI{Ref: host + "/disks/d:1", Insecure: true, Artifact: true, Backoff: fast}
+	res, err := o.Push(context.Background(), openArt(t, qc), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, _ := name.ParseReference(o.Ref, name.Insecure)
+	desc, err := remote.Get(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if desc.Digest.String() != res.ID {
+		t.Errorf("tag at %s, push said %s", desc.Digest, res.ID)
+	}
+	var m v1.Manifest
+	if err := json.Unmarshal(desc.Manifest, &m); err != nil {
+		t.Fatal(err)
+	}
+	if m.SchemaVersion != 2 || m.MediaType != types.OCIManifestSchema1 || m.ArtifactType != ArtifactType {
+		t.Errorf("manifest: schema %d media type %s artifactType %s", m.SchemaVersion, m.MediaType, m.ArtifactType)
+	}
+	if m.Config.MediaType != EmptyMediaType || m.Config.Size != 2 ||
+		m.Config.Digest.String() != "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a" {
+		t.Errorf("config descriptor: %+v, want the empty descriptor", m.Config)
+	}
+	if len(m.Layers) != 1 || m.Layers[0].MediaType != "application/vnd.imgfab.disk.qcow2" ||
+		m.Layers[0].Size != int64(len(want)) || m.Layers[0].Annotations["org.opencontainers.image.title"] != "disk.qcow2" {
+		t.Errorf("layers: %+v", m.Layers)
+	}
+	if m.Annotations[AnnotationFormat] != "qcow2" || m.Annotations[AnnotationVirtualSize] != "8388608" || m.Annotations[AnnotationBootModes] != "bios,uefi" {
+		t.Errorf("annotations: %v", m.Annotations)
+	}
+	l, err := remote.Layer(r.Context().Digest(m.Layers[0].Digest.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc, err := l.Compressed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(rc)
+	rc.Close()
+	if !bytes.Equal(got, want) {
+		t.Errorf("pulled blob: %d bytes, differs from the disk (%d)", len(got), len(want))
+	}
+	cfg, err := remote.Layer(r.Context().Digest(m.Config.Digest.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc, _ = cfg.Compressed()
+	if b, _ := io.ReadAll(rc); string(b) != "{}" {
+		t.Errorf("config blob %q, want {}", b)
+	}
+	rc.Close()
+	res2, err := o.Push(context.Background(), openArt(t, qc), nil)
+	if err != nil || !res2.Existing || res2.ID != res.ID {
+		t.Errorf("rerun: %+v %v", res2, err)
+	}
+}
+
+// faulty wraps a registry: the first request of each kind (method and endpoint: ping excepted)
+// gets a 500 or a 503, and the first two blob uploads with a body are cut off (connection closed)
+// after 64 KiB.
+type faulty struct {
+	h     http.Handler
+	mu    sync.Mutex
+	seen  map[string]bool
+	drops int
+	off   bool
+	log   []string
+}
+
+func (f *faulty) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	f.mu.Lock()
+	if f.off {
+		f.mu.Unlock()
+		f.h.ServeHTTP(w, r)
+		return
+	}
+	kind := r.Method + " manifests"
+	if strings.Contains(r.URL.Path, "/blobs/uploads/") {
+		kind = r.Method + " uploads"
+	} else if strings.Contains(r.URL.Path, "/blobs/") {
+		kind = r.Method + " blobs"
+	}
+	drop := (r.Method == http.MethodPatch || r.Method == http.MethodPut) && r.ContentLength != 0 &&
+		strings.Contains(r.URL.Path, "/blobs/uploads/") && f.drops < 2
+	fail := !drop && !f.seen[kind] && r.URL.Path != "/v2/"
+	if drop {
+		f.drops++
+	}
+	if f.seen == nil {
+		f.seen = map[string]bool{}
+	}
+	f.seen[kind] = true
+	code := []int{500, 503}[len(f.log)%2]
+	f.mu.Unlock()
+	switch {
+	case drop:
+		io.CopyN(io.Discard, r.Body, 64<<10)
+		f.record("drop " + r.Method)
+		hj, ok := w.(http.Hijacker)
+		if !ok {
+			panic("no hijacker")
+		}
+		c, _, err := hj.Hijack()
+		if err == nil {
+			c.Close()
+		}
+	case fail:
+		f.record(fmt.Sprintf("%d %s", code, kind))
+		w.WriteHeader(code)
+	default:
+		f.h.ServeHTTP(w, r)
+	}
+}
+
+func (f *faulty) record(s string) {
+	f.mu.Lock()
+	f.log = append(f.log, s)
+	f.mu.Unlock()
+}
+
+func TestOCIFaults(t *testing.T) {
+	dir := t.TempDir()
+	_, raw := testDisk(t, dir)
+	qc := toQcow2(t, raw, filepath.Join(dir, "disk.qcow2"))
+	want, _ := os.ReadFile(qc)
+	for _, artifact := range []bool{false, true} {
+		f := &faulty{h: quietRegistry()}
+		srv := httptest.NewServer(f)
+		host := strings.TrimPrefix(srv.URL, "http://")
+		o := &OCI{Ref: host + "/vms/f:1", Insecure: true, Artifact: artifact, Backoff: fast}
+		res, err := o.Push(context.Background(), openArt(t, qc), nil)
+		if err != nil {
+			t.Fatalf("artifact=%v: push through faults %v: %v", artifact, f.log, err)
+		}
+		if f.drops != 2 || len(f.log) < 4 {
+			t.Errorf("artifact=%v: faults injected: %v; want 2 drops and some 5xx", artifact, f.log)
+		}
+		// Pull from the same storage without faults.
+		f.mu.Lock()
+		f.off = true
+		f.mu.Unlock()
+		if artifact {
+			r, _ := name.ParseReference(host+"/vms/f:1", name.Insecure)
+			desc, err := remote.Get(r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if desc.Digest.String() != res.ID {
+				t.Errorf("tag at %s, push said %s", desc.Digest, res.ID)
+			}
+			l, err := remote.Layer(r.Context().Digest(res.Details["layer_digest"]))
+			if err != nil {
+				t.Fatal(err)
+			}
+			rc, err := l.Compressed()
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := io.ReadAll(rc)
+			rc.Close()
+			if err != nil || !bytes.Equal(got, want) {
+				t.Errorf("pulled artifact blob differs (%d bytes, %v)", len(got), err)
+			}
+		} else {
+			_, _, es := pullContainerDisk(t, host+"/vms/f:1")
+			checkContainerDisk(t, es, want)
+		}
+		srv.Close()
+	}
+}
+
+// basicAuth wraps a registry with HTTP basic auth for user:pass.
+func basicAuth(h http.Handler, user, pass string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		u, p, ok := r.BasicAuth()
+		if !ok || u != user || p != pass {
+			w.Header().Set("WWW-Authenticate", `Basic realm="imgfab-test"`)
+			w.WriteHeader(http.StatusUnauthorized)
+			fmt.Fprint(w, `{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}`)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// writeDockerConfig points HOME and DOCKER_CONFIG at a new ~/.docker/config.json holding
+// user:pass for host.
+func writeDockerConfig(t *testing.T, host, user, pass string) {
+	t.Helper()
+	home := t.TempDir()
+	dc := filepath.Join(home, ".docker")
+	os.MkdirAll(dc, 0o700)
+	cfg := fmt.Sprintf(`{"auths":{%q:{"auth":%q}}}`, host, base64.StdEncoding.EncodeToString([]byte(user+":"+pass)))
+	if err := os.WriteFile(filepath.Join(dc, "config.json"), []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("HOME", home)
+	t.Setenv("DOCKER_CONFIG", dc)
+}
+
+func TestOCICredentials(t *testing.T) {
+	const user, secret = "imgfab", "S3cr3t-Pa55word-imgfab-7731"
+	srv := httptest.NewServer(basicAuth(quietRegistry(), user, secret))
+	defer srv.Close()
+	host := strings.TrimPrefix(srv.URL, "http://")
+	dir := t.TempDir()
+	_, raw := testDisk(t, dir)
+	qc := toQcow2(t, raw, filepath.Join(dir, "disk.qcow2"))
+
+	var seen strings.Builder
+	prog := func(e Event) { fmt.Fprintf(&seen, "%+v\n", e) }
+	writeDockerConfig(t, host, user, secret)
+	o := &OCI{Ref: host + "/vms/c:1", Insecure: true, Backoff: fast}
+	res, err := o.Push(context.Background(), openArt(t, qc), prog)
+	if err != nil {
+		t.Fatalf("push with credentials: %v", err)
+	}
+	fmt.Fprintf(&seen, "%+v\n", res)
+
+	// Anonymous (no config): 401, named.
+	t.Setenv("DOCKER_CONFIG", t.TempDir())
+	t.Setenv("HOME", t.TempDir())
+	_, err = o.Push(context.Background(), openArt(t, qc), prog)
+	if err == nil || !strings.Contains(err.Error(), "401") && !strings.Contains(err.Error(), "UNAUTHORIZED") {
+		t.Errorf("anonymous push: %v, want a 401", err)
+	}
+
+	// A wrong password: a clear 401 without the password.
+	wrong := secret + "-wrong"
+	writeDockerConfig(t, host, user, wrong)
+	o.Ref = host + "/vms/c:2"
+	_, err = o.Push(context.Background(), openArt(t, qc), prog)
+	if err == nil {
+		t.Fatal("push with a wrong password succeeded")
+	}
+	if !strings.Contains(err.Error(), "401") && !strings.Contains(err.Error(), "UNAUTHORIZED") {
+		t.Errorf("wrong password: %v, want a 401", err)
+	}
+	fmt.Fprintln(&seen, err.Error())
+	enc := base64.StdEncoding.EncodeToString([]byte(user + ":" + secret))
+	for _, s := range []string{secret, enc, "Pa55word"} {
+		if strings.Contains(seen.String(), s) {
+			t.Errorf("%q appears in the output:\n%s", s, seen.String())
+		}
+	}
+}
+
+// TestOCICancel: a cancelled context (Ctrl-C) during a blob upload stops the push with an error
+// that says so.
+func TestOCICancel(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	reg := quietRegistry()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPatch {
+			cancel()
+			io.Copy(io.Discard, r.Body) // until the client gives up the request
+			return
+		}
+		reg.ServeHTTP(w, r)
+	}))
+	defer srv.Close()
+	host := strings.TrimPrefix(srv.URL, "http://")
+	dir := t.TempDir()
+	_, raw := testDisk(t, dir)
+	qc := toQcow2(t, raw, filepath.Join(dir, "disk.qcow2"))
+	o := &OCI{Ref: host + "/vms/x:1", Insecure: true, Backoff: fast}
+	_, err := o.Push(ctx, openArt(t, qc), nil)
+	if err == nil || !strings.Contains(err.Error(), "context canceled") || !strings.Contains(err.Error(), "oci: upload") {
+		t.Errorf("cancelled push: %v", err)
+	}
+}
+
+func quietRegistry() http.Handler {
+	return registry.New(registry.Logger(log.New(io.Discard, "", 0)))
+}
