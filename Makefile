@@ -7,7 +7,7 @@ DEMO_OCI := testdata/cache/demo/oci
 OVMF_CODE ?= /usr/share/OVMF/OVMF_CODE_4M.fd
 OVMF_VARS ?= /usr/share/OVMF/OVMF_VARS_4M.fd
 
-.PHONY: all build demo test test-short test-slow bench fixtures debian-fixture vet clean
+.PHONY: all build demo test test-short test-slow bench fixtures debian-fixture servers vet clean
 
 all: build
 
@@ -39,8 +39,12 @@ vet:
 # The full suite: unit tests, oracles, the demo UEFI boot and the Debian 12 acceptance boots
 # (debootstrap fixture, cached). About 10 minutes on 2 cores without KVM, plus ~2 minutes for the
 # first debootstrap.
-test: fixtures debian-fixture vet
+test: fixtures debian-fixture servers vet
 	IMGFAB_SLOW=1 $(GO) test -timeout 60m ./... ./testdata/mkoci
+
+# Local servers the publish tests start themselves (Azurite from npm, cached in ~/.cache/imgfab).
+servers:
+	bash testdata/azurite.sh install >/dev/null
 
 debian-fixture:
 	bash testdata/mkdebian.sh >/dev/null
