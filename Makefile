@@ -6,6 +6,8 @@ BIN     := ./imgfab
 DEMO_OCI := testdata/cache/demo/oci
 OVMF_CODE ?= /usr/share/OVMF/OVMF_CODE_4M.fd
 OVMF_VARS ?= /usr/share/OVMF/OVMF_VARS_4M.fd
+# Servers the publish tests start on loopback (installed by `make servers`, cached per machine).
+export IMGFAB_REGISTRY_BIN ?= $(HOME)/.cache/imgfab-bin/registry
 
 .PHONY: all build demo test test-short test-slow bench fixtures debian-fixture servers vet clean
 
@@ -42,9 +44,10 @@ vet:
 test: fixtures debian-fixture servers vet
 	IMGFAB_SLOW=1 $(GO) test -timeout 60m ./... ./testdata/mkoci
 
-# Local servers the publish tests start themselves (Azurite from npm, cached in ~/.cache/imgfab).
+# Local servers the publish tests start themselves: Azurite (npm, cached in ~/.cache/imgfab) and
+# the distribution registry (go install, cached in ~/.cache/imgfab-bin).
 servers:
-	bash testdata/azurite.sh install >/dev/null
+	bash testdata/servers.sh >/dev/null
 
 debian-fixture:
 	bash testdata/mkdebian.sh >/dev/null

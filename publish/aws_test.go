@@ -339,12 +339,17 @@ func BenchmarkAWSEBSUpload(b *testing.B) {
 		}
 	}
 	buf := awsTestBytes(size, blocks...)
-	for _, w := range []int{1, 16} {
-		b.Run("workers="+strconv.Itoa(w), func(b *testing.B) {
+	for _, bc := range []struct {
+		w   int
+		rtt time.Duration
+	}{{1, 0}, {16, 0}, {1, 20 * time.Millisecond}, {16, 20 * time.Millisecond}} {
+		w := bc.w
+		b.Run("workers="+strconv.Itoa(w)+"/rtt="+bc.rtt.String(), func(b *testing.B) {
 			a := awsArtifact(b, buf, "uefi")
 			b.SetBytes(int64(len(blocks)) * EBSBlockSize)
 			for i := 0; i < b.N; i++ {
 				f := awsfake.New(b) // a fresh account: nothing to reuse
+				f.Latency = bc.rtt
 				tg := awsTestTarget(f, "bench")
 				tg.Workers = w
 				res, err := tg.Push(context.Background(), a, nil)

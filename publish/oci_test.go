@@ -512,3 +512,58 @@ func TestOCICancel(t *testing.T) {
 func quietRegistry() http.Handler {
 	return registry.New(registry.Logger(log.New(io.Discard, "", 0)))
 }
+
+// BenchmarkOCIPush pushes a 48 MiB qcow2 (16 MiB random, 16 MiB text-like, 16 MiB zeros) as a
+// containerDisk to an in-process registry: the digest pass (tar+gzip) and the upload. Bytes/s are
+// of the qcow2 file.
+func BenchmarkOCIPush(b *testing.B) {
+	for _, artifact := range []bool{false, true} {
+		b.Run(map[bool]string{false: "containerdisk", true: "artifact"}[artifact], func(b *testing.B) {
+			dir := b.TempDir()
+			raw := filepath.Join(dir, "disk.raw")
+			f, _ := os.Create(raw)
+			rnd := rand.New(rand.NewSource(2))
+			buf := make([]byte, 16<<20)
+			rnd.Read(buf)
+			f.Write(buf)
+			var text []byte
+			for i := 0; len(text) < 16<<20; i++ {
+				text = fmt.Appendf(text, "line %d: the quick brown fox %x jumps\n", i, rnd.Intn(1<<16))
+			}
+			f.Write(text[:16<<20])
+			f.Truncate(48 << 20)
+			f.Close()
+			img, err := diskfmt.Open(raw)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer img.Close()
+			q, _ := diskfmt.Lookup("qcow2")
+			qc := filepath.Join(dir, "disk.qcow2")
+			qf, _ := os.Create(qc)
+			if err := q.Write(context.Background(), qf, img); err != nil {
+				b.Fatal(err)
+			}
+			qf.Close()
+			fi, _ := os.Stat(qc)
+			qimg, err := diskfmt.Open(qc)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer qimg.Close()
+			a := Artifact{Path: qc, Image: qimg}
+			srv := httptest.NewServer(quietRegistry())
+			defer srv.Close()
+			host := strings.TrimPrefix(srv.URL, "http://")
+			b.SetBytes(fi.Size())
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				// A new repository each time: the blob is uploaded again.
+				o := &OCI{Ref: fmt.Sprintf("%s/bench%d/d:1", host, i), Insecure: true, Artifact: artifact}
+				if _, err := o.Push(context.Background(), a, nil); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

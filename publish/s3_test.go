@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/johannesboyne/gofakes3"
 	"github.com/johannesboyne/gofakes3/backend/s3mem"
@@ -26,6 +27,7 @@ type s3Fake struct {
 	mu      sync.Mutex
 	parts   int                                   // UploadPart requests that reached gofakes3
 	fault   func(part, attempt int) awsfake.Fault // nil: serve all
+	latency time.Duration                         // added to each UploadPart (benchmarks)
 	tries   map[int]int
 }
 
@@ -61,6 +63,7 @@ func newS3Fake(t testing.TB, bucket string) *s3Fake {
 			f.mu.Lock()
 			f.parts++
 			f.mu.Unlock()
+			time.Sleep(f.latency)
 		}
 		h.ServeHTTP(w, r)
 	}))
@@ -247,12 +250,17 @@ func BenchmarkAWSS3Upload(b *testing.B) {
 	for i := range buf {
 		buf[i] = byte(i * 7)
 	}
-	for _, w := range []int{1, 8} {
-		b.Run("workers="+strconv.Itoa(w), func(b *testing.B) {
+	for _, bc := range []struct {
+		w   int
+		rtt time.Duration
+	}{{1, 0}, {8, 0}, {1, 100 * time.Millisecond}, {8, 100 * time.Millisecond}} {
+		w := bc.w
+		b.Run("workers="+strconv.Itoa(w)+"/rtt="+bc.rtt.String(), func(b *testing.B) {
 			a := awsArtifact(b, buf, "uefi")
 			b.SetBytes(int64(len(buf)))
 			for i := 0; i < b.N; i++ {
 				ec2, s3f := awsfake.New(b), newS3Fake(b, "imgs")
+				s3f.latency = bc.rtt
 				tg := s3TestTarget(ec2, s3f, "bench")
 				tg.Workers, tg.PartSize = w, 8<<20
 				if _, err := tg.Push(context.Background(), a, nil); err != nil {

@@ -75,6 +75,9 @@ type Server struct {
 	// Corrupt reports whether to flip a byte of a received block before its checksum is checked
 	// (a block damaged in transit; AWS answers 400 and the fake records no problem for it).
 	Corrupt func(index int32) bool
+	// Latency is added to every PutSnapshotBlock answer (a stand-in for the round trip to AWS, for
+	// benchmarks).
+	Latency time.Duration
 	// ReadObject returns an S3 object for ImportSnapshot.
 	ReadObject func(bucket, key string) ([]byte, error)
 
@@ -440,6 +443,7 @@ func (s *Server) serveEBS(w http.ResponseWriter, r *http.Request, body []byte) {
 				return
 			}
 		}
+		time.Sleep(s.Latency)
 		s.mu.Lock()
 		if bytes.Count(body, []byte{0}) == len(body) {
 			s.zeroPuts++

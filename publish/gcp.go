@@ -1,0 +1,559 @@
+package publish
+
+import (
+	"bytes"
+	"compress/gzip"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"net/http"
+	"os"
+	"regexp"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"cloud.google.com/go/storage"
+	compute "google.golang.org/api/compute/v1"
+	"google.golang.org/api/googleapi"
+	"google.golang.org/api/option"
+	htransport "google.golang.org/api/transport/http"
+
+	"github.com/imgfab/imgfab/diskfmt"
+)
+
+// GCP publishes a Google Compute Engine image: the disk as a GCE image tarball (gzip'd GNU tar
+// holding disk.raw) is uploaded to Cloud Storage with a resumable, chunked upload, then
+// images.insert makes the image from it and the global operation is waited for.
+//
+// Idempotence: when an image named Name already exists in Project, Push returns it (Existing)
+// and uploads nothing. When the object already exists with the same CRC32C and size, the upload
+// is skipped. Overwrites are guarded by a generation precondition, first uploads by
+// DoesNotExist, so every chunk may be retried (storage.RetryAlways).
+//
+// Resuming: chunks are retried from the last offset the server committed (the library's
+// resumable session); a new process starts a new session (the Go client does not expose the
+// session URI), but an object that is already complete is not uploaded again.
+type GCP struct {
+	Project string // required
+	Bucket  string // required
+	Image   string // image name (required): [a-z]([-a-z0-9]{0,61}[a-z0-9])?
+	Object  string // object name; default "imgfab/NAME.tar.gz"
+	Family  string
+	Labels  map[string]string
+	// GuestOSFeatures are added to the ones Push sets itself (GVNIC, VIRTIO_SCSI_MULTIQUEUE, and
+	// UEFI_COMPATIBLE when the artifact boots UEFI).
+	GuestOSFeatures []string
+	// ChunkSize of the resumable upload, rounded up by the library to 256 KiB; 0 means 16 MiB.
+	ChunkSize int
+	// StorageOptions and ComputeOptions are passed to the clients (endpoints, credentials for
+	// tests); without them the standard credential chain (Application Default Credentials) is used.
+	StorageOptions []option.ClientOption
+	ComputeOptions []option.ClientOption
+	// RetryOptions are added to the upload's retryer (after storage.WithPolicy(RetryAlways)),
+	// e.g. storage.WithBackoff for a shorter backoff in tests.
+	RetryOptions []storage.RetryOption
+	// PollInterval between operation waits that return before the operation is DONE; 0 means 2 s.
+	PollInterval time.Duration
+	// StallTimeout ends the upload with an error when no byte has been taken or committed for
+	// that long; 0 means 10 minutes. The client retries a failing session start without limit, so
+	// this is what turns a server that keeps answering 503 into an error.
+	StallTimeout time.Duration
+}
+
+var _ Target = (*GCP)(nil)
+
+// Name is "gcp".
+func (*GCP) Name() string { return "gcp" }
+
+var gcpImageNameRE = regexp.MustCompile(`^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$`)
+
+// GCSSource is the rawDisk.source URL images.insert is given for an object.
+func GCSSource(bucket, object string) string {
+	return "https://storage.googleapis.com/" + bucket + "/" + object
+}
+
+// IsGCETarball reports whether the file at path is a GCE image tarball: gzip whose first tar
+// entry is disk.raw. Such a file is uploaded as it is.
+func IsGCETarball(path string) (bool, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	var magic [2]byte
+	if _, err := io.ReadFull(f, magic[:]); err != nil || magic != [2]byte{0x1f, 0x8b} {
+		return false, nil
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return false, err
+	}
+	zr, err := gzip.NewReader(f)
+	if err != nil {
+		return false, nil
+	}
+	var hdr [512]byte
+	if _, err := io.ReadFull(zr, hdr[:]); err != nil {
+		return false, nil
+	}
+	name := hdr[:100]
+	if i := bytes.IndexByte(name, 0); i >= 0 {
+		name = name[:i]
+	}
+	return string(name) == "disk.raw", nil
+}
+
+// Push uploads the artifact and makes the image. a.Path is uploaded as it is when it is a GCE
+// tarball (IsGCETarball); otherwise a.Image is converted into a GCE tarball while it uploads,
+// through a pipe (no temporary file; the object size is then unknown until the end).
+func (g *GCP) Push(ctx context.Context, a Artifact, p Progress) (Result, error) {
+	const target = "gcp"
+	if g.Project == "" || g.Bucket == "" || g.Image == "" {
+		return Result{}, fmt.Errorf("gcp: project, bucket and name are required (got %q, %q, %q)", g.Project, g.Bucket, g.Image)
+	}
+	if !gcpImageNameRE.MatchString(g.Image) {
+		return Result{}, fmt.Errorf("gcp: image name %q: want lower-case letters, digits and '-', starting with a letter, at most 63 characters", g.Image)
+	}
+	object := g.Object
+	if object == "" {
+		object = "imgfab/" + g.Image + ".tar.gz"
+	}
+	arch := "X86_64"
+	switch a.Arch {
+	case "", "x86_64", "amd64":
+	case "arm64", "aarch64":
+		arch = "ARM64"
+	default:
+		return Result{}, fmt.Errorf("gcp: architecture %q: GCE images are X86_64 or ARM64", a.Arch)
+	}
+	res := Result{Target: target, Name: g.Image, Details: map[string]string{
+		"project": g.Project,
+		"object":  "gs://" + g.Bucket + "/" + object,
+	}}
+
+	cs, err := compute.NewService(ctx, g.ComputeOptions...)
+	if err != nil {
+		return Result{}, stepErr(target, "compute client", err)
+	}
+	// 1. An image of that name already there: nothing to do.
+	p.emit(Event{Target: target, Step: "lookup"})
+	if img, err := g.getImage(ctx, cs); err != nil {
+		return Result{}, stepErr(target, "images.get "+g.Image, err)
+	} else if img != nil {
+		res.ID, res.Existing = img.SelfLink, true
+		res.Details["status"] = img.Status
+		if img.RawDisk != nil {
+			res.Details["source"] = img.RawDisk.Source
+		}
+		return res, nil
+	}
+
+	// 2. The object.
+	// The HTTP client is built here, around a transport that remembers the last error status:
+	// the library retries some requests until the context ends and then reports only that.
+	rec := &gcpStatusRecorder{base: http.DefaultTransport}
+	tr, err := htransport.NewTransport(ctx, rec, append([]option.ClientOption{option.WithScopes(storage.ScopeFullControl)}, g.StorageOptions...)...)
+	if err != nil {
+		return Result{}, stepErr(target, "storage credentials", err)
+	}
+	sc, err := storage.NewClient(ctx, append(slices.Clone(g.StorageOptions), option.WithHTTPClient(&http.Client{Transport: tr}))...)
+	if err != nil {
+		return Result{}, stepErr(target, "storage client", err)
+	}
+	defer sc.Close()
+	obj := sc.Bucket(g.Bucket).Object(object)
+	up, err := g.upload(ctx, obj, a, rec, p)
+	if err != nil {
+		return Result{}, err
+	}
+	res.Details["object_bytes"] = strconv.FormatInt(up.size, 10)
+	res.Details["crc32c"] = fmt.Sprintf("%08x", up.crc)
+	res.Details["upload"] = up.how
+	if a.Image != nil {
+		res.Details["virtual_bytes"] = strconv.FormatInt(a.Image.Size(), 10)
+	}
+
+	// 3. images.insert and wait.
+	feats := []string{"GVNIC", "VIRTIO_SCSI_MULTIQUEUE"}
+	if a.Boots("uefi") {
+		feats = append([]string{"UEFI_COMPATIBLE"}, feats...)
+	}
+	for _, f := range g.GuestOSFeatures {
+		if !gcpContains(feats, f) {
+			feats = append(feats, f)
+		}
+	}
+	img := &compute.Image{
+		Name:         g.Image,
+		Family:       g.Family,
+		Labels:       g.Labels,
+		Architecture: arch,
+		Description:  "imgfab: " + res.Details["object"],
+		RawDisk:      &compute.ImageRawDisk{Source: GCSSource(g.Bucket, object)},
+	}
+	for _, f := range feats {
+		img.GuestOsFeatures = append(img.GuestOsFeatures, &compute.GuestOsFeature{Type: f})
+	}
+	res.Details["guest_os_features"] = fmt.Sprint(feats)
+	p.emit(Event{Target: target, Step: "register", Note: "images.insert " + g.Image})
+	// A request id makes a retried insert (or a rerun during the operation) the same request.
+	reqID := gcpRequestID(g.Project, g.Image, up.crc, up.size)
+	var op *compute.Operation
+	err = gcpRetry(ctx, func() error {
+		var err error
+		op, err = cs.Images.Insert(g.Project, img).RequestId(reqID).Context(ctx).Do()
+		return err
+	})
+	if gcpIsStatus(err, http.StatusConflict) {
+		// Made meanwhile (another run): use it.
+		existing, gerr := g.getImage(ctx, cs)
+		if gerr == nil && existing != nil {
+			res.ID, res.Existing = existing.SelfLink, true
+			res.Details["status"] = existing.Status
+			return res, nil
+		}
+	}
+	if err != nil {
+		return Result{}, stepErr(target, "images.insert "+g.Image, err)
+	}
+	if err := g.wait(ctx, cs, op, p); err != nil {
+		return Result{}, err
+	}
+	done, err := g.getImage(ctx, cs)
+	if err != nil {
+		return Result{}, stepErr(target, "images.get "+g.Image+" after insert", err)
+	}
+	if done == nil {
+		return Result{}, fmt.Errorf("gcp: images.get %s after insert: not found although operation %s is DONE", g.Image, op.Name)
+	}
+	res.ID = done.SelfLink
+	res.Details["status"] = done.Status
+	res.Details["operation"] = op.Name
+	return res, nil
+}
+
+type gcpUploaded struct {
+	size int64
+	crc  uint32
+	how  string // "uploaded", "skipped: …"
+}
+
+var gcpCastagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// upload puts the GCE tarball into obj unless it is there already with the same CRC32C.
+func (g *GCP) upload(ctx context.Context, obj *storage.ObjectHandle, a Artifact, rec *gcpStatusRecorder, p Progress) (gcpUploaded, error) {
+	const target = "gcp"
+	tarball := false
+	if a.Path != "" {
+		ok, err := IsGCETarball(a.Path)
+		if err != nil {
+			return gcpUploaded{}, stepErr(target, "reading "+a.Path, err)
+		}
+		tarball = ok
+	}
+	if !tarball && a.Image == nil {
+		return gcpUploaded{}, fmt.Errorf("gcp: %s is not a GCE tarball and no disk image was opened to convert", a.Path)
+	}
+	gceFmt, err := diskfmt.Lookup("gce")
+	if err != nil {
+		return gcpUploaded{}, stepErr(target, "gce format", err)
+	}
+	// open gives the tarball's bytes: the file, or the conversion through a pipe.
+	open := func(ctx context.Context) (io.ReadCloser, error) {
+		if tarball {
+			return os.Open(a.Path)
+		}
+		pr, pw := io.Pipe()
+		go func() { pw.CloseWithError(gceFmt.Write(ctx, pw, a.Image)) }()
+		return pr, nil
+	}
+	// checksum reads the whole tarball once.
+	checksum := func(step string) (int64, uint32, error) {
+		r, err := open(ctx)
+		if err != nil {
+			return 0, 0, err
+		}
+		defer r.Close()
+		h := crc32.New(gcpCastagnoli)
+		n, err := io.Copy(h, &gcpProgressReader{r: gcpCtxReader(ctx, r), fn: func(n int64) {
+			p.emit(Event{Target: target, Step: step, Done: n})
+		}})
+		return n, h.Sum32(), err
+	}
+
+	var size int64 = -1
+	var crc uint32
+	if tarball {
+		p.emit(Event{Target: target, Step: "checksum"})
+		if size, crc, err = checksum("checksum"); err != nil {
+			return gcpUploaded{}, stepErr(target, "checksum of "+a.Path, err)
+		}
+	}
+	attrs, err := obj.Attrs(ctx)
+	if errors.Is(err, storage.ErrObjectNotExist) {
+		attrs, err = nil, nil
+	}
+	if err != nil {
+		return gcpUploaded{}, stepErr(target, "object attrs gs://"+obj.BucketName()+"/"+obj.ObjectName(), err)
+	}
+	if attrs != nil && !tarball {
+		// The conversion is deterministic: hash it once more rather than upload it again.
+		if size, crc, err = checksum("checksum"); err != nil {
+			return gcpUploaded{}, stepErr(target, "converting to a GCE tarball (checksum)", err)
+		}
+	}
+	if attrs != nil && attrs.Size == size && attrs.CRC32C == crc {
+		return gcpUploaded{size: size, crc: crc, how: fmt.Sprintf("skipped: object exists with the same crc32c (generation %d)", attrs.Generation)}, nil
+	}
+
+	cond := storage.Conditions{DoesNotExist: true}
+	if attrs != nil {
+		cond = storage.Conditions{GenerationMatch: attrs.Generation}
+	}
+	r, err := open(ctx)
+	if err != nil {
+		return gcpUploaded{}, stepErr(target, "opening "+a.Path, err)
+	}
+	defer r.Close()
+	uctx, cancelCause := context.WithCancelCause(ctx)
+	cancel := func() { cancelCause(context.Canceled) }
+	defer cancel()
+	stall := g.StallTimeout
+	if stall == 0 {
+		stall = 10 * time.Minute
+	}
+	var lastMove atomic.Int64 // unix nanoseconds of the last progress; only for the watchdog
+	lastMove.Store(time.Now().UnixNano())
+	go func() {
+		t := time.NewTicker(min(stall/4, 5*time.Second))
+		defer t.Stop()
+		for {
+			select {
+			case <-uctx.Done():
+				return
+			case <-t.C:
+				if time.Since(time.Unix(0, lastMove.Load())) > stall {
+					cancelCause(fmt.Errorf("no upload progress for %s%s", stall, rec.last()))
+					return
+				}
+			}
+		}
+	}()
+	// storage.ShouldRetry also retries a connection closed before the answer (EOF); without an
+	// error func the chunk retry falls back to a stricter default that does not.
+	w := obj.If(cond).Retryer(append([]storage.RetryOption{storage.WithPolicy(storage.RetryAlways), storage.WithErrorFunc(storage.ShouldRetry)}, g.RetryOptions...)...).NewWriter(uctx)
+	w.ChunkSize = g.ChunkSize
+	if w.ChunkSize == 0 {
+		w.ChunkSize = 16 << 20
+	}
+	w.ContentType = "application/gzip"
+	w.Metadata = map[string]string{"imgfab-image": g.Image}
+	if tarball {
+		// The server checks the whole object against it.
+		w.CRC32C, w.SendCRC32C = crc, true
+	}
+	total := max(size, 0)
+	w.ProgressFunc = func(n int64) {
+		lastMove.Store(time.Now().UnixNano())
+		p.emit(Event{Target: target, Step: "upload", Done: n, Total: total})
+	}
+	h := crc32.New(gcpCastagnoli)
+	src := &gcpProgressReader{r: gcpCtxReader(ctx, r), fn: func(int64) { lastMove.Store(time.Now().UnixNano()) }}
+	n, err := io.Copy(w, io.TeeReader(src, h))
+	if err == nil {
+		err = w.Close()
+		if err != nil && context.Cause(uctx) != nil && ctx.Err() == nil {
+			err = fmt.Errorf("%w: %v", context.Cause(uctx), err)
+		}
+		if err != nil {
+			return gcpUploaded{}, stepErr(target, fmt.Sprintf("upload to gs://%s/%s (%d bytes, chunks of %d)", obj.BucketName(), obj.ObjectName(), n, w.ChunkSize), err)
+		}
+	} else {
+		if context.Cause(uctx) != nil && ctx.Err() == nil {
+			err = fmt.Errorf("%w: %v", context.Cause(uctx), err)
+		}
+		cancel() // abandons the upload; the object is not created
+		w.Close()
+		if ctx.Err() != nil {
+			return gcpUploaded{}, stepErr(target, fmt.Sprintf("upload to gs://%s/%s interrupted after %d bytes", obj.BucketName(), obj.ObjectName(), n), ctx.Err())
+		}
+		return gcpUploaded{}, stepErr(target, fmt.Sprintf("upload to gs://%s/%s after %d bytes", obj.BucketName(), obj.ObjectName(), n), err)
+	}
+	got := w.Attrs()
+	if tarball && n != size {
+		return gcpUploaded{}, fmt.Errorf("gcp: upload of %s: read %d bytes, the file had %d when checksummed (changed meanwhile?)", a.Path, n, size)
+	}
+	if got.Size != n || got.CRC32C != h.Sum32() {
+		return gcpUploaded{}, fmt.Errorf("gcp: upload to gs://%s/%s: the server has %d bytes with crc32c %08x, we sent %d bytes with crc32c %08x",
+			obj.BucketName(), obj.ObjectName(), got.Size, got.CRC32C, n, h.Sum32())
+	}
+	p.emit(Event{Target: target, Step: "upload", Done: n, Total: n})
+	return gcpUploaded{size: n, crc: h.Sum32(), how: fmt.Sprintf("uploaded (generation %d)", got.Generation)}, nil
+}
+
+// getImage returns the image named g.Image, or nil when there is none.
+func (g *GCP) getImage(ctx context.Context, cs *compute.Service) (*compute.Image, error) {
+	var img *compute.Image
+	err := gcpRetry(ctx, func() error {
+		var err error
+		img, err = cs.Images.Get(g.Project, g.Image).Context(ctx).Do()
+		return err
+	})
+	if gcpIsStatus(err, http.StatusNotFound) {
+		return nil, nil
+	}
+	return img, err
+}
+
+// wait waits for the global operation to be DONE and returns its error, if any.
+func (g *GCP) wait(ctx context.Context, cs *compute.Service, op *compute.Operation, p Progress) error {
+	const target = "gcp"
+	interval := g.PollInterval
+	if interval == 0 {
+		interval = 2 * time.Second
+	}
+	for polls := 1; op.Status != "DONE"; polls++ {
+		p.emit(Event{Target: target, Step: "wait", Done: int64(op.Progress), Total: 100, Note: "operation " + op.Name + " " + op.Status})
+		name := op.Name
+		err := gcpRetry(ctx, func() error {
+			var err error
+			// operations.wait returns when DONE or after up to 2 minutes.
+			op, err = cs.GlobalOperations.Wait(g.Project, name).Context(ctx).Do()
+			return err
+		})
+		if err != nil {
+			return stepErr(target, fmt.Sprintf("waiting for operation %s (poll %d)", name, polls), err)
+		}
+		if op.Status == "DONE" {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return stepErr(target, "waiting for operation "+name, ctx.Err())
+		case <-time.After(interval):
+		}
+	}
+	if op.Error != nil && len(op.Error.Errors) > 0 {
+		var msgs []string
+		for _, e := range op.Error.Errors {
+			msgs = append(msgs, e.Code+": "+e.Message)
+		}
+		return fmt.Errorf("gcp: images.insert %s: operation %s failed: %v", g.Image, op.Name, msgs)
+	}
+	p.emit(Event{Target: target, Step: "wait", Done: 100, Total: 100, Note: "operation " + op.Name + " DONE"})
+	return nil
+}
+
+// retry runs fn up to 4 times while it fails with 429 or 5xx (the calls are idempotent: gets,
+// waits, and inserts with a request id).
+func gcpRetry(ctx context.Context, fn func() error) error {
+	delay := 250 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		err := fn()
+		var ge *googleapi.Error
+		if err == nil || attempt == 4 || !errors.As(err, &ge) || (ge.Code != 429 && ge.Code < 500) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(delay):
+		}
+		delay *= 2
+	}
+}
+
+func gcpIsStatus(err error, code int) bool {
+	var ge *googleapi.Error
+	return errors.As(err, &ge) && ge.Code == code
+}
+
+// requestID is a UUID derived from what the insert makes, so a retried or repeated insert of the
+// same image is recognised by the API as the same request.
+func gcpRequestID(project, name string, crc uint32, size int64) string {
+	s := sha256.Sum256([]byte(fmt.Sprintf("imgfab-gcp\x00%s\x00%s\x00%08x\x00%d", project, name, crc, size)))
+	s[6] = s[6]&0x0f | 0x50 // version 5-like
+	s[8] = s[8]&0x3f | 0x80 // RFC 4122 variant
+	return fmt.Sprintf("%x-%x-%x-%x-%x", s[0:4], s[4:6], s[6:8], s[8:10], s[10:16])
+}
+
+func gcpContains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// gcpProgressReader reports the bytes read so far.
+type gcpProgressReader struct {
+	r  io.Reader
+	n  int64
+	fn func(int64)
+}
+
+func (p *gcpProgressReader) Read(b []byte) (int, error) {
+	n, err := p.r.Read(b)
+	p.n += int64(n)
+	p.fn(p.n)
+	return n, err
+}
+
+// gcpCtxReader stops reading once ctx is done.
+func gcpCtxReader(ctx context.Context, r io.Reader) io.Reader { return gcpCtxRead{ctx, r} }
+
+type gcpCtxRead struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c gcpCtxRead) Read(b []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(b)
+}
+
+// gcpStatusRecorder remembers the last HTTP error status the storage API answered (method and
+// status only: no URL, header or body, so nothing secret).
+type gcpStatusRecorder struct {
+	base http.RoundTripper
+	mu   sync.Mutex
+	msg  string
+}
+
+func (r *gcpStatusRecorder) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := r.base.RoundTrip(req)
+	var msg string
+	switch {
+	case err != nil:
+		msg = fmt.Sprintf("%s: %v", req.Method, errors.Unwrap(err))
+		if errors.Unwrap(err) == nil {
+			msg = req.Method + ": " + err.Error()
+		}
+	case resp.StatusCode >= 400:
+		msg = req.Method + " answered " + resp.Status
+	}
+	if msg != "" {
+		r.mu.Lock()
+		r.msg = msg
+		r.mu.Unlock()
+	}
+	return resp, err
+}
+
+// last is "; last error: ..." or "".
+func (r *gcpStatusRecorder) last() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.msg == "" {
+		return ""
+	}
+	return "; last error: " + r.msg
+}
