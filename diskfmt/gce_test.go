@@ -178,3 +178,76 @@ func BenchmarkGCEWriteZeros(b *testing.B) {
 		}
 	}
 }
+
+// Reading a GCE tarball: Open spools disk.raw and reads it as the guest (the disk padded to a
+// whole GiB), reports "gce", and leaves no temporary file; tarballs that are not GCE's are
+// refused with the field named.
+func TestGCERead(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	t.Setenv("TMPDIR", filepath.Join(dir, "tmp"))
+	os.Mkdir(filepath.Join(dir, "tmp"), 0o755)
+	rawPath := makeSparse(t, dir, 40<<20, []piece{{1 << 20, pattern(3<<20, 7)}, {30 << 20, pattern(64<<10, 9)}})
+	out := filepath.Join(dir, "disk.tar.gz")
+	if err := WriteFile(ctx, out, gce{}, openDisk(t, rawPath)); err != nil {
+		t.Fatal(err)
+	}
+	img, err := Open(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if img.Format() != "gce" || img.Size() != gib {
+		t.Errorf("format %q size %d, want gce and 1 GiB", img.Format(), img.Size())
+	}
+	back := filepath.Join(dir, "back.raw")
+	if err := WriteFile(ctx, back, raw{}, img); err != nil {
+		t.Fatal(err)
+	}
+	img.Close()
+	if paddedSHA(t, rawPath, gib) != paddedSHA(t, back, gib) {
+		t.Error("disk.raw read back differs from the raw disk")
+	}
+	if left, _ := os.ReadDir(filepath.Join(dir, "tmp")); len(left) != 0 {
+		t.Errorf("temporary files left: %v", left)
+	}
+
+	mk := func(name string, entries ...string) string {
+		p := filepath.Join(dir, name)
+		f, _ := os.Create(p)
+		zw := gzip.NewWriter(f)
+		tw := tar.NewWriter(zw)
+		for _, e := range entries {
+			tw.WriteHeader(&tar.Header{Name: e, Mode: 0o644, Size: 512, Typeflag: tar.TypeReg, Format: tar.FormatGNU})
+			tw.Write(make([]byte, 512))
+		}
+		tw.Close()
+		zw.Close()
+		f.Close()
+		return p
+	}
+	for _, c := range []struct{ path, want string }{
+		{mk("two.tar.gz", "disk.raw", "extra"), `second entry "extra"`},
+		{mk("other.tar.gz", "image.raw"), "gce: magic at offset 0x0"},
+		{mk("x.raw.zst"), "compressed raw"},
+	} {
+		img, err := Open(c.path)
+		if err == nil {
+			img.Close()
+			t.Errorf("%s: opened", c.path)
+		} else if !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v, want %q", c.path, err, c.want)
+		}
+	}
+	// Truncated: the gzip stream ends inside disk.raw.
+	b, _ := os.ReadFile(out)
+	trunc := filepath.Join(dir, "trunc.tar.gz")
+	os.WriteFile(trunc, b[:len(b)/2], 0o644)
+	if img, err := Open(trunc); err == nil {
+		img.Close()
+		t.Error("truncated tarball opened")
+	} else if !strings.Contains(err.Error(), "disk.raw") {
+		t.Errorf("truncated: %v", err)
+	} else {
+		t.Log(err)
+	}
+}

@@ -16,7 +16,7 @@ type Image interface {
 	// hold data (allocated clusters, grains or blocks, merged; conservative), ReadAt is safe for
 	// concurrent use.
 	Disk
-	// Format is "raw", "qcow2", "vmdk", "vhd" (fixed) or "vhd-dynamic".
+	// Format is "raw", "qcow2", "vmdk", "vhd" (fixed), "vhd-dynamic" or "gce".
 	Format() string
 	// Close releases the file opened by Open; after OpenReaderAt it does nothing.
 	Close() error
@@ -53,7 +53,8 @@ const (
 // "conectix" footer copy at 0 (dynamic) or footer at the end (fixed), anything else is raw. A file
 // whose name ends in .qcow2, .vmdk or .vhd but whose content is raw is refused (FormatError on the
 // magic), since reading it as raw would silently give the container bytes as the guest.
-// The raw and fixed VHD extents come from SEEK_DATA/SEEK_HOLE.
+// The raw and fixed VHD extents come from SEEK_DATA/SEEK_HOLE. A GCE image tarball (gzip, first
+// entry disk.raw) is decompressed into a temporary file first (see openGCE).
 func Open(path string) (Image, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -67,6 +68,14 @@ func Open(path string) (Image, error) {
 	if !fi.Mode().IsRegular() {
 		f.Close()
 		return nil, fmt.Errorf("diskfmt: opening image %s: not a regular file (mode %v)", path, fi.Mode())
+	}
+	if ok, _ := IsGCETarball(path); ok {
+		f.Close()
+		img, err := openGCE(path)
+		if err != nil {
+			return nil, fmt.Errorf("diskfmt: opening image %s: %w", path, err)
+		}
+		return img, nil
 	}
 	img, err := open(f, fi.Size(), f)
 	if err != nil {
@@ -85,6 +94,13 @@ func Open(path string) (Image, error) {
 
 // extFormat returns the format a file name claims, for the formats with a magic number.
 func extFormat(path string) string {
+	lower := strings.ToLower(path)
+	switch {
+	case strings.HasSuffix(lower, ".tar.gz"), strings.HasSuffix(lower, ".tgz"):
+		return "gce" // a GCE tarball is read (openGCE); any other gzip'd tar is not a disk
+	case strings.HasSuffix(lower, ".gz"), strings.HasSuffix(lower, ".zst"), strings.HasSuffix(lower, ".xz"):
+		return "compressed raw (decompress it first)"
+	}
 	switch strings.ToLower(filepath.Ext(path)) {
 	case ".qcow2":
 		return "qcow2"

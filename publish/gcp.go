@@ -1,8 +1,6 @@
 package publish
 
 import (
-	"bytes"
-	"compress/gzip"
 	"context"
 	"crypto/sha256"
 	"errors"
@@ -78,35 +76,9 @@ func GCSSource(bucket, object string) string {
 	return "https://storage.googleapis.com/" + bucket + "/" + object
 }
 
-// IsGCETarball reports whether the file at path is a GCE image tarball: gzip whose first tar
-// entry is disk.raw. Such a file is uploaded as it is.
-func IsGCETarball(path string) (bool, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return false, err
-	}
-	defer f.Close()
-	var magic [2]byte
-	if _, err := io.ReadFull(f, magic[:]); err != nil || magic != [2]byte{0x1f, 0x8b} {
-		return false, nil
-	}
-	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		return false, err
-	}
-	zr, err := gzip.NewReader(f)
-	if err != nil {
-		return false, nil
-	}
-	var hdr [512]byte
-	if _, err := io.ReadFull(zr, hdr[:]); err != nil {
-		return false, nil
-	}
-	name := hdr[:100]
-	if i := bytes.IndexByte(name, 0); i >= 0 {
-		name = name[:i]
-	}
-	return string(name) == "disk.raw", nil
-}
+// IsGCETarball reports whether the file at path is a GCE image tarball (diskfmt.IsGCETarball).
+// Such a file is uploaded as it is.
+func IsGCETarball(path string) (bool, error) { return diskfmt.IsGCETarball(path) }
 
 // Push uploads the artifact and makes the image. a.Path is uploaded as it is when it is a GCE
 // tarball (IsGCETarball); otherwise a.Image is converted into a GCE tarball while it uploads,

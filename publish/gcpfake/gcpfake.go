@@ -43,6 +43,10 @@ type GCS struct {
 	// the body and closes the connection, "503" answers 503; "" passes it on.
 	Fault  func(n int64) string
 	Faults atomic.Int64
+	// Token, when set, must be the bearer token of every request (else 401).
+	Token string
+	// Unauthorized counts requests refused for a missing or wrong token.
+	Unauthorized atomic.Int64
 }
 
 func StartGCS(t testing.TB, buckets ...string) *GCS {
@@ -51,14 +55,12 @@ func StartGCS(t testing.TB, buckets ...string) *GCS {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var objs []fakestorage.Object
 	fake, err := fakestorage.NewServerWithOptions(fakestorage.Options{
 		Scheme: "http", Host: "127.0.0.1", NoListener: true, PublicHost: l.Addr().String(),
 	})
 	if err != nil {
 		t.Fatalf("fake-gcs-server: %v", err)
 	}
-	_ = objs
 	for _, b := range buckets {
 		fake.CreateBucketWithOpts(fakestorage.CreateBucketOpts{Name: b})
 	}
@@ -89,6 +91,13 @@ func StartGCS(t testing.TB, buckets ...string) *GCS {
 					return
 				}
 			}
+		}
+		if s.Token != "" && r.Header.Get("Authorization") != "Bearer "+s.Token {
+			s.Unauthorized.Add(1)
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusUnauthorized)
+			fmt.Fprint(w, `{"error":{"code":401,"message":"Invalid Credentials"}}`)
+			return
 		}
 		h.ServeHTTP(w, r)
 	}))
