@@ -110,7 +110,9 @@ func TestPushGCP(t *testing.T) {
 		t.Errorf("refused token: exit %d\n%s", bad.code, bad.stderr)
 	}
 
-	var sa struct{ PrivateKey string `json:"private_key"` }
+	var sa struct {
+		PrivateKey string `json:"private_key"`
+	}
 	b, _ := os.ReadFile(creds)
 	json.Unmarshal(b, &sa)
 	keyPart := strings.Split(sa.PrivateKey, "\n")[3]
