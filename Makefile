@@ -9,7 +9,7 @@ OVMF_VARS ?= /usr/share/OVMF/OVMF_VARS_4M.fd
 # Servers the publish tests start on loopback (installed by `make servers`, cached per machine).
 export IMGFAB_REGISTRY_BIN ?= $(HOME)/.cache/imgfab-bin/registry
 
-.PHONY: all build demo test test-short test-slow bench fixtures debian-fixture servers vet clean
+.PHONY: all build demo test test-short test-slow bench bench-publish fuzz fixtures debian-fixture servers vet clean
 
 all: build
 
@@ -66,6 +66,17 @@ bench: build
 	bash testdata/bench.sh
 	bash testdata/bench-formats.sh
 	bash testdata/bench-scale.sh
+	$(MAKE) bench-publish
+
+# Uploads to local servers (Azurite, in-process S3/EBS/GCS/registry fakes): zero blocks skipped,
+# one stream against parallel workers, with and without a simulated round trip.
+bench-publish: servers
+	$(GO) test -run '^$$' -bench . -benchtime 3x ./publish/
+
+# Every fuzz target for FUZZTIME (default 10m) each; the corpus found is kept under testdata/fuzz.
+FUZZTIME ?= 10m
+fuzz:
+	FUZZTIME=$(FUZZTIME) bash testdata/fuzz.sh
 
 clean:
 	rm -f $(BIN) demo.qcow2

@@ -50,7 +50,12 @@ func FuzzFlatten(f *testing.F) {
 				}
 			}
 			seen[h.Name] = true
-			if _, err := io.Copy(io.Discard, tr); err != nil {
+			// A GNU sparse entry of a few bytes can stand for terabytes of holes, which Flatten
+			// expands to zeros (correct, but about 100 s per TiB): read at most 1 MiB of each.
+			if _, err := io.CopyN(io.Discard, tr, 1<<20); err != nil && err != io.EOF {
+				return
+			}
+			if h.Size > 1<<20 {
 				return
 			}
 		}
