@@ -356,10 +356,16 @@ func BenchmarkAWSEBSUpload(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				b.ReportMetric(float64(len(blocks)), "blocks/op")
 				if res.Details["snapshot_reused"] == "true" {
 					b.Fatal("snapshot reused")
 				}
+				if f.ZeroPuts() != 0 {
+					b.Fatalf("%d all-zero blocks sent", f.ZeroPuts())
+				}
+				sent, _ := strconv.Atoi(res.Details["blocks_sent"])
+				zero, _ := strconv.Atoi(res.Details["blocks_zero"])
+				b.ReportMetric(float64(sent), "blocks-sent/op")
+				b.ReportMetric(float64(zero), "zero-blocks-skipped/op")
 			}
 		})
 	}

@@ -42,3 +42,64 @@ func TestDebianBootsMultiUser(t *testing.T) {
 		})
 	}
 }
+
+// TestDebianBootsHybrid (issue 5): the debootstrapped Debian 12 plus grub-pc-bin's
+// /usr/lib/grub/i386-pc (taken from the demo-bios fixture, as a --layer) builds as hybrid with
+// --boot auto, and the one qcow2 boots to multi-user.target under SeaBIOS (GRUB core.img assembled
+// by imgfab) and under OVMF (systemd-boot).
+func TestDebianBootsHybrid(t *testing.T) {
+	if os.Getenv("IMGFAB_SLOW") == "" {
+		t.Skip("slow acceptance test (two Debian boots): IMGFAB_SLOW=1 or make test-slow")
+	}
+	check, err := filepath.Abs(filepath.Join("..", "..", "testdata", "debian-check"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := fixture(t, "debian/oci", "mkdebian.sh")
+	bios := fixture(t, "demo-bios/oci", "mkdemo-bios.sh")
+	// Only the GRUB modules: the fixture's bios/ layer also carries the demo's initramfs.
+	grub := t.TempDir()
+	from := filepath.Join(filepath.Dir(bios), "bios", "usr", "lib", "grub", "i386-pc")
+	to := filepath.Join(grub, "usr", "lib", "grub", "i386-pc")
+	if err := os.MkdirAll(to, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ents, err := os.ReadDir(from)
+	if err != nil || len(ents) < 100 {
+		t.Fatalf("grub-pc-bin modules in %s: %d entries, %v", from, len(ents), err)
+	}
+	for _, e := range ents {
+		b, err := os.ReadFile(filepath.Join(from, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(to, e.Name()), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out := t.TempDir()
+	qcow, raw := filepath.Join(out, "disk.qcow2"), filepath.Join(out, "disk.raw")
+	res := build(t, "oci:"+src+":debian", "--layer", check, "--layer", grub, "--cmdline", "console=ttyS0",
+		"--source-date-epoch", "1700000000", "-o", qcow, "-o", raw)
+	if res.Boot.Mode != "hybrid" || res.Boot.BIOSLoader != "grub" || res.Boot.UEFILoader != "systemd-boot" {
+		t.Fatalf("--boot auto with grub-pc modules: boot %+v, want hybrid (grub + systemd-boot)", res.Boot)
+	}
+	checkOracles(t, raw, res)
+	for _, fw := range []string{"SeaBIOS", "OVMF"} {
+		var serial string
+		if fw == "SeaBIOS" {
+			serial = bootBIOS(t, qcow, "qcow2", 10*time.Minute)
+		} else {
+			serial = bootUEFI(t, qcow, "qcow2", 10*time.Minute)
+		}
+		for _, want := range []string{"IMGFAB-MULTIUSER active", "IMGFAB-WHITEOUT-OK", "IMGFAB-RW-OK", "IMGFAB-CHECK-DONE"} {
+			if !strings.Contains(serial, want) {
+				t.Errorf("%s: serial console lacks %q", fw, want)
+			}
+		}
+		if t.Failed() {
+			t.Fatalf("%s serial tail:\n%s", fw, tail(serial, 5000))
+		}
+		t.Logf("%s: Debian 12 reached multi-user.target", fw)
+	}
+}
