@@ -56,8 +56,8 @@ func openGCE(path string) (Image, error) {
 	if hdr.Name != "disk.raw" || (hdr.Typeflag != tar.TypeReg && hdr.Typeflag != tar.TypeGNUSparse) {
 		return nil, formatErr("gce", "tar entry", -1, "first entry is %q (type %q), want the regular file disk.raw", hdr.Name, hdr.Typeflag)
 	}
-	if hdr.Size <= 0 || hdr.Size%512 != 0 {
-		return nil, formatErr("gce", "disk.raw size", -1, "%d bytes: want a positive multiple of 512", hdr.Size)
+	if hdr.Size <= 0 || hdr.Size%512 != 0 || hdr.Size > gceMaxDisk {
+		return nil, formatErr("gce", "disk.raw size", -1, "%d bytes: want a positive multiple of 512, at most %d (64 TiB)", hdr.Size, int64(gceMaxDisk))
 	}
 	tmp, err := os.CreateTemp("", "imgfab-gce-*.raw")
 	if err != nil {
@@ -89,6 +89,10 @@ func openGCE(path string) (Image, error) {
 	}
 	return gceImage{img}, nil
 }
+
+// gceMaxDisk bounds what a tarball's header may make openGCE spool (the largest persistent disk
+// GCE makes is 64 TiB).
+const gceMaxDisk = 64 << 40
 
 // gceImage is the spooled disk.raw, reporting its container format.
 type gceImage struct{ Image }
