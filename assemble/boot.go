@@ -169,7 +169,7 @@ func installBoot(ctx context.Context, f *os.File, layout *partition.Layout, in b
 	out.loader = strings.Join(loaders, "+")
 
 	esp := layout.Partitions[0]
-	if err := bootloader.WriteESP(ctx, f, esp.Offset, esp.Size, espLabel, in.epoch, files); err != nil {
+	if err := bootloader.WriteESP(ctx, f, esp.Offset, esp.Size, espLabel, partition.FATSerial(in.seed), in.epoch, files); err != nil {
 		return out, err
 	}
 

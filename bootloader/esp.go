@@ -50,9 +50,10 @@ type FileSpec struct {
 	Open func() (io.ReadCloser, error) // its content
 }
 
-// WriteESP formats f[offset:offset+size] as FAT32 labelled label and writes files in order. It fails
-// with the numbers when they do not fit.
-func WriteESP(ctx context.Context, f *os.File, offset, size int64, label string, epoch time.Time, files []FileSpec) error {
+// WriteESP formats f[offset:offset+size] as FAT32 labelled label, with the volume serial number
+// serial (the filesystem UUID Linux shows as XXXX-XXXX; callers derive it from their inputs), and
+// writes files in order. It fails with the numbers when they do not fit.
+func WriteESP(ctx context.Context, f *os.File, offset, size int64, label string, serial uint32, epoch time.Time, files []FileSpec) error {
 	var need int64
 	for _, fl := range files {
 		need += fl.Size
@@ -82,6 +83,9 @@ func WriteESP(ctx context.Context, f *os.File, offset, size int64, label string,
 			io.WriterAt
 		}{io.NewSectionReader(f, offset, size), io.NewOffsetWriter(f, offset)}
 		if err := fixFAT32(region); err != nil {
+			return fmt.Errorf("writing ESP: %w", err)
+		}
+		if err := setFAT32Serial(region, serial); err != nil {
 			return fmt.Errorf("writing ESP: %w", err)
 		}
 		return nil

@@ -115,3 +115,28 @@ func fixFAT32(rw interface {
 	}
 	return nil
 }
+
+// setFAT32Serial writes the volume serial number (BS_VolID, FAT specification §3.3: offset 67 of
+// the FAT32 boot sector, u32 little-endian) into the boot sector and its backup (BPB_BkBootSec,
+// offset 50). go-diskfs writes 0 when asked for a reproducible filesystem.
+func setFAT32Serial(rw interface {
+	io.ReaderAt
+	io.WriterAt
+}, serial uint32) error {
+	bs := make([]byte, 512)
+	if _, err := rw.ReadAt(bs, 0); err != nil {
+		return fmt.Errorf("reading boot sector: %w", err)
+	}
+	var v [4]byte
+	binary.LittleEndian.PutUint32(v[:], serial)
+	sectors := []int64{0}
+	if backup := int64(binary.LittleEndian.Uint16(bs[50:52])); backup != 0 {
+		sectors = append(sectors, backup)
+	}
+	for _, sector := range sectors {
+		if _, err := rw.WriteAt(v[:], sector*512+67); err != nil {
+			return fmt.Errorf("writing the volume serial (sector %d): %w", sector, err)
+		}
+	}
+	return nil
+}

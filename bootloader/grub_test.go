@@ -301,7 +301,7 @@ func grubMakeDisk(t *testing.T, path string, mbr bool) partition.Layout {
 		t.Fatal(err)
 	}
 	files = append(files, g.Config)
-	if err := WriteESP(context.Background(), f, esp.Offset, esp.Size, "ESP", cfg.Epoch, files); err != nil {
+	if err := WriteESP(context.Background(), f, esp.Offset, esp.Size, "ESP", cfg.Serial, cfg.Epoch, files); err != nil {
 		t.Fatal(err)
 	}
 	if mbr {

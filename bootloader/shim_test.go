@@ -98,7 +98,7 @@ func TestShimESPReproducible(t *testing.T) {
 		if err := f.Truncate(size); err != nil {
 			t.Fatal(err)
 		}
-		if err := WriteESP(context.Background(), f, 0, size, "ESP", time.Unix(1700000000, 0), files); err != nil {
+		if err := WriteESP(context.Background(), f, 0, size, "ESP", 0x1234abcd, time.Unix(1700000000, 0), files); err != nil {
 			t.Fatal(err)
 		}
 		h := sha256.New()

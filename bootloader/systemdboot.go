@@ -25,6 +25,7 @@ type Config struct {
 	Options string        // the kernel command line
 	Epoch   time.Time     // all FAT timestamps
 	EntryID string        // entry file name without ".conf"; default "imgfab-" + kernel version
+	Serial  uint32        // FAT volume serial of the ESP (InstallSystemdBoot)
 }
 
 // Entry describes what was installed, for --json and tests.
@@ -125,7 +126,7 @@ func InstallSystemdBoot(ctx context.Context, f *os.File, offset, size int64, cfg
 	if err != nil {
 		return Entry{}, err
 	}
-	if err := WriteESP(ctx, f, offset, size, "ESP", cfg.Epoch, files); err != nil {
+	if err := WriteESP(ctx, f, offset, size, "ESP", cfg.Serial, cfg.Epoch, files); err != nil {
 		return Entry{}, err
 	}
 	return e, nil

@@ -39,11 +39,18 @@ func MBRType(typeGUID string) (byte, error) {
 // DiskSignature derives the MBR disk signature from a seed like DeriveGUID does: the first four
 // bytes of SHA-256(seed ‖ 0 ‖ "mbr-disk-signature"), little-endian; never 0 (0 means "none" to
 // some tools, and the kernel's PARTUUID would not be unique).
-func DiskSignature(seed []byte) uint32 {
+func DiskSignature(seed []byte) uint32 { return deriveU32(seed, "mbr-disk-signature") }
+
+// FATSerial derives the volume serial number of the ESP's FAT filesystem (its UUID as Linux shows
+// it, XXXX-XXXX) the same way, with the label "fat-volume-serial"; never 0.
+func FATSerial(seed []byte) uint32 { return deriveU32(seed, "fat-volume-serial") }
+
+// deriveU32 is the first non-zero little-endian u32 of SHA-256(seed ‖ 0 ‖ label), else 1.
+func deriveU32(seed []byte, label string) uint32 {
 	h := sha256.New()
 	h.Write(seed)
 	h.Write([]byte{0})
-	h.Write([]byte("mbr-disk-signature"))
+	h.Write([]byte(label))
 	sum := h.Sum(nil)
 	for i := 0; i+4 <= len(sum); i += 4 {
 		if s := binary.LittleEndian.Uint32(sum[i:]); s != 0 {

@@ -248,14 +248,19 @@ func TestPushOCICredentials(t *testing.T) {
 }
 
 // TestPushOCIDistribution pushes to the reference registry (distribution v3), run from the binary
-// in $IMGFAB_REGISTRY_BIN or `registry` in PATH, and pulls the disk back.
+// in $IMGFAB_REGISTRY_BIN, `registry` in PATH or ~/.cache/imgfab-bin/registry (make servers), and
+// pulls the disk back.
 func TestPushOCIDistribution(t *testing.T) {
 	bin := os.Getenv("IMGFAB_REGISTRY_BIN")
 	if bin == "" {
-		var err error
-		if bin, err = exec.LookPath("registry"); err != nil {
-			t.Fatal("the distribution registry is not installed: `go install github.com/distribution/distribution/v3/cmd/registry@v3.1.2` " +
-				"and put it in PATH or set IMGFAB_REGISTRY_BIN (this integration test needs a real registry)")
+		home, _ := os.UserHomeDir()
+		bin = filepath.Join(home, ".cache", "imgfab-bin", "registry") // where `make servers` puts it
+		if p, err := exec.LookPath("registry"); err == nil {
+			bin = p
+		}
+		if _, err := os.Stat(bin); err != nil {
+			t.Fatal("the distribution registry is not installed: run `make servers` (go install of distribution v3.1.2), " +
+				"or put `registry` in PATH or set IMGFAB_REGISTRY_BIN (this integration test needs a real registry)")
 		}
 	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
