@@ -16,7 +16,7 @@ for pkg in ./layers ./rootfs/ext4 ./diskfmt ./inspect; do
 	for target in $(go test -list '^Fuzz' "$pkg" | grep '^Fuzz' || true); do
 		echo "$target" | grep -Eq "$only" || continue
 		echo "== $pkg $target for $time (parallel $par)"
-		if ! go test -run '^$' -fuzz "^$target\$" -fuzztime "$time" -parallel "$par" "$pkg"; then
+		if ! go test -run '^$' -fuzz "^$target\$" -fuzztime "$time" -fuzzminimizetime 10s -parallel "$par" "$pkg"; then
 			echo "!! $pkg $target FAILED (the failing input is in $pkg/testdata/fuzz/$target)"
 			status=1
 		fi
