@@ -17,7 +17,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/.." && pwd)
 bin=${IMGFAB:-$repo/imgfab}
-runs=${BENCH_RUNS:-1}
+runs=${BENCH_RUNS:-3}
 export GOFLAGS=${GOFLAGS:--mod=mod}
 for t in qemu-img zstd xz gzip tar bc; do
 	command -v "$t" >/dev/null || { echo "bench-formats: $t not installed" >&2; exit 1; }
@@ -64,10 +64,13 @@ bench() {
 	for _ in $(seq "$runs"); do
 		rm -f "$ours" "$theirs"
 		# shellcheck disable=SC2086 # flags are words
+		# A global sync first: neither side pays for the writeback of what ran before it.
+		sync
 		t0=$(now); conv "$in" "$ours" $flags >/dev/null; t1=$(now)
 		t=$(echo "$t1 - $t0" | bc); bi=$(echo "if ($t < $bi) $t else $bi" | bc)
 		# imgfab fsyncs its output before renaming it into place; the other side gets the same
 		# sync so both times are to durable output.
+		sync
 		t0=$(now); IN=$in OUT=$theirs bash -c "$other"; sync "$theirs"; t1=$(now)
 		t=$(echo "$t1 - $t0" | bc); bt=$(echo "if ($t < $bt) $t else $bt" | bc)
 	done
