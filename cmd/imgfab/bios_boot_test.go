@@ -10,17 +10,6 @@ import (
 	"time"
 )
 
-// needBootFlags skips until `imgfab build` has --boot and --table (the lead wires
-// bootloader.PlanGRUBBIOS / InstallGRUBBIOS and partition.WriteMBR into assemble). The same boots
-// are already proven through the library in bootloader/grub_test.go (TestBIOSBootGPT, TestBIOSBootMBR).
-func needBootFlags(t *testing.T) {
-	t.Helper()
-	r := runImgfab(t, nil, "build", "--help")
-	if !strings.Contains(r.stdout+r.stderr, "--boot") || !strings.Contains(r.stdout+r.stderr, "--table") {
-		t.Skip("imgfab build has no --boot/--table yet")
-	}
-}
-
 // bootBIOS boots disk under SeaBIOS (-machine pc, TCG) until qemu exits or timeout and returns the
 // serial log.
 func bootBIOS(t *testing.T, disk, format string, timeout time.Duration) string {
@@ -50,7 +39,6 @@ func TestDemoBootsHybrid(t *testing.T) {
 	if testing.Short() {
 		t.Skip("boots qemu twice; run without -short")
 	}
-	needBootFlags(t)
 	src := fixture(t, "demo-bios/oci", "mkdemo-bios.sh")
 	dir := t.TempDir()
 	a, b := filepath.Join(dir, "a.raw"), filepath.Join(dir, "b.raw")
@@ -73,7 +61,6 @@ func TestDemoBootsBIOSMBR(t *testing.T) {
 	if testing.Short() {
 		t.Skip("boots qemu; run without -short")
 	}
-	needBootFlags(t)
 	src := fixture(t, "demo-bios/oci", "mkdemo-bios.sh")
 	disk := filepath.Join(t.TempDir(), "mbr.raw")
 	res := build(t, "oci:"+src+":demo", "--boot", "bios", "--table", "mbr", "--cmdline", "console=ttyS0 imgfab.test", "-o", disk)
