@@ -69,6 +69,53 @@ func pushTargetNames() []string {
 	return names
 }
 
+// pushDisk opens disk, pushes it to t with progress on stderr and prints the result. The text
+// of an error goes through redactEnv with secretEnv (belt and braces: publish redacts too).
+func pushDisk(ctx context.Context, t publish.Target, disk string, stdout, stderr io.Writer, asJSON bool, secretEnv ...string) error {
+	a, closeDisk, err := openArtifact(ctx, disk)
+	if err != nil {
+		return err
+	}
+	defer closeDisk()
+	prog := newPushProgress(stderr)
+	res, err := t.Push(ctx, a, prog.event)
+	prog.done()
+	if err != nil {
+		if len(secretEnv) == 0 {
+			return err
+		}
+		return fmt.Errorf("%s", redactEnv(err.Error(), secretEnv...))
+	}
+	return printPushResult(stdout, res, asJSON)
+}
+
+// redactEnv replaces in s the values (of 4 bytes or more) of the environment variables named.
+func redactEnv(s string, names ...string) string {
+	for _, k := range names {
+		if v := os.Getenv(k); len(v) >= 4 {
+			s = strings.ReplaceAll(s, v, "[REDACTED]")
+		}
+	}
+	return s
+}
+
+// parseKV turns repeated KEY=VALUE flag values into a map (nil when there are none); cmd and
+// flag name the flag in the usage error.
+func parseKV(cmd, flag string, kvs []string) (map[string]string, error) {
+	var m map[string]string
+	for _, kv := range kvs {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return nil, usagef("%s: %s %q: want KEY=VALUE", cmd, flag, kv)
+		}
+		if m == nil {
+			m = map[string]string{}
+		}
+		m[k] = v
+	}
+	return m, nil
+}
+
 // openArtifact opens DISK for a push: its format from the content, its boot modes from inspect.
 func openArtifact(ctx context.Context, path string) (publish.Artifact, func(), error) {
 	img, err := diskfmt.Open(path)

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strings"
 
 	"github.com/spf13/pflag"
 
@@ -92,36 +91,12 @@ func pushAWS(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	default:
 		return usagef("push aws: --boot-mode %q: want auto, uefi, legacy-bios or uefi-preferred", t.BootMode)
 	}
-	if len(*tags) > 0 {
-		t.Tags = map[string]string{}
-		for _, kv := range *tags {
-			k, v, ok := strings.Cut(kv, "=")
-			if !ok || k == "" {
-				return usagef("push aws: --tag %q: want KEY=VALUE", kv)
-			}
-			t.Tags[k] = v
-		}
-	}
-	a, closeDisk, err := openArtifact(ctx, fl.Arg(0))
-	if err != nil {
+	var err error
+	if t.Tags, err = parseKV("push aws", "--tag", *tags); err != nil {
 		return err
 	}
-	defer closeDisk()
-	prog := newPushProgress(stderr)
-	res, err := t.Push(ctx, a, prog.event)
-	prog.done()
-	if err != nil {
-		return fmt.Errorf("%s", redactAWS(err.Error()))
-	}
-	return printPushResult(stdout, res, *asJSON)
+	return pushDisk(ctx, t, fl.Arg(0), stdout, stderr, *asJSON, awsSecretEnv...)
 }
 
-// redactAWS removes the environment's AWS secrets from s (belt and braces: publish redacts too).
-func redactAWS(s string) string {
-	for _, k := range []string{"AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"} {
-		if v := os.Getenv(k); len(v) >= 4 {
-			s = strings.ReplaceAll(s, v, "[REDACTED]")
-		}
-	}
-	return s
-}
+// awsSecretEnv are the environment variables whose values never appear in imgfab's output.
+var awsSecretEnv = []string{"AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"}

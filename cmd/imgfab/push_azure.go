@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strings"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 	"github.com/spf13/pflag"
@@ -84,30 +83,12 @@ func pushAzure(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		opts := &azidentity.DefaultAzureCredentialOptions{DisableInstanceDiscovery: t.ARMEndpoint != ""}
 		cred, err := azidentity.NewDefaultAzureCredential(opts)
 		if err != nil {
-			return fmt.Errorf("azure: credentials: %s", redactAzure(err.Error()))
+			return fmt.Errorf("azure: credentials: %s", redactEnv(err.Error(), azureSecretEnv...))
 		}
 		t.Credential = cred
 	}
-	a, closeDisk, err := openArtifact(ctx, fl.Arg(0))
-	if err != nil {
-		return err
-	}
-	defer closeDisk()
-	prog := newPushProgress(stderr)
-	res, err := t.Push(ctx, a, prog.event)
-	prog.done()
-	if err != nil {
-		return fmt.Errorf("%s", redactAzure(err.Error()))
-	}
-	return printPushResult(stdout, res, *asJSON)
+	return pushDisk(ctx, t, fl.Arg(0), stdout, stderr, *asJSON, azureSecretEnv...)
 }
 
-// redactAzure removes the secrets of the environment from s (belt and braces: publish redacts too).
-func redactAzure(s string) string {
-	for _, k := range []string{"AZURE_STORAGE_KEY", "AZURE_CLIENT_SECRET", "AZURE_STORAGE_CONNECTION_STRING"} {
-		if v := os.Getenv(k); len(v) >= 4 {
-			s = strings.ReplaceAll(s, v, "[REDACTED]")
-		}
-	}
-	return s
-}
+// azureSecretEnv are the environment variables whose values never appear in imgfab's output.
+var azureSecretEnv = []string{"AZURE_STORAGE_KEY", "AZURE_CLIENT_SECRET", "AZURE_STORAGE_CONNECTION_STRING"}

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/spf13/pflag"
@@ -72,15 +71,9 @@ func pushGCP(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return usagef("push gcp: --chunk-size %d: want 1 to 1024 (MiB)", *chunkMiB)
 	}
 	t.ChunkSize = *chunkMiB << 20
-	for _, kv := range *labels {
-		k, v, ok := strings.Cut(kv, "=")
-		if !ok || k == "" {
-			return usagef("push gcp: --label %q: want KEY=VALUE", kv)
-		}
-		if t.Labels == nil {
-			t.Labels = map[string]string{}
-		}
-		t.Labels[k] = v
+	var err error
+	if t.Labels, err = parseKV("push gcp", "--label", *labels); err != nil {
+		return err
 	}
 	if *storageEP != "" {
 		t.StorageOptions = append(t.StorageOptions, option.WithEndpoint(*storageEP))
@@ -88,16 +81,5 @@ func pushGCP(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if *computeEP != "" {
 		t.ComputeOptions = append(t.ComputeOptions, option.WithEndpoint(*computeEP))
 	}
-	a, closeDisk, err := openArtifact(ctx, fl.Arg(0))
-	if err != nil {
-		return err
-	}
-	defer closeDisk()
-	prog := newPushProgress(stderr)
-	res, err := t.Push(ctx, a, prog.event)
-	prog.done()
-	if err != nil {
-		return err
-	}
-	return printPushResult(stdout, res, *asJSON)
+	return pushDisk(ctx, t, fl.Arg(0), stdout, stderr, *asJSON)
 }

@@ -63,17 +63,6 @@ func pushOCI(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		}
 		created = time.Unix(n, 0)
 	}
-	a, closeDisk, err := openArtifact(ctx, fl.Arg(0))
-	if err != nil {
-		return err
-	}
-	defer closeDisk()
 	t := &publish.OCI{Ref: fl.Arg(1), Artifact: *artifact, Insecure: *insecure, Created: created}
-	prog := newPushProgress(stderr)
-	res, err := t.Push(ctx, a, prog.event)
-	prog.done()
-	if err != nil {
-		return err
-	}
-	return printPushResult(stdout, res, *asJSON)
+	return pushDisk(ctx, t, fl.Arg(0), stdout, stderr, *asJSON)
 }
