@@ -76,12 +76,8 @@ func GCSSource(bucket, object string) string {
 	return "https://storage.googleapis.com/" + bucket + "/" + object
 }
 
-// IsGCETarball reports whether the file at path is a GCE image tarball (diskfmt.IsGCETarball).
-// Such a file is uploaded as it is.
-func IsGCETarball(path string) (bool, error) { return diskfmt.IsGCETarball(path) }
-
 // Push uploads the artifact and makes the image. a.Path is uploaded as it is when it is a GCE
-// tarball (IsGCETarball); otherwise a.Image is converted into a GCE tarball while it uploads,
+// tarball (diskfmt.IsGCETarball); otherwise a.Image is converted into a GCE tarball while it uploads,
 // through a pipe (no temporary file; the object size is then unknown until the end).
 func (g *GCP) Push(ctx context.Context, a Artifact, p Progress) (Result, error) {
 	const target = "gcp"
@@ -156,7 +152,7 @@ func (g *GCP) Push(ctx context.Context, a Artifact, p Progress) (Result, error) 
 		feats = append([]string{"UEFI_COMPATIBLE"}, feats...)
 	}
 	for _, f := range g.GuestOSFeatures {
-		if !gcpContains(feats, f) {
+		if !slices.Contains(feats, f) {
 			feats = append(feats, f)
 		}
 	}
@@ -222,7 +218,7 @@ func (g *GCP) upload(ctx context.Context, obj *storage.ObjectHandle, a Artifact,
 	const target = "gcp"
 	tarball := false
 	if a.Path != "" {
-		ok, err := IsGCETarball(a.Path)
+		ok, err := diskfmt.IsGCETarball(a.Path)
 		if err != nil {
 			return gcpUploaded{}, stepErr(target, "reading "+a.Path, err)
 		}
@@ -252,7 +248,7 @@ func (g *GCP) upload(ctx context.Context, obj *storage.ObjectHandle, a Artifact,
 		}
 		defer r.Close()
 		h := crc32.New(gcpCastagnoli)
-		n, err := io.Copy(h, &gcpProgressReader{r: gcpCtxReader(ctx, r), fn: func(n int64) {
+		n, err := io.Copy(h, &gcpProgressReader{r: ctxReader{ctx, r}, fn: func(n int64) {
 			p.emit(Event{Target: target, Step: step, Done: n})
 		}})
 		return n, h.Sum32(), err
@@ -335,7 +331,7 @@ func (g *GCP) upload(ctx context.Context, obj *storage.ObjectHandle, a Artifact,
 		p.emit(Event{Target: target, Step: "upload", Done: n, Total: total})
 	}
 	h := crc32.New(gcpCastagnoli)
-	src := &gcpProgressReader{r: gcpCtxReader(ctx, r), fn: func(int64) { lastMove.Store(time.Now().UnixNano()) }}
+	src := &gcpProgressReader{r: ctxReader{ctx, r}, fn: func(int64) { lastMove.Store(time.Now().UnixNano()) }}
 	n, err := io.Copy(w, io.TeeReader(src, h))
 	if err == nil {
 		err = w.Close()
@@ -454,15 +450,6 @@ func gcpRequestID(project, name string, crc uint32, size int64) string {
 	return fmt.Sprintf("%x-%x-%x-%x-%x", s[0:4], s[4:6], s[6:8], s[8:10], s[10:16])
 }
 
-func gcpContains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
-}
-
 // gcpProgressReader reports the bytes read so far.
 type gcpProgressReader struct {
 	r  io.Reader
@@ -475,21 +462,6 @@ func (p *gcpProgressReader) Read(b []byte) (int, error) {
 	p.n += int64(n)
 	p.fn(p.n)
 	return n, err
-}
-
-// gcpCtxReader stops reading once ctx is done.
-func gcpCtxReader(ctx context.Context, r io.Reader) io.Reader { return gcpCtxRead{ctx, r} }
-
-type gcpCtxRead struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c gcpCtxRead) Read(b []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(b)
 }
 
 // gcpStatusRecorder remembers the last HTTP error status the storage API answered (method and

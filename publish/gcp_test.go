@@ -157,10 +157,10 @@ func TestGCPTarballAndSkip(t *testing.T) {
 	if err := os.WriteFile(path, tarball, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if ok, err := IsGCETarball(path); !ok || err != nil {
-		t.Fatalf("IsGCETarball = %v, %v", ok, err)
+	if ok, err := diskfmt.IsGCETarball(path); !ok || err != nil {
+		t.Fatalf("diskfmt.IsGCETarball = %v, %v", ok, err)
 	}
-	raw, err := diskfmt.Open(path) // what openArtifact does: a tarball opens as raw
+	raw, err := diskfmt.Open(path) // what openArtifact does: disk.raw spooled, format "gce"
 	if err != nil {
 		t.Fatal(err)
 	}
