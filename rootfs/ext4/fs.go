@@ -168,20 +168,23 @@ type info struct {
 	name string
 }
 
-func (i *info) Name() string { return i.name }
-func (i *info) Size() int64  { return i.n.size }
-func (i *info) Mode() fs.FileMode {
-	m := fs.FileMode(i.n.mode & 0777)
-	if i.n.mode&04000 != 0 {
+func (i *info) Name() string      { return i.name }
+func (i *info) Size() int64       { return i.n.size }
+func (i *info) Mode() fs.FileMode { return fileMode(i.n.mode) }
+
+// fileMode is the fs.FileMode of an i_mode: permission and setuid/setgid/sticky bits, and the type.
+func fileMode(mode uint16) fs.FileMode {
+	m := fs.FileMode(mode & 0777)
+	if mode&04000 != 0 {
 		m |= fs.ModeSetuid
 	}
-	if i.n.mode&02000 != 0 {
+	if mode&02000 != 0 {
 		m |= fs.ModeSetgid
 	}
-	if i.n.mode&01000 != 0 {
+	if mode&01000 != 0 {
 		m |= fs.ModeSticky
 	}
-	switch i.n.mode & sIFMT {
+	switch mode & sIFMT {
 	case sIFDIR:
 		m |= fs.ModeDir
 	case sIFLNK:
@@ -194,6 +197,9 @@ func (i *info) Mode() fs.FileMode {
 		m |= fs.ModeNamedPipe
 	case sIFSOCK:
 		m |= fs.ModeSocket
+	case sIFREG:
+	default:
+		m |= fs.ModeIrregular
 	}
 	return m
 }

@@ -715,38 +715,9 @@ type rinfo struct {
 	name string
 }
 
-func (i *rinfo) Name() string { return i.name }
-func (i *rinfo) Size() int64  { return i.n.size }
-func (i *rinfo) Mode() fs.FileMode {
-	m := fs.FileMode(i.n.mode & 0777)
-	if i.n.mode&04000 != 0 {
-		m |= fs.ModeSetuid
-	}
-	if i.n.mode&02000 != 0 {
-		m |= fs.ModeSetgid
-	}
-	if i.n.mode&01000 != 0 {
-		m |= fs.ModeSticky
-	}
-	switch i.n.mode & sIFMT {
-	case sIFDIR:
-		m |= fs.ModeDir
-	case sIFLNK:
-		m |= fs.ModeSymlink
-	case sIFCHR:
-		m |= fs.ModeDevice | fs.ModeCharDevice
-	case sIFBLK:
-		m |= fs.ModeDevice
-	case sIFIFO:
-		m |= fs.ModeNamedPipe
-	case sIFSOCK:
-		m |= fs.ModeSocket
-	case sIFREG:
-	default:
-		m |= fs.ModeIrregular
-	}
-	return m
-}
+func (i *rinfo) Name() string       { return i.name }
+func (i *rinfo) Size() int64        { return i.n.size }
+func (i *rinfo) Mode() fs.FileMode  { return fileMode(i.n.mode) }
 func (i *rinfo) ModTime() time.Time { return time.Unix(i.n.mtime, int64(i.n.mnsec)) }
 func (i *rinfo) IsDir() bool        { return i.n.isDir() }
 
