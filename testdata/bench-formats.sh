@@ -5,6 +5,7 @@
 # output sizes.
 #
 #   bash testdata/bench-formats.sh [DISK.raw]
+#   BENCH_ONLY=vmdk,vhd bash testdata/bench-formats.sh [DISK.raw]   # only these rows
 #
 # Without an argument the raw disk is the Debian 12 fixture image (testdata/mkdebian.sh, needs root
 # the first time) built with `imgfab build ... -o X.raw`. raw.xz takes minutes on both sides. imgfab's writer is `imgfab convert IN OUT`
@@ -53,6 +54,9 @@ rows=()
 # bench LABEL FORMAT OUT-EXT "IMGFAB FLAGS" OTHER-COMMAND (run by bash -c with $IN and $OUT set)
 bench() {
 	local label=$1 format=$2 ext=$3 flags=$4 other=$5
+	if [ -n "${BENCH_ONLY:-}" ] && ! grep -qxF "$label" <<<"$(tr ',' '\n' <<<"$BENCH_ONLY")"; then
+		return
+	fi
 	if ! grep -qx "$format" <<<"$names"; then
 		echo "skip $label: format $format not registered yet"
 		return
