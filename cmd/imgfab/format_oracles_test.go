@@ -160,6 +160,8 @@ func checkVMDKTail(t *testing.T, path string) {
 
 // TestConvertDebianRoundTrip: the debootstrapped Debian 12 image, raw → each format → raw is
 // byte-identical, each format passes qemu-img compare and its platform's checks (checkFormat).
+// raw.xz is left out here: the xz encoder takes minutes on 660 MiB of data, and its writer is the
+// same code as raw.zst's and raw.gz's, checked on the demo and the patterned disk.
 func TestConvertDebianRoundTrip(t *testing.T) {
 	if os.Getenv("IMGFAB_SLOW") == "" {
 		t.Skip("slow (Debian fixture, every format of a 1 GiB disk): IMGFAB_SLOW=1 or make test")
@@ -167,5 +169,5 @@ func TestConvertDebianRoundTrip(t *testing.T) {
 	src := fixture(t, "debian/oci", "mkdebian.sh")
 	raw := filepath.Join(t.TempDir(), "debian.raw")
 	build(t, "oci:"+src+":debian", "--cmdline", "console=ttyS0", "-o", raw)
-	roundTrip(t, raw)
+	roundTrip(t, raw, "raw.xz")
 }
