@@ -134,33 +134,24 @@ func (q qcow2) Write(ctx context.Context, w io.Writer, d Disk) error {
 	return nil
 }
 
-// qcow2Scan reads the extents of d, rounded out to whole clusters, and marks the clusters that are
-// not all zero. It returns the marks per L1 entry (nil where an L2 range has no data), the number of
+// qcow2Scan marks the clusters of d that are not all zero (scanNonZero). It returns the marks per L1 entry (nil where an L2 range has no data), the number of
 // L2 tables and the number of data clusters.
 func qcow2Scan(ctx context.Context, d Disk, prog *progress) ([]*l2Bits, int64, int64, error) {
 	size := d.Size()
 	alloc := make([]*l2Bits, ceilDiv(size, qcowL2Span))
 	var l2Tables, dataClusters int64
-	buf := make([]byte, chunkSize)
-	err := forEachChunk(ctx, d, clusterRanges(d.Extents()), buf, func(off int64, p []byte) error {
-		for i := 0; i < len(p); i += qcowCluster {
-			if isZero(p[i : i+qcowCluster]) {
-				continue
-			}
-			c := (off + int64(i)) / qcowCluster
-			t := alloc[c/qcowL2Entries]
-			if t == nil {
-				t = new(l2Bits)
-				alloc[c/qcowL2Entries] = t
-				l2Tables++
-			}
-			e := c % qcowL2Entries
-			t[e/64] |= 1 << (e % 64)
-			dataClusters++
+	buf := make([]byte, qcowCluster)
+	err := scanNonZero(ctx, d, qcowCluster, buf, func(c int64) {
+		t := alloc[c/qcowL2Entries]
+		if t == nil {
+			t = new(l2Bits)
+			alloc[c/qcowL2Entries] = t
+			l2Tables++
 		}
-		prog.to(min(off+int64(len(p)), size))
-		return nil
-	})
+		e := c % qcowL2Entries
+		t[e/64] |= 1 << (e % 64)
+		dataClusters++
+	}, prog)
 	return alloc, l2Tables, dataClusters, err
 }
 

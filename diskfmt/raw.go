@@ -190,6 +190,44 @@ func writeRawStream(ctx context.Context, w io.Writer, d Disk) error {
 // forEachChunk reads the ranges exts of d in pieces of at most len(buf) bytes whose boundaries fall
 // on multiples of len(buf) in the guest, and calls fn with each piece and its guest offset. Bytes
 // past d.Size() read as zeros. It checks ctx between pieces.
+// scanNonZero calls mark(i), in increasing order, for each unit-sized, unit-aligned block i of d
+// that holds a non-zero byte. It reads only d's extents, and of each block only until its first
+// non-zero byte shows: a 4 KiB probe first (data blocks usually show it there), then the rest in
+// reads of up to len(buf). So a disk full of data costs about one small read per block, not a
+// copy of every byte.
+func scanNonZero(ctx context.Context, d Disk, unit int64, buf []byte, mark func(int64), prog *progress) error {
+	const probe = 4 << 10
+	last := int64(-1) // the last block marked
+	for _, e := range d.Extents() {
+		for off := e.Off; off < e.End(); {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			blk := off / unit
+			blkEnd := min((blk+1)*unit, e.End())
+			if blk == last {
+				off = blkEnd
+				continue
+			}
+			n := min(int64(len(buf)), blkEnd-off)
+			if off == blk*unit || off == e.Off {
+				n = min(n, probe)
+			}
+			p := buf[:n]
+			if err := readFull(d, p, off); err != nil {
+				return err
+			}
+			if !isZero(p) {
+				mark(blk)
+				last = blk
+			}
+			off += n
+			prog.to(min(off, d.Size()))
+		}
+	}
+	return nil
+}
+
 func forEachChunk(ctx context.Context, d Disk, exts []Extent, buf []byte, fn func(off int64, p []byte) error) error {
 	step := int64(len(buf))
 	for _, e := range exts {

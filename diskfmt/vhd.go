@@ -167,12 +167,10 @@ func (f vhdDynamic) Write(ctx context.Context, w io.Writer, d Disk) error {
 	}
 	prog := newProgress(ctx, 2*size)
 
-	// Pass 1: mark the blocks that hold non-zero bytes. Only the extents are read, 64 KiB at a
-	// time, and the rest of a block is skipped as soon as it is known to be used, so this pass
-	// reads little more than the all-zero parts of the data.
+	// Pass 1: mark the blocks that hold non-zero bytes.
 	used := make([]bool, entries)
 	buf := make([]byte, vhdBlock)
-	if err := vhdUsedBlocks(ctx, d, used, buf[:64<<10], prog); err != nil {
+	if err := scanNonZero(ctx, d, vhdBlock, buf[:1<<20], func(b int64) { used[b] = true }, prog); err != nil {
 		return fmt.Errorf("vhd-dynamic: finding the data blocks of a %d-byte disk: %w", size, err)
 	}
 
@@ -258,34 +256,6 @@ func (f vhdDynamic) Write(ctx context.Context, w io.Writer, d Disk) error {
 		return fmt.Errorf("vhd-dynamic: wrote %d bytes, layout says %d", pos, want)
 	}
 	prog.finish()
-	return nil
-}
-
-// vhdUsedBlocks sets used[i] for each 2 MiB block of d that holds a non-zero byte.
-func vhdUsedBlocks(ctx context.Context, d Disk, used []bool, probe []byte, prog *progress) error {
-	for _, e := range d.Extents() {
-		for off := e.Off; off < e.End(); {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			blk := off / vhdBlock
-			blkEnd := min((blk+1)*vhdBlock, e.End())
-			if used[blk] {
-				off = blkEnd
-				continue
-			}
-			end := min(off+int64(len(probe)), blkEnd)
-			p := probe[:end-off]
-			if err := readFull(d, p, off); err != nil {
-				return err
-			}
-			if !isZero(p) {
-				used[blk] = true
-			}
-			prog.to(end)
-			off = end
-		}
-	}
 	return nil
 }
 
