@@ -171,3 +171,53 @@ func TestConvertDebianRoundTrip(t *testing.T) {
 	build(t, "oci:"+src+":debian", "--cmdline", "console=ttyS0", "-o", raw)
 	roundTrip(t, raw, "raw.xz")
 }
+
+// TestReproducibleEveryFormat (issue 3, "Done when" 3): the demo built into every format in one
+// build, three times — in two directories, and once with GOMAXPROCS=1 — gives the same sha256 per
+// format; so do the formats only convert makes (vhd-dynamic, compressed qcow2).
+func TestReproducibleEveryFormat(t *testing.T) {
+	src := "oci:" + fixture(t, "demo/oci", "mkdemo.sh") + ":demo"
+	exts := []string{".raw", ".qcow2", ".vmdk", ".vhd", ".tar.gz", ".raw.zst", ".raw.xz", ".raw.gz"}
+	conv := [][]string{{"--format", "vhd-dynamic"}, {"--compress", "deflate"}, {"--compress", "zstd"}}
+	var first []string
+	for i, env := range [][]string{nil, {"GOMAXPROCS=1"}, nil} {
+		dir := t.TempDir()
+		args := []string{"build", "--json", src, "--cmdline", "console=ttyS0"}
+		for _, e := range exts {
+			args = append(args, "-o", filepath.Join(dir, "d"+e))
+		}
+		r := runImgfab(t, env, args...)
+		if r.code != 0 {
+			t.Fatalf("build %v: exit %d\n%s", env, r.code, r.stderr)
+		}
+		var sums []string
+		for _, e := range exts {
+			sums = append(sums, fileSum(t, filepath.Join(dir, "d"+e)))
+		}
+		for j, c := range conv {
+			out := filepath.Join(dir, "c"+strconv.Itoa(j)+".img")
+			if c[0] == "--compress" {
+				out = filepath.Join(dir, "c"+strconv.Itoa(j)+".qcow2")
+			}
+			if r := runImgfab(t, env, append([]string{"convert", filepath.Join(dir, "d.raw"), out}, c...)...); r.code != 0 {
+				t.Fatalf("convert %v %v: exit %d\n%s", c, env, r.code, r.stderr)
+			}
+			sums = append(sums, fileSum(t, out))
+		}
+		if i == 0 {
+			first = sums
+			continue
+		}
+		for k, s := range sums {
+			if s != first[k] {
+				what := ""
+				if k < len(exts) {
+					what = exts[k]
+				} else {
+					what = strings.Join(conv[k-len(exts)], " ")
+				}
+				t.Errorf("run %d (env %v): %s has sha256 %s, first run %s", i, env, what, s, first[k])
+			}
+		}
+	}
+}
