@@ -9,7 +9,8 @@
 // larger). cgo is not an option (imgfab is one static binary). This encoder reaches C zlib's size
 // (BENCHMARKS.md) and is used where size matters more than speed.
 //
-// Limits: one-shot only (the whole input is in memory, as a VMDK grain or a qcow2 cluster is);
+// Limits: one-shot only (the whole input is in memory, as a VMDK grain or a qcow2 cluster is),
+// at most MaxInput (4 GiB) per call;
 // memory is constant (a 32 KiB window of chain links and a 32 Ki-entry hash head, ~260 KiB per
 // Encoder) whatever the input size. An Encoder is not safe for concurrent use; use one per
 // goroutine. The output is a function of the input and the level only.

@@ -103,8 +103,15 @@ func (e *Encoder) AppendZlib(dst, src []byte) []byte {
 	return binary.BigEndian.AppendUint32(dst, adler32.Checksum(src))
 }
 
-// AppendDeflate appends the raw DEFLATE (RFC 1951) stream of src to dst and returns it.
+// MaxInput is the largest src AppendDeflate and AppendZlib take: positions are kept in 32 bits.
+const MaxInput = 1<<32 - 2
+
+// AppendDeflate appends the raw DEFLATE (RFC 1951) stream of src to dst and returns it. It
+// panics if src is longer than MaxInput (a programming error: callers compress bounded blocks).
 func (e *Encoder) AppendDeflate(dst, src []byte) []byte {
+	if int64(len(src)) > MaxInput {
+		panic(fmt.Sprintf("deflate: input of %d bytes is longer than %d", len(src), int64(MaxInput)))
+	}
 	e.bw = bitWriter{out: dst}
 	e.resetBlock()
 	if len(src) == 0 {
