@@ -8,13 +8,11 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -25,64 +23,10 @@ import (
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
-	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/blob"
-	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/pageblob"
 
 	"github.com/imgfab/imgfab/diskfmt"
+	"github.com/imgfab/imgfab/publish/azurite"
 )
-
-// AzuriteAccount and AzuriteKey are Azurite's well-known development account and key (public,
-// from Azurite's documentation; not a secret).
-const (
-	AzuriteAccount = "devstoreaccount1"
-	AzuriteKey     = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
-)
-
-// azAzuriteBin finds azurite-blob: $AZURITE_BLOB, else the cache testdata/azurite.sh installs into.
-func azAzuriteBin(t testing.TB) string {
-	t.Helper()
-	if p := os.Getenv("AZURITE_BLOB"); p != "" {
-		return p
-	}
-	home, _ := os.UserHomeDir()
-	p := filepath.Join(home, ".cache", "imgfab", "azurite", "node_modules", ".bin", "azurite-blob")
-	if _, err := os.Stat(p); err != nil {
-		t.Fatalf("Azurite not installed: run `bash testdata/azurite.sh install` (or set AZURITE_BLOB to azurite-blob): %v", err)
-	}
-	return p
-}
-
-// azStartAzurite starts azurite-blob on a free loopback port and returns its blob endpoint.
-func azStartAzurite(t testing.TB) string {
-	t.Helper()
-	bin := azAzuriteBin(t)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	cmd := exec.Command(bin, "--blobHost", "127.0.0.1", "--blobPort", strconv.Itoa(port), "--location", t.TempDir(),
-		"--skipApiVersionCheck", "--disableTelemetry", "--silent")
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("starting azurite-blob: %v", err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	ep := fmt.Sprintf("http://127.0.0.1:%d/%s", port, AzuriteAccount)
-	for i := 0; ; i++ {
-		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/", port))
-		if err == nil {
-			resp.Body.Close()
-			return ep
-		}
-		if i == 300 {
-			t.Fatalf("azurite-blob did not answer on port %d: %v\n%s", port, err, out.String())
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
 
 // azTestDisk writes a sparse raw disk of size bytes with data at the given offsets (each 200 KiB
 // of a pattern, some of it zero) and returns it opened, with the fixed VHD diskfmt writes for it.
@@ -138,25 +82,6 @@ func azOpen(t testing.TB, path string, modes ...string) Artifact {
 }
 
 // azDownload reads the whole page blob back.
-func azDownload(t testing.TB, blobURL string) []byte {
-	t.Helper()
-	cred, _ := blob.NewSharedKeyCredential(AzuriteAccount, AzuriteKey)
-	pb, err := pageblob.NewClientWithSharedKeyCredential(blobURL, cred, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp, err := pb.DownloadStream(context.Background(), nil)
-	if err != nil {
-		t.Fatalf("downloading %s: %v", blobURL, err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
 func azMustEqualFile(t testing.TB, got []byte, path string) {
 	t.Helper()
 	want, err := os.ReadFile(path)
@@ -184,7 +109,7 @@ func azAtoi(t testing.TB, s string) int64 {
 // azCheckRanges checks that the blob's written pages are exactly the data: no zero range was sent.
 func azCheckRanges(t testing.TB, res Result, blobURL string) {
 	t.Helper()
-	rs, err := PageBlobRanges(context.Background(), blobURL, AzuriteAccount, AzuriteKey)
+	rs, err := PageBlobRanges(context.Background(), blobURL, azurite.Account, azurite.Key)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -202,11 +127,11 @@ func azCheckRanges(t testing.TB, res Result, blobURL string) {
 }
 
 func azAzuriteTarget(ep, name string) *Azure {
-	return &Azure{StorageAccount: AzuriteAccount, StorageKey: AzuriteKey, BlobEndpoint: ep, ImageName: name, SkipImage: true}
+	return &Azure{StorageAccount: azurite.Account, StorageKey: azurite.Key, BlobEndpoint: ep, ImageName: name, SkipImage: true}
 }
 
 func TestAzureUploadFixedVHDAndRerun(t *testing.T) {
-	ep := azStartAzurite(t)
+	ep := azurite.Start(t)
 	_, vhd := azTestDisk(t, 9<<20+100<<10, 0, 3<<20+4096, 9<<20)
 	a := azOpen(t, vhd)
 	az := azAzuriteTarget(ep, "fixed")
@@ -217,7 +142,7 @@ func TestAzureUploadFixedVHDAndRerun(t *testing.T) {
 	if res.Details["converted_to_vhd"] != "false" {
 		t.Fatalf("a whole-MiB fixed VHD was converted: %v", res.Details)
 	}
-	azMustEqualFile(t, azDownload(t, res.ID), vhd)
+	azMustEqualFile(t, azurite.Download(t, res.ID), vhd)
 	azCheckRanges(t, res, res.ID)
 	if got, want := res.Details["bytes_sent"], strconv.FormatInt(azAtoi(t, res.Details["vhd_bytes"])-azAtoi(t, res.Details["zero_bytes_skipped"]), 10); got != want {
 		t.Fatalf("bytes_sent %s, want %s", got, want)
@@ -230,11 +155,11 @@ func TestAzureUploadFixedVHDAndRerun(t *testing.T) {
 	if res2.Details["blob_existing"] != "true" || res2.Details["bytes_sent"] != "0" {
 		t.Fatalf("rerun sent data: %v", res2.Details)
 	}
-	azMustEqualFile(t, azDownload(t, res.ID), vhd)
+	azMustEqualFile(t, azurite.Download(t, res.ID), vhd)
 }
 
 func TestAzureConvertOnTheFly(t *testing.T) {
-	ep := azStartAzurite(t)
+	ep := azurite.Start(t)
 	raw, vhd := azTestDisk(t, 5<<20+3*512, 1<<20, 5<<20)
 	res, err := azAzuriteTarget(ep, "conv").Push(context.Background(), Artifact{Path: "", Image: raw}, nil)
 	if err != nil {
@@ -243,7 +168,7 @@ func TestAzureConvertOnTheFly(t *testing.T) {
 	if res.Details["converted_to_vhd"] != "true" {
 		t.Fatalf("not converted: %v", res.Details)
 	}
-	azMustEqualFile(t, azDownload(t, res.ID), vhd)
+	azMustEqualFile(t, azurite.Download(t, res.ID), vhd)
 	azCheckRanges(t, res, res.ID)
 
 	// The same content as a fixed VHD file has the same content hash: a rerun from the VHD file
@@ -258,7 +183,7 @@ func TestAzureConvertOnTheFly(t *testing.T) {
 }
 
 func TestAzureResumeAfterCancel(t *testing.T) {
-	ep := azStartAzurite(t)
+	ep := azurite.Start(t)
 	_, vhd := azTestDisk(t, 16<<20, 0, 2<<20, 4<<20, 6<<20, 8<<20, 10<<20, 12<<20, 14<<20)
 	a := azOpen(t, vhd)
 	az := azAzuriteTarget(ep, "resume")
@@ -282,7 +207,7 @@ func TestAzureResumeAfterCancel(t *testing.T) {
 	if resumed < 5 || sent+resumed != ranges {
 		t.Fatalf("resume: %d ranges were there, %d sent, %d in all: %v", resumed, sent, ranges, res.Details)
 	}
-	azMustEqualFile(t, azDownload(t, res.ID), vhd)
+	azMustEqualFile(t, azurite.Download(t, res.ID), vhd)
 	azCheckRanges(t, res, res.ID)
 
 	// Another disk under the same name replaces the blob (no stale pages remain).
@@ -291,7 +216,7 @@ func TestAzureResumeAfterCancel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	azMustEqualFile(t, azDownload(t, res3.ID), vhd2)
+	azMustEqualFile(t, azurite.Download(t, res3.ID), vhd2)
 	azCheckRanges(t, res3, res3.ID)
 }
 
@@ -324,7 +249,7 @@ func (f *azFaultProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func TestAzureFaults(t *testing.T) {
-	ep := azStartAzurite(t)
+	ep := azurite.Start(t)
 	u, _ := url.Parse(ep)
 	u.Path = ""
 	fp := &azFaultProxy{rp: httputil.NewSingleHostReverseProxy(u)}
@@ -332,7 +257,7 @@ func TestAzureFaults(t *testing.T) {
 	defer srv.Close()
 	_, vhd := azTestDisk(t, 12<<20, 0, 1<<20, 3<<20, 5<<20, 7<<20, 9<<20, 11<<20)
 	az := azAzuriteTarget(ep, "faults")
-	az.BlobEndpoint = srv.URL + "/" + AzuriteAccount
+	az.BlobEndpoint = srv.URL + "/" + azurite.Account
 	az.PageChunk = 64 << 10
 	az.Retries = 8
 	res, err := az.Push(context.Background(), azOpen(t, vhd), nil)
@@ -342,7 +267,7 @@ func TestAzureFaults(t *testing.T) {
 	if fp.e503.Load() == 0 || fp.cut.Load() == 0 {
 		t.Fatalf("no faults injected: 503 %d, cut %d", fp.e503.Load(), fp.cut.Load())
 	}
-	azMustEqualFile(t, azDownload(t, ep+"/vhds/faults.vhd"), vhd)
+	azMustEqualFile(t, azurite.Download(t, ep+"/vhds/faults.vhd"), vhd)
 	azCheckRanges(t, res, ep+"/vhds/faults.vhd")
 
 	// A server that always fails ends in a clear error naming the step and the range.
@@ -354,7 +279,7 @@ func TestAzureFaults(t *testing.T) {
 		fp.rp.ServeHTTP(w, r)
 	}))
 	defer bad.Close()
-	az2 := azAzuriteTarget(bad.URL+"/"+AzuriteAccount, "fails")
+	az2 := azAzuriteTarget(bad.URL+"/"+azurite.Account, "fails")
 	az2.Retries = 1
 	_, err = az2.Push(context.Background(), azOpen(t, vhd), nil)
 	if err == nil || !strings.Contains(err.Error(), "put page at ") || !strings.Contains(err.Error(), "503") {
@@ -364,7 +289,7 @@ func TestAzureFaults(t *testing.T) {
 
 // A wrong key (recognisable, valid base64) fails, and its text is in no error.
 func TestAzureSecretNotInError(t *testing.T) {
-	ep := azStartAzurite(t)
+	ep := azurite.Start(t)
 	secret := "U0VDUkVULWF6dXJlLWtleS1pbWdmYWItdGVzdC0xMjM0NTY3ODkw"
 	_, vhd := azTestDisk(t, 2<<20, 0)
 	az := azAzuriteTarget(ep, "secret")
@@ -511,7 +436,7 @@ func azARMTarget(ep string, s *azARMStub, name string) *Azure {
 }
 
 func TestAzureImage(t *testing.T) {
-	ep := azStartAzurite(t)
+	ep := azurite.Start(t)
 	s := azNewARMStub(t)
 	_, vhd := azTestDisk(t, 3<<20, 0)
 	for _, c := range []struct {
@@ -535,7 +460,7 @@ func TestAzureImage(t *testing.T) {
 			if res.ID != azARMImagePrefix+c.name || res.Existing || res.Details["provisioning_state"] != "Succeeded" || s.polls < 2 {
 				t.Fatalf("result %+v, polls %d", res, s.polls)
 			}
-			azMustEqualFile(t, azDownload(t, s.wantBlob), vhd)
+			azMustEqualFile(t, azurite.Download(t, s.wantBlob), vhd)
 			puts := s.puts
 			res, err = az.Push(context.Background(), a, nil)
 			if err != nil || !res.Existing || s.puts != puts {
@@ -560,7 +485,7 @@ func TestAzureImage(t *testing.T) {
 // loopback answers in well under a millisecond, so only the latency case shows what parallel puts
 // buy against a real region).
 func BenchmarkAzurePageUpload(b *testing.B) {
-	ep := azStartAzurite(b)
+	ep := azurite.Start(b)
 	u, err := url.Parse(ep)
 	if err != nil {
 		b.Fatal(err)

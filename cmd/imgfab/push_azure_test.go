@@ -4,91 +4,19 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
-	"io"
-	"net"
-	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
-	"time"
-
-	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/blob"
-	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/pageblob"
 
 	"github.com/imgfab/imgfab/publish"
+	"github.com/imgfab/imgfab/publish/azurite"
 )
-
-// Azurite's well-known development account and key (public, from its documentation).
-const (
-	azuriteAccount = "devstoreaccount1"
-	azuriteKey     = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
-)
-
-// startAzuriteCLI starts azurite-blob ($AZURITE_BLOB, else the cache testdata/azurite.sh installs
-// into) on a free loopback port and returns the blob endpoint.
-func startAzuriteCLI(t *testing.T) string {
-	t.Helper()
-	bin := os.Getenv("AZURITE_BLOB")
-	if bin == "" {
-		home, _ := os.UserHomeDir()
-		bin = filepath.Join(home, ".cache", "imgfab", "azurite", "node_modules", ".bin", "azurite-blob")
-	}
-	if _, err := os.Stat(bin); err != nil {
-		t.Fatalf("Azurite not installed: run `bash testdata/azurite.sh install` (or set AZURITE_BLOB): %v", err)
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	cmd := exec.Command(bin, "--blobHost", "127.0.0.1", "--blobPort", strconv.Itoa(port), "--location", t.TempDir(),
-		"--skipApiVersionCheck", "--disableTelemetry", "--silent")
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("starting azurite-blob: %v", err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	for i := 0; ; i++ {
-		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/", port))
-		if err == nil {
-			resp.Body.Close()
-			return fmt.Sprintf("http://127.0.0.1:%d/%s", port, azuriteAccount)
-		}
-		if i == 300 {
-			t.Fatalf("azurite-blob did not answer on port %d: %v\n%s", port, err, out.String())
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
-func readBlob(t *testing.T, url string) []byte {
-	t.Helper()
-	cred, _ := blob.NewSharedKeyCredential(azuriteAccount, azuriteKey)
-	pb, err := pageblob.NewClientWithSharedKeyCredential(url, cred, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp, err := pb.DownloadStream(context.Background(), nil)
-	if err != nil {
-		t.Fatalf("downloading %s: %v", url, err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
 
 func pushAzureJSON(t *testing.T, env []string, args ...string) publish.Result {
 	t.Helper()
-	r := runImgfab(t, env, append([]string{"push", "azure", "--json", "--upload-only", "--storage-account", azuriteAccount}, args...)...)
+	r := runImgfab(t, env, append([]string{"push", "azure", "--json", "--upload-only", "--storage-account", azurite.Account}, args...)...)
 	if r.code != 0 {
 		t.Fatalf("imgfab push azure %s: exit %d\n%s", strings.Join(args, " "), r.code, r.stderr)
 	}
@@ -107,8 +35,8 @@ func TestPushAzureDemo(t *testing.T) {
 	vhd, qcow := filepath.Join(dir, "demo.vhd"), filepath.Join(dir, "demo.qcow2")
 	build(t, src, "-o", vhd)
 	build(t, src, "-o", qcow)
-	ep := startAzuriteCLI(t)
-	env := []string{"AZURE_STORAGE_KEY=" + azuriteKey}
+	ep := azurite.Start(t)
+	env := []string{"AZURE_STORAGE_KEY=" + azurite.Key}
 
 	res := pushAzureJSON(t, env, vhd, "--name", "demo", "--blob-endpoint", ep)
 	want, err := os.ReadFile(vhd)
@@ -118,7 +46,7 @@ func TestPushAzureDemo(t *testing.T) {
 	if res.Target != "azure" || res.ID != ep+"/vhds/demo.vhd" || res.Details["converted_to_vhd"] != "false" {
 		t.Fatalf("result %+v", res)
 	}
-	if !bytes.Equal(readBlob(t, res.ID), want) {
+	if !bytes.Equal(azurite.Download(t, res.ID), want) {
 		t.Fatal("the blob differs from the VHD")
 	}
 	sent, _ := strconv.ParseInt(res.Details["bytes_sent"], 10, 64)
@@ -135,7 +63,7 @@ func TestPushAzureDemo(t *testing.T) {
 
 	// qcow2 → VHD on the fly: the same guest bytes; the footer is a valid fixed VHD footer.
 	res = pushAzureJSON(t, env, qcow, "--name", "demo-qcow", "--blob-endpoint", ep)
-	got := readBlob(t, res.ID)
+	got := azurite.Download(t, res.ID)
 	if res.Details["converted_to_vhd"] != "true" || len(got) != len(want) || !bytes.Equal(got[:len(got)-512], want[:len(want)-512]) {
 		t.Fatalf("converted blob: %d bytes, want %d with the same guest bytes: %v", len(got), len(want), res.Details)
 	}
@@ -173,7 +101,7 @@ func TestPushAzureNoSecret(t *testing.T) {
 	src := "oci:" + fixture(t, "demo/oci", "mkdemo.sh") + ":demo"
 	vhd := filepath.Join(t.TempDir(), "demo.vhd")
 	build(t, src, "-o", vhd)
-	ep := startAzuriteCLI(t)
+	ep := azurite.Start(t)
 	key := "SU1HRkFCLVNFQ1JFVC1LRVktZG8tbm90LXByaW50LTc3Nzc3Nzc3" // base64, so the SDK takes it
 	clientSecret := "IMGFAB-CLIENT-SECRET-do-not-print-8888"
 	env := []string{"AZURE_STORAGE_KEY=" + key, "AZURE_CLIENT_SECRET=" + clientSecret, "AZURE_CLIENT_ID=00000000-0000-0000-0000-000000000001",
@@ -182,7 +110,7 @@ func TestPushAzureNoSecret(t *testing.T) {
 		{"--upload-only"},
 		{"--resource-group", "rg", "--location", "westeurope", "--subscription", "sub", "--arm-endpoint", "https://127.0.0.1:1/"},
 	} {
-		r := runImgfab(t, env, append([]string{"push", "azure", vhd, "--storage-account", azuriteAccount, "--name", "s", "--blob-endpoint", ep, "--json"}, args...)...)
+		r := runImgfab(t, env, append([]string{"push", "azure", vhd, "--storage-account", azurite.Account, "--name", "s", "--blob-endpoint", ep, "--json"}, args...)...)
 		if r.code == 0 {
 			t.Fatalf("push with a wrong key succeeded: %s", r.stdout)
 		}
