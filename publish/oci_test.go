@@ -1,14 +1,12 @@
 package publish
 
 import (
-	"archive/tar"
 	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
-	"log"
 	"math/rand"
 	"net/http"
 	"net/http/httptest"
@@ -20,12 +18,12 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/imgfab/imgfab/diskfmt"
+	"github.com/imgfab/imgfab/publish/ocitest"
 )
 
 // testDisk writes a sparse raw disk of 8 MiB with incompressible data in two places and returns it
@@ -87,82 +85,8 @@ func openArt(t *testing.T, path string) Artifact {
 
 var fast = remote.Backoff{Duration: 10 * time.Millisecond, Factor: 2, Steps: 6}
 
-// pullContainerDisk pulls ref and returns the manifest, config and the tar entries of its layer.
-func pullContainerDisk(t *testing.T, ref string) (*v1.Manifest, *v1.ConfigFile, []tarEntry) {
-	t.Helper()
-	r, err := name.ParseReference(ref, name.Insecure)
-	if err != nil {
-		t.Fatal(err)
-	}
-	img, err := remote.Image(r)
-	if err != nil {
-		t.Fatalf("pulling %s: %v", ref, err)
-	}
-	m, err := img.Manifest()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cf, err := img.ConfigFile()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ls, err := img.Layers()
-	if err != nil || len(ls) != 1 {
-		t.Fatalf("layers: %d, %v", len(ls), err)
-	}
-	rc, err := ls[0].Uncompressed()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rc.Close()
-	return m, cf, readTar(t, rc)
-}
-
-type tarEntry struct {
-	hdr  tar.Header
-	data []byte
-}
-
-func readTar(t *testing.T, r io.Reader) []tarEntry {
-	t.Helper()
-	var es []tarEntry
-	tr := tar.NewReader(r)
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			return es
-		}
-		if err != nil {
-			t.Fatalf("layer tar: %v", err)
-		}
-		b, err := io.ReadAll(tr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		es = append(es, tarEntry{*h, b})
-	}
-}
-
-// checkContainerDisk checks the KubeVirt layout and that the disk equals want.
-func checkContainerDisk(t *testing.T, es []tarEntry, want []byte) {
-	t.Helper()
-	if len(es) != 2 {
-		t.Fatalf("layer has %d entries, want disk/ and %s", len(es), ContainerDiskPath)
-	}
-	d, f := es[0].hdr, es[1].hdr
-	if d.Name != "disk/" || d.Typeflag != tar.TypeDir || d.Mode != 0o555 || d.Uid != 107 || d.Gid != 107 {
-		t.Errorf("dir entry: %q type %c mode %o uid %d gid %d", d.Name, d.Typeflag, d.Mode, d.Uid, d.Gid)
-	}
-	if f.Name != "disk/disk.img" || f.Typeflag != tar.TypeReg || f.Mode != 0o444 || f.Uid != 107 || f.Gid != 107 || f.Uname != "qemu" {
-		t.Errorf("disk entry: %q type %c mode %o uid %d gid %d uname %q", f.Name, f.Typeflag, f.Mode, f.Uid, f.Gid, f.Uname)
-	}
-	if !bytes.Equal(es[1].data, want) {
-		t.Errorf("pulled disk: %d bytes, differs from the pushed qcow2 (%d bytes)", len(es[1].data), len(want))
-	}
-}
-
 func TestOCIContainerDisk(t *testing.T) {
-	srv := httptest.NewServer(quietRegistry())
+	srv := httptest.NewServer(ocitest.Registry())
 	defer srv.Close()
 	host := strings.TrimPrefix(srv.URL, "http://")
 	dir := t.TempDir()
@@ -184,8 +108,8 @@ func TestOCIContainerDisk(t *testing.T) {
 	if res.Existing || !strings.HasPrefix(res.ID, "sha256:") || res.Details["kind"] != "containerdisk" {
 		t.Errorf("first push: %+v", res)
 	}
-	m, cf, es := pullContainerDisk(t, host+"/vms/a:1")
-	checkContainerDisk(t, es, want)
+	m, cf, es := ocitest.PullContainerDisk(t, host+"/vms/a:1")
+	ocitest.CheckContainerDisk(t, es, want)
 	if m.MediaType != types.OCIManifestSchema1 || m.Config.MediaType != types.OCIConfigJSON || m.Layers[0].MediaType != types.OCILayer {
 		t.Errorf("media types: %s %s %s", m.MediaType, m.Config.MediaType, m.Layers[0].MediaType)
 	}
@@ -219,15 +143,15 @@ func TestOCIContainerDisk(t *testing.T) {
 	if r4.Details["converted_from"] != "raw" || r4.ID != res.ID {
 		t.Errorf("raw push: %+v; want the qcow2 push's digest %s", r4, res.ID)
 	}
-	_, _, es = pullContainerDisk(t, host+"/vms/raw:1")
-	checkContainerDisk(t, es, want)
+	_, _, es = ocitest.PullContainerDisk(t, host+"/vms/raw:1")
+	ocitest.CheckContainerDisk(t, es, want)
 	if left, _ := filepath.Glob(filepath.Join(dir, ".imgfab-oci-*")); len(left) != 0 {
 		t.Errorf("temporary files left: %v", left)
 	}
 }
 
 func TestOCIArtifact(t *testing.T) {
-	srv := httptest.NewServer(quietRegistry())
+	srv := httptest.NewServer(ocitest.Registry())
 	defer srv.Close()
 	host := strings.TrimPrefix(srv.URL, "http://")
 	dir := t.TempDir()
@@ -362,7 +286,7 @@ func TestOCIFaults(t *testing.T) {
 	qc := toQcow2(t, raw, filepath.Join(dir, "disk.qcow2"))
 	want, _ := os.ReadFile(qc)
 	for _, artifact := range []bool{false, true} {
-		f := &faulty{h: quietRegistry()}
+		f := &faulty{h: ocitest.Registry()}
 		srv := httptest.NewServer(f)
 		host := strings.TrimPrefix(srv.URL, "http://")
 		o := &OCI{Ref: host + "/vms/f:1", Insecure: true, Artifact: artifact, Backoff: fast}
@@ -400,8 +324,8 @@ func TestOCIFaults(t *testing.T) {
 				t.Errorf("pulled artifact blob differs (%d bytes, %v)", len(got), err)
 			}
 		} else {
-			_, _, es := pullContainerDisk(t, host+"/vms/f:1")
-			checkContainerDisk(t, es, want)
+			_, _, es := ocitest.PullContainerDisk(t, host+"/vms/f:1")
+			ocitest.CheckContainerDisk(t, es, want)
 		}
 		srv.Close()
 	}
@@ -438,7 +362,7 @@ func writeDockerConfig(t *testing.T, host, user, pass string) {
 
 func TestOCICredentials(t *testing.T) {
 	const user, secret = "imgfab", "S3cr3t-Pa55word-imgfab-7731"
-	srv := httptest.NewServer(basicAuth(quietRegistry(), user, secret))
+	srv := httptest.NewServer(basicAuth(ocitest.Registry(), user, secret))
 	defer srv.Close()
 	host := strings.TrimPrefix(srv.URL, "http://")
 	dir := t.TempDir()
@@ -488,7 +412,7 @@ func TestOCICredentials(t *testing.T) {
 func TestOCICancel(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	reg := quietRegistry()
+	reg := ocitest.Registry()
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodPatch {
 			cancel()
@@ -507,10 +431,6 @@ func TestOCICancel(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "context canceled") || !strings.Contains(err.Error(), "oci: upload") {
 		t.Errorf("cancelled push: %v", err)
 	}
-}
-
-func quietRegistry() http.Handler {
-	return registry.New(registry.Logger(log.New(io.Discard, "", 0)))
 }
 
 // BenchmarkOCIPush pushes a 48 MiB qcow2 (16 MiB random, 16 MiB text-like, 16 MiB zeros) as a
@@ -552,7 +472,7 @@ func BenchmarkOCIPush(b *testing.B) {
 			}
 			defer qimg.Close()
 			a := Artifact{Path: qc, Image: qimg}
-			srv := httptest.NewServer(quietRegistry())
+			srv := httptest.NewServer(ocitest.Registry())
 			defer srv.Close()
 			host := strings.TrimPrefix(srv.URL, "http://")
 			b.SetBytes(fi.Size())
