@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
 	"github.com/ulikunitz/xz"
 )
@@ -66,7 +65,6 @@ const (
 	// of the machine by construction.
 	rawZstdConcurrency = 4
 	rawZstdLevel       = zstd.SpeedDefault // about zstd -3, the zstd CLI's default
-	rawGzipLevel       = 6                 // gzip's default
 )
 
 // Write writes d to w as a compressed stream of the raw image (zeros for holes).
@@ -74,10 +72,19 @@ const (
 //   - zstd: one frame with a content checksum, klauspost/compress at its default level, compressed
 //     in parallel jobs on rawZstdConcurrency goroutines (the output does not depend on GOMAXPROCS).
 //   - xz: ulikunitz/xz defaults (LZMA2, 8 MiB dictionary, CRC64), one goroutine.
-//   - gzip: level 6, no name, no comment, mtime 0, one goroutine.
+//   - gzip: one member, no name, no comment, mtime 0, deflate segments of 1 MiB compressed on all
+//     cores by internal/deflate (gzipseg.go); the output does not depend on GOMAXPROCS.
 func (r rawComp) Write(ctx context.Context, w io.Writer, d Disk) error {
 	if err := checkDisk(d); err != nil {
 		return fmt.Errorf("%s: %w", r.name, err)
+	}
+	if r.compress == "gzip" {
+		prog := newProgress(ctx, d.Size())
+		if err := writeGzipSegments(ctx, w, nil, d, d.Size(), nil, prog); err != nil {
+			return fmt.Errorf("%s: %d-byte disk: %w", r.name, d.Size(), err)
+		}
+		prog.finish()
+		return nil
 	}
 	zw, err := r.newWriter(w)
 	if err != nil {
@@ -100,14 +107,6 @@ func (r rawComp) newWriter(w io.Writer) (io.WriteCloser, error) {
 			zstd.WithEncoderConcurrency(rawZstdConcurrency), zstd.WithConcurrentBlocks(true))
 	case "xz":
 		return xz.NewWriter(w)
-	case "gzip":
-		zw, err := gzip.NewWriterLevel(w, rawGzipLevel)
-		if err != nil {
-			return nil, err
-		}
-		// RFC 1952 member header: MTIME 0 ("no time stamp available"), no FNAME, no FCOMMENT.
-		zw.Header = gzip.Header{OS: 255}
-		return zw, nil
 	}
 	return nil, fmt.Errorf("unknown compression %q", r.compress)
 }

@@ -326,3 +326,28 @@ func BenchmarkGrain(b *testing.B) {
 		b.ReportMetric(float64(buf.Len())/float64(len(grains)), "B/grain")
 	})
 }
+
+// TestSegments: inputs cut into pieces, each compressed as an independent segment, the last one
+// final, concatenate into one stream that inflates to the whole input (as the GCE and raw.gz
+// writers use them); empty pieces included.
+func TestSegments(t *testing.T) {
+	in := corpus(t)["mixed"]
+	e, _ := NewEncoder(DefaultCompression)
+	for _, cuts := range [][]int{{0}, {1000}, {0, 1000, 1000, 65536, 170000}, {70000, 140000}} {
+		var stream []byte
+		prev := 0
+		for _, c := range append(cuts, len(in)) {
+			stream = e.AppendSegment(stream, in[prev:c], c == len(in))
+			prev = c
+		}
+		out, err := io.ReadAll(flate.NewReader(bytes.NewReader(stream)))
+		if err != nil || !bytes.Equal(out, in) {
+			t.Fatalf("cuts %v: %d bytes back (want %d), %v", cuts, len(out), len(in), err)
+		}
+	}
+	// A non-final segment ends with the sync-flush marker.
+	seg := e.AppendSegment(nil, in[:5000], false)
+	if !bytes.HasSuffix(seg, []byte{0, 0, 0xff, 0xff}) {
+		t.Fatalf("segment ends % x, want the empty stored block 00 00 ff ff", seg[len(seg)-4:])
+	}
+}

@@ -109,20 +109,33 @@ const MaxInput = 1<<32 - 2
 // AppendDeflate appends the raw DEFLATE (RFC 1951) stream of src to dst and returns it. It
 // panics if src is longer than MaxInput (a programming error: callers compress bounded blocks).
 func (e *Encoder) AppendDeflate(dst, src []byte) []byte {
+	return e.AppendSegment(dst, src, true)
+}
+
+// AppendSegment appends src as one independent segment of a DEFLATE stream: its blocks refer to
+// nothing before src. With last, the segment ends the stream (its last block is final); without,
+// it ends with a sync flush (an empty stored block), so it ends on a byte boundary and segments
+// can be concatenated — compressed in parallel — into one stream.
+func (e *Encoder) AppendSegment(dst, src []byte, last bool) []byte {
 	if int64(len(src)) > MaxInput {
 		panic(fmt.Sprintf("deflate: input of %d bytes is longer than %d", len(src), int64(MaxInput)))
 	}
 	e.bw = bitWriter{out: dst}
 	e.resetBlock()
-	if len(src) == 0 {
+	switch {
+	case len(src) == 0 && last:
 		// One final fixed-Huffman block holding only the end-of-block code.
 		e.bw.put(1|1<<1, 3)
 		e.bw.put(0, 7)
-		e.bw.align()
-		return e.bw.out
+	case len(src) > 0:
+		clear(e.head[:])
+		e.compress(src, last)
 	}
-	clear(e.head[:])
-	e.compress(src)
+	if !last {
+		e.bw.put(0, 3) // BFINAL 0, BTYPE 00 (stored), then LEN 0, NLEN 0xffff
+		e.bw.align()
+		e.bw.out = append(e.bw.out, 0, 0, 0xff, 0xff)
+	}
 	e.bw.align()
 	return e.bw.out
 }
@@ -198,7 +211,7 @@ func matchLen(a, b []byte) int {
 // compress is zlib's deflate_slow: at each position look for a match; take the previous
 // position's match unless this one is longer, in which case the previous byte goes out as a
 // literal.
-func (e *Encoder) compress(src []byte) {
+func (e *Encoder) compress(src []byte, last bool) {
 	n := len(src)
 	blockStart := 0 // first input byte of the current block
 	done := 0       // input bytes covered by the symbols so far
@@ -248,7 +261,7 @@ func (e *Encoder) compress(src []byte) {
 		e.tallyLit(src[n-1])
 		done = n
 	}
-	e.flushBlock(src[blockStart:done], true)
+	e.flushBlock(src[blockStart:done], last)
 }
 
 func (e *Encoder) tallyLit(b byte) {
