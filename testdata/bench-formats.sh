@@ -2,7 +2,7 @@
 # bench-formats.sh — per output format: imgfab's writer against the usual tool on the same raw disk,
 # in the same run (part of `make bench`). Prints every command, then a table: wall time of each
 # (best of BENCH_RUNS), the time ratio imgfab/other (≤ 1.00: imgfab is as fast or faster), and both
-# output sizes.
+# output sizes. Rows where both sides take under 2 s get at least BENCH_RUNS_SHORT (10) runs.
 #
 #   bash testdata/bench-formats.sh [DISK.raw]
 #   BENCH_ONLY=vmdk,vhd bash testdata/bench-formats.sh [DISK.raw]   # only these rows
@@ -65,7 +65,9 @@ bench() {
 	echo "$label:"
 	echo "  imgfab: $writer $in $ours $flags"
 	echo "  other:  IN=$in OUT=$theirs; $other"
-	for _ in $(seq "$runs"); do
+	local n=$runs i=0
+	while [ $i -lt $n ]; do
+		i=$((i + 1))
 		rm -f "$ours" "$theirs"
 		# shellcheck disable=SC2086 # flags are words
 		# A global sync first: neither side pays for the writeback of what ran before it.
@@ -77,6 +79,11 @@ bench() {
 		sync
 		t0=$(now); IN=$in OUT=$theirs bash -c "$other"; sync "$theirs"; t1=$(now)
 		t=$(echo "$t1 - $t0" | bc); bt=$(echo "if ($t < $bt) $t else $bt" | bc)
+		# Sub-2-second rows are bound by page-cache writeback and vary by ±30 % from run to run:
+		# they get at least BENCH_RUNS_SHORT (10) runs, which costs little.
+		if [ $i -eq 1 ] && [ "$(echo "$bi < 2 && $bt < 2" | bc)" = 1 ]; then
+			n=$((runs > ${BENCH_RUNS_SHORT:-10} ? runs : ${BENCH_RUNS_SHORT:-10}))
+		fi
 	done
 	rows+=("$(printf '| %-13s | %7.2f s | %7.2f s | %5.2f | %9.1f MiB | %9.1f MiB |' "$label" "$bi" "$bt" \
 		"$(echo "$bi / $bt" | bc -l)" "$(echo "$(size "$ours") / 1048576" | bc -l)" \
