@@ -192,7 +192,7 @@ func TestGCERead(t *testing.T) {
 	if err := WriteFile(ctx, out, gce{}, openDisk(t, rawPath)); err != nil {
 		t.Fatal(err)
 	}
-	img, err := Open(out)
+	img, err := Open(context.Background(), out)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -230,7 +230,7 @@ func TestGCERead(t *testing.T) {
 		{mk("other.tar.gz", "image.raw"), "gce: magic at offset 0x0"},
 		{mk("x.raw.zst"), "compressed raw"},
 	} {
-		img, err := Open(c.path)
+		img, err := Open(context.Background(), c.path)
 		if err == nil {
 			img.Close()
 			t.Errorf("%s: opened", c.path)
@@ -242,7 +242,7 @@ func TestGCERead(t *testing.T) {
 	b, _ := os.ReadFile(out)
 	trunc := filepath.Join(dir, "trunc.tar.gz")
 	os.WriteFile(trunc, b[:len(b)/2], 0o644)
-	if img, err := Open(trunc); err == nil {
+	if img, err := Open(context.Background(), trunc); err == nil {
 		img.Close()
 		t.Error("truncated tarball opened")
 	} else if !strings.Contains(err.Error(), "disk.raw") {

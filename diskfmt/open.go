@@ -2,12 +2,15 @@ package diskfmt
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/imgfab/imgfab/internal/safefile"
 )
 
 // Image is a disk image opened for reading, in any supported format.
@@ -55,23 +58,14 @@ const (
 // magic), since reading it as raw would silently give the container bytes as the guest.
 // The raw and fixed VHD extents come from SEEK_DATA/SEEK_HOLE. A GCE image tarball (gzip, first
 // entry disk.raw) is decompressed into a temporary file first (see openGCE).
-func Open(path string) (Image, error) {
-	f, err := os.Open(path)
+func Open(ctx context.Context, path string) (Image, error) {
+	f, fi, err := safefile.Open(path, "image")
 	if err != nil {
-		return nil, fmt.Errorf("diskfmt: opening image: %w", err)
-	}
-	fi, err := f.Stat()
-	if err != nil {
-		f.Close()
-		return nil, fmt.Errorf("diskfmt: opening image: %w", err)
-	}
-	if !fi.Mode().IsRegular() {
-		f.Close()
-		return nil, fmt.Errorf("diskfmt: opening image %s: not a regular file (mode %v)", path, fi.Mode())
+		return nil, fmt.Errorf("diskfmt: %w", err)
 	}
 	if ok, _ := IsGCETarball(path); ok {
 		f.Close()
-		img, err := openGCE(path)
+		img, err := openGCE(ctx, path)
 		if err != nil {
 			return nil, fmt.Errorf("diskfmt: opening image %s: %w", path, err)
 		}

@@ -3,6 +3,7 @@ package diskfmt
 import (
 	"archive/tar"
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"os"
@@ -38,7 +39,7 @@ func IsGCETarball(path string) (bool, error) {
 // holes, so it takes the disk's data, not its size) and read as raw; Close releases it, and a
 // killed process leaves nothing behind. The tarball must hold exactly one regular entry,
 // disk.raw, as GCE requires.
-func openGCE(path string) (Image, error) {
+func openGCE(ctx context.Context, path string) (Image, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err

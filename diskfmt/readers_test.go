@@ -131,7 +131,7 @@ func qemuConvert(t testing.TB, raw, out string, args ...string) {
 
 func mustOpen(t testing.TB, path string) Image {
 	t.Helper()
-	img, err := Open(path)
+	img, err := Open(context.Background(), path)
 	if err != nil {
 		t.Fatalf("Open(%s): %v", path, err)
 	}
@@ -276,7 +276,7 @@ func TestOpenDescriptorVMDK(t *testing.T) {
 	raw := readerRaw(t, dir)
 	out := filepath.Join(dir, "flat.vmdk")
 	qemuConvert(t, raw, out, "-O", "vmdk", "-o", "subformat=monolithicFlat")
-	_, err := Open(out)
+	_, err := Open(context.Background(), out)
 	var fe *FormatError
 	if !errors.As(err, &fe) || fe.Field != "descriptor" || !strings.Contains(err.Error(), "monolithicFlat") {
 		t.Fatalf("Open(monolithicFlat) = %v, want a FormatError on the descriptor naming monolithicFlat", err)
@@ -441,7 +441,7 @@ func TestBadInput(t *testing.T) {
 			if err := os.WriteFile(p, tc.data, 0o644); err != nil {
 				t.Fatal(err)
 			}
-			img, err := Open(p)
+			img, err := Open(context.Background(), p)
 			if err == nil {
 				err = readImage(img)
 				img.Close()

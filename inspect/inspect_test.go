@@ -30,7 +30,7 @@ func run(t testing.TB, name string, args ...string) {
 
 func inspectFile(t *testing.T, path string) Report {
 	t.Helper()
-	img, err := diskfmt.Open(path)
+	img, err := diskfmt.Open(context.Background(), path)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/imgfab/imgfab/internal/safefile"
+
 	"golang.org/x/sys/unix"
 )
 
@@ -37,9 +39,9 @@ func ExtraLayer(p string, epoch time.Time) (Layer, error) {
 		return Layer{}, fmt.Errorf("extra layer %s: neither a directory nor a regular file (mode %v)", p, fi.Mode())
 	}
 	return Layer{Name: p, Open: func() (io.ReadCloser, error) {
-		f, err := os.Open(p)
+		f, _, err := safefile.Open(p, "extra layer")
 		if err != nil {
-			return nil, fmt.Errorf("extra layer %s: %w", p, err)
+			return nil, err
 		}
 		return decompress(p, f, f)
 	}}, nil

@@ -18,6 +18,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/imgfab/imgfab/internal/safefile"
 )
 
 // Option configures Resolve.
@@ -343,6 +344,12 @@ func resolveArchive(s string) (v1.Image, error) {
 		}
 		tag = &t
 	}
+	// Refuse a FIFO or device before go-containerregistry opens it (an open of a FIFO blocks).
+	f, _, err := safefile.Open(file, "docker archive")
+	if err != nil {
+		return nil, err
+	}
+	f.Close()
 	img, err := tarball.ImageFromPath(file, tag)
 	if err != nil {
 		return nil, fmt.Errorf("opening docker archive %s: %w", file, err)

@@ -388,7 +388,7 @@ func awsVMDK(t testing.TB, buf []byte) Artifact {
 		t.Fatal(err)
 	}
 	out.Close()
-	img, err := diskfmt.Open(p)
+	img, err := diskfmt.Open(context.Background(), p)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -53,7 +53,7 @@ func azTestDisk(t testing.TB, size int64, at ...int64) (raw diskfmt.Image, vhdPa
 		}
 	}
 	f.Close()
-	raw, err = diskfmt.Open(rawPath)
+	raw, err = diskfmt.Open(context.Background(), rawPath)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,7 +73,7 @@ func azTestDisk(t testing.TB, size int64, at ...int64) (raw diskfmt.Image, vhdPa
 
 func azOpen(t testing.TB, path string, modes ...string) Artifact {
 	t.Helper()
-	img, err := diskfmt.Open(path)
+	img, err := diskfmt.Open(context.Background(), path)
 	if err != nil {
 		t.Fatal(err)
 	}

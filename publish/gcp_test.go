@@ -49,7 +49,7 @@ func gcpTestDisk(t testing.TB, size int64, data int) (string, diskfmt.Image) {
 		t.Fatal(err)
 	}
 	f.Close()
-	img, err := diskfmt.Open(path)
+	img, err := diskfmt.Open(context.Background(), path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -160,7 +160,7 @@ func TestGCPTarballAndSkip(t *testing.T) {
 	if ok, err := diskfmt.IsGCETarball(path); !ok || err != nil {
 		t.Fatalf("diskfmt.IsGCETarball = %v, %v", ok, err)
 	}
-	raw, err := diskfmt.Open(path) // what openArtifact does: disk.raw spooled, format "gce"
+	raw, err := diskfmt.Open(context.Background(), path) // what openArtifact does: disk.raw spooled, format "gce"
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -47,7 +47,7 @@ func testDisk(t *testing.T, dir string) (string, diskfmt.Image) {
 		t.Fatal(err)
 	}
 	f.Close()
-	img, err := diskfmt.Open(raw)
+	img, err := diskfmt.Open(context.Background(), raw)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,7 +75,7 @@ func toQcow2(t *testing.T, img diskfmt.Image, path string) string {
 
 func openArt(t *testing.T, path string) Artifact {
 	t.Helper()
-	img, err := diskfmt.Open(path)
+	img, err := diskfmt.Open(context.Background(), path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -453,7 +453,7 @@ func BenchmarkOCIPush(b *testing.B) {
 			f.Write(text[:16<<20])
 			f.Truncate(48 << 20)
 			f.Close()
-			img, err := diskfmt.Open(raw)
+			img, err := diskfmt.Open(context.Background(), raw)
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -466,7 +466,7 @@ func BenchmarkOCIPush(b *testing.B) {
 			}
 			qf.Close()
 			fi, _ := os.Stat(qc)
-			qimg, err := diskfmt.Open(qc)
+			qimg, err := diskfmt.Open(context.Background(), qc)
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -73,7 +73,7 @@ func runConvert(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		}
 	}
 
-	img, err := diskfmt.Open(in)
+	img, err := diskfmt.Open(ctx, in)
 	if err != nil {
 		return err
 	}

@@ -42,7 +42,7 @@ func runInspect(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if fl.NArg() != 1 {
 		return usagef("want exactly one DISK, got %d arguments", fl.NArg())
 	}
-	img, err := diskfmt.Open(fl.Arg(0))
+	img, err := diskfmt.Open(ctx, fl.Arg(0))
 	if err != nil {
 		return err
 	}

@@ -118,7 +118,7 @@ func parseKV(cmd, flag string, kvs []string) (map[string]string, error) {
 
 // openArtifact opens DISK for a push: its format from the content, its boot modes from inspect.
 func openArtifact(ctx context.Context, path string) (publish.Artifact, func(), error) {
-	img, err := diskfmt.Open(path)
+	img, err := diskfmt.Open(ctx, path)
 	if err != nil {
 		return publish.Artifact{}, nil, err
 	}

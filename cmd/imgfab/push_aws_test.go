@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"path/filepath"
 	"strings"
@@ -39,7 +40,7 @@ func TestPushAWS(t *testing.T) {
 		if res.Target != "aws" || !strings.HasPrefix(res.ID, "ami-") || res.Region != f.Region || res.Existing {
 			t.Errorf("%s: result %+v", c.fixture, res)
 		}
-		img, err := diskfmt.Open(disk)
+		img, err := diskfmt.Open(context.Background(), disk)
 		if err != nil {
 			t.Fatal(err)
 		}
