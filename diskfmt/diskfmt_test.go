@@ -661,32 +661,52 @@ func TestOutput(t *testing.T) {
 		t.Error("Commit after Abort succeeded")
 	}
 
-	// A stale temporary file is removed; one held by a live Output is kept.
-	stale := filepath.Join(dir, ".disk.img.imgfab-tmp-0123")
-	other := filepath.Join(dir, ".other.img.imgfab-tmp-0123")
-	for _, p := range []string{stale, other} {
-		if err := os.WriteFile(p, []byte("x"), 0o644); err != nil {
-			t.Fatal(err)
-		}
+	// A file that only looks like a temporary file is never removed: imgfab removes only what it
+	// created. Two live outputs of the same path do not disturb each other.
+	lookalike := filepath.Join(dir, ".disk.img.imgfab-tmp-0123456789abcdef")
+	if err := os.WriteFile(lookalike, []byte("user data"), 0o644); err != nil {
+		t.Fatal(err)
 	}
 	live, err := CreateOutput(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer live.Abort()
-	if _, err := os.Stat(stale); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("stale temporary file not removed: %v", err)
-	}
-	if _, err := os.Stat(other); err != nil {
-		t.Errorf("another output's temporary file removed: %v", err)
-	}
 	second, err := CreateOutput(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer second.Abort()
-	if _, err := os.Stat(live.Name()); err != nil {
-		t.Errorf("a live temporary file was removed: %v", err)
+	live.WriteString("live")
+	if err := second.Abort(); err != nil {
+		t.Fatal(err)
+	}
+	if err := live.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(path); string(b) != "live" {
+		t.Errorf("after two outputs: %q", b)
+	}
+	if b, err := os.ReadFile(lookalike); err != nil || string(b) != "user data" {
+		t.Errorf("a user's file named like a temporary file was touched: %q, %v", b, err)
+	}
+	if got := temps(); len(got) != 1 || got[0] != lookalike {
+		t.Errorf("temporary files left: %v (want only the user's %s)", got, lookalike)
+	}
+}
+
+// TestOutputUnnamedUntilCommit: while an output is written, nothing of it is visible in its
+// directory, so a killed run leaves nothing.
+func TestOutputUnnamedUntilCommit(t *testing.T) {
+	dir := t.TempDir()
+	o, err := CreateOutput(filepath.Join(dir, "disk.img"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer o.Abort()
+	if _, err := o.WriteString("data"); err != nil {
+		t.Fatal(err)
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 0 {
+		t.Errorf("while writing, the directory holds %v (want nothing: an unnamed O_TMPFILE)", ents)
 	}
 }
 

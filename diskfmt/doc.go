@@ -25,10 +25,10 @@
 //
 // Progress is reported through a callback set with [WithProgress]; the package never prints.
 //
-// [CreateOutput] writes to a temporary file beside the destination (".NAME.imgfab-tmp-*") and
-// renames it into place on [Output.Commit]. A killed process can leave that temporary file behind;
-// the next CreateOutput of the same path removes it, unless another live process holds it (each
-// temporary file is flock'ed while in use).
+// [CreateOutput] writes to an unnamed file (O_TMPFILE) in the destination's directory, names it
+// ".NAME.imgfab-tmp-*" (created exclusively) and renames it into place on [Output.Commit]. A killed
+// process leaves nothing behind, and no file that imgfab did not create is ever removed; where
+// the filesystem has no O_TMPFILE the temporary file is named from the start (see CreateOutput).
 //
 // # Limits
 //
@@ -42,7 +42,7 @@
 // # Security
 //
 // The writers only read the Disk inside its extents and write to the given writer; they follow no
-// paths from the data. CreateOutput creates its temporary file with O_EXCL beside the destination
+// paths from the data. CreateOutput creates its file with O_TMPFILE (else O_EXCL) beside the destination
 // (mode 0666 minus umask, as os.Create) and replaces the destination with rename(2): a symlink at
 // the destination is replaced, never followed.
 package diskfmt

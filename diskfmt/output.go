@@ -9,7 +9,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"golang.org/x/sys/unix"
 )
@@ -18,17 +17,24 @@ import (
 // the embedded *os.File (which also lets the raw writer leave holes).
 type Output struct {
 	*os.File
-	path string // the final path
-	done bool   // committed or aborted
+	path  string // the final path
+	named string // the temporary file's name; "" while it is an unnamed O_TMPFILE
+	done  bool   // committed or aborted
 }
 
 // tempPrefix is the name prefix of the temporary files for the output named base.
 func tempPrefix(base string) string { return "." + base + ".imgfab-tmp-" }
 
-// CreateOutput creates a temporary file beside path (same directory, named ".NAME.imgfab-tmp-*",
-// mode 0666 minus umask) and returns it for writing. Commit renames it to path; Abort, or a Commit
-// that fails, removes it. Stale temporary files of the same path, left by a killed run, are removed
-// first; a temporary file still in use by a live process is locked (flock) and left alone.
+// CreateOutput creates the file that Commit will put at path, in path's directory (mode 0666
+// minus umask), and returns it for writing. Commit gives it a temporary name ".NAME.imgfab-tmp-X"
+// (created exclusively, X random), then renames it to path; Abort, or a Commit that fails, removes it.
+//
+// The file is made with O_TMPFILE, so it has no name until Commit: a run killed before then
+// leaves nothing behind, and imgfab never has to clean up after one — it removes only files it
+// created itself, never a file that merely looks like its own. Where the filesystem has no
+// O_TMPFILE (NFS, some FUSE), the file is named from the start; a run killed there (SIGKILL; not
+// SIGINT or SIGTERM, which are handled) may leave its ".NAME.imgfab-tmp-*" file for the user to
+// delete.
 func CreateOutput(path string) (*Output, error) {
 	dir, base := filepath.Split(path)
 	if base == "" || base == "." || base == ".." {
@@ -40,99 +46,100 @@ func CreateOutput(path string) (*Output, error) {
 	if fi, err := os.Stat(path); err == nil && fi.IsDir() {
 		return nil, fmt.Errorf("diskfmt: output path %s is a directory", path)
 	}
-	prefix := tempPrefix(base)
-	if err := removeStaleTemps(dir, prefix); err != nil {
+	fd, err := unix.Open(dir, unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, 0o666)
+	if err == nil {
+		f := os.NewFile(uintptr(fd), filepath.Join(dir, tempPrefix(base)+"(unnamed)"))
+		return &Output{File: f, path: path}, nil
+	}
+	if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) || errors.Is(err, unix.EACCES) ||
+		errors.Is(err, unix.EROFS) || errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT) {
+		return nil, fmt.Errorf("diskfmt: creating output %s: %w", path, &fs.PathError{Op: "open", Path: dir, Err: err})
+	}
+	// No O_TMPFILE here (EOPNOTSUPP, EISDIR or EINVAL): a named temporary file.
+	f, name, err := createExclusive(dir, tempPrefix(base), func(name string) (*os.File, error) {
+		return os.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o666)
+	})
+	if err != nil {
 		return nil, fmt.Errorf("diskfmt: creating output %s: %w", path, err)
 	}
+	return &Output{File: f, path: path, named: name}, nil
+}
+
+// createExclusive calls create with dir/prefix+16 random hex digits until a name is free (create
+// must fail with fs.ErrExist when it is taken), and returns the file and its name.
+func createExclusive(dir, prefix string, create func(name string) (*os.File, error)) (*os.File, string, error) {
 	for try := 0; ; try++ {
 		var r [8]byte
 		if _, err := rand.Read(r[:]); err != nil { // only names the temporary file
-			return nil, fmt.Errorf("diskfmt: creating output %s: %w", path, err)
+			return nil, "", err
 		}
 		name := filepath.Join(dir, prefix+hex.EncodeToString(r[:]))
-		f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o666)
+		f, err := create(name)
 		if errors.Is(err, fs.ErrExist) && try < 10 {
 			continue
 		}
 		if err != nil {
-			return nil, fmt.Errorf("diskfmt: creating output %s: %w", path, err)
+			return nil, "", err
 		}
-		if err := flock(f, unix.LOCK_EX|unix.LOCK_NB); err != nil {
-			f.Close()
-			os.Remove(name)
-			return nil, fmt.Errorf("diskfmt: locking temporary output %s: %w", name, err)
-		}
-		return &Output{File: f, path: path}, nil
+		return f, name, nil
 	}
 }
 
-// removeStaleTemps removes the files in dir named prefix* that no live process holds locked.
-func removeStaleTemps(dir, prefix string) error {
-	ents, err := os.ReadDir(dir)
+// linkTemp gives the unnamed file a temporary name beside the output (linkat through
+// /proc/self/fd, which needs no privilege; AT_EMPTY_PATH first, which does).
+func (o *Output) linkTemp() error {
+	dir, base := filepath.Split(o.path)
+	if dir == "" {
+		dir = "."
+	}
+	fd := int(o.File.Fd())
+	_, name, err := createExclusive(dir, tempPrefix(base), func(name string) (*os.File, error) {
+		err := unix.Linkat(fd, "", unix.AT_FDCWD, name, unix.AT_EMPTY_PATH)
+		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.EPERM) {
+			err = unix.Linkat(unix.AT_FDCWD, fmt.Sprintf("/proc/self/fd/%d", fd), unix.AT_FDCWD, name, unix.AT_SYMLINK_FOLLOW)
+		}
+		if errors.Is(err, unix.EEXIST) {
+			return nil, fs.ErrExist
+		}
+		return nil, err
+	})
 	if err != nil {
-		return err
+		return fmt.Errorf("naming the temporary file: %w", err)
 	}
-	for _, e := range ents {
-		if !strings.HasPrefix(e.Name(), prefix) || !e.Type().IsRegular() {
-			continue
-		}
-		name := filepath.Join(dir, e.Name())
-		f, err := os.Open(name)
-		if errors.Is(err, fs.ErrNotExist) {
-			continue
-		}
-		if err != nil {
-			return fmt.Errorf("opening stale temporary file: %w", err)
-		}
-		if flock(f, unix.LOCK_EX|unix.LOCK_NB) != nil {
-			f.Close() // in use by a live process
-			continue
-		}
-		err = os.Remove(name)
-		f.Close()
-		if err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("removing stale temporary file: %w", err)
-		}
-	}
+	o.named = name
 	return nil
-}
-
-func flock(f *os.File, how int) error {
-	rc, err := f.SyscallConn()
-	if err != nil {
-		return err
-	}
-	var ferr error
-	if err := rc.Control(func(fd uintptr) { ferr = unix.Flock(int(fd), how) }); err != nil {
-		return err
-	}
-	return ferr
 }
 
 // Path returns the final path of the output.
 func (o *Output) Path() string { return o.path }
 
-// Commit flushes the file to stable storage, closes it, renames it to its final path and syncs the
-// directory. On error the temporary file is removed.
+// Commit flushes the file to stable storage, names it, closes it, renames it to its final path
+// and syncs the directory. On error the temporary file is removed.
 func (o *Output) Commit() error {
 	if o.done {
 		return fmt.Errorf("diskfmt: output %s already committed or aborted", o.path)
 	}
-	tmp := o.File.Name()
 	fail := func(step string, err error) error {
 		o.done = true
 		o.File.Close()
-		os.Remove(tmp)
+		if o.named != "" {
+			os.Remove(o.named)
+		}
 		return fmt.Errorf("diskfmt: committing output %s: %s: %w", o.path, step, err)
 	}
 	if err := o.File.Sync(); err != nil {
 		return fail("fsync", err)
 	}
-	if err := os.Rename(tmp, o.path); err != nil {
+	if o.named == "" {
+		if err := o.linkTemp(); err != nil {
+			return fail("link", err)
+		}
+	}
+	if err := os.Rename(o.named, o.path); err != nil {
 		return fail("rename", err)
 	}
 	o.done = true
-	cerr := o.File.Close() // releases the lock, after the rename
+	cerr := o.File.Close()
 	if d, err := os.Open(filepath.Dir(o.path)); err == nil {
 		err = d.Sync()
 		d.Close()
@@ -146,16 +153,19 @@ func (o *Output) Commit() error {
 	return nil
 }
 
-// Abort closes and removes the temporary file. It does nothing after Commit or a previous Abort,
-// so `defer out.Abort()` is the usual pattern.
+// Abort closes the file and removes its temporary name, if it has one. It does nothing after
+// Commit or a previous Abort, so `defer out.Abort()` is the usual pattern.
 func (o *Output) Abort() error {
 	if o.done {
 		return nil
 	}
 	o.done = true
 	o.File.Close()
-	if err := os.Remove(o.File.Name()); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("diskfmt: removing temporary output %s: %w", o.File.Name(), err)
+	if o.named == "" {
+		return nil
+	}
+	if err := os.Remove(o.named); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("diskfmt: removing temporary output %s: %w", o.named, err)
 	}
 	return nil
 }
