@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sync"
 
 	"golang.org/x/sys/unix"
 )
@@ -62,7 +63,22 @@ func CreateOutput(path string) (*Output, error) {
 	if err != nil {
 		return nil, fmt.Errorf("diskfmt: creating output %s: %w", path, err)
 	}
-	return &Output{File: f, path: path, named: name}, nil
+	o := &Output{File: f, path: path, named: name}
+	named.Store(o, o.named)
+	return o, nil
+}
+
+// named holds the live Outputs that have a temporary name, for RemoveTemps.
+var named sync.Map // *Output → its temporary name
+
+// RemoveTemps removes the temporary names of every Output not yet committed or aborted: for a
+// process about to exit on a signal, so that it leaves no partial output behind. Outputs still
+// unnamed (O_TMPFILE) need nothing: the kernel frees them with the process.
+func RemoveTemps() {
+	named.Range(func(_, name any) bool {
+		os.Remove(name.(string))
+		return true
+	})
 }
 
 // createExclusive calls create with dir/prefix+16 random hex digits until a name is free (create
@@ -107,6 +123,7 @@ func (o *Output) linkTemp() error {
 		return fmt.Errorf("naming the temporary file: %w", err)
 	}
 	o.named = name
+	named.Store(o, o.named)
 	return nil
 }
 
@@ -119,6 +136,7 @@ func (o *Output) Commit() error {
 	if o.done {
 		return fmt.Errorf("diskfmt: output %s already committed or aborted", o.path)
 	}
+	defer named.Delete(o)
 	fail := func(step string, err error) error {
 		o.done = true
 		o.File.Close()
@@ -160,6 +178,7 @@ func (o *Output) Abort() error {
 		return nil
 	}
 	o.done = true
+	defer named.Delete(o)
 	o.File.Close()
 	if o.named == "" {
 		return nil

@@ -14,7 +14,11 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"sync/atomic"
 	"syscall"
+	"time"
+
+	"github.com/imgfab/imgfab/diskfmt"
 )
 
 // usageError marks errors in how imgfab was called (exit 2).
@@ -56,10 +60,48 @@ func main() {
 	if os.Getenv("GOMEMLIMIT") == "" {
 		debug.SetMemoryLimit(defaultMemoryLimit)
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, cancel := context.WithCancel(context.Background())
+	sig := handleSignals(cancel)
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
-	stop()
+	if s := sig.Load(); s != nil {
+		code = exitCode(s.(os.Signal))
+	}
 	os.Exit(code)
+}
+
+// forceExitAfter is how long a command has to return after SIGINT or SIGTERM cancelled its
+// context before the process exits anyway (a read blocked in the kernel, a library loop that does
+// not look at its context). Outputs are unnamed files until committed (diskfmt.CreateOutput), so
+// exiting then leaves no partial output; diskfmt.RemoveTemps removes the few that have a name.
+const forceExitAfter = 1500 * time.Millisecond
+
+// handleSignals cancels the context on the first SIGINT or SIGTERM and records it; the process
+// exits 130 (SIGINT) or 143 (SIGTERM) after forceExitAfter, or at once on a second signal.
+func handleSignals(cancel context.CancelFunc) *atomic.Value {
+	var got atomic.Value
+	ch := make(chan os.Signal, 2)
+	signal.Notify(ch, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		s := <-ch
+		got.Store(s)
+		cancel()
+		select {
+		case <-ch:
+		case <-time.After(forceExitAfter):
+		}
+		diskfmt.RemoveTemps()
+		fmt.Fprintf(os.Stderr, "imgfab: interrupted (%v)\n", s)
+		os.Exit(exitCode(s))
+	}()
+	return &got
+}
+
+// exitCode is the shell's status for a process ended by s: 128 + the signal number.
+func exitCode(s os.Signal) int {
+	if n, ok := s.(syscall.Signal); ok {
+		return 128 + int(n)
+	}
+	return 1
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -86,6 +128,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			return 2
 		case errors.Is(err, errHelp):
 			return 0
+		case ctx.Err() != nil: // the command failed because a signal cancelled it
+			fmt.Fprintf(stderr, "imgfab %s: interrupted\n", c.name)
+			return 1 // main turns this into 130 or 143 from the signal
 		default:
 			fmt.Fprintf(stderr, "imgfab %s: %v\n", c.name, err)
 			return 1
