@@ -29,10 +29,15 @@ const (
 )
 
 // Write writes d to w as a GCE image tarball, strictly sequentially (w may be a pipe). The tar
-// entry's modification time is the identity's Time (clamped at the Unix epoch).
+// entry's modification time is the identity's Time (clamped at the Unix epoch). A disk larger
+// than gceMaxDisk (64 TiB, GCE's largest) is refused before anything is written. The context is
+// checked before every 1 MiB segment.
 func (g gce) Write(ctx context.Context, w io.Writer, d Disk) error {
 	if err := checkDisk(d); err != nil {
 		return fmt.Errorf("gce: %w", err)
+	}
+	if d.Size() > gceMaxDisk {
+		return fmt.Errorf("gce: the disk is %d bytes, more than the %d (64 TiB) a GCE image may hold (and imgfab reads back)", d.Size(), int64(gceMaxDisk))
 	}
 	size := ceilDiv(d.Size(), gceAlign) * gceAlign
 	mtime := identityFrom(ctx).Time.Truncate(time.Second)

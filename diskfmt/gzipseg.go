@@ -100,7 +100,8 @@ type gzJob struct {
 }
 
 // gzipDisk compresses the disk padded to size in gzSegment pieces on GOMAXPROCS workers and
-// writes them in order. Pieces outside the extents are not read.
+// writes them in order. Pieces outside the extents are not read. The context is checked before
+// every segment, holes included, so a cancelled write stops within one segment per worker.
 func gzipDisk(ctx context.Context, gw *gzWriter, d Disk, size int64, enc *deflate.Encoder, prog *progress) error {
 	zeroRaw := zeros[:gzSegment]
 	zeroSeg := bytes.Clone(enc.AppendSegment(nil, zeroRaw, false))
@@ -141,19 +142,16 @@ func gzipDisk(ctx context.Context, gw *gzWriter, d Disk, size int64, enc *deflat
 			}
 			j.data = j.data[:n]
 			inExt := len(exts) > 0 && exts[0].Off < off+n
-			switch {
+			switch j.err = ctx.Err(); {
+			case j.err != nil: // cancelled: checked for every segment, holes included
+				close(j.done)
 			case !inExt && n == gzSegment:
 				j.zero = true
 				close(j.done)
 			case !inExt:
 				clear(j.data) // a short last segment of zeros: compressed like data
 			default:
-				if err := ctx.Err(); err != nil {
-					j.err = err
-				} else {
-					j.err = vhdReadBlock(d, &exts, j.data, off)
-				}
-				if j.err != nil {
+				if j.err = vhdReadBlock(d, &exts, j.data, off); j.err != nil {
 					close(j.done)
 				}
 			}
