@@ -118,7 +118,7 @@ func (q qcow2) Write(ctx context.Context, w io.Writer, d Disk) error {
 	}
 	l := newQcow2Layout(size, l2Tables, dataClusters)
 	cw := &countWriter{w: bufio.NewWriterSize(w, 1<<20)}
-	if err := q.writeMeta(cw, size, l, alloc); err != nil {
+	if err := q.writeMeta(ctx, cw, size, l, alloc); err != nil {
 		return fmt.Errorf("qcow2: writing metadata: %w", err)
 	}
 	if err := qcow2WriteData(ctx, cw, d, alloc, prog); err != nil {
@@ -171,8 +171,9 @@ func clusterRanges(exts []Extent) []Extent {
 }
 
 // writeMeta writes every cluster before the data: header, refcount table, refcount blocks, L1
-// table, L2 tables.
-func (qcow2) writeMeta(cw *countWriter, size int64, l qcow2Layout, alloc []*l2Bits) error {
+// table, L2 tables. It checks ctx between the refcount blocks and between the L2 tables, whose
+// number follows the data.
+func (qcow2) writeMeta(ctx context.Context, cw *countWriter, size int64, l qcow2Layout, alloc []*l2Bits) error {
 	be := binary.BigEndian
 	c := make([]byte, qcowCluster)
 
@@ -197,6 +198,9 @@ func (qcow2) writeMeta(cw *countWriter, size int64, l qcow2Layout, alloc []*l2Bi
 
 	// Refcount blocks: 16-bit big-endian refcounts, 1 for every cluster of the file.
 	for b := int64(0); b < l.rbClusters; b++ {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		clear(c)
 		for i := int64(0); i < qcowRefsPerBlk && b*qcowRefsPerBlk+i < l.total; i++ {
 			be.PutUint16(c[i*2:], 1)
@@ -229,6 +233,9 @@ func (qcow2) writeMeta(cw *countWriter, size int64, l qcow2Layout, alloc []*l2Bi
 	for e, t := range alloc {
 		if t == nil {
 			continue
+		}
+		if err := ctx.Err(); err != nil {
+			return err
 		}
 		clear(c)
 		for w, word := range t {

@@ -22,7 +22,8 @@ type qcow2Image struct {
 	l2Entries   int64
 	zstd        bool
 	version     uint32
-	l1          []uint64 // the L1 entries covering the virtual size
+	l1          []uint64   // the L1 entries covering the virtual size
+	host        *hostUnits // host clusters used by L2 tables and data, during open
 
 	mu      sync.Mutex
 	l2Cache []l2Slot // a few recently used L2 tables
@@ -151,34 +152,8 @@ func openQcow2(r io.ReaderAt, fsize int64) (Image, error) {
 		img.zstd = ct == 1
 	}
 
-	// Read the L1 entries that cover the virtual size (qcow2.rst "Cluster mapping").
-	if need*8 > maxTableBytes {
-		return nil, formatErr(F, "l1_size", 36, "L1 table of %d entries is too large", need)
-	}
-	raw := make([]byte, need*8)
-	if err := img.readAt(F, "L1 table", raw, l1Off); err != nil {
+	if err := img.readL1(l1Off, need); err != nil {
 		return nil, err
-	}
-	img.l1 = make([]uint64, need)
-	seen := make(map[int64]int64, 16) // L2 table offset → L1 index
-	for i := range img.l1 {
-		e := be.Uint64(raw[i*8:])
-		at := l1Off + int64(i)*8
-		off := int64(e & qcowOffMask)
-		if off == 0 {
-			continue
-		}
-		if off%img.cluster != 0 {
-			return nil, formatErr(F, "L1 entry", at, "L2 table offset %#x is not aligned to the %d-byte cluster", off, img.cluster)
-		}
-		if off > fsize-img.cluster {
-			return nil, formatErr(F, "L1 entry", at, "L2 table offset %#x is past the end of the file (%d bytes)", off, fsize)
-		}
-		if j, dup := seen[off]; dup {
-			return nil, formatErr(F, "L1 entry", at, "L2 table offset %#x is also used by L1 entry %d", off, j)
-		}
-		seen[off] = int64(i)
-		img.l1[i] = e
 	}
 	nslots := min(max(2, qcowL2CacheBytes/img.cluster), 16) // a small cache: 16 tables, at most 4 MiB
 	img.l2Cache = make([]l2Slot, nslots)
@@ -186,6 +161,41 @@ func openQcow2(r io.ReaderAt, fsize int64) (Image, error) {
 		return nil, err
 	}
 	return img, nil
+}
+
+// readL1 reads the need L1 entries at l1Off that cover the virtual size (qcow2.rst "Cluster
+// mapping") and checks each L2 table lies inside the file and is used once. It claims the L2
+// tables' clusters in img.host.
+func (img *qcow2Image) readL1(l1Off, need int64) error {
+	const F = "qcow2"
+	if need*8 > maxTableBytes {
+		return formatErr(F, "l1_size", 36, "L1 table of %d entries is too large", need)
+	}
+	raw := make([]byte, need*8)
+	if err := img.readAt(F, "L1 table", raw, l1Off); err != nil {
+		return err
+	}
+	img.l1 = make([]uint64, need)
+	img.host = newHostUnits(img.fsize, img.clusterBits)
+	for i := range img.l1 {
+		e := binary.BigEndian.Uint64(raw[i*8:])
+		at := l1Off + int64(i)*8
+		off := int64(e & qcowOffMask)
+		if off == 0 {
+			continue
+		}
+		if off%img.cluster != 0 {
+			return formatErr(F, "L1 entry", at, "L2 table offset %#x is not aligned to the %d-byte cluster", off, img.cluster)
+		}
+		if off > img.fsize-img.cluster {
+			return formatErr(F, "L1 entry", at, "L2 table offset %#x is past the end of the file (%d bytes)", off, img.fsize)
+		}
+		if !img.host.claim(off) {
+			return formatErr(F, "L1 entry", at, "L2 table offset %#x is also used by another L1 entry", off)
+		}
+		img.l1[i] = e
+	}
+	return nil
 }
 
 func (i *qcow2Image) Format() string { return "qcow2" }
@@ -232,10 +242,15 @@ func (i *qcow2Image) checkL2(e uint64, at int64) (bool, error) {
 	return true, nil
 }
 
-// mapExtents walks every L2 table, validating each entry, and builds the extents.
+// mapExtents walks every L2 table, validating each entry, and builds the extents. The guest
+// data mapped is bounded by the file (doc.go "# Limits"): no two L2 entries (or an L2 entry and
+// an L2 table) may use the same host cluster, and compressed clusters may give at most
+// maxInflateRatio times the file size. The walk reads each L2 table once; as they are distinct
+// clusters of the file, it reads at most the file.
 func (i *qcow2Image) mapExtents() error {
 	var exts []Extent
-	var runs tableRuns
+	var runs runCollector
+	zbudget := inflateBudget(i.fsize)
 	tab := make([]byte, i.cluster)
 	for k, l1e := range i.l1 {
 		l2Off := int64(l1e & qcowOffMask)
@@ -252,7 +267,7 @@ func (i *qcow2Image) mapExtents() error {
 				break
 			}
 			e := binary.BigEndian.Uint64(tab[j*8:])
-			data, err := i.checkL2(e, l2Off+j*8)
+			data, err := i.claimL2(e, l2Off+j*8, &zbudget)
 			if err != nil {
 				return err
 			}
@@ -263,7 +278,29 @@ func (i *qcow2Image) mapExtents() error {
 		exts = runs.flush(exts)
 	}
 	i.exts = clipExtents(exts, i.size)
+	i.host = nil
 	return nil
+}
+
+// claimL2 checks one L2 entry found at file offset at (checkL2) and charges what it maps: its
+// host cluster, which no other entry may use, or the guest cluster a compressed one gives, from
+// zbudget. It returns whether the entry maps data.
+func (i *qcow2Image) claimL2(e uint64, at int64, zbudget *budget) (bool, error) {
+	const F = "qcow2"
+	data, err := i.checkL2(e, at)
+	if err != nil || !data {
+		return data, err
+	}
+	if e&qcowCompressed != 0 {
+		if !zbudget.take(i.cluster) {
+			return false, formatErr(F, "L2 entry", at, "compressed clusters map more than %d times the %d-byte file (%d bytes), more than deflate can give: entries repeat or share compressed data", maxInflateRatio, i.fsize, inflateBudget(i.fsize).left)
+		}
+		return true, nil
+	}
+	if off := int64(e & qcowOffMask); !i.host.claim(off) {
+		return false, formatErr(F, "L2 entry", at, "host cluster %#x is already used by another L2 entry or an L2 table (each host cluster may be mapped once)", off)
+	}
+	return true, nil
 }
 
 // l2Table returns the L2 table at host offset off, from the cache or the file. Call with mu held.

@@ -126,7 +126,15 @@ func (img *vhdImage) openDynamic(hdrOff, field int64) error {
 		return formatErr(F, "dynamic header table offset", hdrOff+16, "BAT of %d entries at %#x runs past the end of the file (%d bytes)", entries, batOff, img.fsize)
 	}
 	img.batOff = int64(batOff)
-	n := ceilDiv(img.size, bs) // only the entries that map the disk are used
+	return img.readBAT(ceilDiv(img.size, bs), hdrOff) // only the entries that map the disk are used
+}
+
+// readBAT reads the first n entries of the block allocation table and maps the allocated blocks.
+// The blocks mapped are bounded by the file (doc.go "# Limits"): each takes its bitmap and data
+// from the file's bytes, with the BAT's, so blocks that repeat or overlap are found once they
+// would need more than the file.
+func (img *vhdImage) readBAT(n, hdrOff int64) error {
+	const F = "vhd"
 	if n*4 > maxTableBytes {
 		return formatErr(F, "dynamic header max table entries", hdrOff+28, "BAT of %d entries is too large", n)
 	}
@@ -134,19 +142,26 @@ func (img *vhdImage) openDynamic(hdrOff, field int64) error {
 	if err := img.readAt(F, "BAT", raw, img.batOff); err != nil {
 		return err
 	}
+	fb := fileBudget(img.fsize)
+	fb.take(n * 4) // read above, so inside the file
 	img.bat = make([]uint32, n)
 	var exts []Extent
 	for i := range img.bat {
-		s := be.Uint32(raw[i*4:])
+		s := binary.BigEndian.Uint32(raw[i*4:])
 		img.bat[i] = s
 		if s == vhdReadUnused {
 			continue
 		}
-		g := int64(i) * bs
-		if err := img.checkBlock(int64(i)); err != nil {
+		b := int64(i)
+		if err := img.checkBlock(b); err != nil {
 			return err
 		}
-		exts = addRun(exts, g, min(bs, img.size-g))
+		g := b * img.blockSize
+		data := min(img.blockSize, img.size-g)
+		if !fb.take(img.bitmapLen + data) {
+			return formatErr(F, "BAT entry", img.batOff+b*4, "block %d at sector %d: the blocks mapped need more than the %d-byte file (blocks of %d bytes repeat or overlap)", b, s, img.fsize, img.bitmapLen+img.blockSize)
+		}
+		exts = addRun(exts, g, data)
 	}
 	img.exts = exts
 	return nil

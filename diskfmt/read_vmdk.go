@@ -122,10 +122,11 @@ func openVMDK(r io.ReaderAt, fsize int64) (Image, error) {
 			return nil, formatErr(F, "footer gdOffset", gdField, "still GD_AT_END")
 		}
 	}
-	if err := img.readDirectory(gdOff, gdField); err != nil {
+	fb := fileBudget(fsize)
+	if err := img.readDirectory(gdOff, gdField, &fb); err != nil {
 		return nil, err
 	}
-	if err := img.mapExtents(); err != nil {
+	if err := img.mapExtents(&fb); err != nil {
 		return nil, err
 	}
 	return img, nil
@@ -169,8 +170,10 @@ func (img *vmdkImage) checkDescriptor(off, n uint64) error {
 }
 
 // readDirectory loads the grain directory at sector gdSec (read from the field at file offset
-// field) and checks each grain table lies inside the file.
-func (img *vmdkImage) readDirectory(gdSec uint64, field int64) error {
+// field) and checks each grain table lies inside the file and is used once. The directory and
+// the tables are charged to fb, so together they are never more than the file (overlapping
+// tables would make mapExtents read more than the file).
+func (img *vmdkImage) readDirectory(gdSec uint64, field int64, fb *budget) error {
 	const F = "vmdk"
 	gtSpan := img.grain * img.gtEntries
 	n := ceilDiv(img.size, gtSpan)
@@ -181,6 +184,7 @@ func (img *vmdkImage) readDirectory(gdSec uint64, field int64) error {
 		return formatErr(F, "gdOffset", field, "grain directory of %d entries is too large", n)
 	}
 	gdAt := int64(gdSec) * 512
+	fb.take(n * 4) // fits: checked above
 	raw := make([]byte, n*4)
 	if err := img.readAt(F, "grain directory", raw, gdAt); err != nil {
 		return err
@@ -199,6 +203,9 @@ func (img *vmdkImage) readDirectory(gdSec uint64, field int64) error {
 		}
 		if j, dup := seen[off]; dup {
 			return formatErr(F, "grain directory entry", at, "grain table at sector %d is also used by entry %d", s, j)
+		}
+		if !fb.take(img.gtEntries * 4) {
+			return formatErr(F, "grain directory entry", at, "grain table at sector %d: the grain directory and %d grain tables of %d bytes need more than the %d-byte file (tables overlap)", s, len(seen)+1, img.gtEntries*4, img.fsize)
 		}
 		seen[off] = int64(i)
 		img.gtOffs[i] = off
@@ -223,9 +230,14 @@ func (img *vmdkImage) checkGTE(s uint32, at int64) (bool, error) {
 	return true, nil
 }
 
-func (img *vmdkImage) mapExtents() error {
+// mapExtents walks the grain tables and builds the extents. The grains mapped are bounded by the
+// file (doc.go "# Limits"): plain grains take their size from fb, so together they fit the file;
+// compressed grains are sector-aligned records (fb: a sector each) and may give at most
+// maxInflateRatio times the file size.
+func (img *vmdkImage) mapExtents(fb *budget) error {
 	var exts []Extent
-	var runs tableRuns
+	var runs runCollector
+	zb := inflateBudget(img.fsize)
 	gt := make([]byte, img.gtEntries*4)
 	for k, gtOff := range img.gtOffs {
 		if gtOff == 0 {
@@ -240,17 +252,41 @@ func (img *vmdkImage) mapExtents() error {
 			if g >= img.size {
 				break
 			}
-			data, err := img.checkGTE(binary.LittleEndian.Uint32(gt[j*4:]), gtOff+j*4)
+			at := gtOff + j*4
+			data, err := img.checkGTE(binary.LittleEndian.Uint32(gt[j*4:]), at)
 			if err != nil {
 				return err
 			}
-			if data {
-				runs.add(g, img.grain)
+			if !data {
+				continue
 			}
+			if err := img.chargeGrain(at, fb, &zb); err != nil {
+				return err
+			}
+			runs.add(g, img.grain)
 		}
 		exts = runs.flush(exts)
 	}
 	img.exts = clipExtents(exts, img.size)
+	return nil
+}
+
+// chargeGrain charges one grain, mapped by the grain table entry at file offset at, to the
+// budgets: its file space to fb, and a compressed grain's guest bytes to zb.
+func (img *vmdkImage) chargeGrain(at int64, fb, zb *budget) error {
+	const F = "vmdk"
+	if !img.compressed {
+		if !fb.take(img.grain) {
+			return formatErr(F, "grain table entry", at, "the grains mapped need more than the %d-byte file (grains of %d bytes repeat or overlap)", img.fsize, img.grain)
+		}
+		return nil
+	}
+	if !fb.take(512) {
+		return formatErr(F, "grain table entry", at, "more compressed grains than the %d-byte file has sectors for (grains repeat)", img.fsize)
+	}
+	if !zb.take(img.grain) {
+		return formatErr(F, "grain table entry", at, "compressed grains map more than %d times the %d-byte file, more than deflate can give (grains repeat or share data)", maxInflateRatio, img.fsize)
+	}
 	return nil
 }
 

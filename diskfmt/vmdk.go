@@ -48,8 +48,16 @@ const (
 	vmdkCompressLvl = deflate.DefaultCompression
 )
 
+// vmdkMaxSize is the largest capacity written: 62 TiB, the largest virtual disk VMware accepts
+// (vSphere 5.5 and later, "Configuration Maximums": virtual disk size 62 TB); qemu opens more (up to
+// its 32 Mi grain directory entries, 1 PiB of 64 KiB grains). The grain directory then takes at
+// most 7.75 MiB (4 bytes per 32 MiB of capacity).
+const vmdkMaxSize = 62 << 40
+
 // Write writes d to w as a stream-optimized VMDK. The capacity is the disk size rounded up to
-// whole sectors (the padding reads as zeros); an empty disk is an error. Holes and all-zero grains are not stored. Grains are
+// whole sectors (the padding reads as zeros); an empty disk, or one larger than 62 TiB
+// (vmdkMaxSize), is an error. Holes and all-zero grains are not stored; the work and memory
+// follow d's extents, apart from the grain directory (4 bytes per 32 MiB of capacity). Grains are
 // compressed on all cores; the output does not depend on the number of cores.
 func (v vmdk) Write(ctx context.Context, w io.Writer, d Disk) error {
 	if err := checkDisk(d); err != nil {
@@ -59,10 +67,11 @@ func (v vmdk) Write(ctx context.Context, w io.Writer, d Disk) error {
 	if size == 0 {
 		return errors.New("vmdk: the disk is empty; a VMDK needs at least one sector (qemu rejects capacity 0)")
 	}
+	if size > vmdkMaxSize {
+		return fmt.Errorf("vmdk: disk size %d (%d GiB) is more than the VMDK limit of %d bytes (62 TiB, VMware's largest virtual disk)", size, size>>30, int64(vmdkMaxSize))
+	}
 	capacity := uint64(ceilDiv(size, vmdkSector)) // sectors
-	grains := ceilDiv(size, vmdkGrain)
-	gdEntries := ceilDiv(grains, vmdkGTEs)
-	gdSectors := ceilDiv(gdEntries*4, vmdkSector)
+	gdEntries := ceilDiv(ceilDiv(size, vmdkGrain), vmdkGTEs)
 	sum := identityFrom(ctx).sum(v.Name(), size)
 	cid := binary.BigEndian.Uint32(sum[:4])
 	if cid >= 0xfffffffe { // ffffffff means "no parent" and fffffffe is reserved (5.0, "Header")
@@ -93,30 +102,48 @@ func (v vmdk) Write(ctx context.Context, w io.Writer, d Disk) error {
 		return fmt.Errorf("vmdk: writing grain table %d: %w", vw.curGT, err)
 	}
 
-	// Grain directory: a metadata marker (val = sectors of metadata that follow, size 0, type 2),
-	// then the GD (u32 sector offsets of the grain tables, 0 where a table would be all zero),
-	// padded to a sector.
-	gdOffset := vw.pos/vmdkSector + 1
-	trail := make([]byte, (1+gdSectors+3)*vmdkSector)
-	vmdkPutMarker(trail, uint64(gdSectors), vmdkMarkerGD)
-	for i, off := range vw.gd {
-		binary.LittleEndian.PutUint32(trail[vmdkSector+4*i:], off)
-	}
-	// Footer marker (type 3, one sector follows), the footer (a copy of the header holding the
-	// real gdOffset), and the end-of-stream marker (an all-zero sector, type 0).
-	f := trail[(1+gdSectors)*vmdkSector:]
-	vmdkPutMarker(f, 1, vmdkMarkerFooter)
-	vmdkPutHeader(f[vmdkSector:2*vmdkSector], capacity, uint64(descSectors), uint64(gdOffset))
-	if gdOffset+gdSectors+3 > vmdkMaxSectors {
-		return fmt.Errorf("vmdk: output reaches sector %d, past the 32-bit sector offsets", gdOffset+gdSectors+3)
-	}
-	if err := vw.write(trail); err != nil {
-		return fmt.Errorf("vmdk: writing grain directory and footer at %d: %w", vw.pos, err)
+	if err := vw.writeTrailer(capacity, uint64(descSectors)); err != nil {
+		return fmt.Errorf("vmdk: %w", err)
 	}
 	if err := vw.w.Flush(); err != nil {
 		return fmt.Errorf("vmdk: writing: %w", err)
 	}
 	prog.finish()
+	return nil
+}
+
+// writeTrailer writes the grain directory and the footer. Grain directory: a metadata marker (val
+// = sectors of metadata that follow, size 0, type 2), then the GD (u32 sector offsets of the
+// grain tables, 0 where a table would be all zero), padded to a sector. Then the footer marker
+// (type 3, one sector follows), the footer (a copy of the header holding the real gdOffset), and
+// the end-of-stream marker (an all-zero sector, type 0).
+func (vw *vmdkWriter) writeTrailer(capacity, descSectors uint64) error {
+	gdSectors := ceilDiv(int64(len(vw.gd))*4, vmdkSector)
+	gdOffset := vw.pos/vmdkSector + 1
+	if gdOffset+gdSectors+3 > vmdkMaxSectors {
+		return fmt.Errorf("output reaches sector %d, past the 32-bit sector offsets", gdOffset+gdSectors+3)
+	}
+	at := vw.pos
+	buf := make([]byte, 0, 64<<10)
+	buf = append(buf, zeros[:vmdkSector]...)
+	vmdkPutMarker(buf, uint64(gdSectors), vmdkMarkerGD)
+	for _, off := range vw.gd { // in pieces, so the buffer stays small whatever the capacity
+		if len(buf) == cap(buf) {
+			if err := vw.write(buf); err != nil {
+				return fmt.Errorf("writing grain directory at %d: %w", at, err)
+			}
+			buf = buf[:0]
+		}
+		buf = binary.LittleEndian.AppendUint32(buf, off)
+	}
+	pad := int(-vw.pos-int64(len(buf))) & (vmdkSector - 1)
+	buf = append(buf, zeros[:pad]...)
+	f := make([]byte, 3*vmdkSector)
+	vmdkPutMarker(f, 1, vmdkMarkerFooter)
+	vmdkPutHeader(f[vmdkSector:2*vmdkSector], capacity, descSectors, uint64(gdOffset))
+	if err := vw.write(append(buf, f...)); err != nil {
+		return fmt.Errorf("writing grain directory and footer at %d: %w", at, err)
+	}
 	return nil
 }
 
