@@ -70,6 +70,7 @@ type fatFile struct {
 	path  string
 	size  int64
 	chain []int64
+	mark  int64 // the cluster at the last power-of-two position of chain (Brent's cycle check)
 }
 
 func (f *fatFS) open(p string) (*fatFile, error) {
@@ -80,7 +81,7 @@ func (f *fatFS) open(p string) (*fatFile, error) {
 	if e.dir {
 		return nil, fmt.Errorf("%s: is a directory", p)
 	}
-	return &fatFile{f: f, path: p, size: e.size, chain: []int64{e.clus}}, nil
+	return &fatFile{f: f, path: p, size: e.size, chain: []int64{e.clus}, mark: e.clus}, nil
 }
 
 // cluster returns the i-th cluster of the file.
@@ -100,7 +101,15 @@ func (ff *fatFile) cluster(i int64) (int64, error) {
 		if next == -1 {
 			return 0, fmt.Errorf("%s: cluster chain ends after %d clusters, the entry says %d bytes", ff.path, len(ff.chain), ff.size)
 		}
+		// Brent: a loop is found within a few times its length plus the steps before it, so a
+		// chain looping back never costs the filesystem's cluster count in steps.
+		if next == ff.mark {
+			return 0, fmt.Errorf("%s: cluster chain loops back to cluster %d after %d clusters", ff.path, next, len(ff.chain))
+		}
 		ff.chain = append(ff.chain, next)
+		if n := len(ff.chain); n&(n-1) == 0 {
+			ff.mark = next
+		}
 	}
 	c := ff.chain[i]
 	if c < 2 || c > ff.f.clusters+1 {
@@ -123,7 +132,7 @@ func (ff *fatFile) ReadAt(p []byte, off int64) (int, error) {
 		}
 		in := off % cb
 		k := min(int64(len(p)-n), cb-in, ff.size-off)
-		if err := readAt(ff.f.r, ff.f.size, p[n:n+int(k)], ff.f.dataOff+(c-2)*cb+in, ff.path); err != nil {
+		if err := ff.f.readAt(p[n:n+int(k)], ff.f.dataOff+(c-2)*cb+in, ff.path); err != nil {
 			return n, err
 		}
 		n += int(k)
@@ -338,11 +347,17 @@ func readBootFiles(f *fatFS, boot *Boot) error {
 			ff, err := f.open(p)
 			if err != nil {
 				errs = append(errs, err)
+				if errors.Is(err, errFATBudget) {
+					break
+				}
 				continue
 			}
 			l, err := classifyEFI(ff, p)
 			if err != nil {
 				errs = append(errs, err)
+				if errors.Is(err, errFATBudget) {
+					break
+				}
 			}
 			if l.UKI != nil {
 				boot.Entries = append(boot.Entries, *l.UKI)
@@ -377,6 +392,9 @@ func readBootFiles(f *fatFS, boot *Boot) error {
 		b, err := f.readFile(p)
 		if err != nil {
 			errs = append(errs, err)
+			if errors.Is(err, errFATBudget) {
+				break
+			}
 			continue
 		}
 		g := GRUBConfig{Path: "/" + p}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"slices"
 	"strings"
 	"unicode/utf16"
 )
@@ -27,11 +28,15 @@ type fatFS struct {
 	rootClus   int64 // FAT32: first cluster of the root directory
 	label, vol string
 	serial     uint32
+	left       int64 // bytes this reader may still read (maxFATRead)
 }
 
 const (
 	maxFATDir  = 1 << 20 // largest directory read (32768 entries)
 	maxFATFile = 1 << 20 // largest file read whole (loader.conf, entries)
+	// maxFATRead bounds all the reads of one fatFS: directory entries may share clusters (32768
+	// entries naming one 1 MiB file), so the per-file limits alone do not bound the sum.
+	maxFATRead = 16 << 20
 )
 
 // openFAT parses the boot sector [fatgen §3.1–3.3]: BPB_BytsPerSec 11, BPB_SecPerClus 13,
@@ -47,7 +52,7 @@ func openFAT(r io.ReaderAt, size int64) (*fatFS, error) {
 	if b[510] != 0x55 || b[511] != 0xAA {
 		return nil, errors.New("FAT boot sector: no 0x55AA signature at byte 510")
 	}
-	f := &fatFS{r: r, size: size}
+	f := &fatFS{r: r, size: size, left: maxFATRead}
 	f.bps = int64(le.Uint16(b[11:]))
 	spc := int64(b[13])
 	rsvd := int64(le.Uint16(b[14:]))
@@ -95,13 +100,25 @@ func openFAT(r io.ReaderAt, size int64) (*fatFS, error) {
 	return f, nil
 }
 
+// errFATBudget is the error of a read past maxFATRead; loops over directory entries stop at it.
+var errFATBudget = errors.New("the FAT reader's budget is spent")
+
+// readAt reads len(p) bytes at partition offset off, charged to the reader's budget.
+func (f *fatFS) readAt(p []byte, off int64, what string) error {
+	if int64(len(p)) > f.left {
+		return fmt.Errorf("%s: %w: %d MiB read (files or directories sharing clusters?)", what, errFATBudget, maxFATRead>>20)
+	}
+	f.left -= int64(len(p))
+	return readAt(f.r, f.size, p, off, what)
+}
+
 // next returns the FAT entry of cluster c [fatgen §4]: 0 for a free cluster, -1 at the end of a chain.
 func (f *fatFS) next(c int64) (int64, error) {
 	var b [4]byte
 	var v int64
 	switch f.bits {
 	case 32:
-		if err := readAt(f.r, f.size, b[:4], f.fatOff+c*4, "FAT32 entry"); err != nil {
+		if err := f.readAt(b[:4], f.fatOff+c*4, "FAT32 entry"); err != nil {
 			return 0, err
 		}
 		v = int64(le.Uint32(b[:]) & 0x0FFFFFFF)
@@ -109,7 +126,7 @@ func (f *fatFS) next(c int64) (int64, error) {
 			return -1, nil
 		}
 	case 16:
-		if err := readAt(f.r, f.size, b[:2], f.fatOff+c*2, "FAT16 entry"); err != nil {
+		if err := f.readAt(b[:2], f.fatOff+c*2, "FAT16 entry"); err != nil {
 			return 0, err
 		}
 		v = int64(le.Uint16(b[:]))
@@ -117,7 +134,7 @@ func (f *fatFS) next(c int64) (int64, error) {
 			return -1, nil
 		}
 	default:
-		if err := readAt(f.r, f.size, b[:2], f.fatOff+c+c/2, "FAT12 entry"); err != nil {
+		if err := f.readAt(b[:2], f.fatOff+c+c/2, "FAT12 entry"); err != nil {
 			return 0, err
 		}
 		v = int64(le.Uint16(b[:]))
@@ -138,7 +155,7 @@ func (f *fatFS) read(c, size, limit int64, what string) ([]byte, error) {
 	if size > limit {
 		return nil, fmt.Errorf("%s: %d bytes, more than the %d this reader takes", what, size, limit)
 	}
-	var out []byte
+	out := make([]byte, 0, max(size, 0))
 	for steps := int64(0); ; steps++ {
 		if size >= 0 && int64(len(out)) >= size {
 			return out[:size], nil
@@ -155,11 +172,11 @@ func (f *fatFS) read(c, size, limit int64, what string) ([]byte, error) {
 		if int64(len(out)) > limit {
 			return nil, fmt.Errorf("%s: more than %d bytes", what, limit)
 		}
-		buf := make([]byte, f.clusBytes)
-		if err := readAt(f.r, f.size, buf, f.dataOff+(c-2)*f.clusBytes, what); err != nil {
+		n := len(out)
+		out = slices.Grow(out, int(f.clusBytes))[:n+int(f.clusBytes)]
+		if err := f.readAt(out[n:], f.dataOff+(c-2)*f.clusBytes, what); err != nil {
 			return nil, err
 		}
-		out = append(out, buf...)
 		var err error
 		if c, err = f.next(c); err != nil {
 			return nil, err
@@ -192,7 +209,7 @@ func (f *fatFS) list(clus int64) ([]fatEntry, error) {
 			return nil, fmt.Errorf("FAT root directory of %d bytes", f.rootLen)
 		}
 		b = make([]byte, f.rootLen)
-		err = readAt(f.r, f.size, b, f.rootOff, "FAT root directory")
+		err = f.readAt(b, f.rootOff, "FAT root directory")
 	}
 	if err != nil {
 		return nil, err

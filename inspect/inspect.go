@@ -375,6 +375,9 @@ func readESP(r io.ReaderAt, size int64) (*Boot, string, error) {
 			b, err := f.readFile("loader/entries/" + fe.name)
 			if err != nil {
 				errs = append(errs, err)
+				if errors.Is(err, errFATBudget) {
+					break
+				}
 				continue
 			}
 			boot.Entries = append(boot.Entries, parseEntry(fe.name, b))

@@ -129,7 +129,9 @@ func readGPT(r io.ReaderAt, size, ss, hdrOff int64) (table, error) {
 		return table{}, fmt.Errorf("GPT header at byte %d: HeaderCRC32 %#08x (at byte %d), computed %#08x", hdrOff, want, hdrOff+16, got)
 	}
 	entLBA, n, esize := int64(le.Uint64(h[72:])), int64(le.Uint32(h[80:])), int64(le.Uint32(h[84:]))
-	if esize < 128 || esize%8 != 0 || n*esize > maxGPTEntryBytes {
+	// Each bound is checked alone before n*esize is formed: both are up to 2^32-1, and their
+	// product would wrap.
+	if esize < 128 || esize%8 != 0 || esize > maxGPTEntryBytes || n > maxGPTEntryBytes/esize {
 		return table{}, fmt.Errorf("GPT header at byte %d: %d entries of %d bytes (at bytes %d, %d): want entries of 128 bytes or a multiple of 8 beyond, at most %d bytes in all",
 			hdrOff, n, esize, hdrOff+80, hdrOff+84, maxGPTEntryBytes)
 	}
