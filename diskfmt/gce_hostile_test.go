@@ -2,12 +2,14 @@ package diskfmt
 
 import (
 	"archive/tar"
+	"bufio"
 	"bytes"
 	"compress/gzip"
 	"context"
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"os"
 	"os/exec"
@@ -568,5 +570,19 @@ func TestGCEArchiveTarCompat(t *testing.T) {
 			t.Errorf("%v: read back differs", h.Format)
 		}
 		img.Close()
+	}
+}
+
+// TestGzipZeroCRC: advancing the CRC over a zero segment by the precomputed map gives what
+// crc32.Update over the zeros gives.
+func TestGzipZeroCRC(t *testing.T) {
+	for i, c := range []uint32{0, 1, 0xffffffff, 0xdeadbeef, 0x80000000, 0x12345678} {
+		gw := &gzWriter{w: bufio.NewWriter(io.Discard), crc: c}
+		if err := gw.zeroSegment(nil); err != nil {
+			t.Fatal(err)
+		}
+		if want := crc32.Update(c, crc32.IEEETable, zeros[:gzSegment]); gw.crc != want || gw.n != gzSegment {
+			t.Errorf("case %d: crc %08x n %d, want %08x and %d", i, gw.crc, gw.n, want, gzSegment)
+		}
 	}
 }

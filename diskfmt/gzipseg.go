@@ -52,6 +52,42 @@ func (gw *gzWriter) data(raw, seg []byte) error {
 	return nil
 }
 
+// zeroSegment writes the shared encoding seg of a whole gzSegment of zeros. The CRC is advanced
+// without reading the zeros: appending n zero bytes multiplies the CRC register by x^(8n) modulo
+// the polynomial, a linear map on the 32-bit register computed once (crcZeroSegment), so an
+// empty disk costs its compressed output, not a CRC over every byte.
+func (gw *gzWriter) zeroSegment(seg []byte) error {
+	gw.crc = ^crcZeroSegment().apply(^gw.crc)
+	gw.n += gzSegment
+	if err := gw.write(seg); err != nil {
+		return fmt.Errorf("at %d: %w", gw.pos, err)
+	}
+	return nil
+}
+
+// crcMatrix is a linear map on the CRC-32 register: column i is the image of bit i.
+type crcMatrix [32]uint32
+
+func (m *crcMatrix) apply(r uint32) uint32 {
+	var v uint32
+	for i := 0; r != 0; i, r = i+1, r>>1 {
+		if r&1 != 0 {
+			v ^= m[i]
+		}
+	}
+	return v
+}
+
+// crcZeroSegment is the map of the raw CRC-32 register (IEEE, no pre- or post-inversion) over
+// gzSegment zero bytes, found by running each basis register through crc32.Update.
+var crcZeroSegment = sync.OnceValue(func() *crcMatrix {
+	var m crcMatrix
+	for i := range m {
+		m[i] = ^crc32.Update(^(uint32(1) << i), crc32.IEEETable, zeros[:gzSegment])
+	}
+	return &m
+})
+
 // writeGzipSegments writes to w one gzip member holding prefix, the disk padded with zeros to
 // size, then suffix. The header has no name, no comment and MTIME 0 (RFC 1952 2.3: none).
 func writeGzipSegments(ctx context.Context, w io.Writer, prefix []byte, d Disk, size int64, suffix []byte, prog *progress) error {
@@ -180,7 +216,7 @@ func gzipDisk(ctx context.Context, gw *gzWriter, d Disk, size int64, enc *deflat
 			}
 			var err error
 			if j.zero {
-				err = gw.data(zeroRaw, zeroSeg)
+				err = gw.zeroSegment(zeroSeg)
 			} else {
 				err = gw.data(j.data, j.out)
 			}
