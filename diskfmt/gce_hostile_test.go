@@ -424,7 +424,8 @@ func TestGCEManySparseEntries(t *testing.T) {
 }
 
 // TestGCETrailer: what may follow disk.raw: nothing, the end-of-archive blocks and GNU tar's
-// record padding; not a second entry, not more than gceMaxTail bytes; the gzip CRC is checked.
+// record padding, bytes after the gzip member that are not gzip; not a second entry, not more
+// than gceMaxTail bytes; the gzip CRC is checked; disk.raw may span two gzip members.
 func TestGCETrailer(t *testing.T) {
 	t.Setenv("TMPDIR", t.TempDir())
 	dir := t.TempDir()
@@ -447,6 +448,17 @@ func TestGCETrailer(t *testing.T) {
 	}
 	if err := open(gzipBytes(t, hdr, data, tarBlock("extra", '0', 0, true))); err == nil || !strings.Contains(err.Error(), `second entry "extra"`) {
 		t.Errorf("second entry: %v", err)
+	}
+	for _, tail := range [][]byte{make([]byte, 100), []byte("garbage\n")} {
+		if err := open(append(gzipBytes(t, hdr, data, make([]byte, 1024)), tail...)); err != nil {
+			t.Errorf("%q after the gzip member: %v", tail[:4], err)
+		}
+		if err := open(append(gzipBytes(t, hdr, data), tail...)); err != nil {
+			t.Errorf("%q after the gzip member, no tar trailer: %v", tail[:4], err)
+		}
+	}
+	if err := open(append(gzipBytes(t, hdr, data[:512]), gzipBytes(t, data[512:], make([]byte, 1024))...)); err != nil {
+		t.Errorf("two gzip members: %v", err)
 	}
 	bad := gzipBytes(t, hdr, data, make([]byte, 1024))
 	bad[len(bad)-8] ^= 1 // the CRC

@@ -1,6 +1,7 @@
 package diskfmt
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -85,14 +86,16 @@ func openGCE(ctx context.Context, path string) (Image, error) {
 
 // readGCE reads a GCE image tarball from r, as openGCE.
 func readGCE(ctx context.Context, r io.Reader) (Image, error) {
-	zr, err := gzip.NewReader(r)
+	br := bufio.NewReaderSize(r, 1<<20)
+	zr, err := gzip.NewReader(br)
 	if err != nil {
 		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, gzip.ErrHeader) {
 			return nil, formatErr("gce", "gzip header", 0, "%v", err)
 		}
 		return nil, fmt.Errorf("gce: reading the gzip header: %w", err)
 	}
-	s := &tarStream{ctx: ctx, r: zr}
+	zr.Multistream(false)
+	s := &tarStream{ctx: ctx, r: &gzipMembers{br, zr}}
 	m, err := readGCEMember(s)
 	if err != nil {
 		return nil, err
@@ -219,6 +222,33 @@ func checkTarEnd(s *tarStream) error {
 		return formatErr("gce", "tar trailer", -1, "more than %d bytes follow the end of the archive at tar offset %d", gceMaxTail, off)
 	}
 	return nil
+}
+
+// gzipMembers reads gzip members one after another (RFC 1952 2.2: a file is a series of
+// members), each one's CRC and length checked at its end, and ends the stream at bytes that do
+// not start another member, as GNU gzip does ("trailing garbage ignored").
+type gzipMembers struct {
+	br *bufio.Reader // what zr reads from: it uses ReadByte, so nothing past a member is buffered in zr
+	zr *gzip.Reader  // in single-member mode
+}
+
+func (g *gzipMembers) Read(p []byte) (int, error) {
+	for {
+		n, err := g.zr.Read(p)
+		if err != io.EOF {
+			return n, err
+		}
+		if n > 0 {
+			return n, nil // the member's end again on the next call
+		}
+		if magic, _ := g.br.Peek(2); len(magic) < 2 || magic[0] != 0x1f || magic[1] != 0x8b {
+			return 0, io.EOF
+		}
+		if err := g.zr.Reset(g.br); err != nil {
+			return 0, err
+		}
+		g.zr.Multistream(false)
+	}
 }
 
 // tarStream is the decompressed tarball, read in order, checking the context on every read.
