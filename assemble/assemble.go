@@ -14,6 +14,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
+	"github.com/imgfab/imgfab/bootloader"
 	"github.com/imgfab/imgfab/diskfmt"
 	"github.com/imgfab/imgfab/layers"
 	"github.com/imgfab/imgfab/partition"
@@ -23,6 +24,48 @@ import (
 
 // DefaultESPSize is the EFI System Partition size when the plan gives none.
 const DefaultESPSize = 256 * partition.MiB
+
+// MaxDiskSize is the largest disk a build makes: 64 TiB, the largest volume AWS EBS takes and
+// the most a GCE image tarball may hold. Formats with a lower limit (VHD) check their own.
+const MaxDiskSize = 64 << 40
+
+// MaxEpoch is the latest SourceDateEpoch, 2106-02-07T06:28:15Z: gzip's MTIME and the tar and VHD
+// timestamps that imgfab writes are 32-bit unsigned seconds. The earliest is 0; FAT, which cannot
+// go before 1980, gets its dates clamped to 1980-01-01 (bootloader.FATTime).
+const MaxEpoch = 1<<32 - 1
+
+// checkNumbers range-checks the plan's sizes and epoch before any work.
+func (p *Plan) checkNumbers() error {
+	if p.Size < 0 || p.Size > MaxDiskSize {
+		return fmt.Errorf("--size %d bytes: want at most %d TiB (MaxDiskSize)", p.Size, MaxDiskSize>>40)
+	}
+	if p.Size%partition.MiB != 0 {
+		return fmt.Errorf("--size %d is not a whole number of MiB", p.Size)
+	}
+	if p.ESPSize != 0 && (p.ESPSize < bootloader.MinESPSize || p.ESPSize > bootloader.MaxESPSize) {
+		return fmt.Errorf("--esp-size %d bytes: want %d MiB to %d GiB", p.ESPSize, bootloader.MinESPSize>>20, bootloader.MaxESPSize>>30)
+	}
+	if e := p.SourceDateEpoch; e != nil && (*e < 0 || *e > MaxEpoch) {
+		return fmt.Errorf("source date epoch %d: want 0 to %d (1970-01-01 to 2106-02-07, what gzip, tar and VHD timestamps hold)", *e, int64(MaxEpoch))
+	}
+	return nil
+}
+
+// imageEpoch is the epoch from the image config's created time, clamped to [0, MaxEpoch] with a
+// warning: images made by reproducible builders often say 1970-01-01 or Go's zero time (year 1).
+func imageEpoch(created time.Time) (int64, string) {
+	if created.IsZero() {
+		return 0, ""
+	}
+	switch e := created.Unix(); {
+	case e < 0:
+		return 0, fmt.Sprintf("image config: created %s is before 1970; timestamps use 1970-01-01 (set --source-date-epoch to choose)", created.UTC().Format(time.RFC3339))
+	case e > MaxEpoch:
+		return MaxEpoch, fmt.Sprintf("image config: created %s is after 2106-02-07; timestamps use 2106-02-07 (set --source-date-epoch to choose)", created.UTC().Format(time.RFC3339))
+	default:
+		return e, ""
+	}
+}
 
 // Output is one requested output file.
 type Output struct {
@@ -73,6 +116,7 @@ type Result struct {
 	Boot        BootResult        `json:"boot"`
 	Epoch       int64             `json:"source_date_epoch"`
 	RootFS      RootFSResult      `json:"rootfs"`
+	Warnings    []string          `json:"warnings,omitempty"` // what the build changed or could not do, for a person to read
 }
 
 // OutputResult describes one written file.
@@ -144,8 +188,8 @@ func Run(ctx context.Context, p Plan) (res Result, err error) {
 	if err := p.Boot.validate(); err != nil {
 		return res, fmt.Errorf("build: %w", err)
 	}
-	if p.Size%partition.MiB != 0 {
-		return res, fmt.Errorf("build: --size %d is not a whole number of MiB", p.Size)
+	if err := p.checkNumbers(); err != nil {
+		return res, fmt.Errorf("build: %w", err)
 	}
 	espSize := p.ESPSize
 	if espSize == 0 {
@@ -180,13 +224,15 @@ func Run(ctx context.Context, p Plan) (res Result, err error) {
 		return res, fmt.Errorf("build: image config: %w", err)
 	}
 	var epoch int64
-	switch {
-	case p.SourceDateEpoch != nil:
+	var warns []string
+	if p.SourceDateEpoch != nil {
 		epoch = *p.SourceDateEpoch
-	case !cfg.Created.IsZero():
-		epoch = cfg.Created.Unix()
+	} else if e, w := imageEpoch(cfg.Created.Time); w != "" {
+		epoch, warns = e, append(warns, w)
+	} else {
+		epoch = e
 	}
-	res = Result{Image: p.Source, ImageDigest: digest.String(), Epoch: epoch}
+	res = Result{Image: p.Source, ImageDigest: digest.String(), Epoch: epoch, Warnings: warns}
 	ls, err := layers.ImageLayers(ctx, img)
 	if err != nil {
 		return res, fmt.Errorf("build: layers of %s: %w", p.Source, err)

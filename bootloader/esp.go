@@ -27,12 +27,32 @@ type ESP struct {
 // epochMu serialises the SOURCE_DATE_EPOCH dance around go-diskfs (see doc.go).
 var epochMu sync.Mutex
 
-// withEpoch runs fn with SOURCE_DATE_EPOCH set to epoch, restoring the previous value afterwards.
+// FAT stores dates as years since 1980 in 7 bits: 1980-01-01 to 2107-12-31 (Microsoft FAT
+// specification, "Date and Time Formats"); go-diskfs wraps a time outside that range.
+var (
+	fatMinTime = time.Date(1980, 1, 1, 0, 0, 0, 0, time.UTC)
+	fatMaxTime = time.Date(2107, 12, 31, 23, 59, 58, 0, time.UTC)
+)
+
+// FATTime is t clamped to what FAT can store: a build epoch before 1980 (an image created at
+// the Unix epoch, or at Go's zero time) dates the ESP's files 1980-01-01, not a wrapped year.
+func FATTime(t time.Time) time.Time {
+	switch {
+	case t.Before(fatMinTime):
+		return fatMinTime
+	case t.After(fatMaxTime):
+		return fatMaxTime
+	}
+	return t.UTC()
+}
+
+// withEpoch runs fn with SOURCE_DATE_EPOCH set to epoch (clamped by FATTime), restoring the
+// previous value afterwards.
 func withEpoch(epoch time.Time, fn func() error) error {
 	epochMu.Lock()
 	defer epochMu.Unlock()
 	old, had := os.LookupEnv("SOURCE_DATE_EPOCH")
-	os.Setenv("SOURCE_DATE_EPOCH", strconv.FormatInt(epoch.Unix(), 10))
+	os.Setenv("SOURCE_DATE_EPOCH", strconv.FormatInt(FATTime(epoch).Unix(), 10))
 	defer func() {
 		if had {
 			os.Setenv("SOURCE_DATE_EPOCH", old)
@@ -42,6 +62,14 @@ func withEpoch(epoch time.Time, fn func() error) error {
 	}()
 	return fn()
 }
+
+// MinESPSize and MaxESPSize bound the ESP: one aligned MiB at least (anything smaller cannot
+// hold a FAT and a file), and 32 GiB at most (an ESP holds loaders and kernels; the FAT of a larger
+// one would be written whole for nothing).
+const (
+	MinESPSize = 1 << 20
+	MaxESPSize = 32 << 30
+)
 
 // FileSpec is one file to put on the ESP.
 type FileSpec struct {
@@ -59,7 +87,10 @@ func WriteESP(ctx context.Context, f *os.File, offset, size int64, label string,
 		need += fl.Size
 	}
 	// FAT32 with go-diskfs: 512-byte clusters up to 260 MB, 4 KiB above; FATs take ~1/128 or less.
-	if avail := size - size/64 - 1<<20; need > avail {
+	if size < MinESPSize || size > MaxESPSize {
+		return fmt.Errorf("writing ESP: %d bytes: an ESP is at least %d MiB and at most %d GiB (--esp-size)", size, MinESPSize>>20, MaxESPSize>>30)
+	}
+	if avail := max(0, size-size/64-1<<20); need > avail {
 		return fmt.Errorf("writing ESP: its files need %d MiB, the %d MiB ESP holds about %d MiB (raise --esp-size)",
 			(need+(1<<20)-1)>>20, size>>20, avail>>20)
 	}

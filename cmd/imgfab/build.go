@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/imgfab/imgfab/assemble"
+	"github.com/imgfab/imgfab/bootloader"
 	"github.com/imgfab/imgfab/diskfmt"
 )
 
@@ -114,6 +115,9 @@ func runBuild(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if err != nil {
 			return usagef("--size: %v", err)
 		}
+		if n > assemble.MaxDiskSize {
+			return usagef("--size %s: the largest disk imgfab builds is %d TiB", *size, assemble.MaxDiskSize>>40)
+		}
 		if n%(1<<20) != 0 {
 			n = (n + 1<<20 - 1) &^ (1<<20 - 1)
 		}
@@ -123,6 +127,9 @@ func runBuild(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return usagef("--esp-size: %v", err)
 	}
+	if n < bootloader.MinESPSize || n > bootloader.MaxESPSize {
+		return usagef("--esp-size %s: want %d MiB to %d GiB", *espSize, bootloader.MinESPSize>>20, bootloader.MaxESPSize>>30)
+	}
 	plan.ESPSize = n
 	epochStr, epochFrom := *sde, "--source-date-epoch"
 	if epochStr == "" {
@@ -130,8 +137,9 @@ func runBuild(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	if epochStr != "" {
 		e, err := strconv.ParseInt(strings.TrimSpace(epochStr), 10, 64)
-		if err != nil {
-			return usagef("%s: %q is not a unix time", epochFrom, epochStr)
+		if err != nil || e < 0 || e > assemble.MaxEpoch {
+			return usagef("%s: %q: want a unix time from 0 to %d (1970-01-01 to 2106-02-07, what gzip, tar and VHD timestamps hold)",
+				epochFrom, epochStr, int64(assemble.MaxEpoch))
 		}
 		plan.SourceDateEpoch = &e
 	}
@@ -151,6 +159,9 @@ func runBuild(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	prog.done()
 	if err != nil {
 		return err
+	}
+	for _, w := range res.Warnings {
+		fmt.Fprintf(stderr, "imgfab build: warning: %s\n", w)
 	}
 	if pushArgs != nil {
 		// The push prints its own result (with --json when build has it).

@@ -98,6 +98,12 @@ func writeLayout(t testing.TB, tag string, blobs ...[]byte) string {
 // writeLayoutLayers is writeLayout for ready layers.
 func writeLayoutLayers(t testing.TB, tag string, ls ...v1.Layer) string {
 	t.Helper()
+	return writeLayoutCreated(t, tag, time.Unix(1650000000, 0), ls...)
+}
+
+// writeLayoutCreated is writeLayoutLayers with the config's created time.
+func writeLayoutCreated(t testing.TB, tag string, created time.Time, ls ...v1.Layer) string {
+	t.Helper()
 	img := mutate.MediaType(empty.Image, types.OCIManifestSchema1)
 	img = mutate.ConfigMediaType(img, types.OCIConfigJSON)
 	for _, l := range ls {
@@ -113,7 +119,7 @@ func writeLayoutLayers(t testing.TB, tag string, ls ...v1.Layer) string {
 	}
 	cf = cf.DeepCopy()
 	cf.Architecture, cf.OS = "amd64", "linux"
-	cf.Created = v1.Time{Time: time.Unix(1650000000, 0)}
+	cf.Created = v1.Time{Time: created}
 	img, err = mutate.ConfigFile(img, cf)
 	if err != nil {
 		t.Fatal(err)

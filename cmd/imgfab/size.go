@@ -15,6 +15,8 @@ func parseSize(s string) (int64, error) {
 		suffix []string
 		mult   int64
 	}{
+		{[]string{"EiB", "E", "EB"}, 1 << 60},
+		{[]string{"PiB", "P", "PB"}, 1 << 50},
 		{[]string{"TiB", "T", "TB"}, 1 << 40},
 		{[]string{"GiB", "G", "GB"}, 1 << 30},
 		{[]string{"MiB", "M", "MB"}, 1 << 20},
@@ -36,8 +38,8 @@ outer:
 		return 0, fmt.Errorf("bad size %q (use e.g. 4GiB, 512MiB)", s)
 	}
 	v := n * float64(mult)
-	if v > 1<<62 {
-		return 0, fmt.Errorf("size %q is too large", s)
+	if v >= 1<<62 {
+		return 0, fmt.Errorf("size %q is too large (at most 4 EiB)", s)
 	}
 	return int64(v), nil
 }

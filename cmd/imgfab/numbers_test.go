@@ -1,0 +1,111 @@
+package main
+
+import (
+	"bytes"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+)
+
+// TestNumbersRangeChecked: every size flag and SOURCE_DATE_EPOCH is checked against what the
+// formats it feeds can hold: a usage error naming the flag and the range, never a wrapped value
+// or an error blaming something else.
+func TestNumbersRangeChecked(t *testing.T) {
+	src := writeLayout(t, "n", gz(tarBytes(t, bootEntries())))
+	out := t.TempDir()
+	for _, c := range []struct {
+		args []string
+		env  string
+		want []string
+	}{
+		{[]string{"--esp-size", "0"}, "", []string{"--esp-size 0", "1 MiB to 32 GiB"}},
+		{[]string{"--esp-size", "1KiB"}, "", []string{"--esp-size 1KiB", "1 MiB to 32 GiB"}},
+		{[]string{"--esp-size", "1EiB"}, "", []string{"--esp-size 1EiB", "1 MiB to 32 GiB"}},
+		{[]string{"--esp-size", "1152921504606846976"}, "", []string{"--esp-size", "1 MiB to 32 GiB"}},
+		{[]string{"--size", "1048576TiB"}, "", []string{"--size 1048576TiB", "64 TiB"}},
+		{[]string{"--size", "65TiB"}, "", []string{"--size 65TiB", "64 TiB"}},
+		{[]string{"--source-date-epoch", "-1"}, "", []string{"--source-date-epoch", `"-1"`, "0 to 4294967295"}},
+		{nil, "SOURCE_DATE_EPOCH=-1", []string{"SOURCE_DATE_EPOCH", `"-1"`, "0 to 4294967295"}},
+		{nil, "SOURCE_DATE_EPOCH=9223372036854775807", []string{"SOURCE_DATE_EPOCH", "0 to 4294967295"}},
+		{nil, "SOURCE_DATE_EPOCH=99999999999999", []string{"SOURCE_DATE_EPOCH", "0 to 4294967295"}},
+		{nil, "SOURCE_DATE_EPOCH=4294967296", []string{"SOURCE_DATE_EPOCH", "0 to 4294967295"}},
+	} {
+		var env []string
+		if c.env != "" {
+			env = []string{c.env}
+		}
+		args := append([]string{"build", "oci:" + src}, c.args...)
+		r := runImgfab(t, env, append(args, "-o", filepath.Join(out, "d.raw"))...)
+		if r.code != 2 {
+			t.Errorf("%v %s: exit %d, want 2 (usage); stderr: %s", c.args, c.env, r.code, r.stderr)
+		}
+		for _, w := range c.want {
+			if !strings.Contains(r.stderr, w) {
+				t.Errorf("%v %s: stderr lacks %q: %s", c.args, c.env, w, r.stderr)
+			}
+		}
+	}
+	if ents, _ := os.ReadDir(out); len(ents) != 0 {
+		t.Errorf("left %v", ents)
+	}
+}
+
+// TestEarlyEpochClampedOnESP: an epoch before 1980 (SOURCE_DATE_EPOCH=0, or an image created at
+// Go's zero time) dates the ESP's files 1980-01-01, the earliest FAT holds (was 2098, wrapped);
+// the image's created time before 1970 is clamped to 0 with a warning.
+func TestEarlyEpochClampedOnESP(t *testing.T) {
+	mdir := needTool(t, "mdir", "mtools")
+	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
+		return io.NopCloser(bytes.NewReader(gz(tarBytes(t, bootEntries())))), nil
+	}, tarball.WithMediaType(types.OCILayer))
+	if err != nil {
+		t.Fatal(err)
+	}
+	zero := writeLayoutCreated(t, "z", time.Time{}.Add(time.Second), layer) // 0001-01-01T00:00:01Z
+	epoch0 := writeLayout(t, "e", gz(tarBytes(t, bootEntries())))
+	for _, c := range []struct {
+		name, src string
+		env       []string
+		warn      bool
+	}{
+		{"created-year-1", "oci:" + zero, nil, true},
+		{"source-date-epoch-0", "oci:" + epoch0, []string{"SOURCE_DATE_EPOCH=0"}, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			disk := filepath.Join(t.TempDir(), "d.raw")
+			r := runImgfab(t, c.env, "build", "--json", c.src, "-o", disk)
+			if r.code != 0 {
+				t.Fatalf("exit %d: %s", r.code, r.stderr)
+			}
+			if got := strings.Contains(r.stderr, "warning: image config: created 0001-01-01T00:00:01Z is before 1970"); got != c.warn {
+				t.Errorf("warning on stderr: %v, want %v: %s", got, c.warn, r.stderr)
+			}
+			if !strings.Contains(r.stdout, `"source_date_epoch": 0`) {
+				t.Errorf("--json does not say epoch 0: %s", r.stdout)
+			}
+			out, err := exec.Command(mdir, "-i", disk+"@@1M", "::/").CombinedOutput()
+			if err != nil {
+				t.Fatalf("mdir: %v\n%s", err, out)
+			}
+			lines := 0
+			for _, l := range strings.Split(string(out), "\n") {
+				if strings.Contains(l, "<DIR>") {
+					lines++
+					if !strings.Contains(l, "1980-01-01") {
+						t.Errorf("ESP entry not dated 1980-01-01: %q", l)
+					}
+				}
+			}
+			if lines == 0 {
+				t.Errorf("no directories listed on the ESP:\n%s", out)
+			}
+		})
+	}
+}
