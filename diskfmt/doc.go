@@ -39,6 +39,13 @@
 // and its offset; every table is bounds-checked against the file before it is allocated, so a
 // hostile header cannot make them allocate without limit, loop or panic (fuzzed: fuzz_test.go).
 //
+// A GCE tarball is decompressed once into an unnamed sparse temporary file: the work is its
+// decompressed stream (at most deflate's 1032:1 of the file's bytes, never more than 64 TiB plus
+// headers), a sparse member's holes (GNU tar -S: old GNU or PAX 0.0/0.1/1.0) cost nothing, the
+// temporary directory must allow a sparse file of the disk's size, and the context is checked
+// every MiB (see openGCE); the gce and raw.gz writers check it every 1 MiB segment, and gce
+// refuses disks over 64 TiB.
+//
 // # Security
 //
 // The writers only read the Disk inside its extents and write to the given writer; they follow no

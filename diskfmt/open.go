@@ -63,9 +63,9 @@ func Open(ctx context.Context, path string) (Image, error) {
 	if err != nil {
 		return nil, fmt.Errorf("diskfmt: %w", err)
 	}
-	if ok, _ := IsGCETarball(path); ok {
+	if ok, _ := IsGCETarballAt(f); ok {
+		img, err := readGCE(ctx, f)
 		f.Close()
-		img, err := openGCE(ctx, path)
 		if err != nil {
 			return nil, fmt.Errorf("diskfmt: opening image %s: %w", path, err)
 		}

@@ -109,3 +109,28 @@ func TestEarlyEpochClampedOnESP(t *testing.T) {
 		})
 	}
 }
+
+// TestLookalikeTempKept: a user's file named like imgfab's temporary files, next to the output,
+// is never removed (imgfab removes only files it created itself).
+func TestLookalikeTempKept(t *testing.T) {
+	src := writeLayout(t, "l", gz(tarBytes(t, bootEntries())))
+	out := t.TempDir()
+	mine := filepath.Join(out, ".d.raw.imgfab-tmp-0123456789abcdef")
+	if err := os.WriteFile(mine, []byte("the user's"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{
+		{"build", "oci:" + src, "-o", filepath.Join(out, "d.raw")},
+		{"convert", filepath.Join(out, "d.raw"), filepath.Join(out, "d.raw")},
+	} {
+		if r := runImgfab(t, nil, args...); r.code != 0 && args[0] == "build" {
+			t.Fatalf("%v: exit %d: %s", args, r.code, r.stderr)
+		}
+		if b, err := os.ReadFile(mine); err != nil || string(b) != "the user's" {
+			t.Fatalf("after %s: the user's %s is %q, %v", args[0], filepath.Base(mine), b, err)
+		}
+	}
+	if ents, _ := os.ReadDir(out); len(ents) != 2 {
+		t.Errorf("output directory holds %v, want d.raw and the user's file", ents)
+	}
+}
