@@ -189,6 +189,9 @@ func (t *AWS) Push(ctx context.Context, a Artifact, p Progress) (Result, error) 
 	}
 	if snap != "" {
 		r.details["snapshot_reused"] = "true"
+		if err := r.tagSnapshot(ctx, snap); err != nil {
+			return Result{}, err
+		}
 	} else if tc.Via == "ebs" {
 		if snap, err = r.uploadEBS(ctx, a, volGiB); err != nil {
 			return Result{}, err
@@ -238,6 +241,12 @@ func (t *AWS) bootMode(a Artifact) (string, error) {
 	return mode, nil
 }
 
+// awsCredentialHint says what to set when the SDK's default chain finds no credentials (its own
+// message names only the last place it looked, the EC2 instance metadata service).
+const awsCredentialHint = "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN for temporary ones), " +
+	"or AWS_PROFILE with ~/.aws/credentials or ~/.aws/config (aws configure, aws sso login), " +
+	"or run on an EC2 instance with an instance role"
+
 func (r *awsRun) init(ctx context.Context) error {
 	t := r.t
 	if t.Config != nil {
@@ -256,11 +265,14 @@ func (r *awsRun) init(ctx context.Context) error {
 		return fmt.Errorf("aws: no region: give one or set AWS_REGION")
 	}
 	if r.cfg.Credentials == nil {
-		return fmt.Errorf("aws: no credentials")
+		return fmt.Errorf("aws: no credentials: %s", awsCredentialHint)
 	}
 	creds, err := r.cfg.Credentials.Retrieve(ctx)
 	if err != nil {
-		return stepErr(awsTarget, "credentials", err)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return fmt.Errorf("aws: credentials: none found: %s (the SDK said: %s)", awsCredentialHint, redact(err.Error()))
 	}
 	r.secrets = []string{creds.SecretAccessKey, creds.SessionToken}
 	workers := t.Workers
@@ -417,6 +429,27 @@ func (r *awsRun) ec2Tags() []ec2types.Tag {
 		out = append(out, ec2types.Tag{Key: aws.String(kv[0]), Value: aws.String(kv[1])})
 	}
 	return out
+}
+
+// tagSnapshot adds the user's tags to a reused snapshot (--tag goes on the snapshot and the AMI,
+// whichever push made the snapshot); its imgfab tags stay those of the push that made it.
+func (r *awsRun) tagSnapshot(ctx context.Context, snap string) error {
+	if len(r.t.Tags) == 0 {
+		return nil
+	}
+	keys := make([]string, 0, len(r.t.Tags))
+	for k := range r.t.Tags {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var tags []ec2types.Tag
+	for _, k := range keys {
+		tags = append(tags, ec2types.Tag{Key: aws.String(k), Value: aws.String(r.t.Tags[k])})
+	}
+	if _, err := r.ec2.CreateTags(ctx, &ec2.CreateTagsInput{Resources: []string{snap}, Tags: tags}); err != nil {
+		return r.err("tagging the reused snapshot "+snap, err)
+	}
+	return nil
 }
 
 // findSnapshot returns a completed (or pending, then waited for) snapshot of this account tagged

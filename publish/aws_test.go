@@ -128,12 +128,18 @@ func TestAWSSnapshotReusedForAnotherName(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r2, err := awsTestTarget(f, "two").Push(context.Background(), a, nil)
+	two := awsTestTarget(f, "two")
+	two.Tags = map[string]string{"team": "web", "env": "prod"}
+	r2, err := two.Push(context.Background(), a, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if r2.Existing || r2.ID == r1.ID || r2.Snapshot != r1.Snapshot || r2.Details["snapshot_reused"] != "true" {
 		t.Errorf("second push %+v", r2)
+	}
+	// --tag goes on the reused snapshot too; its imgfab tags stay the first push's.
+	if sn := f.Snapshot(r2.Snapshot); sn.Tags["team"] != "web" || sn.Tags["env"] != "prod" || sn.Tags["imgfab:name"] != "one" {
+		t.Errorf("reused snapshot tags %v, want team=web env=prod imgfab:name=one", sn.Tags)
 	}
 	if f.Calls("PutSnapshotBlock") != 4 || f.SnapshotCount() != 1 || f.Images() != 2 {
 		t.Errorf("%d blocks, %d snapshots, %d images", f.Calls("PutSnapshotBlock"), f.SnapshotCount(), f.Images())

@@ -144,8 +144,11 @@ func runBuild(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		plan.SourceDateEpoch = &e
 	}
 	var pushArgs []string
-	if *push != "" {
+	if fl.Changed("push") {
 		pushArgs = strings.Fields(*push)
+		if len(pushArgs) == 0 {
+			return usagef("--push %q: want a target and its flags, e.g. --push 'aws --name web-1'", *push)
+		}
 		if _, ok := pushTargets[pushArgs[0]]; !ok {
 			return usagef("--push: unknown target %q (known: %s)", pushArgs[0], strings.Join(pushTargetNames(), ", "))
 		}

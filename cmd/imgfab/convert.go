@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	"github.com/spf13/pflag"
 	"golang.org/x/term"
@@ -15,8 +16,9 @@ import (
 const convertHelp = `Usage: imgfab convert [flags] IN OUT
 
 Convert a disk image between formats, with no outside program. IN may be raw, qcow2 (version 2 or 3,
-compressed clusters included), VMDK (monolithicSparse or streamOptimized) or VHD (fixed or dynamic);
-its format is detected from its content. OUT's format comes from its extension or --format.
+compressed clusters included), VMDK (monolithicSparse or streamOptimized), VHD (fixed or dynamic)
+or a GCE image tarball (disk.raw in a tar.gz, sparse members included); its format is detected
+from its content. OUT's format comes from its extension or --format.
 OUT is written atomically: it appears only once complete. OUT "-" writes to stdout (give --format;
 formats written in one sequential pass only).
 
@@ -45,7 +47,7 @@ func runConvert(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	if *help {
 		fmt.Fprint(stdout, convertHelp+fl.FlagUsages())
-		fmt.Fprintf(stdout, "\nOutput formats: %v\n", diskfmt.Names())
+		fmt.Fprintf(stdout, "\nOutput formats: %s\n", strings.Join(diskfmt.Names(), ", "))
 		return errHelp
 	}
 	if fl.NArg() != 2 {

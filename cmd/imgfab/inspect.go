@@ -17,8 +17,8 @@ const inspectHelp = `Usage: imgfab inspect [--json] DISK
 
 Show what is on a disk image: format and virtual size, the partition table, each partition's type
 and filesystem, the boot entries on the EFI system partition, the kernel command line, kernel and
-initrd, and the OS from the root filesystem's os-release. DISK may be raw, qcow2, VMDK or VHD (the
-format is detected from the content). Nothing outside imgfab runs and nothing is written.
+initrd, and the OS from the root filesystem's os-release. DISK may be raw, qcow2, VMDK, VHD or a
+GCE image tarball (the format is detected from the content). Nothing outside imgfab runs and nothing is written.
 
 Examples:
   imgfab inspect disk.qcow2

@@ -1,6 +1,9 @@
 // Command imgfab builds bootable, reproducible disk images from container images.
 //
-//	imgfab build [flags] SOURCE     container image → bootable disk (raw, qcow2)
+//	imgfab build [flags] SOURCE     container image → bootable disk (raw, qcow2, vmdk, vhd, gce, …)
+//	imgfab convert [flags] IN OUT   disk image → another format
+//	imgfab inspect [--json] DISK    what is on a disk image
+//	imgfab push TARGET [flags] DISK upload to AWS, GCP, Azure or an OCI registry
 //	imgfab version
 //
 // Exit status: 0 success, 1 failure, 2 usage error.
@@ -14,6 +17,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -36,8 +40,8 @@ type command struct {
 
 var commands = []command{
 	{"build", "build a bootable disk image from a container image", runBuild},
-	{"convert", "convert a disk image between raw, qcow2, vmdk and vhd", runConvert},
-	{"inspect", "show the partitions, boot entries, kernel command line and OS of a disk image", runInspect},
+	{"convert", "convert a disk image: raw, qcow2, VMDK, VHD or GCE tarball in; any output format out", runConvert},
+	{"inspect", "show the partitions, boot entries, kernel command line and OS of a disk image (any format convert reads)", runInspect},
 	{"push", "upload a disk image to AWS, GCP, Azure or an OCI registry", runPush},
 	{"version", "print the version", runVersion},
 }
@@ -110,9 +114,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	switch args[0] {
-	case "-h", "--help", "help":
+	case "-h", "--help":
 		usage(stdout)
 		return 0
+	case "help": // "imgfab help build" is "imgfab build --help"
+		if len(args) == 1 {
+			usage(stdout)
+			return 0
+		}
+		args = []string{args[1], "--help"}
 	}
 	for _, c := range commands {
 		if c.name != args[0] {
@@ -132,7 +142,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "imgfab %s: interrupted\n", c.name)
 			return 1 // main turns this into 130 or 143 from the signal
 		default:
-			fmt.Fprintf(stderr, "imgfab %s: %v\n", c.name, err)
+			// Libraries name their step ("build: root filesystem: …"); the command's own name
+			// is printed once.
+			msg := strings.TrimPrefix(err.Error(), c.name+": ")
+			fmt.Fprintf(stderr, "imgfab %s: %s\n", c.name, msg)
 			return 1
 		}
 	}

@@ -78,6 +78,8 @@ func pushDisk(ctx context.Context, t publish.Target, disk string, stdout, stderr
 	}
 	defer closeDisk()
 	prog := newPushProgress(stderr)
+	// Said before the first request, which may wait on a slow or retrying endpoint.
+	fmt.Fprintf(stderr, "imgfab push: %s: uploading %s (%s, %d MiB virtual)…\n", t.Name(), disk, a.Image.Format(), a.Image.Size()>>20)
 	res, err := t.Push(ctx, a, prog.event)
 	prog.done()
 	if err != nil {
@@ -142,6 +144,9 @@ func printPushResult(stdout io.Writer, res publish.Result, asJSON bool) error {
 	}
 	if res.Region != "" {
 		line += " in " + res.Region
+	}
+	if res.Snapshot != "" {
+		line += ", snapshot " + res.Snapshot
 	}
 	if res.Existing {
 		line += ", already there"

@@ -11,6 +11,10 @@ import (
 var version = "dev"
 
 func runVersion(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 1 && (args[0] == "-h" || args[0] == "--help") {
+		fmt.Fprint(stdout, "Usage: imgfab version\n\nPrint imgfab's version (and the VCS revision of a development build).\n")
+		return errHelp
+	}
 	if len(args) > 0 {
 		return usagef("version takes no arguments")
 	}
