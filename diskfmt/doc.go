@@ -39,6 +39,29 @@
 // and its offset; every table is bounds-checked against the file before it is allocated, so a
 // hostile header cannot make them allocate without limit, loop or panic (fuzzed: fuzz_test.go).
 //
+// The rule for every reader and writer: work and memory are bounded by the input's actual bytes
+// (or by the output's real data), never by a size or count the input claims. Every size, count
+// and offset read from a file is range-checked on its own before it is multiplied or added, so
+// nothing wraps. An open reads its tables (qcow2 L1 and L2, VMDK grain directory and tables, VHD
+// BAT) once, and they must be distinct parts of the file, so it reads at most about the file.
+// Shared or repeated references are detected: the guest data a reader maps must fit in what the
+// file holds (read_limits.go; a FormatError names the table entry and its offset):
+//
+//   - qcow2: no two entries of the active L1/L2 tables use the same host cluster (one bit per
+//     cluster of the file), and compressed clusters map at most 1032 times the file's size,
+//     deflate's largest ratio; a zstd image whose clusters average more than that over the whole
+//     file (long runs of one repeated non-zero byte) is refused too;
+//   - VMDK: the grain tables, the plain grains and a sector per compressed grain together fit in
+//     the file, and compressed grains map at most 1032 times its size;
+//   - VHD (dynamic): the BAT and the allocated blocks, each its bitmap and data, fit in the file.
+//
+// The extents a reader reports total at most twice the data it maps (a table's runs become one
+// extent only where they are dense), so a caller that reads them all is bounded too; ReadAt takes
+// no context, open-time walks are bounded by the file. The writers check their context between
+// clusters, grains and blocks, and refuse before any work a disk larger than the format holds:
+// qcow2 more than qemu's 32 MiB L1 table maps (2 PiB), VMDK more than 62 TiB (VMware's largest
+// virtual disk; the grain directory is then 7.75 MiB), VHD more than 2040 GiB.
+//
 // A GCE tarball is decompressed once into an unnamed sparse temporary file: the work is its
 // decompressed stream (at most deflate's 1032:1 of the file's bytes, never more than 64 TiB plus
 // headers), a sparse member's holes (GNU tar -S: old GNU or PAX 0.0/0.1/1.0) cost nothing, the

@@ -33,7 +33,14 @@
 //
 // # Security
 //
-// The image is untrusted. Every offset and size is checked against the disk or partition before it is
-// read, allocations are bounded (GPT entries 1 MiB, FAT directories and files 1 MiB, os-release
-// 64 KiB), loops are bounded, and a damaged filesystem becomes a warning in the Report, never a panic.
+// The image is untrusted. Work and memory are bounded by the image's real bytes, never by a size or
+// count it claims. Every offset and size is checked against the disk or partition before it is
+// read, each count and size on its own before they are multiplied (a GPT header's entry count and
+// entry size are both up to 2^32-1), allocations are bounded (GPT entries 1 MiB, FAT directories
+// and files 1 MiB, os-release 64 KiB), loops are bounded, and a damaged filesystem becomes a
+// warning in the Report, never a panic. Shared or repeated references are budgeted: directory
+// entries may name the same clusters, so one FAT reader reads at most 16 MiB in all, and a file's
+// cluster chain that loops back is found within a few times the loop's length (Brent), not after
+// the size its entry claims. The container formats bound the guest data the same way (diskfmt,
+// "# Limits").
 package inspect
