@@ -252,7 +252,7 @@ func grubPrefix(ra io.ReaderAt) (string, error) {
 		return "", fmt.Errorf("mods section: magic %#x at byte 0, want 0x676d696d (\"mimg\")", le.Uint32(h[0:]))
 	}
 	off, end := le.Uint64(h[8:]), min(le.Uint64(h[16:]), uint64(s.Size))
-	for i := 0; i < maxGRUBMods && off+8 <= end; i++ {
+	for i := 0; i < maxGRUBMods && off <= end && end-off >= 8; i++ { // (off+8 could wrap)
 		var m [8]byte
 		if _, err := s.ReadAt(m[:], int64(off)); err != nil {
 			return "", fmt.Errorf("mods section: module header at byte %d: %w", off, err)

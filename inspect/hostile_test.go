@@ -278,3 +278,13 @@ func TestInspectSeeds(t *testing.T) {
 		}
 	}
 }
+
+// TestGRUBModsOffsetWraps: a mods section whose module offset is near 2^64 (offset+8 wraps) is
+// an empty walk, not a read at a negative offset.
+func TestGRUBModsOffsetWraps(t *testing.T) {
+	m := grubMods("/EFI/x")
+	le.PutUint64(m[8:], 1<<64-4) // grub_module_info64.offset
+	if p, err := grubPrefix(bytes.NewReader(makePE(peSec{"mods", m}))); err != nil || p != "" {
+		t.Errorf("prefix %q, %v; want none", p, err)
+	}
+}
