@@ -191,6 +191,11 @@ func Run(ctx context.Context, p Plan) (res Result, err error) {
 	if err := p.checkNumbers(); err != nil {
 		return res, fmt.Errorf("build: %w", err)
 	}
+	for i, f := range formats {
+		if max := diskfmt.MaxSize(f.Name()); max > 0 && p.Size > max {
+			return res, fmt.Errorf("build: output %s: --size %d MiB is more than %s holds (%d MiB)", p.Outputs[i].Path, p.Size>>20, f.Name(), max>>20)
+		}
+	}
 	espSize := p.ESPSize
 	if espSize == 0 {
 		espSize = DefaultESPSize

@@ -175,3 +175,20 @@ func isZero(p []byte) bool {
 	}
 	return true
 }
+
+// MaxSize is the largest disk the named format holds, in bytes, or 0 when only the filesystem
+// that receives it limits it (raw and the compressed raws). The writers refuse a larger disk
+// before writing anything; a build checks its --size against it before any work.
+func MaxSize(name string) int64 {
+	switch name {
+	case "qcow2":
+		return qcowMaxL1 * qcowL2Span
+	case "vmdk":
+		return vmdkMaxSize
+	case "vhd", "vhd-dynamic":
+		return vhdMaxSize
+	case "gce":
+		return gceMaxDisk
+	}
+	return 0
+}

@@ -52,6 +52,11 @@ func TestNumbersRangeChecked(t *testing.T) {
 			}
 		}
 	}
+	// A --size the output format cannot hold fails before any work, naming the output.
+	r := runImgfab(t, nil, "build", "oci:"+src, "--size", "3TiB", "-o", filepath.Join(out, "d.vhd"))
+	if r.code != 1 || !strings.Contains(r.stderr, "d.vhd: --size 3145728 MiB is more than vhd holds (2088960 MiB)") {
+		t.Errorf("--size 3TiB to a VHD: exit %d, stderr %s", r.code, r.stderr)
+	}
 	if ents, _ := os.ReadDir(out); len(ents) != 0 {
 		t.Errorf("left %v", ents)
 	}
