@@ -4,6 +4,8 @@
 # testdata/fuzz/TARGET (files over 256 KiB are left out), so `go test` replays them from then on.
 #
 #   FUZZTIME=10m FUZZPARALLEL=1 bash testdata/fuzz.sh [TARGET-REGEXP]
+#
+# FUZZKEEP=0 keeps nothing (a rerun that checks the code, not one that grows the corpus).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 time=${FUZZTIME:-10m}
@@ -20,6 +22,7 @@ for pkg in ./layers ./rootfs/ext4 ./diskfmt ./inspect ./internal/deflate; do
 			echo "!! $pkg $target FAILED (the failing input is in $pkg/testdata/fuzz/$target)"
 			status=1
 		fi
+		[ "${FUZZKEEP:-1}" = 0 ] && continue
 		src=$cache/$module/${pkg#./}/$target
 		dst=$pkg/testdata/fuzz/$target
 		if [ -d "$src" ]; then
