@@ -8,7 +8,7 @@
 // Options.Size == 0 the geometry is provisional while data streams in and Close shrinks the filesystem to
 // what was used plus headroom. [Writer.FS] gives a read-only fs.FS view of the result.
 //
-// The on-disk format follows the verified fact sheet in design/EXT4.md (cited as §N in comments) and the
+// The on-disk format follows the verified fact sheet in docs/EXT4.md (cited as §N in comments) and the
 // kernel's Documentation/filesystems/ext4: 4 KiB blocks, 256-byte inodes, 64-bit descriptors, flex_bg,
 // metadata_csum, extents, a journal, no resize_inode. Directories of up to 2 blocks are linear; larger ones
 // are hashed (htree, signed half_md4, one or two index levels), because e2fsck -fy would otherwise

@@ -14,7 +14,7 @@ import (
 // This file is a read-only ext2/3/4 reader: Open gives an fs.FS over any filesystem made by mke2fs or
 // by our Writer. Byte offsets are from the kernel's Documentation/filesystems/ext4 ([doc:super],
 // [doc:group_descr], [doc:inodes], [doc:ifork], [doc:directory], [doc:blockmap]) as summarised in
-// design/EXT4.md §3–§7. The input is untrusted: every block number and size is checked against the
+// docs/EXT4.md §3–§7. The input is untrusted: every block number and size is checked against the
 // device before it is used, every loop is bounded and nothing is allocated from an unchecked size.
 
 // Info is what Probe reads from a superblock.
