@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"hash/crc32"
+	"io"
 	"math"
 	"math/rand/v2"
 	"runtime"
@@ -17,15 +18,16 @@ import (
 
 // TestClaimedSizesBounded is the property of doc.go "# Security": whatever a partition table,
 // boot sector, FAT or superblock claims, Inspect costs time and memory bounded by the disk's real
-// bytes. The 8 MiB GPT disk of the fuzz target (and the same disk with an MBR) gets fields of its
-// tables and filesystems overwritten with extreme and random values, seeded, the GPT CRCs fixed
+// bytes. The 8 MiB GPT disk of the fuzz target (the same disk with an MBR, and the disk claiming
+// 1 PiB, the rest zeros) gets fields of its tables and filesystems overwritten with extreme and random values, seeded, the GPT CRCs fixed
 // after most cases; each case must give a report or an error, never panic, within 3 s and 256 MiB.
 func TestClaimedSizesBounded(t *testing.T) {
 	gpt := smallDisk(t)
 	for _, base := range []struct {
 		name string
 		b    []byte
-	}{{"gpt", gpt}, {"mbr", mbrVariant(t, gpt)}} {
+		size int64 // the virtual size the image claims; the bytes past b read as zeros
+	}{{"gpt", gpt, int64(len(gpt))}, {"mbr", mbrVariant(t, gpt), int64(len(gpt))}, {"gpt-1pib", gpt, 1 << 50}} {
 		t.Run(base.name, func(t *testing.T) {
 			groups := append(diskFields(t, base.b), diskWords(base.b))
 			rng := rand.New(rand.NewPCG(11, uint64(len(base.name))))
@@ -40,7 +42,7 @@ func TestClaimedSizesBounded(t *testing.T) {
 					fixGPT(b, 512)
 					fixGPT(b, int64(len(b))-512)
 				}
-				rep, err := inspectCase(b)
+				rep, err := inspectCase(b, base.size)
 				if err != nil {
 					t.Fatalf("case %d, %s: %v", i, muts, err)
 				}
@@ -117,15 +119,17 @@ func fixGPT(b []byte, hdr int64) {
 
 // inspectCase runs Inspect on b within the bounds of the property; a panic is an error. It says
 // how far Inspect got: 0 an error, 1 a report without the OS, 2 a report with it.
-func inspectCase(b []byte) (res struct{ n int }, err error) {
+func inspectCase(b []byte, size int64) (res struct{ n int }, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("panic: %v", r)
 		}
 	}()
-	img, err := diskfmt.OpenReaderAt(bytes.NewReader(b), int64(len(b)))
-	if err != nil {
-		return res, err
+	var img diskfmt.Image = bigImage{b, size}
+	if size == int64(len(b)) {
+		if img, err = diskfmt.OpenReaderAt(bytes.NewReader(b), size); err != nil {
+			return res, err
+		}
 	}
 	var ms0, ms1 runtime.MemStats
 	runtime.ReadMemStats(&ms0)
@@ -169,6 +173,32 @@ func mbrVariant(t *testing.T, gpt []byte) []byte {
 	}
 	return b
 }
+
+// bigImage is a raw image that claims size bytes, of which b holds the first (as a sparse qcow2
+// or a GCE tarball of a huge disk would): the rest reads as zeros.
+type bigImage struct {
+	b    []byte
+	size int64
+}
+
+func (g bigImage) ReadAt(p []byte, off int64) (int, error) {
+	if off < 0 || off >= g.size {
+		return 0, io.EOF
+	}
+	n := int(min(int64(len(p)), g.size-off))
+	clear(p[:n])
+	if off < int64(len(g.b)) {
+		copy(p[:n], g.b[off:])
+	}
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
+}
+func (g bigImage) Size() int64               { return g.size }
+func (g bigImage) Extents() []diskfmt.Extent { return []diskfmt.Extent{{Off: 0, Len: int64(len(g.b))}} }
+func (g bigImage) Format() string            { return "raw" }
+func (g bigImage) Close() error              { return nil }
 
 type sliceWriterAt []byte
 
