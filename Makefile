@@ -1,7 +1,7 @@
 # imgfab — see README.md. Every target works on a fresh Debian 12 machine after `bash .ci/run --deps`
 # (or the apt-get line in the README).
 GO      ?= go
-export GOFLAGS ?= -mod=mod
+export GOFLAGS ?= -mod=readonly
 BIN     := ./imgfab
 DEMO_OCI := testdata/cache/demo/oci
 OVMF_CODE ?= /usr/share/OVMF/OVMF_CODE_4M.fd

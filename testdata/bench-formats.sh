@@ -19,7 +19,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/.." && pwd)
 bin=${IMGFAB:-$repo/imgfab}
 runs=${BENCH_RUNS:-3}
-export GOFLAGS=${GOFLAGS:--mod=mod}
+export GOFLAGS=${GOFLAGS:--mod=readonly}
 for t in qemu-img zstd xz gzip tar bc; do
 	command -v "$t" >/dev/null || { echo "bench-formats: $t not installed" >&2; exit 1; }
 done

@@ -19,7 +19,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/.." && pwd)
 cache=$here/cache/scale
 budget_kib=$((256 * 1024))
-export GOFLAGS=${GOFLAGS:--mod=mod}
+export GOFLAGS=${GOFLAGS:--mod=readonly}
 export SOURCE_DATE_EPOCH=1700000000
 for t in /usr/bin/time bc jq; do
 	command -v "$t" >/dev/null || { echo "bench-scale: $t not installed (apt-get install time bc jq)" >&2; exit 1; }
