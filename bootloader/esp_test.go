@@ -9,12 +9,14 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/imgfab/imgfab/internal/testtool"
 )
 
 // The volume serial lands in the boot sector and its backup, fsck.vfat accepts the result and
 // blkid-style readers see it as the filesystem UUID.
 func TestESPSerial(t *testing.T) {
-	fsck := needTool(t, "fsck.vfat", "dosfstools")
+	fsck := testtool.Need(t, "fsck.vfat", "dosfstools")
 	path := filepath.Join(t.TempDir(), "esp.img")
 	f, err := os.Create(path)
 	if err != nil {

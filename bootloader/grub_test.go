@@ -17,6 +17,8 @@ import (
 	"testing/fstest"
 	"time"
 
+	"github.com/imgfab/imgfab/internal/testtool"
+
 	"github.com/ulikunitz/xz/lzma"
 
 	"github.com/imgfab/imgfab/partition"
@@ -29,15 +31,6 @@ var (
 	grubDemoRoot = filepath.Join("..", "testdata", "cache", "demo", "root")
 	grubBiosRoot = filepath.Join("..", "testdata", "cache", "demo-bios", "bios")
 )
-
-func grubNeedBin(t *testing.T, name, pkg string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		t.Fatalf("%s not installed (apt-get install %s): this test needs it", name, pkg)
-	}
-	return p
-}
 
 // grubOverlay is the fixture's two layers as one tree: upper first, then lower (no whiteouts needed).
 type grubOverlay struct{ upper, lower fs.FS }
@@ -127,7 +120,7 @@ func TestGRUBLZMARoundTrip(t *testing.T) {
 // so the compressed bytes and the fields holding their length differ; everything else, and what the
 // streams decode to, must be identical.
 func TestCoreMatchesGrubMkimage(t *testing.T) {
-	mkimage := grubNeedBin(t, "grub-mkimage", "grub-common")
+	mkimage := testtool.Need(t, "grub-mkimage", "grub-common")
 	tree, _ := grubDemoTree(t)
 	dir, _ := fs.Sub(tree, GRUBBIOSDir)
 	tmp := t.TempDir()
@@ -258,7 +251,7 @@ func TestHasGRUBBIOSAndConfig(t *testing.T) {
 // MBR table with the ESP (active) and root, core.img in the gap after sector 0.
 func grubMakeDisk(t *testing.T, path string, mbr bool) partition.Layout {
 	t.Helper()
-	mke2fs := grubNeedBin(t, "mke2fs", "e2fsprogs")
+	mke2fs := testtool.Need(t, "mke2fs", "e2fsprogs")
 	tree, k := grubDemoTree(t)
 	seed := []byte("grub-bios-test")
 	specs := []partition.Spec{
@@ -327,7 +320,7 @@ func grubItoa(n int64) string { return strconv.FormatInt(n, 10) }
 // grubBoot runs qemu on disk under SeaBIOS (-machine pc), or OVMF with uefi, and returns the serial log.
 func grubBoot(t *testing.T, disk string, uefi bool) string {
 	t.Helper()
-	qemu := grubNeedBin(t, "qemu-system-x86_64", "qemu-system-x86")
+	qemu := testtool.Need(t, "qemu-system-x86_64", "qemu-system-x86")
 	dir := t.TempDir()
 	log := filepath.Join(dir, "serial.log")
 	args := []string{"-machine", "pc", "-accel", "tcg", "-m", "1024", "-smp", "2", "-nographic", "-no-reboot",
@@ -377,7 +370,7 @@ func TestBIOSBootGPT(t *testing.T) {
 	if testing.Short() {
 		t.Skip("boots qemu")
 	}
-	sgdisk := grubNeedBin(t, "sgdisk", "gdisk")
+	sgdisk := testtool.Need(t, "sgdisk", "gdisk")
 	dir := t.TempDir()
 	disk := filepath.Join(dir, "gpt.raw")
 	l := grubMakeDisk(t, disk, false)
@@ -411,7 +404,7 @@ func TestBIOSBootMBR(t *testing.T) {
 	if testing.Short() {
 		t.Skip("boots qemu")
 	}
-	sfdisk := grubNeedBin(t, "sfdisk", "fdisk")
+	sfdisk := testtool.Need(t, "sfdisk", "fdisk")
 	disk := filepath.Join(t.TempDir(), "mbr.raw")
 	grubMakeDisk(t, disk, true)
 	out, err := exec.Command(sfdisk, "-d", disk).CombinedOutput()

@@ -13,17 +13,10 @@ import (
 	"testing/fstest"
 	"time"
 
+	"github.com/imgfab/imgfab/internal/testtool"
+
 	"github.com/imgfab/imgfab/rootfs"
 )
-
-func needTool(t testing.TB, name, pkg string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		t.Fatalf("%s not installed (apt-get install %s): this test needs it as an oracle", name, pkg)
-	}
-	return p
-}
 
 func testTree(initrdSize int) fstest.MapFS {
 	big := bytes.Repeat([]byte("initrd-data-"), initrdSize/12)
@@ -57,8 +50,8 @@ func writeESP(t *testing.T, tree fstest.MapFS, size int64) (string, Entry, error
 }
 
 func TestInstallSystemdBoot(t *testing.T) {
-	fsck := needTool(t, "fsck.vfat", "dosfstools")
-	mtype := needTool(t, "mtype", "mtools")
+	fsck := testtool.Need(t, "fsck.vfat", "dosfstools")
+	mtype := testtool.Need(t, "mtype", "mtools")
 	tree := testTree(5 << 20)
 	path, e, err := writeESP(t, tree, 64<<20)
 	if err != nil {

@@ -16,6 +16,8 @@ import (
 	"testing"
 	"testing/fstest"
 
+	"github.com/imgfab/imgfab/internal/testtool"
+
 	"github.com/imgfab/imgfab/rootfs"
 )
 
@@ -190,7 +192,7 @@ func TestUKILayout(t *testing.T) {
 
 // checkObjdump compares `objdump -h` (binutils, an independent PE reader) with debug/pe.
 func checkObjdump(t *testing.T, path string, pf *pe.File) {
-	objdump := needTool(t, "objdump", "binutils")
+	objdump := testtool.Need(t, "objdump", "binutils")
 	out, err := exec.Command(objdump, "-h", path).CombinedOutput()
 	if err != nil {
 		t.Fatalf("objdump -h: %v\n%s", err, out)

@@ -16,6 +16,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/imgfab/imgfab/internal/testtool"
 )
 
 // piece is data to put into a test disk at an offset.
@@ -66,15 +68,6 @@ func openDisk(t testing.TB, path string) Disk {
 		t.Fatal(err)
 	}
 	return d
-}
-
-func needTool(t testing.TB, name, pkg string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		t.Fatalf("%s not installed: apt-get install %s", name, pkg)
-	}
-	return p
 }
 
 func run(t testing.TB, name string, args ...string) ([]byte, int) {
@@ -213,7 +206,7 @@ func qemuMapData(t *testing.T, path string) []Extent {
 }
 
 func TestQcow2QemuImg(t *testing.T) {
-	needTool(t, "qemu-img", "qemu-utils")
+	testtool.Need(t, "qemu-img", "qemu-utils")
 	ctx := context.Background()
 	for _, tc := range diskCases() {
 		t.Run(tc.name, func(t *testing.T) {
@@ -255,7 +248,7 @@ func TestQcow2QemuImg(t *testing.T) {
 
 // TestQcow2Random checks qcow2 and raw on seeded random layouts against qemu-img.
 func TestQcow2Random(t *testing.T) {
-	needTool(t, "qemu-img", "qemu-utils")
+	testtool.Need(t, "qemu-img", "qemu-utils")
 	ctx := context.Background()
 	rng := rand.New(rand.NewPCG(1, 2))
 	for i := range 15 {
@@ -375,8 +368,8 @@ func (c constDisk) Extents() []Extent { return c.exts }
 // TestQcow2TwoRefcountBlocks writes more clusters than one refcount block counts (32768), so the
 // refcount blocks count themselves across a block boundary.
 func TestQcow2TwoRefcountBlocks(t *testing.T) {
-	needTool(t, "qemu-img", "qemu-utils")
-	needTool(t, "qemu-io", "qemu-utils")
+	testtool.Need(t, "qemu-img", "qemu-utils")
+	testtool.Need(t, "qemu-io", "qemu-utils")
 	const data = qcowRefsPerBlk * qcowCluster // 2 GiB of data clusters
 	d := constDisk{size: 4 * gib, exts: []Extent{{0, 1 * mib}, {3 * gib, 1 * mib}, {gib, data - 2*mib}}}
 	slices.SortFunc(d.exts, func(a, b Extent) int { return int(a.Off - b.Off) })

@@ -18,6 +18,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/imgfab/imgfab/internal/testtool"
 )
 
 // ---- building tarballs by hand ----
@@ -221,7 +223,7 @@ func gnuTar(t testing.TB, dir, name, args string) string {
 // TestGCEGNUTar: tarballs made by GNU tar, sparse (old GNU, PAX 0.0, 0.1, 1.0) or not, read back
 // as the disk they hold, with the holes as holes.
 func TestGCEGNUTar(t *testing.T) {
-	needTool(t, "tar", "tar")
+	testtool.Need(t, "tar", "tar")
 	dir := t.TempDir()
 	t.Setenv("TMPDIR", t.TempDir())
 	size := 64 * mib
@@ -270,7 +272,7 @@ func TestGCEGNUTar(t *testing.T) {
 // TestGCEGNUTarHuge: GNU tar's sparse tarball of a 15 TiB disk (within ext4's 16 TiB) opens in
 // about the time its data takes.
 func TestGCEGNUTarHuge(t *testing.T) {
-	needTool(t, "tar", "tar")
+	testtool.Need(t, "tar", "tar")
 	dir := t.TempDir()
 	t.Setenv("TMPDIR", t.TempDir())
 	size := int64(15) << 40

@@ -15,6 +15,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/imgfab/imgfab/internal/testtool"
 )
 
 // paddedSHA is the sha256 of a raw file followed by zeros up to size.
@@ -39,7 +41,7 @@ func paddedSHA(t *testing.T, path string, size int64) [32]byte {
 }
 
 func TestGCE(t *testing.T) {
-	needTool(t, "tar", "tar")
+	testtool.Need(t, "tar", "tar")
 	ctx := context.Background()
 	for _, tc := range diskCases() {
 		if tc.size > 2*gib || (testing.Short() && tc.name != "mixed" && tc.size != 0) {

@@ -16,6 +16,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/imgfab/imgfab/internal/testtool"
 )
 
 var qcowCompressions = []struct {
@@ -73,7 +75,7 @@ func compCases() []diskCase {
 }
 
 func TestQcow2CompressedQemuImg(t *testing.T) {
-	needTool(t, "qemu-img", "qemu-utils")
+	testtool.Need(t, "qemu-img", "qemu-utils")
 	ctx := context.Background()
 	for _, comp := range qcowCompressions {
 		for _, tc := range compCases() {
@@ -362,7 +364,7 @@ func TestQcow2CompressedBig(t *testing.T) {
 	if testing.Short() {
 		t.Skip("writes a 2 GiB file")
 	}
-	needTool(t, "qemu-img", "qemu-utils")
+	testtool.Need(t, "qemu-img", "qemu-utils")
 	rnd := noise(int(mib)+qcowCluster, 1)
 	text := make([][]byte, 64)
 	for i := range text {

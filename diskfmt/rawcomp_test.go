@@ -12,6 +12,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/imgfab/imgfab/internal/testtool"
 )
 
 var rawComps = []struct {
@@ -41,7 +43,7 @@ func TestRawCompressedCLI(t *testing.T) {
 	ctx := context.Background()
 	for _, rc := range rawComps {
 		t.Run(rc.f.name, func(t *testing.T) {
-			tool := needTool(t, rc.tool, rc.pkg)
+			tool := testtool.Need(t, rc.tool, rc.pkg)
 			dir := t.TempDir()
 			rawPath := rawCompDisk(t, dir, rc.sizeMiB*mib)
 			out := filepath.Join(dir, "out"+rc.ext)

@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/imgfab/imgfab/internal/testtool"
 )
 
 // readerPieces is the guest content of the reader tests: data at the start, unaligned data across
@@ -122,7 +124,7 @@ func vmdkAddFooter(b []byte) []byte {
 
 func qemuConvert(t testing.TB, raw, out string, args ...string) {
 	t.Helper()
-	qimg := needTool(t, "qemu-img", "qemu-utils")
+	qimg := testtool.Need(t, "qemu-img", "qemu-utils")
 	a := append([]string{"convert", "-f", "raw"}, args...)
 	if o, code := run(t, qimg, append(a, raw, out)...); code != 0 {
 		t.Fatalf("qemu-img %s: exit %d\n%s", strings.Join(a, " "), code, o)
@@ -170,8 +172,8 @@ func TestReadQemuImages(t *testing.T) {
 // clusters (the v3 zero flag), discarded clusters, and compressed writes, over sizes that are not
 // whole clusters.
 func TestReadQemuIOPatterns(t *testing.T) {
-	qimg := needTool(t, "qemu-img", "qemu-utils")
-	qio := needTool(t, "qemu-io", "qemu-utils")
+	qimg := testtool.Need(t, "qemu-img", "qemu-utils")
+	qio := testtool.Need(t, "qemu-io", "qemu-utils")
 	dir := t.TempDir()
 	for _, ct := range []string{"zlib", "zstd"} {
 		t.Run(ct, func(t *testing.T) {

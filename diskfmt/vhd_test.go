@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/imgfab/imgfab/internal/testtool"
 )
 
 // readAt reads n bytes at off of path.
@@ -64,8 +66,8 @@ func vhdCases(t *testing.T) []diskCase {
 }
 
 func TestVHDFixedQemuImg(t *testing.T) {
-	needTool(t, "qemu-img", "qemu-utils")
-	needTool(t, "vhdiinfo", "libvhdi-utils")
+	testtool.Need(t, "qemu-img", "qemu-utils")
+	testtool.Need(t, "vhdiinfo", "libvhdi-utils")
 	ctx := context.Background()
 	for _, tc := range vhdCases(t) {
 		t.Run(tc.name, func(t *testing.T) {
@@ -120,8 +122,8 @@ func flatten(ps []piece) []byte {
 }
 
 func TestVHDDynamicQemuImg(t *testing.T) {
-	needTool(t, "qemu-img", "qemu-utils")
-	needTool(t, "vhdiinfo", "libvhdi-utils")
+	testtool.Need(t, "qemu-img", "qemu-utils")
+	testtool.Need(t, "vhdiinfo", "libvhdi-utils")
 	ctx := context.Background()
 	be := binary.BigEndian
 	for _, tc := range vhdCases(t) {
@@ -261,7 +263,7 @@ func TestVHDReproducible(t *testing.T) {
 // TestVHDCHS compares the geometry with the one qemu-img writes for a fixed VHD of the same size
 // (qemu implements the VHD spec's algorithm, then adds cylinders until CHS covers the size).
 func TestVHDCHS(t *testing.T) {
-	needTool(t, "qemu-img", "qemu-utils")
+	testtool.Need(t, "qemu-img", "qemu-utils")
 	dir := t.TempDir()
 	for _, size := range []int64{1 * mib, 20 * mib, 127 * mib, 340 * mib, 2 * gib, 31 * gib, 127 * gib, 300 * gib, 2040 * gib} {
 		p := filepath.Join(dir, fmt.Sprintf("%d.vhd", size))

@@ -14,6 +14,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/imgfab/imgfab/internal/testtool"
 )
 
 // vmdkWalk is what walking a stream-optimized file finds.
@@ -113,8 +115,8 @@ func nonZeroGrains(t *testing.T, path string) []int64 {
 }
 
 func TestVMDKQemuImg(t *testing.T) {
-	needTool(t, "qemu-img", "qemu-utils")
-	needTool(t, "vmdkinfo", "libvmdk-utils")
+	testtool.Need(t, "qemu-img", "qemu-utils")
+	testtool.Need(t, "vmdkinfo", "libvmdk-utils")
 	ctx := context.Background()
 	for _, tc := range diskCases() {
 		t.Run(tc.name, func(t *testing.T) {

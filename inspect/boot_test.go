@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/imgfab/imgfab/internal/testtool"
+
 	"github.com/imgfab/imgfab/bootloader"
 )
 
@@ -323,8 +325,8 @@ func TestReadBIOS(t *testing.T) {
 // /EFI/vendor, two grub.cfg, two UKIs in EFI/Linux and a kernel; readESP and resolveBoot pick the
 // config the GRUB reads and read the kernel's version. Also checks fatFile.ReadAt against the bytes.
 func TestESPBootFiles(t *testing.T) {
-	mkfs := need(t, "mkfs.vfat", "dosfstools")
-	mcopy, mmd := need(t, "mcopy", "mtools"), need(t, "mmd", "mtools")
+	mkfs := testtool.Need(t, "mkfs.vfat", "dosfstools")
+	mcopy, mmd := testtool.Need(t, "mcopy", "mtools"), testtool.Need(t, "mmd", "mtools")
 	dir := t.TempDir()
 	img := filepath.Join(dir, "esp.img")
 	run(t, mkfs, "-C", "-F", "12", "-n", "ESP", img, "4096")

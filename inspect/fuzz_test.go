@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/imgfab/imgfab/internal/testtool"
+
 	"github.com/imgfab/imgfab/diskfmt"
 )
 
@@ -44,10 +46,10 @@ func smallDisk(t testing.TB) []byte {
 	if err := os.WriteFile(disk, make([]byte, 8<<20), 0644); err != nil {
 		t.Fatal(err)
 	}
-	run(t, need(t, "sgdisk", "gdisk"), "-n", "1:2048:+1M", "-t", "1:EF00", "-c", "1:esp", "-n", "2:4096:0", "-t", "2:4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709", "-c", "2:root", disk)
+	run(t, testtool.Need(t, "sgdisk", "gdisk"), "-n", "1:2048:+1M", "-t", "1:EF00", "-c", "1:esp", "-n", "2:4096:0", "-t", "2:4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709", "-c", "2:root", disk)
 	esp := filepath.Join(dir, "esp.img")
-	run(t, need(t, "mkfs.vfat", "dosfstools"), "-C", esp, "1024")
-	mmd, mcopy := need(t, "mmd", "mtools"), need(t, "mcopy", "mtools")
+	run(t, testtool.Need(t, "mkfs.vfat", "dosfstools"), "-C", esp, "1024")
+	mmd, mcopy := testtool.Need(t, "mmd", "mtools"), testtool.Need(t, "mcopy", "mtools")
 	run(t, mmd, "-i", esp, "::/loader", "::/loader/entries", "::/EFI", "::/EFI/BOOT")
 	for p, c := range map[string]string{
 		"loader/loader.conf":    "default e.conf\n",
@@ -67,7 +69,7 @@ func smallDisk(t testing.TB) []byte {
 			t.Fatal(err)
 		}
 	}
-	run(t, need(t, "mke2fs", "e2fsprogs"), "-q", "-t", "ext4", "-b", "1024", "-E", "offset=2097152", "-d", tree, disk, "5000k")
+	run(t, testtool.Need(t, "mke2fs", "e2fsprogs"), "-q", "-t", "ext4", "-b", "1024", "-E", "offset=2097152", "-d", tree, disk, "5000k")
 	e, err := os.ReadFile(esp)
 	if err != nil {
 		t.Fatal(err)

@@ -9,17 +9,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/imgfab/imgfab/internal/testtool"
+
 	"github.com/imgfab/imgfab/diskfmt"
 )
-
-func need(t testing.TB, tool, pkg string) string {
-	t.Helper()
-	p, err := exec.LookPath(tool)
-	if err != nil {
-		t.Fatalf("%s not installed: apt-get install %s", tool, pkg)
-	}
-	return p
-}
 
 func run(t testing.TB, name string, args ...string) {
 	t.Helper()
@@ -45,9 +38,9 @@ func inspectFile(t *testing.T, path string) Report {
 // mkESP makes a FAT filesystem image of the given FAT size with mkfs.vfat and fills it with mcopy.
 func mkESP(t *testing.T, bits, mib int, label string) string {
 	t.Helper()
-	mkfs := need(t, "mkfs.vfat", "dosfstools")
-	mcopy := need(t, "mcopy", "mtools")
-	mmd := need(t, "mmd", "mtools")
+	mkfs := testtool.Need(t, "mkfs.vfat", "dosfstools")
+	mcopy := testtool.Need(t, "mcopy", "mtools")
+	mmd := testtool.Need(t, "mmd", "mtools")
 	dir := t.TempDir()
 	img := filepath.Join(dir, "esp.img")
 	run(t, mkfs, "-C", "-F", itoa(bits), "-n", label, "-i", "12345678", img, itoa(mib*1024))
@@ -121,9 +114,9 @@ func TestFAT(t *testing.T) {
 // TestMBRAndWholeDisk: an MBR disk made by sfdisk with an ext4 and a swap partition, and a disk that is
 // one ext4 filesystem with no table.
 func TestMBRAndWholeDisk(t *testing.T) {
-	mke2fs := need(t, "mke2fs", "e2fsprogs")
-	sfdisk := need(t, "sfdisk", "fdisk")
-	mkswap := need(t, "mkswap", "util-linux")
+	mke2fs := testtool.Need(t, "mke2fs", "e2fsprogs")
+	sfdisk := testtool.Need(t, "sfdisk", "fdisk")
+	mkswap := testtool.Need(t, "mkswap", "util-linux")
 	dir := t.TempDir()
 	src := filepath.Join(dir, "src")
 	if err := os.MkdirAll(filepath.Join(src, "etc"), 0755); err != nil {

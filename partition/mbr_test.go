@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/imgfab/imgfab/internal/testtool"
 )
 
 type memWriterAt []byte
@@ -87,7 +89,7 @@ func TestWriteMBR(t *testing.T) {
 
 // TestWriteMBROracle: sfdisk and fdisk read the table back as written.
 func TestWriteMBROracle(t *testing.T) {
-	sfdisk := needTool(t, "sfdisk", "fdisk")
+	sfdisk := testtool.Need(t, "sfdisk", "fdisk")
 	l, err := Plan(0, "", []Spec{{Name: "esp", Type: TypeESP, Size: 64 * MiB}, {Name: "root", Type: TypeRootX86_64, Size: 100 * MiB}})
 	if err != nil {
 		t.Fatal(err)

@@ -6,16 +6,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-)
 
-func needTool(t *testing.T, name, pkg string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		t.Fatalf("%s not installed (apt-get install %s): this test needs it as an oracle", name, pkg)
-	}
-	return p
-}
+	"github.com/imgfab/imgfab/internal/testtool"
+)
 
 func TestPlan(t *testing.T) {
 	l, err := Plan(0, "G", []Spec{{Name: "esp", Size: 100 * MiB}, {Name: "root", Size: 300*MiB + 1}})
@@ -54,7 +47,7 @@ func TestDeriveGUID(t *testing.T) {
 }
 
 func TestWriteGPTOracle(t *testing.T) {
-	sgdisk := needTool(t, "sgdisk", "gdisk")
+	sgdisk := testtool.Need(t, "sgdisk", "gdisk")
 	seed := []byte("test")
 	l, err := Plan(0, DeriveGUID(seed, "disk"), []Spec{
 		{Name: "esp", Type: TypeESP, GUID: DeriveGUID(seed, "esp"), Size: 64 * MiB},

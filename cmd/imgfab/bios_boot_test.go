@@ -8,13 +8,15 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/imgfab/imgfab/internal/testtool"
 )
 
 // bootBIOS boots disk under SeaBIOS (-machine pc, TCG) until qemu exits or timeout and returns the
 // serial log.
 func bootBIOS(t *testing.T, disk, format string, timeout time.Duration) string {
 	t.Helper()
-	qemu := needTool(t, "qemu-system-x86_64", "qemu-system-x86")
+	qemu := testtool.Need(t, "qemu-system-x86_64", "qemu-system-x86")
 	log := filepath.Join(t.TempDir(), "serial.log")
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
@@ -67,7 +69,7 @@ func TestDemoBootsBIOSMBR(t *testing.T) {
 	if !strings.Contains(res.Cmdline, "root=PARTUUID=") || strings.Count(strings.Fields(res.Cmdline)[0], "-") != 1 {
 		t.Errorf("MBR root should be PARTUUID=SSSSSSSS-PP, cmdline %q", res.Cmdline)
 	}
-	sfdisk := needTool(t, "sfdisk", "fdisk")
+	sfdisk := testtool.Need(t, "sfdisk", "fdisk")
 	if out, err := exec.Command(sfdisk, "-d", disk).CombinedOutput(); err != nil || !strings.Contains(string(out), "label: dos") {
 		t.Fatalf("sfdisk -d: %v\n%s", err, out)
 	}

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/imgfab/imgfab/internal/testtool"
 )
 
 const (
@@ -33,7 +35,7 @@ func fixture(t *testing.T, rel, script string) string {
 // bootUEFI boots disk under OVMF (q35, TCG) until qemu exits or timeout, and returns the serial log.
 func bootUEFI(t *testing.T, disk, format string, timeout time.Duration) string {
 	t.Helper()
-	qemu := needTool(t, "qemu-system-x86_64", "qemu-system-x86")
+	qemu := testtool.Need(t, "qemu-system-x86_64", "qemu-system-x86")
 	for _, f := range []string{ovmfCode, ovmfVars} {
 		if _, err := os.Stat(f); err != nil {
 			t.Fatalf("%s missing (apt-get install ovmf)", f)

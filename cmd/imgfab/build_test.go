@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/imgfab/imgfab/internal/testtool"
+
 	"github.com/google/go-containerregistry/pkg/v1/static"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
@@ -73,8 +75,8 @@ func contentTree() []ent {
 // TestBuildContent builds a synthetic image through the whole pipeline and checks the written ext4
 // against the source tar with debugfs, plus every structural oracle.
 func TestBuildContent(t *testing.T) {
-	debugfs := needTool(t, "debugfs", "e2fsprogs")
-	qemuImg := needTool(t, "qemu-img", "qemu-utils")
+	debugfs := testtool.Need(t, "debugfs", "e2fsprogs")
+	qemuImg := testtool.Need(t, "qemu-img", "qemu-utils")
 	src := writeLayout(t, "content", gz(tarBytes(t, contentTree())))
 	out := t.TempDir()
 	raw, qcow := filepath.Join(out, "disk.raw"), filepath.Join(out, "disk.qcow2")

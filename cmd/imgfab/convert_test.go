@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/imgfab/imgfab/internal/testtool"
+
 	"github.com/imgfab/imgfab/diskfmt"
 )
 
@@ -64,7 +66,7 @@ func convertOutputs() []convertOut {
 // intermediate image is also compared with the raw by qemu-img compare and passes checkFormat.
 // Formats convert writes but does not read (compressed raw, the GCE tarball) get checkFormat only.
 func roundTrip(t *testing.T, raw string, skip ...string) {
-	qimg := needTool(t, "qemu-img", "qemu-utils")
+	qimg := testtool.Need(t, "qemu-img", "qemu-utils")
 	dir := t.TempDir()
 	want := fileSum(t, raw)
 	for _, o := range convertOutputs() {
@@ -166,7 +168,7 @@ func TestConvertUsage(t *testing.T) {
 // TestConvertBadInput: corrupt inputs exit 1 with a message naming the field and its offset, and
 // leave no output behind.
 func TestConvertBadInput(t *testing.T) {
-	qimg := needTool(t, "qemu-img", "qemu-utils")
+	qimg := testtool.Need(t, "qemu-img", "qemu-utils")
 	dir := t.TempDir()
 	raw := patternedRaw(t, dir, 4<<20)
 	mk := func(name string, args ...string) []byte {

@@ -17,6 +17,8 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/imgfab/imgfab/internal/testtool"
+
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/registry"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
@@ -88,7 +90,7 @@ func runSandboxed(t *testing.T, base string, args ...string) (runResult, func())
 // the layer and entry, or an image that passes every oracle and holds what the case is about), and
 // nothing created anywhere but the output.
 func TestHostileCorpus(t *testing.T) {
-	debugfs := needTool(t, "debugfs", "e2fsprogs")
+	debugfs := testtool.Need(t, "debugfs", "e2fsprogs")
 	cases := hostile.Cases()
 	if len(cases) < 30 {
 		t.Fatalf("corpus has %d cases, want at least 30", len(cases))

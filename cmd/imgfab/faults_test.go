@@ -23,6 +23,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/imgfab/imgfab/internal/testtool"
+
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"golang.org/x/sys/unix"
@@ -493,7 +495,7 @@ func TestKillNine(t *testing.T) {
 // user namespace). Extra environment is given in env.
 func smallFS(t *testing.T, mnt string, sizeKiB int, env []string, script string) {
 	t.Helper()
-	unshare := needTool(t, "unshare", "util-linux")
+	unshare := testtool.Need(t, "unshare", "util-linux")
 	full := fmt.Sprintf("set -u\nmount -t tmpfs -o size=%dk imgfab-enospc \"$D\" || exit 97\n%s\n", sizeKiB, script)
 	var errs []string
 	for _, flags := range []string{"-m", "-rm"} {

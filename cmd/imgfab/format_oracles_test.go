@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/imgfab/imgfab/internal/testtool"
 )
 
 // checkFormat applies to out, written from raw in format, the checks of the tools each platform's
@@ -29,7 +31,7 @@ func checkFormat(t *testing.T, raw, out, format string) {
 	rawSize := fi.Size()
 	run := func(name, pkg string, args ...string) string {
 		t.Helper()
-		o, err := exec.Command(needTool(t, name, pkg), args...).CombinedOutput()
+		o, err := exec.Command(testtool.Need(t, name, pkg), args...).CombinedOutput()
 		if err != nil {
 			t.Errorf("%s %s: %v\n%s", name, strings.Join(args, " "), err, o)
 		}
@@ -68,7 +70,7 @@ func checkFormat(t *testing.T, raw, out, format string) {
 		}
 	case "raw.zst", "raw.xz", "raw.gz":
 		tool := map[string]string{"raw.zst": "zstd", "raw.xz": "xz", "raw.gz": "gzip"}[format]
-		needTool(t, tool, map[string]string{"zstd": "zstd", "xz": "xz-utils", "gzip": "gzip"}[tool])
+		testtool.Need(t, tool, map[string]string{"zstd": "zstd", "xz": "xz-utils", "gzip": "gzip"}[tool])
 		if got, want := pipeSum(t, tool, "-dc", out), fileSum(t, raw); got != want {
 			t.Errorf("%s -dc gives sha256 %s, want the raw's %s", tool, got, want)
 		}

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/imgfab/imgfab/internal/testtool"
+
 	"github.com/imgfab/imgfab/assemble"
 )
 
@@ -35,16 +37,6 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
-}
-
-// needTool finds an oracle; a missing one fails the test (CI installs them all).
-func needTool(t testing.TB, name, pkg string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		t.Fatalf("%s not installed (apt-get install %s): this test needs it as an oracle", name, pkg)
-	}
-	return p
 }
 
 type runResult struct {
@@ -115,9 +107,9 @@ func extract(t testing.TB, path string, off, size int64) string {
 // checkOracles runs every structural oracle on a raw disk built by imgfab.
 func checkOracles(t *testing.T, raw string, res assemble.Result) {
 	t.Helper()
-	e2fsck := needTool(t, "e2fsck", "e2fsprogs")
-	fsck := needTool(t, "fsck.vfat", "dosfstools")
-	sgdisk := needTool(t, "sgdisk", "gdisk")
+	e2fsck := testtool.Need(t, "e2fsck", "e2fsprogs")
+	fsck := testtool.Need(t, "fsck.vfat", "dosfstools")
+	sgdisk := testtool.Need(t, "sgdisk", "gdisk")
 	if out, err := exec.Command(sgdisk, "-v", raw).CombinedOutput(); err != nil || !strings.Contains(string(out), "No problems found") {
 		t.Errorf("sgdisk -v: %v\n%s", err, out)
 	}

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/imgfab/imgfab/internal/testtool"
+
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 )
@@ -66,7 +68,7 @@ func TestNumbersRangeChecked(t *testing.T) {
 // Go's zero time) dates the ESP's files 1980-01-01, the earliest FAT holds (was 2098, wrapped);
 // the image's created time before 1970 is clamped to 0 with a warning.
 func TestEarlyEpochClampedOnESP(t *testing.T) {
-	mdir := needTool(t, "mdir", "mtools")
+	mdir := testtool.Need(t, "mdir", "mtools")
 	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
 		return io.NopCloser(bytes.NewReader(gz(tarBytes(t, bootEntries())))), nil
 	}, tarball.WithMediaType(types.OCILayer))

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/imgfab/imgfab/internal/testtool"
 )
 
 const (
@@ -20,7 +22,7 @@ const (
 // timeout. It returns the serial log.
 func bootSecure(t *testing.T, disk string, timeout time.Duration, markers ...string) string {
 	t.Helper()
-	qemu := needTool(t, "qemu-system-x86_64", "qemu-system-x86")
+	qemu := testtool.Need(t, "qemu-system-x86_64", "qemu-system-x86")
 	for _, f := range []string{ovmfCodeSB, ovmfVarsMS} {
 		if _, err := os.Stat(f); err != nil {
 			t.Fatalf("%s missing (apt-get install ovmf)", f)

@@ -12,6 +12,8 @@ import (
 	"path/filepath"
 	"runtime"
 	"testing"
+
+	"github.com/imgfab/imgfab/internal/testtool"
 )
 
 // corpus returns named inputs that reach every path: empty and tiny inputs, incompressible data
@@ -148,7 +150,7 @@ func realGrains(t testing.TB) [][]byte {
 // TestNoLargerThanCZlib: on real data in 64 KiB pieces, level 6 is no larger in total than C
 // zlib's level 6 (what qemu-img uses for VMDK grains), measured through Python's zlib module.
 func TestNoLargerThanCZlib(t *testing.T) {
-	py := needTool(t, "python3", "python3")
+	py := testtool.Need(t, "python3", "python3")
 	grains := realGrains(t)
 	f := filepath.Join(t.TempDir(), "grains")
 	if err := os.WriteFile(f, bytes.Join(grains, nil), 0o644); err != nil {
@@ -181,15 +183,6 @@ print(n)`
 	if ours > czlib {
 		t.Fatalf("ours %d bytes > C zlib %d on %d real grains", ours, czlib, len(grains))
 	}
-}
-
-func needTool(t testing.TB, name, pkg string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		t.Fatalf("%s not installed: apt-get install %s", name, pkg)
-	}
-	return p
 }
 
 func TestDeterministic(t *testing.T) {

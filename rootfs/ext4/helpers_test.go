@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/imgfab/imgfab/internal/testtool"
 )
 
 // entry is one tar entry of a test tree.
@@ -85,20 +87,11 @@ func buildTo(path string, opts Options, entries []entry) (*Writer, error) {
 	return w, nil
 }
 
-func need(t testing.TB, tool, pkg string) string {
-	t.Helper()
-	p, err := exec.LookPath(tool)
-	if err != nil {
-		t.Fatalf("%s not installed: apt-get install %s", tool, pkg)
-	}
-	return p
-}
-
 // fsckClean runs e2fsck -fn (plus extra args) and requires exit 0 and only the Pass lines and the summary
 // (EXT4.md §13.1).
 func fsckClean(t testing.TB, img string, extra ...string) {
 	t.Helper()
-	e2fsck := need(t, "e2fsck", "e2fsprogs")
+	e2fsck := testtool.Need(t, "e2fsck", "e2fsprogs")
 	args := append([]string{"-fn"}, extra...)
 	args = append(args, img)
 	out, err := exec.Command(e2fsck, args...).CombinedOutput()
@@ -125,8 +118,8 @@ func fsckClean(t testing.TB, img string, extra ...string) {
 // (EXT4.md §13.2).
 func fsckNoChange(t testing.TB, img string) {
 	t.Helper()
-	e2fsck := need(t, "e2fsck", "e2fsprogs")
-	cmpPath := need(t, "cmp", "diffutils")
+	e2fsck := testtool.Need(t, "e2fsck", "e2fsprogs")
+	cmpPath := testtool.Need(t, "cmp", "diffutils")
 	cp := img + ".fy"
 	if out, err := exec.Command("cp", "--sparse=always", img, cp).CombinedOutput(); err != nil {
 		t.Fatalf("cp: %v %s", err, out)

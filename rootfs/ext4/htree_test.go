@@ -5,11 +5,13 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
+
+	"github.com/imgfab/imgfab/internal/testtool"
 )
 
 // TestDirHash compares dirHash with debugfs's dx_hash (signed half_md4 with the test seed).
 func TestDirHash(t *testing.T) {
-	bin := need(t, "debugfs", "e2fsprogs")
+	bin := testtool.Need(t, "debugfs", "e2fsprogs")
 	s := testOpts.HashSeed
 	seedStr := fmt.Sprintf("%x-%x-%x-%x-%x", s[0:4], s[4:6], s[6:8], s[8:10], s[10:16])
 	hs := [4]uint32{le.Uint32(s[0:]), le.Uint32(s[4:]), le.Uint32(s[8:]), le.Uint32(s[12:])}

@@ -13,6 +13,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/imgfab/imgfab/internal/testtool"
 )
 
 // openImage opens an image file with the reader.
@@ -202,8 +204,8 @@ func mkSource(t *testing.T) string {
 }
 
 func TestReadMke2fs(t *testing.T) {
-	mke2fs := need(t, "mke2fs", "e2fsprogs")
-	e2fsck := need(t, "e2fsck", "e2fsprogs")
+	mke2fs := testtool.Need(t, "mke2fs", "e2fsprogs")
+	e2fsck := testtool.Need(t, "e2fsck", "e2fsprogs")
 	src := mkSource(t)
 	for _, c := range []struct{ name, size string }{
 		{"-t ext4 -b 4096 -O 64bit", "64M"},
@@ -252,7 +254,7 @@ func TestReadMke2fs(t *testing.T) {
 
 func debugfsOut(t *testing.T, img, cmd string) string {
 	t.Helper()
-	out, err := exec.Command(need(t, "debugfs", "e2fsprogs"), "-R", cmd, img).CombinedOutput()
+	out, err := exec.Command(testtool.Need(t, "debugfs", "e2fsprogs"), "-R", cmd, img).CombinedOutput()
 	if err != nil {
 		t.Fatalf("debugfs %s: %v\n%s", cmd, err, out)
 	}

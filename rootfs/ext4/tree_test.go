@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/imgfab/imgfab/internal/testtool"
 )
 
 func vfsACL(entries ...[3]uint32) string {
@@ -106,7 +108,7 @@ func fmtInt(i int) string {
 
 func debugfs(t *testing.T, img string, cmds ...string) string {
 	t.Helper()
-	bin := need(t, "debugfs", "e2fsprogs")
+	bin := testtool.Need(t, "debugfs", "e2fsprogs")
 	f := filepath.Join(t.TempDir(), "cmds")
 	os.WriteFile(f, []byte(strings.Join(cmds, "\n")+"\n"), 0644)
 	out, err := exec.Command(bin, "-f", f, img).CombinedOutput()
