@@ -9,6 +9,7 @@ import (
 	"path"
 	"sort"
 	"strings"
+	"time"
 )
 
 // Flatten composes layers (bottom-first) into ONE tar stream, top layer first: each path at most
@@ -27,10 +28,14 @@ func Flatten(ctx context.Context, layers []Layer) io.ReadCloser {
 	fr := &flattenReader{bufPipe: p, done: make(chan struct{})}
 	go func() {
 		defer close(fr.done)
-		f := &flattener{ctx: ctx, tw: tar.NewWriter(p), upper: make(map[string]pstate)}
+		f := &flattener{ctx: ctx, tw: tar.NewWriter(p), upper: make(map[string]pstate), hidBy: make(map[string]int32)}
 		err := f.run(layers)
 		if err == nil {
 			err = f.tw.Close()
+		} else {
+			// The entries written so far reach the reader whole (padding included), then the error:
+			// it is not reported in the middle of an earlier entry's data.
+			_ = f.tw.Flush()
 		}
 		p.closeWrite(err)
 	}()
@@ -93,15 +98,28 @@ type heldLink struct {
 }
 
 type flattener struct {
-	ctx   context.Context
-	tw    *tar.Writer
-	upper map[string]pstate
-	held  []heldLink
-	buf   []byte
+	ctx    context.Context
+	tw     *tar.Writer
+	upper  map[string]pstate
+	hidBy  map[string]int32 // path -> the topmost layer that whited it out or made it opaque
+	held   []heldLink
+	buf    []byte
+	layers []Layer
 }
 
 func (f *flattener) run(layers []Layer) error {
+	f.layers = layers
+	above := make(map[string]bool)
 	for i := len(layers) - 1; i >= 0; i-- {
+		// A layer named by a digest that a layer above has too holds the same bytes, all of them
+		// shadowed by the copy above: it is skipped, so that a manifest naming one blob many times
+		// costs no more than the blob's bytes.
+		if n := layers[i].Name; strings.HasPrefix(n, "sha256:") {
+			if above[n] {
+				continue
+			}
+			above[n] = true
+		}
 		if err := f.layer(i, layers[i]); err != nil {
 			return err
 		}
@@ -116,13 +134,55 @@ func (f *flattener) run(layers []Layer) error {
 		case st.f&(sDir|sImplied) != 0:
 			return &UnsafeEntryError{Layer: h.lname, Entry: h.entry, Reason: "hardlink to a directory"}
 		default:
-			return &UnsafeEntryError{Layer: h.lname, Entry: h.entry, Reason: "hardlink to missing name " + h.target}
+			return &UnsafeEntryError{Layer: h.lname, Entry: h.entry, Reason: f.missingTarget(h)}
 		}
 		if err := f.writeHeader(&h.hdr, h.lname); err != nil {
 			return fmt.Errorf("layer %s: writing entry %q: %w", h.lname, h.hdr.Name, err)
 		}
 	}
 	return nil
+}
+
+// missingTarget says why the target of a held hardlink is not there to link to.
+func (f *flattener) missingTarget(h heldLink) string {
+	why := "hardlink to missing name " + h.target
+	hidden := func(p string, what string) string {
+		if li, ok := f.hidBy[p]; ok && f.upper[p].f&(sWhiteout|sOpaque) != 0 {
+			return fmt.Sprintf("%s: the target %q was %s by layer %s", why, h.target, what, f.layers[li].Name)
+		}
+		return ""
+	}
+	// The nearest cause first: the target itself, then its directories from the bottom up.
+	if f.upper[h.target].f&sWhiteout != 0 {
+		if s := hidden(h.target, "whited out"); s != "" {
+			return s
+		}
+	}
+	for d := path.Dir(h.target); ; d = path.Dir(d) {
+		st := f.upper[d].f
+		switch {
+		case st&sWhiteout != 0:
+			if s := hidden(d, "whited out (its directory "+d+")"); s != "" {
+				return s
+			}
+		case st&sOpaque != 0:
+			if s := hidden(d, "hidden (the opaque directory "+d+")"); s != "" {
+				return s
+			}
+		case st&sNonDir != 0:
+			return fmt.Sprintf("%s: %s is not a directory (layer %s)", why, d, f.layers[f.upper[d].layer].Name)
+		}
+		if d == "." {
+			break
+		}
+	}
+	if st := f.upper[h.target]; st.f&sNonDir != 0 && int(st.layer) >= h.layer {
+		if int(st.layer) == h.layer {
+			return why + ": it comes after the link in the same layer"
+		}
+		return fmt.Sprintf("%s: the name is replaced by layer %s, above the link", why, f.layers[st.layer].Name)
+	}
+	return why
 }
 
 // ancestors calls fn for each proper ancestor of the clean relative path p, from "." downwards.
@@ -163,6 +223,49 @@ func (f *flattener) visible(p string, isDir bool) bool {
 		return false
 	}
 	return true
+}
+
+// Ranges of the numbers of a tar header that the filesystem writer narrows: what is outside is
+// refused, never wrapped nor clamped (see the package doc).
+const (
+	// MaxID is the largest uid or gid: ids are 32 bits and 2^32−1 is (uid_t)−1, "no id".
+	MaxID = 1<<32 - 2
+	// MinTime and MaxTime bound the seconds of mtime, atime and ctime: what ext4's 256-byte inodes
+	// store (a signed 32-bit field plus two epoch bits: 1901-12-13T20:45:52Z to 2446-05-10T22:38:55Z).
+	MinTime = -1 << 31
+	MaxTime = 3<<32 + 1<<31 - 1
+	// modeBits are the mode bits an entry may carry: permissions, setuid/setgid/sticky, and the file
+	// type bits (S_IFMT) that some tar writers put there too; the type itself comes from the typeflag.
+	modeBits = 07777 | 0170000
+)
+
+// checkNumbers range-checks the header's ids, times and mode; "" if they are fine.
+func checkNumbers(h *tar.Header) string {
+	for _, id := range []struct {
+		what string
+		v    int
+	}{{"uid", h.Uid}, {"gid", h.Gid}} {
+		if id.v < 0 || int64(id.v) > MaxID {
+			return fmt.Sprintf("%s %d out of range (0 to %d)", id.what, id.v, int64(MaxID))
+		}
+	}
+	for _, t := range []struct {
+		what string
+		v    time.Time
+	}{{"mtime", h.ModTime}, {"atime", h.AccessTime}, {"ctime", h.ChangeTime}} {
+		if t.v.IsZero() {
+			continue // not in the entry (PAX atime and ctime are optional)
+		}
+		if s := t.v.Unix(); s < MinTime || s > MaxTime {
+			return fmt.Sprintf("%s %d out of range: the filesystem stores %d (%s) to %d (%s)", t.what, s,
+				int64(MinTime), time.Unix(MinTime, 0).UTC().Format(time.RFC3339),
+				int64(MaxTime), time.Unix(MaxTime, 0).UTC().Format(time.RFC3339))
+		}
+	}
+	if h.Mode < 0 || h.Mode&^modeBits != 0 {
+		return fmt.Sprintf("mode %#o out of range: only permission bits (07777) and file type bits (0170000)", h.Mode)
+	}
+	return ""
 }
 
 // cleanName checks a tar name (or hardlink target) and returns its clean relative form.
@@ -234,6 +337,9 @@ func (f *flattener) layer(li int, l Layer) error {
 			tar.TypeChar, tar.TypeBlock, tar.TypeFifo:
 		default:
 			return unsafe(hdr.Name, fmt.Sprintf("unsupported tar entry type %q", hdr.Typeflag))
+		}
+		if why := checkNumbers(hdr); why != "" {
+			return unsafe(hdr.Name, why)
 		}
 		p, why := cleanName(hdr.Name)
 		if why != "" {
@@ -414,6 +520,11 @@ func (f *flattener) layer(li int, l Layer) error {
 		}
 		if c&cOpaque != 0 {
 			st.f |= sOpaque
+		}
+		if c&(cWhiteout|cOpaque) != 0 {
+			if _, ok := f.hidBy[p]; !ok {
+				f.hidBy[p] = int32(li)
+			}
 		}
 		if st.f != 0 {
 			f.upper[p] = st

@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"strings"
+	"sync"
 
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
@@ -28,16 +30,24 @@ type Layer struct {
 // sha256 and size against the manifest when the blob reaches EOF (a mismatch is a Read error naming
 // the layer and both digests), and decompresses it by magic bytes: gzip, zstd, else plain tar.
 // Layer media types must be OCI or Docker v2 (schema 2) tar layers; foreign and non-distributable
-// layers are refused. The config blob's digest is checked here.
+// layers are refused, as is an image of more than MaxLayers layers. The config blob's digest is
+// checked here (for images from Resolve, by Resolve already).
 //
 // Images from a docker-archive source have no compressed digests: their layers are checked against
 // the config's diff_ids instead, and named by diff_id.
+//
+// For images from Resolve, the work is linear in the number of layers: each layer's blob is opened
+// by digest in constant time. Other v1.Image implementations are asked for each layer with
+// LayerByDigest, which may cost more.
 func ImageLayers(ctx context.Context, img v1.Image) ([]Layer, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	if a, ok := img.(*archiveImage); ok {
-		return archiveLayers(a)
+	switch im := img.(type) {
+	case *archiveImage:
+		return archiveLayers(im)
+	case *ociImage:
+		return im.src2layers(ctx)
 	}
 	mt, err := img.MediaType()
 	if err != nil {
@@ -50,11 +60,11 @@ func ImageLayers(ctx context.Context, img v1.Image) ([]Layer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading image manifest: %w", err)
 	}
-	switch m.Config.MediaType {
-	case types.OCIConfigJSON, types.DockerConfigJSON, "":
-	default:
-		// An OCI artifact (a Helm chart, a WASM module, ...), not a container image.
-		return nil, fmt.Errorf("config blob %s has unsupported media type %q: not a container image", m.Config.Digest, m.Config.MediaType)
+	if err := checkConfigType(m); err != nil {
+		return nil, err
+	}
+	if len(m.Layers) > MaxLayers {
+		return nil, fmt.Errorf("image has %d layers, more than the %d allowed", len(m.Layers), MaxLayers)
 	}
 	raw, err := img.RawConfigFile()
 	if err != nil {
@@ -62,6 +72,31 @@ func ImageLayers(ctx context.Context, img v1.Image) ([]Layer, error) {
 	}
 	if err := checkBlob(raw, m.Config); err != nil {
 		return nil, fmt.Errorf("config blob %w", err)
+	}
+	return manifestLayers(m, func(i int, d v1.Descriptor) (func() (io.ReadCloser, error), error) {
+		l, err := img.LayerByDigest(d.Digest)
+		if err != nil {
+			return nil, err
+		}
+		return l.Compressed, nil
+	})
+}
+
+// src2layers lists the layers of an image from Resolve: blobs opened by digest through its source.
+func (i *ociImage) src2layers(ctx context.Context) ([]Layer, error) {
+	if err := checkConfigType(i.m); err != nil {
+		return nil, err
+	}
+	return manifestLayers(i.m, func(_ int, d v1.Descriptor) (func() (io.ReadCloser, error), error) {
+		return func() (io.ReadCloser, error) { return i.src.blob(ctx, d) }, nil
+	})
+}
+
+// manifestLayers checks m's layer descriptors and makes a Layer of each; open gives the function
+// that opens layer i's blob.
+func manifestLayers(m *v1.Manifest, open func(i int, d v1.Descriptor) (func() (io.ReadCloser, error), error)) ([]Layer, error) {
+	if len(m.Layers) > MaxLayers {
+		return nil, fmt.Errorf("image has %d layers, more than the %d allowed", len(m.Layers), MaxLayers)
 	}
 	out := make([]Layer, 0, len(m.Layers))
 	for i, d := range m.Layers {
@@ -75,51 +110,23 @@ func ImageLayers(ctx context.Context, img v1.Image) ([]Layer, error) {
 		if d.Digest.Algorithm != "sha256" {
 			return nil, fmt.Errorf("layer %d (%s): unsupported digest algorithm %q", i, d.Digest, d.Digest.Algorithm)
 		}
-		l, err := img.LayerByDigest(d.Digest)
+		if d.Size < 0 {
+			return nil, fmt.Errorf("layer %d (%s): negative size %d", i, d.Digest, d.Size)
+		}
+		blob, err := open(i, d)
 		if err != nil {
 			return nil, fmt.Errorf("layer %d (%s): %w", i, d.Digest, err)
 		}
-		d := d
 		nameStr := d.Digest.String()
+		want, size := d.Digest.Hex, d.Size
 		out = append(out, Layer{
 			Name: nameStr,
 			Open: func() (io.ReadCloser, error) {
-				rc, err := l.Compressed()
+				rc, err := blob()
 				if err != nil {
 					return nil, fmt.Errorf("layer %s: opening blob: %w", nameStr, err)
 				}
-				v := &verifyReader{r: rc, h: sha256.New(), layer: nameStr, want: d.Digest.Hex, size: d.Size, what: "blob"}
-				return decompress(nameStr, v, rc)
-			},
-		})
-	}
-	return out, nil
-}
-
-func archiveLayers(a *archiveImage) ([]Layer, error) {
-	cf, err := a.ConfigFile()
-	if err != nil {
-		return nil, fmt.Errorf("docker archive %s: reading config: %w", a.file, err)
-	}
-	out := make([]Layer, 0, len(cf.RootFS.DiffIDs))
-	for i, id := range cf.RootFS.DiffIDs {
-		if id.Algorithm != "sha256" {
-			return nil, fmt.Errorf("docker archive %s: layer %d: unsupported diff_id algorithm %q", a.file, i, id.Algorithm)
-		}
-		l, err := a.LayerByDiffID(id)
-		if err != nil {
-			return nil, fmt.Errorf("docker archive %s: layer %d (%s): %w", a.file, i, id, err)
-		}
-		nameStr := id.String()
-		want := id.Hex
-		out = append(out, Layer{
-			Name: nameStr,
-			Open: func() (io.ReadCloser, error) {
-				rc, err := l.Uncompressed()
-				if err != nil {
-					return nil, fmt.Errorf("layer %s: opening: %w", nameStr, err)
-				}
-				v := &verifyReader{r: rc, h: sha256.New(), layer: nameStr, want: want, size: -1, what: "uncompressed layer (diff_id)"}
+				v := &verifyReader{r: rc, h: sha256.New(), layer: nameStr, want: want, size: size, what: "blob"}
 				return decompress(nameStr, v, rc)
 			},
 		})
@@ -194,11 +201,15 @@ func (v *verifyReader) Read(p []byte) (int, error) {
 			v.err = &DigestError{Layer: v.layer, What: v.what, Want: "sha256:" + v.want, Got: "sha256:" + got}
 		}
 		return n, v.err
-	} else if err != nil {
+	} else if err != nil && !strings.HasPrefix(err.Error(), "layer "+v.layer+":") {
 		err = fmt.Errorf("layer %s: reading %s: %w", v.layer, v.what, err)
 	}
 	return n, err
 }
+
+type eofReader struct{}
+
+func (eofReader) Read([]byte) (int, error) { return 0, io.EOF }
 
 var (
 	gzipMagic = []byte{0x1f, 0x8b}
@@ -208,13 +219,14 @@ var (
 // decompress returns the uncompressed stream of r (detected by magic bytes) that, at EOF, drains
 // r to its own EOF so that r's verification runs; closer closes the underlying blob.
 func decompress(layer string, r io.Reader, closer io.Closer) (io.ReadCloser, error) {
-	br := bufio.NewReaderSize(r, 256<<10)
+	br := readers.Get().(*bufio.Reader)
+	br.Reset(r)
 	magic, err := br.Peek(4)
 	if err != nil && err != io.EOF {
 		closer.Close()
 		return nil, fmt.Errorf("layer %s: reading magic bytes: %w", layer, err)
 	}
-	d := &decompressed{layer: layer, raw: br, closer: closer}
+	d := &decompressed{layer: layer, raw: br, br: br, closer: closer}
 	switch {
 	case bytes.HasPrefix(magic, gzipMagic):
 		zr, err := gzip.NewReader(br)
@@ -236,7 +248,12 @@ func decompress(layer string, r io.Reader, closer io.Closer) (io.ReadCloser, err
 	return d, nil
 }
 
+// readers recycles the 256 KiB read buffers of layer streams: an image of many small layers
+// would otherwise spend most of its time clearing new buffers.
+var readers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 256<<10) }}
+
 type decompressed struct {
+	br     *bufio.Reader // returned to readers by Close
 	layer  string
 	kind   string
 	r      io.Reader
@@ -285,6 +302,11 @@ func (d *decompressed) Close() error {
 	}
 	if d.zdec != nil {
 		d.zdec.Close()
+	}
+	if d.br != nil {
+		d.br.Reset(nil)
+		readers.Put(d.br)
+		d.br, d.raw, d.r = nil, eofReader{}, eofReader{}
 	}
 	return d.closer.Close()
 }

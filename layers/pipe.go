@@ -80,10 +80,15 @@ func (p *bufPipe) send() error {
 	}
 }
 
-// closeWrite flushes and ends the stream with err (nil: io.EOF for the reader).
+// closeWrite flushes and ends the stream with err (nil: io.EOF for the reader). What was written
+// before an error is flushed too, so that the reader sees every complete entry and then the error,
+// at the entry boundary where it arose, not in the middle of the data of an earlier entry (whose
+// name the reader would then blame).
 func (p *bufPipe) closeWrite(err error) {
-	if err == nil && len(p.wbuf) > 0 {
-		err = p.send()
+	if len(p.wbuf) > 0 {
+		if serr := p.send(); err == nil {
+			err = serr
+		}
 	}
 	if err == nil {
 		err = io.EOF

@@ -2,21 +2,17 @@ package layers
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"io"
 	"os"
-	"path"
+	"path/filepath"
 	"sort"
 	"strings"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
-	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/imgfab/imgfab/internal/safefile"
 )
@@ -101,20 +97,30 @@ func resolveLayout(ctx context.Context, s string, o *options) (v1.Image, error) 
 	if err != nil {
 		return nil, fmt.Errorf("opening OCI layout %q: %w", s, err)
 	}
-	lp, err := layout.FromPath(dir)
+	where := dir + "/index.json"
+	f, fi, err := safefile.Open(filepath.Join(dir, "index.json"), "OCI layout index")
 	if err != nil {
 		return nil, fmt.Errorf("opening OCI layout %s: %w", dir, err)
 	}
-	idx, err := lp.ImageIndex()
-	if err != nil {
-		return nil, fmt.Errorf("opening OCI layout %s: %w", dir, err)
+	if fi.Size() > maxIndexJSONBytes {
+		f.Close()
+		return nil, fmt.Errorf("OCI layout %s: index.json has %d bytes, more than the %d allowed", dir, fi.Size(), maxIndexJSONBytes)
 	}
-	im, err := idx.IndexManifest()
+	raw, err := io.ReadAll(io.LimitReader(f, maxIndexJSONBytes+1))
+	f.Close()
 	if err != nil {
-		return nil, fmt.Errorf("reading %s/index.json: %w", dir, err)
+		return nil, fmt.Errorf("reading %s: %w", where, err)
 	}
+	if len(raw) > maxIndexJSONBytes {
+		return nil, fmt.Errorf("OCI layout %s: index.json has more than the %d bytes allowed", dir, maxIndexJSONBytes)
+	}
+	manifests, err := parseIndex(raw, where)
+	if err != nil {
+		return nil, err
+	}
+	w := newWalker(ctx, layoutSource{dir: dir}, o)
 	var tags []string
-	for _, d := range im.Manifests {
+	for _, d := range manifests {
 		if t, ok := d.Annotations[refNameAnnotation]; ok {
 			tags = append(tags, t)
 		}
@@ -122,13 +128,13 @@ func resolveLayout(ctx context.Context, s string, o *options) (v1.Image, error) 
 	sort.Strings(tags)
 	var pick *v1.Descriptor
 	if tag != "" {
-		for i, d := range im.Manifests {
+		for i, d := range manifests {
 			t := d.Annotations[refNameAnnotation]
 			if t == tag || (strings.Contains(t, ":") && t[strings.LastIndex(t, ":")+1:] == tag) {
 				if pick != nil {
-					return nil, fmt.Errorf("OCI layout %s: tag %q names %d manifests", dir, tag, countTag(im.Manifests, tag))
+					return nil, fmt.Errorf("OCI layout %s: tag %q names %d manifests", dir, tag, countTag(manifests, tag))
 				}
-				pick = &im.Manifests[i]
+				pick = &manifests[i]
 			}
 		}
 		if pick == nil {
@@ -136,17 +142,17 @@ func resolveLayout(ctx context.Context, s string, o *options) (v1.Image, error) 
 		}
 	} else {
 		switch {
-		case len(im.Manifests) == 1:
-			pick = &im.Manifests[0]
-		case len(im.Manifests) > 1 && len(tags) == 0:
+		case len(manifests) == 1:
+			pick = &manifests[0]
+		case len(manifests) > 1 && len(tags) == 0:
 			// index.json itself is a multi-platform index without tags: resolve by platform.
-			return pickFromIndex(ctx, idx, o, dir+"/index.json")
+			return w.pickFromIndex(manifests, where)
 		default:
 			return nil, fmt.Errorf("OCI layout %s holds %d manifests; name one with oci:%s:TAG (tags: %s)",
-				dir, len(im.Manifests), dir, listOrNone(tags))
+				dir, len(manifests), dir, listOrNone(tags))
 		}
 	}
-	return fromDescriptor(ctx, idx, *pick, o, dir+"/index.json")
+	return w.fromDescriptor(*pick, where)
 }
 
 func countTag(ds []v1.Descriptor, tag string) int {
@@ -167,26 +173,51 @@ func listOrNone(s []string) string {
 	return strings.Join(s, ", ")
 }
 
-// fromDescriptor opens the manifest d of idx as an image, or as an index resolved by platform,
-// checking the manifest's digest against d.
-func fromDescriptor(ctx context.Context, idx v1.ImageIndex, d v1.Descriptor, o *options, where string) (v1.Image, error) {
+// walker resolves manifests and nested indexes of one source to one image. The walk is bounded by
+// what the source really holds, never by what it claims: every index is fetched and walked at most
+// once however many entries name it, an index may have at most maxIndexEntries entries, at most
+// maxWalkEntries entries are examined in all, and indexes nest at most maxIndexDepth deep.
+type walker struct {
+	ctx     context.Context
+	src     source
+	o       *options
+	seen    map[v1.Hash]bool // indexes walked
+	entries int              // index entries examined so far
+	avail   []string         // platforms seen, for the error when none matches
+	availOK map[string]bool
+}
+
+func newWalker(ctx context.Context, src source, o *options) *walker {
+	return &walker{ctx: ctx, src: src, o: o, seen: make(map[v1.Hash]bool), availOK: make(map[string]bool)}
+}
+
+// fromDescriptor fetches the manifest d names (its digest checked) and returns it as an image, or,
+// for an index, the image it holds for the platform.
+func (w *walker) fromDescriptor(d v1.Descriptor, where string) (v1.Image, error) {
+	if err := w.ctx.Err(); err != nil {
+		return nil, err
+	}
 	switch d.MediaType {
 	case types.OCIImageIndex, types.DockerManifestList:
-		child, err := idx.ImageIndex(d.Digest)
+		raw, err := w.src.manifest(w.ctx, d)
 		if err != nil {
-			return nil, fmt.Errorf("%s: opening index %s: %w", where, d.Digest, err)
-		}
-		if err := checkManifestDigest(child.RawManifest, d); err != nil {
 			return nil, fmt.Errorf("%s: index %w", where, err)
 		}
-		return pickFromIndex(ctx, child, o, "index "+d.Digest.String())
-	case types.OCIManifestSchema1, types.DockerManifestSchema2:
-		img, err := idx.Image(d.Digest)
+		w.seen[d.Digest] = true
+		child := "index " + d.Digest.String()
+		manifests, err := parseIndex(raw, child)
 		if err != nil {
-			return nil, fmt.Errorf("%s: opening image %s: %w", where, d.Digest, err)
+			return nil, err
 		}
-		if err := checkManifestDigest(img.RawManifest, d); err != nil {
-			return nil, fmt.Errorf("%s: image manifest %w", where, err)
+		return w.pickFromIndex(manifests, child)
+	case types.OCIManifestSchema1, types.DockerManifestSchema2:
+		raw, err := w.src.manifest(w.ctx, d)
+		if err != nil {
+			return nil, fmt.Errorf("%s: image %w", where, err)
+		}
+		img, err := newOCIImage(w.ctx, w.src, d, raw)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", where, err)
 		}
 		return img, nil
 	default:
@@ -194,22 +225,73 @@ func fromDescriptor(ctx context.Context, idx v1.ImageIndex, d v1.Descriptor, o *
 	}
 }
 
-func checkManifestDigest(raw func() ([]byte, error), d v1.Descriptor) error {
-	b, err := raw()
+// pickFromIndex resolves an index's entries by platform; nested indexes are searched depth
+// first, in order.
+func (w *walker) pickFromIndex(manifests []v1.Descriptor, where string) (v1.Image, error) {
+	d, err := w.pick(manifests, where, 0)
 	if err != nil {
-		return fmt.Errorf("%s: %w", d.Digest, err)
+		return nil, err
 	}
-	if d.Digest.Algorithm != "sha256" {
-		return fmt.Errorf("%s: unsupported digest algorithm %q", d.Digest, d.Digest.Algorithm)
+	if d == nil {
+		return nil, fmt.Errorf("%s: no image for platform %s (available: %s)", where, platformString(&w.o.platform), listOrNone(w.avail))
 	}
-	sum := sha256.Sum256(b)
-	if got := hex.EncodeToString(sum[:]); got != d.Digest.Hex {
-		return fmt.Errorf("%s: digest mismatch: blob has sha256:%s", d.Digest, got)
+	return w.fromDescriptor(d.Descriptor, d.where)
+}
+
+// picked is the descriptor of the image chosen, with the index it was found in.
+type picked struct {
+	v1.Descriptor
+	where string
+}
+
+func (w *walker) pick(manifests []v1.Descriptor, where string, depth int) (*picked, error) {
+	if depth > maxIndexDepth {
+		return nil, fmt.Errorf("%s: indexes nested more than %d deep", where, maxIndexDepth)
 	}
-	if d.Size != 0 && d.Size != int64(len(b)) {
-		return fmt.Errorf("%s: size mismatch: descriptor says %d bytes, blob has %d", d.Digest, d.Size, len(b))
+	if err := w.ctx.Err(); err != nil {
+		return nil, err
 	}
-	return nil
+	if len(manifests) > maxIndexEntries {
+		return nil, fmt.Errorf("%s: index has %d entries, more than the %d allowed", where, len(manifests), maxIndexEntries)
+	}
+	w.entries += len(manifests)
+	if w.entries > maxWalkEntries {
+		return nil, fmt.Errorf("%s: nested indexes hold more than %d entries in all (%d with this index of %d): refused",
+			where, maxWalkEntries, w.entries, len(manifests))
+	}
+	for _, d := range manifests {
+		switch d.MediaType {
+		case types.OCIImageIndex, types.DockerManifestList:
+			if w.seen[d.Digest] {
+				continue // walked already: it holds no match
+			}
+			w.seen[d.Digest] = true
+			raw, err := w.src.manifest(w.ctx, d)
+			if err != nil {
+				return nil, fmt.Errorf("%s: index %w", where, err)
+			}
+			child := "index " + d.Digest.String()
+			cm, err := parseIndex(raw, child)
+			if err != nil {
+				return nil, err
+			}
+			p, err := w.pick(cm, child, depth+1)
+			if err != nil || p != nil {
+				return p, err
+			}
+		case types.OCIManifestSchema1, types.DockerManifestSchema2:
+			if d.Platform != nil && d.Platform.OS != "unknown" {
+				if s := platformString(d.Platform); !w.availOK[s] {
+					w.availOK[s] = true
+					w.avail = append(w.avail, s)
+				}
+			}
+			if platformMatches(w.o.platform, d.Platform) {
+				return &picked{Descriptor: d, where: where}, nil
+			}
+		}
+	}
+	return nil, nil
 }
 
 func platformString(p *v1.Platform) string {
@@ -239,56 +321,6 @@ func platformMatches(want v1.Platform, got *v1.Platform) bool {
 	return true
 }
 
-// pickFromIndex resolves idx by platform; nested indexes are searched depth first, in order.
-func pickFromIndex(ctx context.Context, idx v1.ImageIndex, o *options, where string) (v1.Image, error) {
-	var avail []string
-	img, err := pickRec(ctx, idx, o, where, &avail, 0)
-	if err != nil {
-		return nil, err
-	}
-	if img == nil {
-		return nil, fmt.Errorf("%s: no image for platform %s (available: %s)", where, platformString(&o.platform), listOrNone(avail))
-	}
-	return img, nil
-}
-
-func pickRec(ctx context.Context, idx v1.ImageIndex, o *options, where string, avail *[]string, depth int) (v1.Image, error) {
-	if depth > 8 {
-		return nil, fmt.Errorf("%s: indexes nested more than 8 deep", where)
-	}
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	im, err := idx.IndexManifest()
-	if err != nil {
-		return nil, fmt.Errorf("%s: reading index: %w", where, err)
-	}
-	for _, d := range im.Manifests {
-		switch d.MediaType {
-		case types.OCIImageIndex, types.DockerManifestList:
-			child, err := idx.ImageIndex(d.Digest)
-			if err != nil {
-				return nil, fmt.Errorf("%s: opening index %s: %w", where, d.Digest, err)
-			}
-			if err := checkManifestDigest(child.RawManifest, d); err != nil {
-				return nil, fmt.Errorf("%s: index %w", where, err)
-			}
-			img, err := pickRec(ctx, child, o, "index "+d.Digest.String(), avail, depth+1)
-			if err != nil || img != nil {
-				return img, err
-			}
-		case types.OCIManifestSchema1, types.DockerManifestSchema2:
-			if d.Platform != nil && d.Platform.OS != "unknown" {
-				*avail = append(*avail, platformString(d.Platform))
-			}
-			if platformMatches(o.platform, d.Platform) {
-				return fromDescriptor(ctx, idx, d, o, where)
-			}
-		}
-	}
-	return nil, nil
-}
-
 func resolveRemote(ctx context.Context, s string, o *options) (v1.Image, error) {
 	var nopts []name.Option
 	if o.insecure {
@@ -298,91 +330,40 @@ func resolveRemote(ctx context.Context, s string, o *options) (v1.Image, error) 
 	if err != nil {
 		return nil, fmt.Errorf("parsing image reference %q: %w", s, err)
 	}
-	desc, err := remote.Get(ref, remoteOptions(ctx, o)...)
+	sizes := newBlobSizes()
+	puller, err := remote.NewPuller(remoteOptions(ctx, o, sizes)...)
 	if err != nil {
 		return nil, fmt.Errorf("fetching %s: %w", ref, err)
 	}
-	switch desc.MediaType {
+	desc, err := puller.Get(ctx, ref)
+	if err != nil {
+		return nil, fmt.Errorf("fetching %s: %w", ref, err)
+	}
+	if len(desc.Manifest) > maxManifestBytes {
+		return nil, fmt.Errorf("fetching %s: manifest of %d bytes, more than the %d allowed", ref, len(desc.Manifest), maxManifestBytes)
+	}
+	d := desc.Descriptor
+	if err := checkManifestDigest(func() ([]byte, error) { return desc.Manifest, nil }, d); err != nil {
+		return nil, fmt.Errorf("fetching %s: manifest %w", ref, err)
+	}
+	w := newWalker(ctx, &remoteSource{repo: ref.Context(), puller: puller, pol: o.retry, sizes: sizes}, o)
+	switch d.MediaType {
 	case types.OCIImageIndex, types.DockerManifestList:
-		idx, err := desc.ImageIndex()
-		if err != nil {
-			return nil, fmt.Errorf("fetching index %s: %w", ref, err)
-		}
-		img, err := pickFromIndex(ctx, idx, o, ref.String())
+		w.seen[d.Digest] = true
+		where := ref.String()
+		manifests, err := parseIndex(desc.Manifest, where)
 		if err != nil {
 			return nil, err
 		}
-		return withRetries(ctx, img, o), nil
+		return w.pickFromIndex(manifests, where)
 	case types.OCIManifestSchema1, types.DockerManifestSchema2:
-		img, err := desc.Image()
+		img, err := newOCIImage(ctx, w.src, d, desc.Manifest)
 		if err != nil {
-			return nil, fmt.Errorf("fetching image %s: %w", ref, err)
+			return nil, fmt.Errorf("fetching %s: %w", ref, err)
 		}
-		return withRetries(ctx, img, o), nil
+		return img, nil
 	default:
-		return nil, fmt.Errorf("fetching %s: unsupported manifest media type %q", ref, desc.MediaType)
+		return nil, fmt.Errorf("fetching %s: unsupported manifest media type %q", ref, d.MediaType)
 	}
 }
 
-// archiveImage marks an image read from a `docker save` tarball: its layers are checked against the
-// config's diff_ids (ImageLayers would otherwise have to gzip every layer to compute a manifest).
-type archiveImage struct {
-	v1.Image
-	file string
-}
-
-func resolveArchive(s string) (v1.Image, error) {
-	file, tagStr, err := splitPathTag(s)
-	if err != nil {
-		return nil, fmt.Errorf("opening docker archive %q: %w", s, err)
-	}
-	var tag *name.Tag
-	if tagStr != "" {
-		t, err := name.NewTag(tagStr)
-		if err != nil {
-			return nil, fmt.Errorf("docker archive %s: parsing tag %q: %w", file, tagStr, err)
-		}
-		tag = &t
-	}
-	// Refuse a FIFO or device before go-containerregistry opens it (an open of a FIFO blocks).
-	f, _, err := safefile.Open(file, "docker archive")
-	if err != nil {
-		return nil, err
-	}
-	f.Close()
-	img, err := tarball.ImageFromPath(file, tag)
-	if err != nil {
-		return nil, fmt.Errorf("opening docker archive %s: %w", file, err)
-	}
-	// Check the config against the digest in its file name ("<hex>.json" or "blobs/sha256/<hex>").
-	m, err := tarball.LoadManifest(func() (io.ReadCloser, error) { return os.Open(file) })
-	if err != nil {
-		return nil, fmt.Errorf("opening docker archive %s: reading manifest.json: %w", file, err)
-	}
-	var cfgName string
-	for _, d := range m {
-		if tag == nil {
-			cfgName = d.Config
-			break
-		}
-		for _, rt := range d.RepoTags {
-			if t, err := name.NewTag(rt); err == nil && t.Name() == tag.Name() {
-				cfgName = d.Config
-			}
-		}
-	}
-	want := strings.TrimSuffix(path.Base(cfgName), ".json")
-	if len(want) == 64 {
-		if _, err := hex.DecodeString(want); err == nil {
-			raw, err := img.RawConfigFile()
-			if err != nil {
-				return nil, fmt.Errorf("docker archive %s: reading config %s: %w", file, cfgName, err)
-			}
-			sum := sha256.Sum256(raw)
-			if got := hex.EncodeToString(sum[:]); got != want {
-				return nil, fmt.Errorf("docker archive %s: config %s: digest mismatch: want sha256:%s, got sha256:%s", file, cfgName, want, got)
-			}
-		}
-	}
-	return &archiveImage{Image: img, file: file}, nil
-}

@@ -32,12 +32,12 @@ import (
 	"net/http"
 	"regexp"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/partial"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 )
@@ -83,9 +83,16 @@ func (p retryPolicy) wait(ctx context.Context, failed int) error {
 	}
 }
 
-// remoteOptions are the go-containerregistry options for a registry source.
-func remoteOptions(ctx context.Context, o *options) []remote.Option {
+// remoteOptions are the go-containerregistry options for a registry source; sizes (may be nil)
+// checks blob responses against the manifest sizes.
+func remoteOptions(ctx context.Context, o *options, sizes *blobSizes) []remote.Option {
+	var t http.RoundTripper = remote.DefaultTransport
+	if sizes != nil {
+		sizes.base = t
+		t = sizes
+	}
 	return []remote.Option{
+		remote.WithTransport(t),
 		remote.WithContext(ctx),
 		remote.WithAuthFromKeychain(o.keychain),
 		remote.WithRetryBackoff(remote.Backoff{Duration: o.retry.base, Factor: 2, Jitter: 0.1, Steps: o.retry.attempts}),
@@ -113,82 +120,6 @@ func transient(err error) bool {
 		errors.As(err, &ne)
 }
 
-// retryImage is a registry image whose layers and config are read with retries.
-type retryImage struct {
-	v1.Image
-	ctx context.Context
-	pol retryPolicy
-
-	once  sync.Once
-	sizes map[v1.Hash]int64
-
-	cfgMu sync.Mutex
-	cfg   []byte // checked config blob
-}
-
-func withRetries(ctx context.Context, img v1.Image, o *options) v1.Image {
-	return &retryImage{Image: img, ctx: ctx, pol: o.retry}
-}
-
-// RawConfigFile reads the config blob with the same retries and checks as a layer blob.
-// (go-containerregistry's remote image caches what it read even when the read failed half way, so
-// its RawConfigFile cannot simply be called again.)
-func (r *retryImage) RawConfigFile() ([]byte, error) {
-	r.cfgMu.Lock()
-	defer r.cfgMu.Unlock()
-	if r.cfg != nil {
-		return r.cfg, nil
-	}
-	m, err := r.Image.Manifest()
-	if err != nil {
-		return nil, err
-	}
-	cl, err := partial.ConfigLayer(r.Image)
-	if err != nil {
-		return nil, fmt.Errorf("config blob %s: %w", m.Config.Digest, err)
-	}
-	rl := &retryLayer{Layer: cl, ctx: r.ctx, pol: r.pol, digest: m.Config.Digest, size: m.Config.Size}
-	rc, err := rl.Compressed()
-	if err != nil {
-		return nil, fmt.Errorf("config blob %s: %w", m.Config.Digest, err)
-	}
-	defer rc.Close()
-	b, err := io.ReadAll(rc)
-	if err != nil {
-		return nil, fmt.Errorf("config blob %s: %w", m.Config.Digest, err)
-	}
-	r.cfg = b
-	return b, nil
-}
-
-func (r *retryImage) ConfigFile() (*v1.ConfigFile, error) {
-	b, err := r.RawConfigFile()
-	if err != nil {
-		return nil, err
-	}
-	return v1.ParseConfigFile(bytes.NewReader(b))
-}
-
-func (r *retryImage) LayerByDigest(h v1.Hash) (v1.Layer, error) {
-	l, err := r.Image.LayerByDigest(h)
-	if err != nil {
-		return nil, err
-	}
-	r.once.Do(func() {
-		r.sizes = make(map[v1.Hash]int64)
-		if m, err := r.Image.Manifest(); err == nil {
-			for _, d := range m.Layers {
-				r.sizes[d.Digest] = d.Size
-			}
-		}
-	})
-	size, ok := r.sizes[h]
-	if !ok {
-		size = -1
-	}
-	return &retryLayer{Layer: l, ctx: r.ctx, pol: r.pol, digest: h, size: size}, nil
-}
-
 // retryLayer is a registry layer whose Compressed stream is fetched again after transient faults.
 type retryLayer struct {
 	v1.Layer
@@ -203,6 +134,59 @@ func (l *retryLayer) failed(attempts int, err error) error {
 	return fmt.Errorf("fetching blob failed after %d attempt(s): %w", attempts, err)
 }
 
+// blobSizes is the HTTP transport below go-containerregistry's for a registry source. A blob
+// response whose Content-Length is not the size the manifest gives is refused before its first
+// byte: the blob served is not the one asked for (go-containerregistry checks this itself only for
+// a layer looked up through its image, which parses the whole manifest again for every layer).
+type blobSizes struct {
+	base http.RoundTripper
+	mu   sync.Mutex
+	want map[string]int64 // "sha256:…" -> size
+}
+
+func newBlobSizes() *blobSizes { return &blobSizes{want: make(map[string]int64)} }
+
+func (b *blobSizes) expect(d v1.Hash, size int64) {
+	b.mu.Lock()
+	b.want[d.String()] = size
+	b.mu.Unlock()
+}
+
+// wrongLength is a blob response of the wrong length.
+type wrongLength struct {
+	digest    string
+	want, got int64
+}
+
+func (e *wrongLength) Error() string {
+	return fmt.Sprintf("blob %s: response of %d bytes, the manifest says %d", e.digest, e.got, e.want)
+}
+
+func (b *blobSizes) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := b.base.RoundTrip(req)
+	if err != nil || req.Method != http.MethodGet || resp.StatusCode != http.StatusOK || resp.ContentLength < 0 {
+		return resp, err
+	}
+	// A blob request may be redirected (to a CDN): the digest is in the first request's path.
+	first := req
+	for n := 0; first.Response != nil && first.Response.Request != nil && n < 20; n++ {
+		first = first.Response.Request
+	}
+	i := strings.LastIndex(first.URL.Path, "/blobs/")
+	if i < 0 {
+		return resp, nil
+	}
+	d := first.URL.Path[i+len("/blobs/"):]
+	b.mu.Lock()
+	want, ok := b.want[d]
+	b.mu.Unlock()
+	if ok && want >= 0 && resp.ContentLength != want {
+		resp.Body.Close()
+		return nil, &wrongLength{digest: d, want: want, got: resp.ContentLength}
+	}
+	return resp, nil
+}
+
 // contentLength matches go-containerregistry's check of a blob response against the manifest size
 // (fetcher.go); the blob served is not the one asked for.
 var contentLength = regexp.MustCompile(`Content-Length header (\d+) does not match expected size (\d+)`)
@@ -211,6 +195,10 @@ var contentLength = regexp.MustCompile(`Content-Length header (\d+) does not mat
 func (l *retryLayer) open() (io.ReadCloser, error) {
 	rc, err := l.Layer.Compressed()
 	if err != nil {
+		var wl *wrongLength
+		if errors.As(err, &wl) {
+			return nil, &DigestError{Layer: l.digest.String(), What: "blob", WantSize: wl.want, GotSize: wl.got}
+		}
 		if m := contentLength.FindStringSubmatch(err.Error()); m != nil {
 			got, _ := strconv.ParseInt(m[1], 10, 64)
 			want, _ := strconv.ParseInt(m[2], 10, 64)
