@@ -226,30 +226,6 @@ func clipExtents(exts []Extent, size int64) []Extent {
 	return exts
 }
 
-// tableRuns collects the allocated runs of one table (L2 table, grain table) and appends them to
-// exts; past maxExtentRuns runs the table's data becomes one extent from its first to its last
-// allocated unit, to keep the extent list small whatever the allocation pattern.
-type tableRuns struct {
-	runs []Extent
-}
-
-func (t *tableRuns) add(off, n int64) { t.runs = addRun(t.runs, off, n) }
-
-func (t *tableRuns) flush(exts []Extent) []Extent {
-	if len(t.runs) == 0 {
-		return exts
-	}
-	if len(t.runs) > maxExtentRuns {
-		first, last := t.runs[0], t.runs[len(t.runs)-1]
-		t.runs = append(t.runs[:0], Extent{first.Off, last.End() - first.Off})
-	}
-	for _, r := range t.runs {
-		exts = addRun(exts, r.Off, r.Len)
-	}
-	t.runs = t.runs[:0]
-	return exts
-}
-
 // rawImage is a raw file: guest byte i at file offset i.
 type rawImage struct{ baseImage }
 
