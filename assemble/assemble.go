@@ -12,6 +12,8 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/imgfab/imgfab/internal/iox"
+
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/imgfab/imgfab/bootloader"
@@ -356,11 +358,11 @@ func Run(ctx context.Context, p Plan) (res Result, err error) {
 		})
 		if o.Path == "-" {
 			h := sha256.New()
-			cw := &countWriter{w: io.MultiWriter(p.Stdout, h)}
+			cw := &iox.CountWriter{W: io.MultiWriter(p.Stdout, h)}
 			if err := formats[i].Write(wctx, cw, disk); err != nil {
 				return res, fmt.Errorf("build: writing %s to stdout: %w", formats[i].Name(), err)
 			}
-			stdoutSums[i] = OutputResult{Path: "-", Format: formats[i].Name(), Bytes: cw.n, SHA256: fmt.Sprintf("%x", h.Sum(nil))}
+			stdoutSums[i] = OutputResult{Path: "-", Format: formats[i].Name(), Bytes: cw.N, SHA256: fmt.Sprintf("%x", h.Sum(nil))}
 			continue
 		}
 		if err := diskfmt.WriteFile(wctx, o.Path, formats[i], disk); err != nil {
@@ -465,7 +467,7 @@ func fileSHA256(ctx context.Context, path string) (string, int64, error) {
 			return "", 0, err
 		}
 		r := io.NewSectionReader(f, e.Off, e.Len)
-		if _, err := io.CopyBuffer(h, &ctxReader{ctx, r}, buf); err != nil {
+		if _, err := io.CopyBuffer(h, iox.CtxReader{Ctx: ctx, R: r}, buf); err != nil {
 			return "", 0, err
 		}
 		pos = e.Off + e.Len
@@ -474,29 +476,6 @@ func fileSHA256(ctx context.Context, path string) (string, int64, error) {
 		return "", 0, err
 	}
 	return fmt.Sprintf("%x", h.Sum(nil)), d.Size(), nil
-}
-
-type countWriter struct {
-	w io.Writer
-	n int64
-}
-
-func (c *countWriter) Write(p []byte) (int, error) {
-	n, err := c.w.Write(p)
-	c.n += int64(n)
-	return n, err
-}
-
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c *ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
 }
 
 // region is a window of the disk file at a fixed offset, for writing and reading back.

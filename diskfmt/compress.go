@@ -10,6 +10,8 @@ import (
 	"runtime"
 	"sync"
 
+	"github.com/imgfab/imgfab/internal/iox"
+
 	"github.com/klauspost/compress/flate"
 	"github.com/klauspost/compress/zstd"
 )
@@ -193,23 +195,10 @@ func (q qcow2) writeCompressed(ctx context.Context, w io.Writer, d Disk) error {
 	if _, err := tmp.Seek(0, io.SeekStart); err != nil {
 		return fmt.Errorf("rewinding temporary file %s: %w", tmp.Name(), err)
 	}
-	if _, err := io.Copy(w, ctxReader{ctx, tmp}); err != nil {
+	if _, err := io.Copy(w, iox.CtxReader{Ctx: ctx, R: tmp}); err != nil {
 		return fmt.Errorf("copying temporary file %s to the output: %w", tmp.Name(), err)
 	}
 	return nil
-}
-
-// ctxReader stops a copy when ctx is done.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
 }
 
 // writeCompressedAt writes the image to w, whose current offset is base; st seeks and truncates w.

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"math/bits"
+
+	"github.com/imgfab/imgfab/internal/iox"
 )
 
 // qcow2 writes qcow2 version 3 images (qemu docs/interop/qcow2.rst). Uncompressed, in one
@@ -117,18 +119,19 @@ func (q qcow2) Write(ctx context.Context, w io.Writer, d Disk) error {
 		return fmt.Errorf("qcow2: finding the data clusters of a %d-byte disk: %w", size, err)
 	}
 	l := newQcow2Layout(size, l2Tables, dataClusters)
-	cw := &countWriter{w: bufio.NewWriterSize(w, 1<<20)}
+	bw := bufio.NewWriterSize(w, 1<<20)
+	cw := &iox.CountWriter{W: bw}
 	if err := q.writeMeta(ctx, cw, size, l, alloc); err != nil {
 		return fmt.Errorf("qcow2: writing metadata: %w", err)
 	}
 	if err := qcow2WriteData(ctx, cw, d, alloc, prog); err != nil {
 		return fmt.Errorf("qcow2: writing %d data clusters: %w", dataClusters, err)
 	}
-	if err := cw.w.Flush(); err != nil {
+	if err := bw.Flush(); err != nil {
 		return fmt.Errorf("qcow2: writing: %w", err)
 	}
-	if cw.n != l.total*qcowCluster {
-		return fmt.Errorf("qcow2: wrote %d bytes, layout says %d clusters", cw.n, l.total)
+	if cw.N != l.total*qcowCluster {
+		return fmt.Errorf("qcow2: wrote %d bytes, layout says %d clusters", cw.N, l.total)
 	}
 	prog.finish()
 	return nil
@@ -173,7 +176,7 @@ func clusterRanges(exts []Extent) []Extent {
 // writeMeta writes every cluster before the data: header, refcount table, refcount blocks, L1
 // table, L2 tables. It checks ctx between the refcount blocks and between the L2 tables, whose
 // number follows the data.
-func (qcow2) writeMeta(ctx context.Context, cw *countWriter, size int64, l qcow2Layout, alloc []*l2Bits) error {
+func (qcow2) writeMeta(ctx context.Context, cw *iox.CountWriter, size int64, l qcow2Layout, alloc []*l2Bits) error {
 	be := binary.BigEndian
 	c := make([]byte, qcowCluster)
 
@@ -254,8 +257,8 @@ func (qcow2) writeMeta(ctx context.Context, cw *countWriter, size int64, l qcow2
 		return fmt.Errorf("layout mismatch: %d data clusters and %d L2 tables counted, %d and %d mapped",
 			l.dataClusters, l.l2Tables, data-l.dataStart, next-l.l2Start)
 	}
-	if cw.n != l.dataStart*qcowCluster {
-		return fmt.Errorf("layout mismatch: metadata is %d bytes, data should start at cluster %d", cw.n, l.dataStart)
+	if cw.N != l.dataStart*qcowCluster {
+		return fmt.Errorf("layout mismatch: metadata is %d bytes, data should start at cluster %d", cw.N, l.dataStart)
 	}
 	return nil
 }
@@ -293,7 +296,7 @@ func qcow2Header(c []byte, size, l1Size, l1Off, rtOff, rtClusters int64, ct comp
 
 // qcow2WriteData copies the allocated clusters in guest order, reading runs of them in pieces of
 // at most chunkSize.
-func qcow2WriteData(ctx context.Context, cw *countWriter, d Disk, alloc []*l2Bits, prog *progress) error {
+func qcow2WriteData(ctx context.Context, cw *iox.CountWriter, d Disk, alloc []*l2Bits, prog *progress) error {
 	size := d.Size()
 	buf := make([]byte, chunkSize)
 	const maxRun = chunkSize / qcowCluster
@@ -338,16 +341,4 @@ func qcow2WriteData(ctx context.Context, cw *countWriter, d Disk, alloc []*l2Bit
 		return flush(first, n)
 	}
 	return nil
-}
-
-// countWriter counts the bytes written, to check the layout.
-type countWriter struct {
-	w *bufio.Writer
-	n int64
-}
-
-func (cw *countWriter) Write(p []byte) (int, error) {
-	n, err := cw.w.Write(p)
-	cw.n += int64(n)
-	return n, err
 }

@@ -23,6 +23,7 @@ import (
 	htransport "google.golang.org/api/transport/http"
 
 	"github.com/imgfab/imgfab/diskfmt"
+	"github.com/imgfab/imgfab/internal/iox"
 )
 
 // GCP publishes a Google Compute Engine image: the disk as a GCE image tarball (gzip'd GNU tar
@@ -248,7 +249,7 @@ func (g *GCP) upload(ctx context.Context, obj *storage.ObjectHandle, a Artifact,
 		}
 		defer r.Close()
 		h := crc32.New(gcpCastagnoli)
-		n, err := io.Copy(h, &gcpProgressReader{r: ctxReader{ctx, r}, fn: func(n int64) {
+		n, err := io.Copy(h, &gcpProgressReader{r: iox.CtxReader{Ctx: ctx, R: r}, fn: func(n int64) {
 			p.emit(Event{Target: target, Step: step, Done: n})
 		}})
 		return n, h.Sum32(), err
@@ -331,7 +332,7 @@ func (g *GCP) upload(ctx context.Context, obj *storage.ObjectHandle, a Artifact,
 		p.emit(Event{Target: target, Step: "upload", Done: n, Total: total})
 	}
 	h := crc32.New(gcpCastagnoli)
-	src := &gcpProgressReader{r: ctxReader{ctx, r}, fn: func(int64) { lastMove.Store(time.Now().UnixNano()) }}
+	src := &gcpProgressReader{r: iox.CtxReader{Ctx: ctx, R: r}, fn: func(int64) { lastMove.Store(time.Now().UnixNano()) }}
 	n, err := io.Copy(w, io.TeeReader(src, h))
 	if err == nil {
 		err = w.Close()

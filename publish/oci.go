@@ -20,6 +20,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/imgfab/imgfab/internal/iox"
+
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -439,19 +441,6 @@ func convertQcow2(ctx context.Context, d diskfmt.Image, dir string, p Progress) 
 	return f.Name(), nil
 }
 
-// ctxReader stops a read loop once ctx is done.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(b []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(b)
-}
-
 // progressWriter reports bytes written as events of one step.
 type progressWriter struct {
 	p     Progress
@@ -490,7 +479,7 @@ func newFileBlob(ctx context.Context, path string, mt types.MediaType, p Progres
 	}
 	h := sha256.New()
 	pw := &progressWriter{p: p, step: "digest", total: fi.Size()}
-	n, err := io.Copy(io.MultiWriter(h, pw), ctxReader{ctx, f})
+	n, err := io.Copy(io.MultiWriter(h, pw), iox.CtxReader{Ctx: ctx, R: f})
 	if err != nil {
 		return nil, fmt.Errorf("reading %s at byte %d: %w", path, n, err)
 	}
@@ -536,7 +525,7 @@ func newContainerDiskLayer(ctx context.Context, path string, created time.Time, 
 	}
 	l := &containerDiskLayer{path: path, size: fi.Size(), created: created}
 	hd, hc := sha256.New(), sha256.New()
-	cnt := &countWriter{}
+	cnt := &iox.CountWriter{}
 	zw, err := gzip.NewWriterLevel(io.MultiWriter(hc, cnt), ociGzipLevel)
 	if err != nil {
 		return nil, err
@@ -548,13 +537,9 @@ func newContainerDiskLayer(ctx context.Context, path string, created time.Time, 
 	if err := zw.Close(); err != nil {
 		return nil, err
 	}
-	l.diffID, l.digest, l.csize = hashOf(hd), hashOf(hc), cnt.n
+	l.diffID, l.digest, l.csize = hashOf(hd), hashOf(hc), cnt.N
 	return l, nil
 }
-
-type countWriter struct{ n int64 }
-
-func (c *countWriter) Write(b []byte) (int, error) { c.n += int64(len(b)); return len(b), nil }
 
 // writeTar writes the layer tar: the directory, then the disk (tar header fields fixed, so the
 // same file gives the same bytes).
@@ -575,7 +560,7 @@ func (l *containerDiskLayer) writeTar(ctx context.Context, w io.Writer, progress
 	if err := tw.WriteHeader(hdr(tar.TypeReg, ContainerDiskPath, ContainerDiskMode, l.size)); err != nil {
 		return err
 	}
-	var src io.Reader = ctxReader{ctx, f}
+	var src io.Reader = iox.CtxReader{Ctx: ctx, R: f}
 	if progress != nil {
 		src = io.TeeReader(src, progress)
 	}

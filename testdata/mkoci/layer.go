@@ -16,6 +16,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/imgfab/imgfab/internal/iox"
+
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/klauspost/compress/gzip"
@@ -93,18 +95,6 @@ func mediaType(c compression, docker bool) types.MediaType {
 	return types.OCILayer
 }
 
-// countWriter counts bytes written through it.
-type countWriter struct {
-	w io.Writer
-	n int64
-}
-
-func (c *countWriter) Write(p []byte) (int, error) {
-	n, err := c.w.Write(p)
-	c.n += int64(n)
-	return n, err
-}
-
 // packLayer tars dir into a temporary file in tmpDir, compressed with comp. The returned layer's file
 // must be removed by the caller (also when an error is returned with a non-nil layer).
 func packLayer(ctx context.Context, dir, tmpDir string, comp compression, docker bool, epoch int64, warn io.Writer) (*fileLayer, error) {
@@ -116,7 +106,7 @@ func packLayer(ctx context.Context, dir, tmpDir string, comp compression, docker
 	defer f.Close()
 
 	blobHash := sha256.New()
-	cw := &countWriter{w: io.MultiWriter(f, blobHash)}
+	cw := &iox.CountWriter{W: io.MultiWriter(f, blobHash)}
 	var zw io.WriteCloser
 	switch comp {
 	case compGzip:
@@ -145,7 +135,7 @@ func packLayer(ctx context.Context, dir, tmpDir string, comp compression, docker
 	}
 	l.digest = sum(blobHash)
 	l.diffID = sum(diffHash)
-	l.size = cw.n
+	l.size = cw.N
 	return l, nil
 }
 
