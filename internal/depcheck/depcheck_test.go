@@ -1,0 +1,106 @@
+// Package depcheck holds the import-direction test: imports only point down the pipeline
+// (docs/ARCHITECTURE.md), and the packages that must stay ignorant of a layer do.
+package depcheck
+
+import (
+	"encoding/json"
+	"os/exec"
+	"path"
+	"slices"
+	"strings"
+	"testing"
+)
+
+const module = "github.com/imgfab/imgfab/"
+
+// allowed lists, for each package of the module (by its path in the module; a trailing /...
+// covers sub-packages), the packages of the module it may import. Anything else is a violation:
+// a new edge must be added here on purpose.
+var allowed = map[string][]string{
+	"cmd/imgfab":   {"assemble", "bootloader", "diskfmt", "inspect", "publish/...", "internal/..."},
+	"assemble":     {"layers", "rootfs/...", "bootloader", "partition", "diskfmt", "internal/..."},
+	"layers":       {"internal/..."},
+	"rootfs":       {"internal/..."},
+	"rootfs/ext4":  {"rootfs", "internal/..."},
+	"bootloader":   {"rootfs", "internal/..."},
+	"partition":    {"internal/..."},
+	"diskfmt":      {"internal/..."},
+	"inspect":      {"diskfmt", "partition", "rootfs/...", "internal/..."},
+	"publish/...":  {"publish/...", "diskfmt", "internal/..."},
+	"internal/...": {"internal/..."},
+	"testdata/...": {"..."},
+}
+
+// forbidden are outside modules a package must not import, whatever it imports of ours.
+var forbidden = map[string][]string{
+	"rootfs/...":  {"github.com/google/go-containerregistry"}, // rootfs reads a tar stream
+	"diskfmt":     {"github.com/google/go-containerregistry", "github.com/diskfs/go-diskfs"},
+	"publish/...": {"github.com/diskfs/go-diskfs"}, // a disk is bytes to publish
+}
+
+func match(pattern, pkg string) bool {
+	if pattern == "..." {
+		return true
+	}
+	if p, ok := strings.CutSuffix(pattern, "/..."); ok {
+		return pkg == p || strings.HasPrefix(pkg, p+"/")
+	}
+	return pkg == pattern
+}
+
+func rule[T any](m map[string]T, pkg string) (T, bool) {
+	var best string
+	for p := range m { // the most specific pattern wins
+		if match(p, pkg) && len(p) > len(best) {
+			best = p
+		}
+	}
+	v, ok := m[best]
+	return v, ok && best != ""
+}
+
+func TestImportDirection(t *testing.T) {
+	out, err := exec.Command("go", "list", "-json=ImportPath,Imports,Deps", module+"...").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	dec := json.NewDecoder(strings.NewReader(string(out)))
+	n := 0
+	for dec.More() {
+		var p struct {
+			ImportPath    string
+			Imports, Deps []string
+		}
+		if err := dec.Decode(&p); err != nil {
+			t.Fatal(err)
+		}
+		n++
+		pkg := strings.TrimPrefix(p.ImportPath, module)
+		ok, known := rule(allowed, pkg)
+		if !known {
+			t.Errorf("%s: no rule in allowed (add one)", pkg)
+			continue
+		}
+		for _, imp := range p.Imports {
+			rel, ours := strings.CutPrefix(imp, module)
+			if !ours || rel == pkg {
+				continue
+			}
+			if !slices.ContainsFunc(ok, func(pat string) bool { return match(pat, rel) }) {
+				t.Errorf("%s imports %s: against the pipeline's direction (allowed: %v)", pkg, rel, ok)
+			}
+		}
+		if bad, ok := rule(forbidden, pkg); ok {
+			for _, dep := range p.Deps {
+				for _, b := range bad {
+					if dep == b || strings.HasPrefix(dep, b+"/") {
+						t.Errorf("%s depends on %s (through its imports): it must not", pkg, path.Dir(dep+"/x"))
+					}
+				}
+			}
+		}
+	}
+	if n < 10 {
+		t.Fatalf("only %d packages listed", n)
+	}
+}
