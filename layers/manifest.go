@@ -421,11 +421,11 @@ type ociBlob struct {
 	n   int
 }
 
-func (b *ociBlob) Digest() (v1.Hash, error)             { return b.d.Digest, nil }
-func (b *ociBlob) Size() (int64, error)                 { return b.d.Size, nil }
-func (b *ociBlob) MediaType() (types.MediaType, error)  { return b.d.MediaType, nil }
-func (b *ociBlob) Descriptor() (*v1.Descriptor, error)  { d := b.d; return &d, nil }
-func (b *ociBlob) Compressed() (io.ReadCloser, error)   { return b.img.src.blob(b.img.ctx, b.d) }
+func (b *ociBlob) Digest() (v1.Hash, error)            { return b.d.Digest, nil }
+func (b *ociBlob) Size() (int64, error)                { return b.d.Size, nil }
+func (b *ociBlob) MediaType() (types.MediaType, error) { return b.d.MediaType, nil }
+func (b *ociBlob) Descriptor() (*v1.Descriptor, error) { d := b.d; return &d, nil }
+func (b *ociBlob) Compressed() (io.ReadCloser, error)  { return b.img.src.blob(b.img.ctx, b.d) }
 func (b *ociBlob) DiffID() (v1.Hash, error) {
 	if b.n < 0 || b.n >= len(b.img.diffIDs) {
 		return v1.Hash{}, fmt.Errorf("blob %s: no diff_id in the config", b.d.Digest)

@@ -366,4 +366,3 @@ func resolveRemote(ctx context.Context, s string, o *options) (v1.Image, error) 
 		return nil, fmt.Errorf("fetching %s: unsupported manifest media type %q", ref, d.MediaType)
 	}
 }
-

@@ -3,6 +3,7 @@ package rootfs
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"path"
 	"sort"
@@ -116,11 +117,16 @@ func splitRun(s string) (run, rest string) {
 	return s[:i], s[i:]
 }
 
+// MaxOSRelease is the largest os-release file OSRelease reads (real ones are well under 1 KiB).
+// The size is what the image claims: a sparse file of a terabyte costs a few bytes of a layer.
+const MaxOSRelease = 64 << 10
+
 // OSRelease reads etc/os-release (or usr/lib/os-release) from fsys into a map of its keys, with
-// quotes removed. A tree with neither gives an empty map and no error.
+// quotes removed. A tree with neither gives an empty map and no error; one of more than
+// MaxOSRelease bytes, or that is not a regular file, is an error.
 func OSRelease(fsys fs.FS) (map[string]string, error) {
 	for _, p := range []string{"etc/os-release", "usr/lib/os-release"} {
-		b, err := fs.ReadFile(fsys, p)
+		b, err := readSmall(fsys, p, MaxOSRelease)
 		if errors.Is(err, fs.ErrNotExist) {
 			continue
 		}
@@ -130,6 +136,34 @@ func OSRelease(fsys fs.FS) (map[string]string, error) {
 		return parseOSRelease(string(b)), nil
 	}
 	return map[string]string{}, nil
+}
+
+// readSmall reads the regular file name of fsys, refusing one of more than limit bytes before
+// reading it.
+func readSmall(fsys fs.FS, name string, limit int64) ([]byte, error) {
+	st, err := fs.Stat(fsys, name)
+	if err != nil {
+		return nil, err
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("not a regular file (%v)", st.Mode().Type())
+	}
+	if st.Size() > limit {
+		return nil, fmt.Errorf("%d bytes, more than the %d read", st.Size(), limit)
+	}
+	f, err := fsys.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(b)) > limit {
+		return nil, fmt.Errorf("more than the %d bytes read", limit)
+	}
+	return b, nil
 }
 
 func parseOSRelease(s string) map[string]string {

@@ -80,3 +80,20 @@ func TestOSRelease(t *testing.T) {
 		t.Fatalf("got %v", m)
 	}
 }
+
+// TestOSReleaseBounded: an os-release bigger than MaxOSRelease (a sparse file costs the image
+// nothing) or not a regular file is refused, not read.
+func TestOSReleaseBounded(t *testing.T) {
+	big := fstest.MapFS{"etc/os-release": {Data: []byte("NAME=x\n" + strings.Repeat("#", MaxOSRelease))}}
+	if _, err := OSRelease(big); err == nil || !strings.Contains(err.Error(), "/etc/os-release") || !strings.Contains(err.Error(), "more than the 65536") {
+		t.Errorf("big: got %v", err)
+	}
+	dev := fstest.MapFS{"etc/os-release": {Mode: fs.ModeDevice | fs.ModeCharDevice}}
+	if _, err := OSRelease(dev); err == nil || !strings.Contains(err.Error(), "not a regular file") {
+		t.Errorf("device: got %v", err)
+	}
+	ok := fstest.MapFS{"etc/os-release": {Data: []byte("NAME=x\n" + strings.Repeat("#", MaxOSRelease-7))}}
+	if m, err := OSRelease(ok); err != nil || m["NAME"] != "x" {
+		t.Errorf("at the limit: %v %v", m, err)
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -178,14 +179,22 @@ type Layer struct {
 	MediaType string // default OCILayer
 	Missing   bool   // the blob file is not written
 	Digest    string // the descriptor's digest instead of the blob's ("sha256:…")
+	DiffID    string // the config's diff_id instead of the real one
 }
 
-// Image describes an OCI layout holding one image.
+// Image describes an OCI layout (or a docker-archive) holding one image.
 type Image struct {
-	Layers     []Layer
-	ConfigType string // default OCIConfig
-	Arch       string // default amd64
-	Index      bool   // wrap the manifest in an index (with the platform) below index.json
+	Layers       []Layer
+	ConfigType   string // default OCIConfig
+	Arch         string // default amd64
+	Index        bool   // wrap the manifest in an index (with the platform) below index.json
+	ConfigDigest string // the manifest's config digest instead of the blob's
+	// Nest wraps the manifest in Nest levels of indexes below index.json, each holding FanOut
+	// entries (default 1) that all name the level below: a small input that names a lot.
+	Nest, FanOut int
+	// Archive writes a `docker save` tarball (manifest.json, config, uncompressed layer tars)
+	// instead of an OCI layout; the layers are then named by diff_id.
+	Archive bool
 }
 
 // L makes a gzip layer of a tar of the entries.
@@ -218,14 +227,19 @@ func (im Image) Write(dir string) (string, []string, error) {
 	if arch == "" {
 		arch = "amd64"
 	}
+	if im.Archive {
+		return im.writeArchive(dir)
+	}
 	var layers []desc
 	var diffIDs, digests []string
+	written := map[string]bool{}
 	for _, l := range im.Layers {
 		d := digest(l.Blob)
 		if l.Digest != "" {
 			d = l.Digest // the blob is stored under this name, its bytes do not match it
 		}
-		if !l.Missing {
+		if !l.Missing && !written[d] {
+			written[d] = true
 			if err := os.WriteFile(filepath.Join(blobs, d[len("sha256:"):]), l.Blob, 0o644); err != nil {
 				return "", nil, err
 			}
@@ -236,7 +250,11 @@ func (im Image) Write(dir string) (string, []string, error) {
 		}
 		digests = append(digests, d)
 		layers = append(layers, desc{MediaType: mt, Digest: d, Size: int64(len(l.Blob))})
-		diffIDs = append(diffIDs, d) // not checked for OCI layouts; a stand-in
+		if l.DiffID != "" {
+			diffIDs = append(diffIDs, l.DiffID)
+		} else {
+			diffIDs = append(diffIDs, d) // not checked for OCI layouts; a stand-in
+		}
 	}
 	cfg, _ := json.Marshal(map[string]any{
 		"architecture": arch, "os": "linux", "created": "2022-04-15T05:20:00Z",
@@ -250,6 +268,9 @@ func (im Image) Write(dir string) (string, []string, error) {
 	ct := im.ConfigType
 	if ct == "" {
 		ct = OCIConfig
+	}
+	if im.ConfigDigest != "" {
+		cd = im.ConfigDigest
 	}
 	man, _ := json.Marshal(map[string]any{
 		"schemaVersion": 2, "mediaType": OCIManifest,
@@ -270,6 +291,19 @@ func (im Image) Write(dir string) (string, []string, error) {
 		}
 		top = desc{MediaType: OCIIndex, Digest: id, Size: int64(len(idx))}
 	}
+	for n := 0; n < im.Nest; n++ {
+		k := max(im.FanOut, 1)
+		ents := make([]desc, k)
+		for i := range ents {
+			ents[i] = top
+		}
+		idx, _ := json.Marshal(map[string]any{"schemaVersion": 2, "mediaType": OCIIndex, "manifests": ents})
+		id, err := put(idx)
+		if err != nil {
+			return "", nil, err
+		}
+		top = desc{MediaType: OCIIndex, Digest: id, Size: int64(len(idx))}
+	}
 	top.Annotations = map[string]string{"org.opencontainers.image.ref.name": "hostile"}
 	index, _ := json.Marshal(map[string]any{"schemaVersion": 2, "mediaType": OCIIndex, "manifests": []desc{top}})
 	if err := os.WriteFile(filepath.Join(dir, "index.json"), index, 0o644); err != nil {
@@ -279,4 +313,106 @@ func (im Image) Write(dir string) (string, []string, error) {
 		return "", nil, err
 	}
 	return "oci:" + dir + ":hostile", digests, nil
+}
+
+// WriteIndex writes an OCI layout whose index.json names (tag "hostile") an index of the given
+// entries; each entry is put as a blob by put, which returns its descriptor. It returns the build
+// SOURCE.
+func WriteIndex(dir string, entries func(put func(mediaType string, b []byte) (map[string]any, error)) ([]map[string]any, error)) (string, []string, error) {
+	blobs := filepath.Join(dir, "blobs", "sha256")
+	if err := os.MkdirAll(blobs, 0o755); err != nil {
+		return "", nil, err
+	}
+	put := func(mt string, b []byte) (map[string]any, error) {
+		d := digest(b)
+		if err := os.WriteFile(filepath.Join(blobs, d[len("sha256:"):]), b, 0o644); err != nil {
+			return nil, err
+		}
+		return map[string]any{"mediaType": mt, "digest": d, "size": len(b)}, nil
+	}
+	ents, err := entries(put)
+	if err != nil {
+		return "", nil, err
+	}
+	idx, _ := json.Marshal(map[string]any{"schemaVersion": 2, "mediaType": OCIIndex, "manifests": ents})
+	top, err := put(OCIIndex, idx)
+	if err != nil {
+		return "", nil, err
+	}
+	top["annotations"] = map[string]string{"org.opencontainers.image.ref.name": "hostile"}
+	index, _ := json.Marshal(map[string]any{"schemaVersion": 2, "mediaType": OCIIndex, "manifests": []any{top}})
+	if err := os.WriteFile(filepath.Join(dir, "index.json"), index, 0o644); err != nil {
+		return "", nil, err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "oci-layout"), []byte(`{"imageLayoutVersion":"1.0.0"}`), 0o644); err != nil {
+		return "", nil, err
+	}
+	return "oci:" + dir + ":hostile", nil, nil
+}
+
+// writeArchive writes the image as a `docker save` tarball: manifest.json, the config as
+// "<hex>.json", each layer as "<diff_id hex>/layer.tar" (uncompressed). Layer.Digest is unused;
+// Layer.DiffID replaces the real diff_id in the config.
+func (im Image) writeArchive(dir string) (string, []string, error) {
+	arch := im.Arch
+	if arch == "" {
+		arch = "amd64"
+	}
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	add := func(name string, b []byte) error {
+		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: name, Mode: 0o644, Size: int64(len(b)), ModTime: mtime}); err != nil {
+			return err
+		}
+		_, err := tw.Write(b)
+		return err
+	}
+	var diffIDs, files []string
+	written := map[string]bool{}
+	for _, l := range im.Layers {
+		raw := l.Blob
+		if bytes.HasPrefix(raw, []byte{0x1f, 0x8b}) {
+			zr, err := gzip.NewReader(bytes.NewReader(raw))
+			if err != nil {
+				return "", nil, err
+			}
+			if raw, err = io.ReadAll(zr); err != nil {
+				return "", nil, err
+			}
+		}
+		d := digest(raw)
+		f := d[len("sha256:"):] + "/layer.tar"
+		if l.DiffID != "" {
+			d = l.DiffID
+		}
+		diffIDs = append(diffIDs, d)
+		files = append(files, f)
+		if !l.Missing && !written[f] {
+			written[f] = true
+			if err := add(f, raw); err != nil {
+				return "", nil, err
+			}
+		}
+	}
+	cfg, _ := json.Marshal(map[string]any{
+		"architecture": arch, "os": "linux", "created": "2022-04-15T05:20:00Z",
+		"rootfs": map[string]any{"type": "layers", "diff_ids": diffIDs},
+		"config": map[string]any{},
+	})
+	cf := digest(cfg)[len("sha256:"):] + ".json"
+	if err := add(cf, cfg); err != nil {
+		return "", nil, err
+	}
+	mf, _ := json.Marshal([]map[string]any{{"Config": cf, "RepoTags": []string{"hostile:latest"}, "Layers": files}})
+	if err := add("manifest.json", mf); err != nil {
+		return "", nil, err
+	}
+	if err := tw.Close(); err != nil {
+		return "", nil, err
+	}
+	file := filepath.Join(dir, "image.tar")
+	if err := os.WriteFile(file, buf.Bytes(), 0o644); err != nil {
+		return "", nil, err
+	}
+	return "docker-archive:" + file, diffIDs, nil
 }

@@ -2,7 +2,12 @@ package hostile
 
 import (
 	"archive/tar"
+	"encoding/json"
+	"os"
+	"path/filepath"
 	"strings"
+	"syscall"
+	"time"
 )
 
 // Case is one corpus input and the outcome imgfab build must reach.
@@ -105,6 +110,14 @@ func Cases() []Case {
 			img(boot(Sym("s", "/etc"), Link("l", "s/passwd"))), 0, `"l"`, "symlink"),
 		builds("hardlink-lower", "a hardlink in layer 2 to a file of layer 1", img(boot(Reg("data", "shared")), L(Link("again", "data"))),
 			Check{"stat /again", "Links: 2"}, Check{"cat /again", "shared"}),
+		// The error must name the layer of the link, the link and its target, not the big file that
+		// ends layer 1 (it used to be cut off mid-data by the error).
+		fails("hardlink-to-whiteout", "layer 2 whites out a and links l to it; layer 1 ends with a 600 KiB file",
+			img(boot(Reg("a", "data"), Reg("zbig", noise(600<<10))), L(Reg(".wh.a", ""), Link("l", "a"))), 1,
+			`entry "l"`, `target "a"`, "whited out"),
+		fails("hardlink-to-opaque", "layer 2 makes d opaque and links l to d/a of layer 1",
+			img(boot(Dir("d/"), Reg("d/a", "data"), Reg("zbig", noise(600<<10))), L(Dir("d/"), Reg("d/.wh..wh..opq", ""), Link("l", "d/a"))), 1,
+			`entry "l"`, `target "d/a"`, "opaque directory d"),
 
 		// Whiteouts.
 		fails("whiteout-dotdot", "etc/.wh... (a whiteout of ..)", img(boot(), L(Dir("etc/"), Reg("etc/.wh...", ""))), 1, "whiteout of .."),
@@ -164,6 +177,110 @@ func Cases() []Case {
 		fails("pax-xattr-namespace", "an xattr in an unknown namespace", img(boot(E{Hdr: tar.Header{Typeflag: tar.TypeReg, Name: "nsattr", Mode: 0o644,
 			ModTime: mtime, PAXRecords: map[string]string{"SCHILY.xattr.bogus.x": "1"}}})), 0, `"nsattr"`, "namespace"),
 
+		// Numbers the filesystem narrows: refused, never wrapped.
+		fails("pax-uid-2^32", "a setuid file with PAX uid=4294967296 (wrapped, it was root)",
+			img(boot(num("suid", 0o4755, func(h *tar.Header) { h.Uid = 1 << 32 }))), 0, `"suid"`, "uid 4294967296 out of range"),
+		fails("pax-uid-2^32-1", "a file with PAX uid=4294967295 ((uid_t)-1, no id)",
+			img(boot(num("noid", 0o644, func(h *tar.Header) { h.Uid = 1<<32 - 1 }))), 0, `"noid"`, "uid 4294967295 out of range"),
+		fails("pax-gid-negative", "a setgid file with PAX gid=-1",
+			img(boot(num("sgid", 0o2755, func(h *tar.Header) { h.Gid = -1 }))), 0, `"sgid"`, "gid -1 out of range"),
+		fails("gnu-uid-base256", "a GNU base-256 uid of 2^40",
+			img(boot(num("gnuid", 0o644, func(h *tar.Header) { h.Uid, h.Format = 1<<40, tar.FormatGNU }))), 0, `"gnuid"`, "uid 1099511627776 out of range"),
+		builds("uid-max", "uid and gid 4294967294, the largest ids",
+			img(boot(num("maxid", 0o644, func(h *tar.Header) { h.Uid, h.Gid = 1<<32-2, 1<<32-2 }))), Check{"stat /maxid", "User:    -2   Group:    -2"}),
+		fails("pax-mtime-neg-2^33", "PAX mtime -2^33 (before 1901)",
+			img(boot(num("old", 0o644, func(h *tar.Header) { h.ModTime = time.Unix(-1<<33, 0) }))), 0, `"old"`, "mtime -8589934592 out of range", "1901-12-13"),
+		fails("pax-mtime-2^40", "PAX mtime 2^40 (year 36812)",
+			img(boot(num("future", 0o644, func(h *tar.Header) { h.ModTime = time.Unix(1<<40, 0) }))), 0, `"future"`, "mtime 1099511627776 out of range", "2446-05-10"),
+		fails("pax-mtime-neg-2^40", "PAX mtime -2^40",
+			img(boot(num("past", 0o644, func(h *tar.Header) { h.ModTime = time.Unix(-1<<40, 0) }))), 0, `"past"`, "mtime -1099511627776 out of range"),
+		fails("gnu-mtime-neg-2^33", "a GNU base-256 mtime of -2^33",
+			img(boot(num("gnuold", 0o644, func(h *tar.Header) { h.ModTime, h.Format = time.Unix(-1<<33, 0), tar.FormatGNU }))), 0, `"gnuold"`, "mtime -8589934592 out of range"),
+		fails("pax-atime-2^40", "PAX atime 2^40",
+			img(boot(num("atime", 0o644, func(h *tar.Header) { h.AccessTime = time.Unix(1<<40, 0) }))), 0, `"atime"`, "atime 1099511627776 out of range"),
+		fails("pax-ctime-neg-2^33", "PAX ctime -2^33",
+			img(boot(num("ctime", 0o644, func(h *tar.Header) { h.ChangeTime = time.Unix(-1<<33, 0) }))), 0, `"ctime"`, "ctime -8589934592 out of range"),
+		builds("mtime-range-ends", "mtimes -2^31 and 3*2^32+2^31-1, the ends of what ext4 stores",
+			img(boot(num("t-min", 0o644, func(h *tar.Header) { h.ModTime = time.Unix(-1<<31, 0) }),
+				num("t-max", 0o644, func(h *tar.Header) { h.ModTime = time.Unix(3<<32+1<<31-1, 0) }))),
+			Check{"stat /t-min", "1901"}, Check{"stat /t-max", "2446"}),
+		fails("mode-high-bits", "mode 01000755: a bit above the file type bits",
+			img(boot(num("highmode", 0o1000755, func(*tar.Header) {}))), 0, `"highmode"`, "mode 01000755 out of range"),
+		builds("mode-type-bits", "mode 0100644: the file type bits, as some tar writers put them, are fine",
+			img(boot(num("typed", 0o100644, func(*tar.Header) {}))), Check{"stat /typed", "Mode:  0644"}),
+
+		// Digests that are not digests: refused naming the field, never used as a path.
+		fails("digest-dotdot", `a layer digest "sha256:../../x"`,
+			img(boot(), Layer{Blob: Gzip(Tar(Reg("x", "y"))), Digest: "sha256:../../x"}), -1,
+			`manifest layer 1: digest "sha256:../../x": not 64 hex digits`),
+		fails("digest-short", `a layer digest "sha256:abc"`,
+			img(boot(), Layer{Blob: Gzip(Tar(Reg("x", "y"))), Digest: "sha256:abc"}), -1, `manifest layer 1: digest "sha256:abc"`, "not 64 hex digits"),
+		fails("digest-algorithm", "a layer digest of an unknown algorithm",
+			img(boot(), Layer{Blob: Gzip(Tar(Reg("x", "y"))), Digest: "md5:d41d8cd98f00b204e9800998ecf8427e"}), -1,
+			"manifest layer 1", "unsupported digest algorithm"),
+		fails("config-digest-dotdot", `a config digest "sha256:../../../etc/passwd"`,
+			func(dir string) (string, []string, error) {
+				return Image{Layers: []Layer{boot()}, ConfigDigest: "sha256:../../../etc/passwd"}.Write(dir)
+			}, -1, `manifest config: digest "sha256:../../../etc/passwd"`, "not 64 hex digits"),
+		fails("diffid-dotdot", `a diff_id "sha256:../x" in the config`,
+			img(boot(), Layer{Blob: Gzip(Tar(Reg("x", "y"))), DiffID: "sha256:../x"}), -1,
+			`config rootfs.diff_ids[1]: digest "sha256:../x"`, "not 64 hex digits"),
+		fails("archive-diffid-dotdot", `a docker-archive whose config has a diff_id "sha256:../../x"`,
+			func(dir string) (string, []string, error) {
+				return Image{Layers: []Layer{boot(), {Blob: Tar(Reg("x", "y")), DiffID: "sha256:../../x"}}, Archive: true}.Write(dir)
+			}, -1, `config rootfs.diff_ids[1]: digest "sha256:../../x"`, "not 64 hex digits"),
+		fails("blob-fifo", "a layer blob that is a FIFO: refused, never opened for reading (that would block)",
+			func(dir string) (string, []string, error) {
+				src, ls, err := img(boot(), L(Reg("x", "y")))(dir)
+				if err != nil {
+					return "", nil, err
+				}
+				p := filepath.Join(dir, "blobs", "sha256", strings.TrimPrefix(ls[1], "sha256:"))
+				if err := os.Remove(p); err != nil {
+					return "", nil, err
+				}
+				return src, ls, syscall.Mkfifo(p, 0o644)
+			}, 1, "not a regular file", "FIFO"),
+
+		// Indexes that name a lot in few bytes: each index is walked once, entries are budgeted.
+		fails("index-nested-16x9", "9 levels of indexes, each naming the next 16 times (16^9 paths in a few KiB), no amd64 image",
+			Image{Layers: []Layer{boot()}, Arch: "arm64", Nest: 9, FanOut: 16}.Write, -1, "no image for platform linux/amd64", "linux/arm64"),
+		builds("index-nested-16x9-found", "the same with an amd64 image at the bottom",
+			Image{Layers: []Layer{boot(Reg("deep", "found"))}, Nest: 9, FanOut: 16}.Write, Check{"cat /deep", "found"}),
+		fails("index-nested-10", "10 levels of indexes",
+			Image{Layers: []Layer{boot()}, Nest: 10, FanOut: 2}.Write, -1, "nested more than 8 deep"),
+		fails("index-fanout-1001", "an index of 1,001 entries",
+			func(dir string) (string, []string, error) {
+				return WriteIndex(dir, func(put func(string, []byte) (map[string]any, error)) ([]map[string]any, error) {
+					return fakeManifests(1001, "arm64", 0), nil
+				})
+			}, -1, "1001 entries, more than the 1000 allowed"),
+		fails("index-walk-budget", "an index of 5 indexes of 1,000 arm64 images each: 5,005 entries",
+			func(dir string) (string, []string, error) {
+				return WriteIndex(dir, func(put func(string, []byte) (map[string]any, error)) ([]map[string]any, error) {
+					var out []map[string]any
+					for i := 0; i < 5; i++ {
+						b, _ := json.Marshal(map[string]any{"schemaVersion": 2, "mediaType": OCIIndex, "manifests": fakeManifests(1000, "arm64", i)})
+						d, err := put(OCIIndex, b)
+						if err != nil {
+							return nil, err
+						}
+						out = append(out, d)
+					}
+					return out, nil
+				})
+			}, -1, "more than 4096 entries in all"),
+
+		// Many layers: time linear in their number; a blob named again is read once.
+		builds("layers-10000", "10,000 small uncompressed layers, each a file and a whiteout of the one below",
+			img(manyLayers(10000)...), Check{"cat /d/f9999", "9999"}, Check{"stat /d/f9998", NotFound}),
+		builds("layers-2000-archive", "a docker-archive of 2,000 layers",
+			Image{Layers: manyLayers(2000), Archive: true}.Write, Check{"cat /d/f1999", "1999"}, Check{"stat /d/f1998", NotFound}),
+		builds("layer-repeated", "one 1 MiB layer named 3,000 times in the manifest: read once",
+			img(append([]Layer{boot()}, repeat(L(Reg("big", noise(1<<20))), 3000)...)...), Check{"stat /big", "Size: 1048576"}),
+		fails("layers-over-limit", "16,385 layers (one small blob named again and again)",
+			img(repeat(boot(), 16385)...), -1, "16385 layers, more than the 16384 allowed"),
+
 		// Broken blobs and manifests.
 		fails("missing-blob", "the manifest names a layer blob that is not there",
 			img(boot(), Layer{Blob: Gzip(Tar(Reg("x", "y"))), Missing: true}), 1, "no such file"),
@@ -203,6 +320,43 @@ func Cases() []Case {
 			return c
 		}(),
 	}
+}
+
+// num is a regular file entry whose header fields f sets (PAX unless f says otherwise).
+func num(name string, mode int64, f func(*tar.Header)) E {
+	h := tar.Header{Typeflag: tar.TypeReg, Name: name, Mode: mode, ModTime: mtime, Format: tar.FormatPAX}
+	f(&h)
+	return E{Hdr: h}
+}
+
+// manyLayers is n layers, uncompressed: the boot files, then one file d/fI each, with a whiteout
+// of the file of the layer below.
+func manyLayers(n int) []Layer {
+	ls := []Layer{boot()}
+	for i := 1; i < n; i++ {
+		ls = append(ls, Layer{Blob: Tar(Dir("d/"), Reg("d/f"+itoa(i), itoa(i)), Reg("d/.wh.f"+itoa(i-1), "")),
+			MediaType: "application/vnd.oci.image.layer.v1.tar"})
+	}
+	return ls
+}
+
+func repeat(l Layer, n int) []Layer {
+	ls := make([]Layer, n)
+	for i := range ls {
+		ls[i] = l
+	}
+	return ls
+}
+
+// fakeManifests is n index entries naming image manifests for linux/arch that are not there (a
+// walk that does not pick them never fetches them); seed makes the entries of one call unique.
+func fakeManifests(n int, arch string, seed int) []map[string]any {
+	out := make([]map[string]any, n)
+	for i := range out {
+		out[i] = map[string]any{"mediaType": OCIManifest, "digest": digest([]byte(itoa(seed) + "/" + itoa(i))), "size": 500,
+			"platform": map[string]string{"os": "linux", "architecture": arch}}
+	}
+	return out
 }
 
 // noise is n bytes that do not compress much and are not zero.
