@@ -3,6 +3,7 @@ package layers
 import (
 	"archive/tar"
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -31,6 +32,7 @@ type tarMember struct {
 	off, size int64
 	typ       byte
 	link      string
+	sparse    bool // its data is not its content
 }
 
 type tarIndex struct {
@@ -39,10 +41,15 @@ type tarIndex struct {
 }
 
 // indexTar reads the headers of the tar in f (data is skipped by seeking).
-func indexTar(f *os.File, file string) (*tarIndex, error) {
+func indexTar(ctx context.Context, f *os.File, file string) (*tarIndex, error) {
 	ix := &tarIndex{file: file, members: make(map[string]tarMember)}
 	tr := tar.NewReader(f)
-	for {
+	for n := 0; ; n++ {
+		if n%1024 == 0 {
+			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
+		}
 		h, err := tr.Next()
 		if err == io.EOF {
 			return ix, nil
@@ -56,9 +63,13 @@ func indexTar(f *os.File, file string) (*tarIndex, error) {
 		if err != nil {
 			return nil, fmt.Errorf("docker archive %s: %w", file, err)
 		}
-		n := cleanMember(h.Name)
-		if _, dup := ix.members[n]; !dup {
-			ix.members[n] = tarMember{off: off, size: h.Size, typ: h.Typeflag, link: h.Linkname}
+		name := cleanMember(h.Name)
+		if _, dup := ix.members[name]; !dup {
+			sparse := h.Typeflag == tar.TypeGNUSparse
+			for k := range h.PAXRecords {
+				sparse = sparse || strings.HasPrefix(k, "GNU.sparse.")
+			}
+			ix.members[name] = tarMember{off: off, size: h.Size, typ: h.Typeflag, link: h.Linkname, sparse: sparse}
 		}
 	}
 }
@@ -74,7 +85,10 @@ func (ix *tarIndex) lookup(n string) (tarMember, error) {
 			return tarMember{}, fmt.Errorf("docker archive %s: file %s not found in the archive", ix.file, shortQ(want))
 		}
 		switch m.typ {
-		case tar.TypeReg, tar.TypeRegA:
+		case tar.TypeReg, tar.TypeRegA, tar.TypeGNUSparse:
+			if m.sparse {
+				return tarMember{}, fmt.Errorf("docker archive %s: file %s is a sparse file: not supported here", ix.file, shortQ(want))
+			}
 			return m, nil
 		case tar.TypeSymlink, tar.TypeLink:
 			if hops >= 8 {
@@ -157,7 +171,7 @@ type archiveManifest struct {
 	Layers   []string
 }
 
-func resolveArchive(s string) (v1.Image, error) {
+func resolveArchive(ctx context.Context, s string) (v1.Image, error) {
 	file, tagStr, err := splitPathTag(s)
 	if err != nil {
 		return nil, fmt.Errorf("opening docker archive %q: %w", s, err)
@@ -175,7 +189,7 @@ func resolveArchive(s string) (v1.Image, error) {
 	if err != nil {
 		return nil, err
 	}
-	ix, err := indexTar(f, file)
+	ix, err := indexTar(ctx, f, file)
 	f.Close()
 	if err != nil {
 		return nil, err

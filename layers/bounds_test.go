@@ -1,6 +1,7 @@
 package layers
 
 import (
+	"archive/tar"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -374,5 +375,78 @@ func TestLayerLimits(t *testing.T) {
 	}
 	if opens != 1 {
 		t.Errorf("the blob was opened %d times, want once", opens)
+	}
+}
+
+// TestResolveArchiveMembers: a docker-archive's members are found through its index, symlinks
+// and hardlinks between members followed (older `docker save` links repeated layers), and what is
+// missing or ambiguous is named.
+func TestResolveArchiveMembers(t *testing.T) {
+	ctx := context.Background()
+	l0, l1 := tarOf(t, "etc/", "etc/a=1"), tarOf(t, "etc/b=2")
+	cfg, _ := json.Marshal(map[string]any{"architecture": "amd64", "os": "linux",
+		"rootfs": map[string]any{"type": "layers", "diff_ids": []string{"sha256:" + digestOf(l0), "sha256:" + digestOf(l1), "sha256:" + digestOf(l0)}}})
+	cfgName := digestOf(cfg) + ".json"
+	write := func(t *testing.T, manifest string, members ...tar.Header) string {
+		var b bytes.Buffer
+		tw := tar.NewWriter(&b)
+		for _, h := range members {
+			body := map[string][]byte{"l0/layer.tar": l0, "l1/layer.tar": gzipOf(t, l1), cfgName: cfg, "manifest.json": []byte(manifest)}[h.Name]
+			if h.Typeflag == tar.TypeReg {
+				h.Size = int64(len(body))
+			}
+			h.Mode = 0o644
+			if err := tw.WriteHeader(&h); err != nil {
+				t.Fatal(err)
+			}
+			if h.Typeflag == tar.TypeReg {
+				tw.Write(body)
+			}
+		}
+		tw.Close()
+		file := filepath.Join(t.TempDir(), "a.tar")
+		os.WriteFile(file, b.Bytes(), 0o644)
+		return file
+	}
+	reg := func(n string) tar.Header { return tar.Header{Typeflag: tar.TypeReg, Name: n} }
+	all := []tar.Header{reg("l0/layer.tar"), {Typeflag: tar.TypeSymlink, Name: "l2/layer.tar", Linkname: "../l0/layer.tar"},
+		{Typeflag: tar.TypeLink, Name: "l3/layer.tar", Linkname: "l1/layer.tar"}, reg("l1/layer.tar"), reg(cfgName)}
+	one := `[{"Config":"` + cfgName + `","RepoTags":["x/y:1"],"Layers":["l0/layer.tar","l3/layer.tar","./l2/layer.tar"]}]`
+	file := write(t, one, append(all, reg("manifest.json"))...)
+	for _, src := range []string{"docker-archive:" + file, "docker-archive:" + file + ":x/y:1"} {
+		img, err := Resolve(ctx, src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		files, err := flattenImage(t, img)
+		if err != nil || strings.Join(sorted(files), " ") != "etc/ etc/a=1 etc/b=2" {
+			t.Errorf("%s: files %q, %v", src, files, err)
+		}
+		if d, _ := img.Digest(); d.Hex != digestOf(cfg) {
+			t.Errorf("digest %s, want the config's", d)
+		}
+	}
+	for _, c := range []struct {
+		name, manifest string
+		members        []tar.Header
+		src            string
+		want           string
+	}{
+		{"missing layer", strings.Replace(one, "l0/layer.tar", "nothere/layer.tar", 1), all, "", `layer 0 (sha256:` + digestOf(l0) + `): docker archive`},
+		{"two images", "[" + one[1:len(one)-1] + "," + one[1:], all, "", "holds 2 images"},
+		{"unknown tag", one, all, ":x/y:2", "tag x/y:2 not found"},
+		{"link loop", strings.Replace(one, "l0/layer.tar", "loop", 1), append(all, tar.Header{Typeflag: tar.TypeSymlink, Name: "loop", Linkname: "loop"}), "", "more than 8 links"},
+		{"no manifest", "", all, "", `"manifest.json" not found`},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			ms := c.members
+			if c.manifest != "" {
+				ms = append(append([]tar.Header(nil), ms...), reg("manifest.json"))
+			}
+			_, err := Resolve(ctx, "docker-archive:"+write(t, c.manifest, ms...)+c.src)
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("got %v, want %q", err, c.want)
+			}
+		})
 	}
 }

@@ -37,7 +37,11 @@
 //     fetches registry blobs by digest.
 //   - A layer named by a digest that a layer above has too is not read again: its bytes are the
 //     same and all of its entries are shadowed by the copy above.
-//   - Flatten's state grows with the number of entries (paths), never with their bytes.
+//   - Flatten's state grows with the number of entries (paths), never with their bytes. Paths are
+//     numbered in a tree (a node found from its parent's and its last component), so an entry costs
+//     work in proportion to its name's length, not its length times its depth; names and hardlink
+//     targets are at most 4,095 bytes (PATH_MAX with its NUL; a PAX path may be 1 MiB). A chain of
+//     hidden hardlinks is followed once, not once per link to it.
 //
 // # Digests
 //
@@ -80,7 +84,7 @@
 // Still the tree must never "leave the root", because its consumer lays it into a filesystem.
 // Flatten refuses, with an [*UnsafeEntryError] naming the layer and the entry:
 //   - absolute names, and names whose cleaned form starts with ".." ("./a/../b" is fine: it is "b");
-//   - names containing NUL, or with a component longer than 255 bytes;
+//   - names containing NUL, longer than 4,095 bytes, or with a component longer than 255 bytes;
 //   - entries reached through a symlink of the same layer ("etc -> /tmp" then "etc/x"), in either
 //     order. Across layers a symlink is simply shadowed: an upper "etc/x" makes "etc" a directory
 //     there, which hides a lower "etc" symlink;

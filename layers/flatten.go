@@ -28,7 +28,7 @@ func Flatten(ctx context.Context, layers []Layer) io.ReadCloser {
 	fr := &flattenReader{bufPipe: p, done: make(chan struct{})}
 	go func() {
 		defer close(fr.done)
-		f := &flattener{ctx: ctx, tw: tar.NewWriter(p), upper: make(map[string]pstate), hidBy: make(map[string]int32)}
+		f := newFlattener(ctx, tar.NewWriter(p))
 		err := f.run(layers)
 		if err == nil {
 			err = f.tw.Close()
@@ -95,16 +95,41 @@ type heldLink struct {
 	entry     string // as named in the layer
 	hdr       tar.Header
 	target    string
+	tnode     int32
 }
 
 type flattener struct {
 	ctx    context.Context
 	tw     *tar.Writer
-	upper  map[string]pstate
-	hidBy  map[string]int32 // path -> the topmost layer that whited it out or made it opaque
+	paths  *pathTree
+	upper  []pstate        // by path node
+	hidBy  map[int32]int32 // path node -> the topmost layer that whited it out or made it opaque
 	held   []heldLink
 	buf    []byte
 	layers []Layer
+	nodes  []int32 // scratch: the nodes of an entry's path
+	tnodes []int32 // scratch: the nodes of a hardlink target
+
+	linkSteps int // hidden hardlinks followed (for a test that the work stays linear)
+}
+
+func newFlattener(ctx context.Context, tw *tar.Writer) *flattener {
+	return &flattener{ctx: ctx, tw: tw, paths: newPathTree(), hidBy: make(map[int32]int32)}
+}
+
+// up is the state left by the layers above at path node n.
+func (f *flattener) up(n int32) pstate {
+	if int(n) < len(f.upper) {
+		return f.upper[n]
+	}
+	return pstate{}
+}
+
+func (f *flattener) setUp(n int32, st pstate) {
+	for int(n) >= len(f.upper) {
+		f.upper = append(f.upper, pstate{})
+	}
+	f.upper[n] = st
 }
 
 func (f *flattener) run(layers []Layer) error {
@@ -127,7 +152,7 @@ func (f *flattener) run(layers []Layer) error {
 	// Bottom layers' links first: a link may name a lower layer's held link.
 	sort.SliceStable(f.held, func(a, b int) bool { return f.held[a].layer < f.held[b].layer })
 	for _, h := range f.held {
-		st := f.upper[h.target]
+		st := f.up(h.tnode)
 		switch {
 		case h.sameLayer:
 		case st.f&sNonDir != 0 && int(st.layer) < h.layer:
@@ -146,20 +171,29 @@ func (f *flattener) run(layers []Layer) error {
 // missingTarget says why the target of a held hardlink is not there to link to.
 func (f *flattener) missingTarget(h heldLink) string {
 	why := "hardlink to missing name " + h.target
+	state := func(p string) (pstate, int32) {
+		n := f.paths.find(p)
+		if n < 0 {
+			return pstate{}, n
+		}
+		return f.up(n), n
+	}
 	hidden := func(p string, what string) string {
-		if li, ok := f.hidBy[p]; ok && f.upper[p].f&(sWhiteout|sOpaque) != 0 {
+		st, n := state(p)
+		if li, ok := f.hidBy[n]; ok && n >= 0 && st.f&(sWhiteout|sOpaque) != 0 {
 			return fmt.Sprintf("%s: the target %q was %s by layer %s", why, h.target, what, f.layers[li].Name)
 		}
 		return ""
 	}
 	// The nearest cause first: the target itself, then its directories from the bottom up.
-	if f.upper[h.target].f&sWhiteout != 0 {
+	if st, _ := state(h.target); st.f&sWhiteout != 0 {
 		if s := hidden(h.target, "whited out"); s != "" {
 			return s
 		}
 	}
 	for d := path.Dir(h.target); ; d = path.Dir(d) {
-		st := f.upper[d].f
+		dst, _ := state(d)
+		st := dst.f
 		switch {
 		case st&sWhiteout != 0:
 			if s := hidden(d, "whited out (its directory "+d+")"); s != "" {
@@ -170,13 +204,13 @@ func (f *flattener) missingTarget(h heldLink) string {
 				return s
 			}
 		case st&sNonDir != 0:
-			return fmt.Sprintf("%s: %s is not a directory (layer %s)", why, d, f.layers[f.upper[d].layer].Name)
+			return fmt.Sprintf("%s: %s is not a directory (layer %s)", why, d, f.layers[dst.layer].Name)
 		}
 		if d == "." {
 			break
 		}
 	}
-	if st := f.upper[h.target]; st.f&sNonDir != 0 && int(st.layer) >= h.layer {
+	if st, _ := state(h.target); st.f&sNonDir != 0 && int(st.layer) >= h.layer {
 		if int(st.layer) == h.layer {
 			return why + ": it comes after the link in the same layer"
 		}
@@ -185,37 +219,128 @@ func (f *flattener) missingTarget(h heldLink) string {
 	return why
 }
 
-// ancestors calls fn for each proper ancestor of the clean relative path p, from "." downwards.
-func ancestors(p string, fn func(a string) error) error {
+// pathTree numbers clean relative paths: a path's node is found from its parent's node and its last
+// component. The nodes of a path and of all its ancestors cost O(len(path)) to find, where a map
+// keyed by each ancestor's whole path costs O(len(path) × depth): a 4 KiB name 2,000 deep would
+// hash 4 MB.
+type pathTree struct {
+	ids    map[pathKey]int32
+	parent []int32
+
+	// The directory last walked and its nodes: a tar lists a directory's entries together.
+	lastDir   string
+	lastNodes []int32
+
+	hashed int // bytes of names looked up (for a test that the work stays linear)
+}
+
+type pathKey struct {
+	parent int32
+	name   string
+}
+
+// rootNode is ".".
+const rootNode int32 = 0
+
+func newPathTree() *pathTree {
+	return &pathTree{ids: make(map[pathKey]int32), parent: []int32{-1}}
+}
+
+// child is the node of component name below node n, made if need be.
+func (t *pathTree) child(n int32, name string) int32 {
+	k := pathKey{n, name}
+	t.hashed += len(name)
+	c, ok := t.ids[k]
+	if !ok {
+		c = int32(len(t.parent))
+		t.parent = append(t.parent, n)
+		k.name = strings.Clone(name) // not the whole tar name it is cut from
+		t.ids[k] = c
+	}
+	return c
+}
+
+// walk sets buf to the nodes of "." and of each ancestor of the clean relative path p, downwards,
+// then p's own (the last); p == "." gives just ".".
+func (t *pathTree) walk(p string, buf []int32) []int32 {
+	if p == "." {
+		return append(buf[:0], rootNode)
+	}
+	dir, base := ".", p
+	if i := strings.LastIndexByte(p, '/'); i >= 0 {
+		dir, base = p[:i], p[i+1:]
+	}
+	if t.lastNodes == nil || dir != t.lastDir {
+		t.lastNodes = t.walkAll(dir, t.lastNodes)
+		t.lastDir = strings.Clone(dir)
+	}
+	buf = append(buf[:0], t.lastNodes...)
+	return append(buf, t.child(buf[len(buf)-1], base))
+}
+
+// walkAll is walk without the cache.
+func (t *pathTree) walkAll(p string, buf []int32) []int32 {
+	buf = append(buf[:0], rootNode)
+	if p == "." {
+		return buf
+	}
+	n := rootNode
+	for p != "" {
+		comp, rest, _ := strings.Cut(p, "/")
+		n = t.child(n, comp)
+		buf = append(buf, n)
+		p = rest
+	}
+	return buf
+}
+
+// find is p's node, -1 if it has none.
+func (t *pathTree) find(p string) int32 {
+	n := rootNode
+	if p == "." {
+		return n
+	}
+	for p != "" {
+		comp, rest, _ := strings.Cut(p, "/")
+		c, ok := t.ids[pathKey{n, comp}]
+		if !ok {
+			return -1
+		}
+		n, p = c, rest
+	}
+	return n
+}
+
+// ancestorNames calls fn with the index in nodes and the path of each proper ancestor of p
+// (whose nodes, from walk, are nodes), "." first.
+func ancestorNames(p string, nodes []int32, fn func(i int, a string) error) error {
 	if p == "." {
 		return nil
 	}
-	if err := fn("."); err != nil {
+	if err := fn(0, "."); err != nil {
 		return err
 	}
-	for i := 0; i < len(p); i++ {
-		if p[i] == '/' {
-			if err := fn(p[:i]); err != nil {
+	i := 1
+	for j := 0; j < len(p); j++ {
+		if p[j] == '/' {
+			if err := fn(i, p[:j]); err != nil {
 				return err
 			}
+			i++
 		}
 	}
 	return nil
 }
 
-var errHidden = errors.New("hidden")
-
-// visible reports whether an entry of the layer being read at p is seen through the layers above.
-func (f *flattener) visible(p string, isDir bool) bool {
-	if ancestors(p, func(a string) error {
-		if f.upper[a].f&(sWhiteout|sNonDir|sOpaque) != 0 {
-			return errHidden
+// visible reports whether an entry of the layer being read at p (its nodes and its ancestors',
+// from walk) is seen through the layers above.
+func (f *flattener) visible(nodes []int32, isDir bool) bool {
+	for _, a := range nodes[:len(nodes)-1] {
+		if f.up(a).f&(sWhiteout|sNonDir|sOpaque) != 0 {
+			return false
 		}
-		return nil
-	}) != nil {
-		return false
 	}
-	st := f.upper[p].f
+	st := f.up(nodes[len(nodes)-1]).f
 	switch {
 	case st&(sDir|sNonDir|sWhiteout) != 0:
 		return false
@@ -268,6 +393,11 @@ func checkNumbers(h *tar.Header) string {
 	return ""
 }
 
+// maxPath is the longest name (and hardlink target) accepted: Linux's PATH_MAX is 4096 bytes with
+// the terminating NUL. Work per entry grows with its name's length times its depth: a PAX path
+// may be 1 MiB.
+const maxPath = 4095
+
 // cleanName checks a tar name (or hardlink target) and returns its clean relative form.
 func cleanName(name string) (string, string) {
 	if strings.IndexByte(name, 0) >= 0 {
@@ -282,6 +412,9 @@ func cleanName(name string) (string, string) {
 	c := path.Clean(name)
 	if c == ".." || strings.HasPrefix(c, "../") {
 		return "", "path escapes the image root"
+	}
+	if len(c) > maxPath {
+		return "", fmt.Sprintf("name of %d bytes (limit %d, PATH_MAX)", len(c), maxPath)
 	}
 	for _, comp := range strings.Split(c, "/") {
 		if len(comp) > 255 {
@@ -306,13 +439,17 @@ func (f *flattener) layer(li int, l Layer) error {
 		return fmt.Errorf("layer %s: %w", l.Name, err)
 	}
 	defer rc.Close()
-	cur := make(map[string]uint16)
+	cur := make(map[int32]uint16) // by path node
 	tr := tar.NewReader(rc)
 	unsafe := func(entry, reason string) error {
 		return &UnsafeEntryError{Layer: l.Name, Entry: entry, Reason: reason}
 	}
 	prev := ""
-	hiddenLink := make(map[string]string) // hidden hardlink (or its target) -> target
+	type target struct {
+		node int32
+		name string
+	}
+	hiddenLink := make(map[int32]target) // hidden hardlink (or its target) -> target
 	var (
 		promos     map[string]*promo
 		promoOf    map[string]string // promoted or deferred link name -> data holder
@@ -350,26 +487,29 @@ func (f *flattener) layer(li int, l Layer) error {
 		if p == "." && !isDir {
 			return unsafe(hdr.Name, "root is not a directory")
 		}
+		f.nodes = f.paths.walk(p, f.nodes)
+		nodes := f.nodes
+		pn := nodes[len(nodes)-1]
 		// Parents: no whiteout prefix, no symlink or file of this layer.
-		if err := ancestors(p, func(a string) error {
+		if err := ancestorNames(p, nodes, func(i int, a string) error {
 			if strings.HasPrefix(path.Base(a), whPrefix) {
 				return unsafe(hdr.Name, "whiteout prefix in directory name "+a)
 			}
-			c := cur[a]
+			c := cur[nodes[i]]
 			if c&cSymlink != 0 {
 				return unsafe(hdr.Name, "parent "+a+" is a symlink")
 			}
 			if c&cNonDir != 0 {
 				return unsafe(hdr.Name, "parent "+a+" is not a directory")
 			}
-			cur[a] = c | cParent
+			cur[nodes[i]] = c | cParent
 			return nil
 		}); err != nil {
 			return err
 		}
 		// Whiteouts.
 		if strings.HasPrefix(base, whPrefix) {
-			dir := path.Dir(p)
+			dir := nodes[len(nodes)-2] // a whiteout is never "."
 			switch {
 			case base == whOpaque:
 				cur[dir] |= cOpaque
@@ -380,20 +520,22 @@ func (f *flattener) layer(li int, l Layer) error {
 				if t == "" || t == "." || t == ".." {
 					return unsafe(hdr.Name, "whiteout of "+map[string]string{"": "an empty name", ".": ". (the directory itself)", "..": ".."}[t])
 				}
-				cur[path.Join(dir, t)] |= cWhiteout
+				cur[f.paths.child(dir, t)] |= cWhiteout
 			}
 			continue
 		}
-		c := cur[p]
+		c := cur[pn]
 		if c&(cDir|cNonDir) != 0 {
 			continue // duplicate in this layer: the first one stays
 		}
 		if !isDir && c&cParent != 0 {
 			return unsafe(hdr.Name, "non-directory "+p+" replaces a directory that has entries in the same layer")
 		}
-		vis := f.visible(p, isDir)
+		vis := f.visible(nodes, isDir)
 		if vis {
-			_ = ancestors(p, func(a string) error { cur[a] |= cParentVis; return nil })
+			for _, a := range nodes[:len(nodes)-1] {
+				cur[a] |= cParentVis
+			}
 		}
 		if isDir {
 			c |= cDir
@@ -412,49 +554,68 @@ func (f *flattener) layer(li int, l Layer) error {
 			if t == "." {
 				return unsafe(hdr.Name, "hardlink to a directory")
 			}
-			if err := ancestors(t, func(a string) error {
-				if cur[a]&cSymlink != 0 {
+			f.tnodes = f.paths.walk(t, f.tnodes)
+			tnodes := f.tnodes
+			if err := ancestorNames(t, tnodes, func(i int, a string) error {
+				if cur[tnodes[i]]&cSymlink != 0 {
 					return unsafe(hdr.Name, "hardlink target parent "+a+" is a symlink")
 				}
 				return nil
 			}); err != nil {
 				return err
 			}
-			tc := cur[t]
+			tn := tnodes[len(tnodes)-1]
+			tc := cur[tn]
 			if tc&(cDir|cParent) != 0 {
 				return unsafe(hdr.Name, "hardlink to a directory")
 			}
 			if !vis {
-				hiddenLink[p] = t
-				cur[p] = c
+				hiddenLink[pn] = target{tn, t}
+				cur[pn] = c
 				continue
 			}
-			// Follow hidden links of this layer to the entry that holds the data.
-			r := t
-			for n := 0; cur[r]&cEmitted == 0 && hiddenLink[r] != ""; n++ {
+			// Follow hidden links of this layer to the entry that holds the data, then point
+			// every hidden link passed straight at it: a long chain is walked once, not once
+			// for every link to it.
+			r := target{tn, t}
+			for n := 0; ; n++ {
+				next, ok := hiddenLink[r.node]
+				if cur[r.node]&cEmitted != 0 || !ok {
+					break
+				}
 				if n > len(hiddenLink) {
 					return unsafe(hdr.Name, "hardlink cycle")
 				}
-				r = hiddenLink[r]
+				r = next
+				f.linkSteps++
 			}
-			rc := cur[r]
+			for x := tn; x != r.node && cur[x]&cEmitted == 0; {
+				next, ok := hiddenLink[x]
+				if !ok {
+					break
+				}
+				hiddenLink[x] = r
+				x = next.node
+				f.linkSteps++
+			}
+			rc := cur[r.node]
 			switch {
 			case rc&cNonDir == 0:
 				// Not in this layer: must be a lower layer's file, checked at the end.
-				out.Linkname = r
-				f.held = append(f.held, heldLink{layer: li, lname: l.Name, entry: hdr.Name, hdr: *out, target: r})
-				cur[p] = c | cEmitted | cHeld
+				out.Linkname = r.name
+				f.held = append(f.held, heldLink{layer: li, lname: l.Name, entry: hdr.Name, hdr: *out, target: r.name, tnode: r.node})
+				cur[pn] = c | cEmitted | cHeld
 				continue
 			case rc&cHeld != 0:
-				out.Linkname = r
-				f.held = append(f.held, heldLink{layer: li, lname: l.Name, entry: hdr.Name, hdr: *out, target: r, sameLayer: true})
-				cur[p] = c | cEmitted | cHeld
+				out.Linkname = r.name
+				f.held = append(f.held, heldLink{layer: li, lname: l.Name, entry: hdr.Name, hdr: *out, target: r.name, tnode: r.node, sameLayer: true})
+				cur[pn] = c | cEmitted | cHeld
 				continue
 			case rc&cPromoted != 0:
-				pr := promos[promoOf[r]]
+				pr := promos[promoOf[r.name]]
 				out.Linkname = pr.name
 				pr.links = append(pr.links, out)
-				cur[p] = c | cEmitted | cPromoted
+				cur[pn] = c | cEmitted | cPromoted
 				promoOf[p] = pr.target
 				continue
 			case rc&cEmitted == 0:
@@ -464,26 +625,26 @@ func (f *flattener) layer(li int, l Layer) error {
 					promos = make(map[string]*promo)
 					promoOf = make(map[string]string)
 				}
-				if pr := promos[r]; pr != nil {
+				if pr := promos[r.name]; pr != nil {
 					out.Linkname = pr.name
 					pr.links = append(pr.links, out)
-					cur[p] = c | cEmitted | cPromoted
-					promoOf[p] = r
+					cur[pn] = c | cEmitted | cPromoted
+					promoOf[p] = r.name
 					continue
 				}
-				promos[r] = &promo{target: r, name: p}
-				promoOrder = append(promoOrder, r)
-				promoOf[p] = r
-				cur[p] = c | cEmitted | cPromoted
+				promos[r.name] = &promo{target: r.name, name: p}
+				promoOrder = append(promoOrder, r.name)
+				promoOf[p] = r.name
+				cur[pn] = c | cEmitted | cPromoted
 				continue
 			}
-			out.Linkname = r
+			out.Linkname = r.name
 		}
 		if !vis {
-			cur[p] = c
+			cur[pn] = c
 			continue
 		}
-		cur[p] = c | cEmitted
+		cur[pn] = c | cEmitted
 		if err := f.writeHeader(out, l.Name); err != nil {
 			return fmt.Errorf("layer %s: writing entry %q: %w", l.Name, p, err)
 		}
@@ -502,8 +663,8 @@ func (f *flattener) layer(li int, l Layer) error {
 			return err
 		}
 	}
-	for p, c := range cur {
-		st := f.upper[p]
+	for n, c := range cur {
+		st := f.up(n)
 		if c&cEmitted != 0 {
 			if c&cDir != 0 {
 				st.f |= sDir
@@ -522,12 +683,12 @@ func (f *flattener) layer(li int, l Layer) error {
 			st.f |= sOpaque
 		}
 		if c&(cWhiteout|cOpaque) != 0 {
-			if _, ok := f.hidBy[p]; !ok {
-				f.hidBy[p] = int32(li)
+			if _, ok := f.hidBy[n]; !ok {
+				f.hidBy[n] = int32(li)
 			}
 		}
 		if st.f != 0 {
-			f.upper[p] = st
+			f.setUp(n, st)
 		}
 	}
 	return nil

@@ -144,3 +144,84 @@ func TestFlattenRepeatedLayer(t *testing.T) {
 		t.Errorf("opens %v", opens)
 	}
 }
+
+// TestFlattenHiddenLinkChain: links to the head of a long chain of hidden hardlinks walk the
+// chain once, not once per link (quadratic work in a few MiB of layer).
+func TestFlattenHiddenLinkChain(t *testing.T) {
+	const k = 3000
+	lower := []ent{"x=data"}
+	upper := []ent{".wh.x"}
+	prev := "x"
+	for i := 0; i < k; i++ {
+		h := "h" + itoa(i)
+		lower = append(lower, h+"=>"+prev)
+		upper = append(upper, ".wh."+h)
+		prev = h
+	}
+	for i := 0; i < k; i++ {
+		lower = append(lower, "v"+itoa(i)+"=>"+prev, "w"+itoa(i)+"=>h"+itoa(i))
+	}
+	ls := tarLayers(t, lower, upper)
+	p := newBufPipe(t.Context())
+	f := newFlattener(t.Context(), tar.NewWriter(p))
+	go func() {
+		for {
+			if _, err := p.Read(make([]byte, 1<<16)); err != nil {
+				return
+			}
+		}
+	}()
+	if err := f.run(ls); err != nil {
+		t.Fatal(err)
+	}
+	p.closeWrite(nil)
+	if f.linkSteps > 8*k { // without the shortcut: k*k
+		t.Errorf("%d steps along hidden links for %d links to a chain of %d", f.linkSteps, 2*k, k)
+	}
+	got, err := flatten(t, ls)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2*k || got[0] != "v0=data" {
+		t.Errorf("%d entries, first %q", len(got), got[0])
+	}
+}
+
+// TestFlattenDeepNames: a name as long as Linux allows (4,095 bytes) and 2,000 deep costs work in
+// proportion to its length, not its length times its depth (a map keyed by each ancestor's path
+// hashed 4 MB for each such entry); longer names are refused.
+func TestFlattenDeepNames(t *testing.T) {
+	deep := func(top string, i int) string { return top + strings.Repeat("/a", 2040) + "/" + itoa(i) }
+	var es []ent
+	names := 0
+	for i := 0; i < 200; i++ {
+		n := deep([]string{"x", "y"}[i%2], i) // alternating: no help from the last directory
+		es = append(es, n+"=")
+		names += len(n)
+	}
+	ls := tarLayers(t, es)
+	f := newFlattener(t.Context(), tar.NewWriter(io.Discard))
+	if err := f.run(ls); err != nil {
+		t.Fatal(err)
+	}
+	if f.paths.hashed > 2*names {
+		t.Errorf("%d bytes of names hashed for %d bytes of names", f.paths.hashed, names)
+	}
+	got, err := flatten(t, ls)
+	if err != nil || len(got) != 200 {
+		t.Fatalf("%d entries, %v", len(got), err)
+	}
+	long := strings.Repeat("d/", 2048) + "f"
+	_, err = flatten(t, tarLayers(t, []ent{long + "=x"}))
+	ue := asUnsafe(err)
+	if ue == nil || ue.Entry != long || !strings.Contains(ue.Reason, "name of 4097 bytes (limit 4095, PATH_MAX)") {
+		t.Fatalf("got %v", err)
+	}
+	if msg := err.Error(); len(msg) > 1500 || !strings.Contains(msg, "(4097 bytes)") {
+		t.Errorf("message of %d bytes: %.300s", len(msg), msg)
+	}
+	_, err = flatten(t, tarLayers(t, []ent{"f=x", "l=>" + long}))
+	if ue := asUnsafe(err); ue == nil || ue.Entry != "l" || !strings.Contains(ue.Reason, "PATH_MAX") {
+		t.Fatalf("link: got %v", err)
+	}
+}

@@ -64,7 +64,7 @@ func Resolve(ctx context.Context, source string, opts ...Option) (v1.Image, erro
 	case strings.HasPrefix(source, "oci:"):
 		return resolveLayout(ctx, strings.TrimPrefix(source, "oci:"), &o)
 	case strings.HasPrefix(source, "docker-archive:"):
-		return resolveArchive(strings.TrimPrefix(source, "docker-archive:"))
+		return resolveArchive(ctx, strings.TrimPrefix(source, "docker-archive:"))
 	case strings.HasPrefix(source, "docker://"):
 		return resolveRemote(ctx, strings.TrimPrefix(source, "docker://"), &o)
 	case strings.HasPrefix(source, "dir:"), strings.HasPrefix(source, "tar:"):
@@ -233,7 +233,11 @@ func (w *walker) pickFromIndex(manifests []v1.Descriptor, where string) (v1.Imag
 		return nil, err
 	}
 	if d == nil {
-		return nil, fmt.Errorf("%s: no image for platform %s (available: %s)", where, platformString(&w.o.platform), listOrNone(w.avail))
+		avail := w.avail
+		if len(avail) > 20 {
+			avail = append(avail[:20:20], fmt.Sprintf("and %d more", len(w.avail)-20))
+		}
+		return nil, fmt.Errorf("%s: no image for platform %s (available: %s)", where, platformString(&w.o.platform), listOrNone(avail))
 	}
 	return w.fromDescriptor(d.Descriptor, d.where)
 }

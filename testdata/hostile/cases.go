@@ -147,6 +147,16 @@ func Cases() []Case {
 			img(boot(Dir("etc/"), Reg("etc/dup", "first"), Reg("etc/dup", "second"))), Check{"cat /etc/dup", "first"}),
 		builds("name-255", "a name component of 255 bytes", img(boot(Reg(long(255), "x"))), Check{"stat /" + long(255), "Size: 1"}),
 		fails("name-256", "a name component of 256 bytes", img(boot(Reg(long(256), "x"))), 0, "256 bytes (limit 255)"),
+		fails("name-4097", "a name of 4,097 bytes (PATH_MAX is 4,096 with the NUL)",
+			img(boot(Reg(strings.Repeat("d/", 2048)+"f", "x"))), 0, "name of 4097 bytes", "PATH_MAX"),
+		builds("names-deep", "2,000 names of 4 KiB, 2,040 directories deep, in two trees taken in turn (work linear in the name length)",
+			img(boot(), func() Layer {
+				var es []E
+				for i := 0; i < 2000; i++ {
+					es = append(es, Reg([]string{"x", "y"}[i%2]+strings.Repeat("/a", 2040)+"/"+itoa(i), ""))
+				}
+				return L(es...)
+			}()), Check{"stat /x", "Type: directory"}, Check{"stat /y" + strings.Repeat("/a", 2040) + "/1999", "Type: regular"}),
 
 		// Devices.
 		fails("device-huge", "a char device with major and minor 2^32-1 (GNU base-256 numbers)",
