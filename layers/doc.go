@@ -18,7 +18,8 @@
 //
 // The rule for every reader here: work and memory are bounded by the bytes the input really has,
 // never by a size or a count it claims, and what is named again and again is read once or
-// budgeted. Concretely:
+// budgeted. (One exception is left, under Limits below: a sparse file's holes cost CPU time in
+// proportion to its logical size, because the output stream carries them as zeros.) Concretely:
 //
 //   - An index is fetched and walked at most once however many entries name it (by digest): nine
 //     levels of indexes each naming the next sixteen times are nine fetches, not 16^9. An index may
