@@ -2,7 +2,6 @@ package publish
 
 import (
 	"context"
-	"fmt"
 	"strings"
 
 	"github.com/imgfab/imgfab/diskfmt"
@@ -73,10 +72,22 @@ func redact(s string, secrets ...string) string {
 	return s
 }
 
+// StepError is a failed step of a push: its text names the target and the step and has every
+// secret removed; Unwrap gives the cause, so errors.Is and errors.As see through it (a
+// cancellation, an SDK's typed error). Print Error(), never the cause's own text.
+type StepError struct {
+	Target, Step string
+	msg          string // the cause's text, redacted
+	err          error
+}
+
+func (e *StepError) Error() string { return e.Target + ": " + e.Step + ": " + e.msg }
+func (e *StepError) Unwrap() error { return e.err }
+
 // stepErr wraps err with the target and step, with secrets removed from its text.
 func stepErr(target, step string, err error, secrets ...string) error {
 	if err == nil {
 		return nil
 	}
-	return fmt.Errorf("%s: %s: %s", target, step, redact(err.Error(), secrets...))
+	return &StepError{Target: target, Step: step, msg: redact(err.Error(), secrets...), err: err}
 }
