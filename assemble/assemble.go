@@ -156,199 +156,268 @@ func (p *Plan) progress(e Event) {
 }
 
 // Run builds the plan's outputs. On error no output path is created or changed.
-func Run(ctx context.Context, p Plan) (res Result, err error) {
-	if len(p.Outputs) == 0 {
-		return res, errors.New("build: no output")
+func Run(ctx context.Context, p Plan) (Result, error) {
+	b, err := planBuild(p)
+	if err != nil {
+		return Result{}, fmt.Errorf("build: %w", err)
 	}
-	formats := make([]diskfmt.Format, len(p.Outputs))
-	scratchFor := "" // the first output that is a file: the scratch disk goes beside it
+	if err := b.resolve(ctx); err != nil {
+		return b.res, fmt.Errorf("build: %w", err)
+	}
+	b.deriveIDs()
+	scratch, err := diskfmt.CreateOutput(b.scratchFor)
+	if err != nil {
+		return b.res, fmt.Errorf("build: %w", err)
+	}
+	defer scratch.Abort()
+	if err := b.buildRoot(ctx, scratch.File); err != nil {
+		return b.res, err // sizeHint or a step's error, "build: " included
+	}
+	if err := b.boot(ctx, scratch.File); err != nil {
+		return b.res, fmt.Errorf("build: %w", err)
+	}
+	if err := b.writeOutputs(ctx, scratch); err != nil {
+		return b.res, fmt.Errorf("build: %w", err)
+	}
+	return b.res, nil
+}
+
+// build is one Run's state, filled step by step.
+type build struct {
+	p          Plan
+	formats    []diskfmt.Format // one per p.Outputs
+	scratchFor string           // the scratch disk is this output's temporary file, or beside it
+	espSize    int64
+	platform   v1.Platform
+
+	digest string
+	epoch  int64
+	ls     []layers.Layer
+
+	seed                        []byte
+	diskGUID, espGUID, rootGUID string
+	fsUUID, hashSeed            [16]byte
+
+	fsw    *ext4.Writer
+	layout partition.Layout
+	res    Result
+}
+
+// planBuild checks the plan and picks each output's format: nothing is read or written yet.
+func planBuild(p Plan) (*build, error) {
+	if len(p.Outputs) == 0 {
+		return nil, errors.New("no output")
+	}
+	b := &build{p: p, formats: make([]diskfmt.Format, len(p.Outputs))}
 	for i, o := range p.Outputs {
-		var f diskfmt.Format
 		if o.Path == "-" {
 			if o.Format == "" {
-				return res, errors.New("build: output - (stdout) needs --format")
+				return nil, errors.New("output - (stdout) needs --format")
 			}
 			if p.Stdout == nil {
-				return res, errors.New("build: output - (stdout) but no stdout given")
+				return nil, errors.New("output - (stdout) but no stdout given")
 			}
-		} else if scratchFor == "" {
-			scratchFor = o.Path
+		} else if b.scratchFor == "" {
+			b.scratchFor = o.Path
 		}
-		if o.Format != "" {
-			f, err = diskfmt.Lookup(o.Format)
-		} else {
-			f, err = diskfmt.FromPath(o.Path)
-		}
-		if err == nil && o.Compress != "" {
-			f, err = diskfmt.New(f.Name(), diskfmt.Options{Compress: o.Compress})
-		}
+		f, err := outputFormat(o)
 		if err != nil {
-			return res, fmt.Errorf("build: output %s: %w", o.Path, err)
+			return nil, fmt.Errorf("output %s: %w", o.Path, err)
 		}
-		formats[i] = f
+		b.formats[i] = f
 	}
 	if err := p.Boot.validate(); err != nil {
-		return res, fmt.Errorf("build: %w", err)
+		return nil, err
 	}
 	if err := p.checkNumbers(); err != nil {
-		return res, fmt.Errorf("build: %w", err)
+		return nil, err
 	}
-	for i, f := range formats {
+	for i, f := range b.formats {
 		if max := diskfmt.MaxSize(f.Name()); max > 0 && p.Size > max {
-			return res, fmt.Errorf("build: output %s: --size %d MiB is more than %s holds (%d MiB)", p.Outputs[i].Path, p.Size>>20, f.Name(), max>>20)
+			return nil, fmt.Errorf("output %s: --size %d MiB is more than %s holds (%d MiB)", p.Outputs[i].Path, p.Size>>20, f.Name(), max>>20)
 		}
 	}
-	espSize := p.ESPSize
-	if espSize == 0 {
-		espSize = DefaultESPSize
+	b.espSize = p.ESPSize
+	if b.espSize == 0 {
+		b.espSize = DefaultESPSize
 	}
-	espSize = partition.AlignUp(espSize)
+	b.espSize = partition.AlignUp(b.espSize)
 	platform := p.Platform
 	if platform == "" {
 		platform = "linux/amd64"
 	}
 	plat, err := v1.ParsePlatform(platform)
 	if err != nil {
-		return res, fmt.Errorf("build: --platform %q: %w", platform, err)
+		return nil, fmt.Errorf("--platform %q: %w", platform, err)
 	}
+	b.platform = *plat
+	// The scratch disk: the first output's temporary file when it is raw, else a scratch file
+	// beside the first file output, or in the temporary directory when everything goes to stdout
+	// (removed unless committed).
+	if b.scratchFor == "" {
+		b.scratchFor = filepath.Join(os.TempDir(), "imgfab-scratch.raw")
+	}
+	return b, nil
+}
 
-	// 1. Resolve the image.
+// outputFormat is the format of one output: --format, else the path's extension; with its
+// compression.
+func outputFormat(o Output) (diskfmt.Format, error) {
+	var f diskfmt.Format
+	var err error
+	if o.Format != "" {
+		f, err = diskfmt.Lookup(o.Format)
+	} else {
+		f, err = diskfmt.FromPath(o.Path)
+	}
+	if err == nil && o.Compress != "" {
+		f, err = diskfmt.New(f.Name(), diskfmt.Options{Compress: o.Compress})
+	}
+	return f, err
+}
+
+// resolve finds the image, its epoch and its layers (the extra ones on top).
+func (b *build) resolve(ctx context.Context) error {
+	p := &b.p
 	p.progress(Event{Stage: "resolve", Item: p.Source})
-	opts := []layers.Option{layers.WithPlatform(*plat)}
+	opts := []layers.Option{layers.WithPlatform(b.platform)}
 	if p.Insecure {
 		opts = append(opts, layers.WithInsecure())
 	}
 	img, err := layers.Resolve(ctx, p.Source, opts...)
 	if err != nil {
-		return res, fmt.Errorf("build: resolving %s: %w", p.Source, err)
+		return fmt.Errorf("resolving %s: %w", p.Source, err)
 	}
 	digest, err := img.Digest()
 	if err != nil {
-		return res, fmt.Errorf("build: image digest: %w", err)
+		return fmt.Errorf("image digest: %w", err)
 	}
 	cfg, err := img.ConfigFile()
 	if err != nil {
-		return res, fmt.Errorf("build: image config: %w", err)
+		return fmt.Errorf("image config: %w", err)
 	}
-	var epoch int64
 	var warns []string
 	if p.SourceDateEpoch != nil {
-		epoch = *p.SourceDateEpoch
+		b.epoch = *p.SourceDateEpoch
 	} else if e, w := imageEpoch(cfg.Created.Time); w != "" {
-		epoch, warns = e, append(warns, w)
+		b.epoch, warns = e, append(warns, w)
 	} else {
-		epoch = e
+		b.epoch = e
 	}
-	res = Result{Image: p.Source, ImageDigest: digest.String(), Epoch: epoch, Warnings: warns}
-	ls, err := layers.ImageLayers(ctx, img)
-	if err != nil {
-		return res, fmt.Errorf("build: layers of %s: %w", p.Source, err)
+	b.digest = digest.String()
+	b.res = Result{Image: p.Source, ImageDigest: b.digest, Epoch: b.epoch, Warnings: warns}
+	if b.ls, err = layers.ImageLayers(ctx, img); err != nil {
+		return fmt.Errorf("layers of %s: %w", p.Source, err)
 	}
 	for _, path := range p.ExtraLayers {
-		l, err := layers.ExtraLayer(path, time.Unix(epoch, 0))
+		l, err := layers.ExtraLayer(path, time.Unix(b.epoch, 0))
 		if err != nil {
-			return res, fmt.Errorf("build: --layer %s: %w", path, err)
+			return fmt.Errorf("--layer %s: %w", path, err)
 		}
-		ls = append(ls, l)
+		b.ls = append(b.ls, l)
 	}
+	return nil
+}
 
-	// 2. Derive every identifier from the inputs.
-	seed := buildSeed(digest.String(), p, espSize, epoch)
-	diskGUID := partition.DeriveGUID(seed, "disk")
-	espGUID := partition.DeriveGUID(seed, "esp")
-	rootGUID := partition.DeriveGUID(seed, "root")
-	fsUUID := partition.DeriveUUID(seed, "rootfs-uuid")
-	hashSeed := partition.DeriveUUID(seed, "rootfs-hash-seed")
+// deriveIDs derives every identifier from the inputs.
+func (b *build) deriveIDs() {
+	b.seed = buildSeed(b.digest, b.p, b.espSize, b.epoch)
+	b.diskGUID = partition.DeriveGUID(b.seed, "disk")
+	b.espGUID = partition.DeriveGUID(b.seed, "esp")
+	b.rootGUID = partition.DeriveGUID(b.seed, "root")
+	b.fsUUID = partition.DeriveUUID(b.seed, "rootfs-uuid")
+	b.hashSeed = partition.DeriveUUID(b.seed, "rootfs-hash-seed")
+}
 
-	// 3. The scratch disk: the first output's temporary file when it is raw, else a scratch file
-	// beside the first file output, or in the temporary directory when everything goes to stdout
-	// (removed unless committed).
-	if scratchFor == "" {
-		scratchFor = filepath.Join(os.TempDir(), "imgfab-scratch.raw")
-	}
-	scratch, err := diskfmt.CreateOutput(scratchFor)
-	if err != nil {
-		return res, fmt.Errorf("build: %w", err)
-	}
-	defer scratch.Abort()
-	f := scratch.File
-
-	rootOff := partition.Head + espSize
+// buildRoot streams the layers into the root filesystem on the scratch disk f and lays out the
+// partitions around it. Its errors carry "build: " (sizeHint adds what to do about a full disk).
+func (b *build) buildRoot(ctx context.Context, f *os.File) error {
+	p := &b.p
+	rootOff := partition.Head + b.espSize
 	var rootSize int64
 	if p.Size != 0 {
-		l, err := partition.Plan(p.Size, diskGUID, []partition.Spec{{Name: "esp", Size: espSize}, {Name: "root"}})
+		l, err := partition.Plan(p.Size, b.diskGUID, []partition.Spec{{Name: "esp", Size: b.espSize}, {Name: "root"}})
 		if err != nil {
-			return res, fmt.Errorf("build: --size %d MiB: %w", p.Size/partition.MiB, err)
+			return fmt.Errorf("build: --size %d MiB: %w", p.Size/partition.MiB, err)
 		}
 		rootSize = l.Partitions[1].Size
 	}
-
-	// 4. Stream the layers into the root filesystem.
 	fsw, err := ext4.NewWriter(region{f, rootOff}, ext4.Options{
-		Size: rootSize, UUID: fsUUID, HashSeed: hashSeed, Time: epoch, Label: "root", NoJournal: p.NoJournal,
+		Size: rootSize, UUID: b.fsUUID, HashSeed: b.hashSeed, Time: b.epoch, Label: "root", NoJournal: p.NoJournal,
 	})
 	if err != nil {
-		return res, fmt.Errorf("build: root filesystem: %w", err)
+		return fmt.Errorf("build: root filesystem: %w", err)
 	}
-	if err := streamTree(ctx, &p, ls, fsw); err != nil {
-		return res, sizeHint(err, p.Size, rootSize)
+	if err := streamTree(ctx, p, b.ls, fsw); err != nil {
+		return sizeHint(err, p.Size, rootSize)
 	}
 	if err := fsw.Close(); err != nil {
-		return res, sizeHint(fmt.Errorf("build: root filesystem: %w", err), p.Size, rootSize)
+		return sizeHint(fmt.Errorf("build: root filesystem: %w", err), p.Size, rootSize)
 	}
 	if rootSize == 0 {
 		rootSize = partition.AlignUp(fsw.Size())
 	}
-	layout, err := partition.Plan(p.Size, diskGUID, []partition.Spec{
-		{Name: "esp", Type: partition.TypeESP, GUID: espGUID, Size: espSize},
-		{Name: "root-x86-64", Type: partition.TypeRootX86_64, GUID: rootGUID, Size: rootSize},
+	b.layout, err = partition.Plan(p.Size, b.diskGUID, []partition.Spec{
+		{Name: "esp", Type: partition.TypeESP, GUID: b.espGUID, Size: b.espSize},
+		{Name: "root-x86-64", Type: partition.TypeRootX86_64, GUID: b.rootGUID, Size: rootSize},
 	})
 	if err != nil {
-		return res, fmt.Errorf("build: partition layout: %w", err)
+		return fmt.Errorf("build: partition layout: %w", err)
 	}
-	if err := f.Truncate(layout.Size); err != nil {
-		return res, fmt.Errorf("build: sizing disk to %d MiB: %w", layout.Size/partition.MiB, err)
+	if err := f.Truncate(b.layout.Size); err != nil {
+		return fmt.Errorf("build: sizing disk to %d MiB: %w", b.layout.Size/partition.MiB, err)
 	}
 	st := fsw.Stats()
-	res.RootFS = RootFSResult{Type: "ext4", UUID: uuidString(fsUUID), Size: fsw.Size(),
+	b.fsw = fsw
+	b.res.RootFS = RootFSResult{Type: "ext4", UUID: uuidString(b.fsUUID), Size: fsw.Size(),
 		Files: int64(st.Files), Dirs: int64(st.Dirs), DataBytes: st.DataBytes}
+	return nil
+}
 
-	// 5. Kernel, initrd, loaders → ESP; then the partition table and the BIOS loader.
-	tree, err := fsw.FS()
+// boot puts the kernel, initrd and loaders on the ESP, then the partition table and the BIOS
+// loader.
+func (b *build) boot(ctx context.Context, f *os.File) error {
+	tree, err := b.fsw.FS()
 	if err != nil {
-		return res, fmt.Errorf("build: reading back the root filesystem: %w", err)
+		return fmt.Errorf("reading back the root filesystem: %w", err)
 	}
 	k, err := rootfs.FindKernel(tree)
 	if err != nil {
-		return res, fmt.Errorf("build: %w", err)
+		return err
 	}
-	p.progress(Event{Stage: "esp"})
-	bres, err := installBoot(ctx, f, &layout, bootInput{
-		opts: p.Boot, tree: tree, kernel: k, cmdline: p.Cmdline, seed: seed, rootGUID: rootGUID,
-		epoch: time.Unix(epoch, 0),
+	b.p.progress(Event{Stage: "esp"})
+	bres, err := installBoot(ctx, f, &b.layout, bootInput{
+		opts: b.p.Boot, tree: tree, kernel: k, cmdline: b.p.Cmdline, seed: b.seed, rootGUID: b.rootGUID,
+		epoch: time.Unix(b.epoch, 0),
 	})
 	if err != nil {
-		return res, fmt.Errorf("build: %w", err)
+		return err
 	}
+	res := &b.res
 	res.Boot = bres.BootResult
 	res.Kernel, res.Initrd, res.KernelVer, res.Cmdline, res.Loader = "/"+k.Linux, "", k.Version, bres.cmdline, bres.loader
 	if k.Initrd != "" {
 		res.Initrd = "/" + k.Initrd
 	}
-	res.VirtualSize, res.DiskGUID = layout.Size, layout.GUID
-	for i, part := range layout.Partitions {
+	res.VirtualSize, res.DiskGUID = b.layout.Size, b.layout.GUID
+	for i, part := range b.layout.Partitions {
 		res.Partitions = append(res.Partitions, PartitionResult{Number: i + 1, Name: part.Name, Type: part.Type,
 			GUID: part.GUID, Offset: part.Offset, Size: part.Size})
 	}
+	return nil
+}
 
-	// 7. Outputs: each written atomically; the raw scratch is committed last if it is an output.
-	disk, err := diskfmt.OpenFile(f)
+// writeOutputs writes each output atomically; the raw scratch is committed last when it is the
+// first output. Then every output is hashed for the result.
+func (b *build) writeOutputs(ctx context.Context, scratch *diskfmt.Output) error {
+	p := &b.p
+	disk, err := diskfmt.OpenFile(scratch.File)
 	if err != nil {
-		return res, fmt.Errorf("build: %w", err)
+		return err
 	}
-	commitScratch := p.Outputs[0].Path == scratchFor && formats[0].Name() == "raw"
+	commitScratch := p.Outputs[0].Path == b.scratchFor && b.formats[0].Name() == "raw"
 	stdoutSums := map[int]OutputResult{}
-	ctx = diskfmt.WithIdentity(ctx, diskfmt.Identity{Seed: seed, Time: time.Unix(epoch, 0).UTC()})
+	ctx = diskfmt.WithIdentity(ctx, diskfmt.Identity{Seed: b.seed, Time: time.Unix(b.epoch, 0).UTC()})
 	for i, o := range p.Outputs {
 		if i == 0 && commitScratch {
 			continue
@@ -359,33 +428,33 @@ func Run(ctx context.Context, p Plan) (res Result, err error) {
 		if o.Path == "-" {
 			h := sha256.New()
 			cw := &iox.CountWriter{W: io.MultiWriter(p.Stdout, h)}
-			if err := formats[i].Write(wctx, cw, disk); err != nil {
-				return res, fmt.Errorf("build: writing %s to stdout: %w", formats[i].Name(), err)
+			if err := b.formats[i].Write(wctx, cw, disk); err != nil {
+				return fmt.Errorf("writing %s to stdout: %w", b.formats[i].Name(), err)
 			}
-			stdoutSums[i] = OutputResult{Path: "-", Format: formats[i].Name(), Bytes: cw.N, SHA256: fmt.Sprintf("%x", h.Sum(nil))}
+			stdoutSums[i] = OutputResult{Path: "-", Format: b.formats[i].Name(), Bytes: cw.N, SHA256: fmt.Sprintf("%x", h.Sum(nil))}
 			continue
 		}
-		if err := diskfmt.WriteFile(wctx, o.Path, formats[i], disk); err != nil {
-			return res, fmt.Errorf("build: %w", err)
+		if err := diskfmt.WriteFile(wctx, o.Path, b.formats[i], disk); err != nil {
+			return err
 		}
 	}
 	if commitScratch {
 		if err := scratch.Commit(); err != nil {
-			return res, fmt.Errorf("build: %w", err)
+			return err
 		}
 	}
 	for i, o := range p.Outputs {
 		if r, ok := stdoutSums[i]; ok {
-			res.Outputs = append(res.Outputs, r)
+			b.res.Outputs = append(b.res.Outputs, r)
 			continue
 		}
 		sum, n, err := fileSHA256(ctx, o.Path)
 		if err != nil {
-			return res, fmt.Errorf("build: hashing %s: %w", o.Path, err)
+			return fmt.Errorf("hashing %s: %w", o.Path, err)
 		}
-		res.Outputs = append(res.Outputs, OutputResult{Path: o.Path, Format: formats[i].Name(), Bytes: n, SHA256: sum})
+		b.res.Outputs = append(b.res.Outputs, OutputResult{Path: o.Path, Format: b.formats[i].Name(), Bytes: n, SHA256: sum})
 	}
-	return res, nil
+	return nil
 }
 
 // streamTree flattens the layers and adds every entry to the filesystem writer.
