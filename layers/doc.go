@@ -18,8 +18,9 @@
 //
 // The rule for every reader here: work and memory are bounded by the bytes the input really has,
 // never by a size or a count it claims, and what is named again and again is read once or
-// budgeted. (One exception is left, under Limits below: a sparse file's holes cost CPU time in
-// proportion to its logical size, because the output stream carries them as zeros.) Concretely:
+// budgeted. (Sparse files are budgeted rather than free: their holes cost CPU time in proportion
+// to their logical size, because the output stream carries them as zeros; see Limits below and
+// MaxSparseBytes.) Concretely:
 //
 //   - An index is fetched and walked at most once however many entries name it (by digest): nine
 //     levels of indexes each naming the next sixteen times are nine fetches, not 16^9. An index may
@@ -117,7 +118,9 @@
 //     "SCHILY.xattr.*" and the like) are kept; GNU sparse files become regular files.
 //   - A sparse file's holes are expanded to zeros in the stream (archive/tar does not expose the
 //     sparse map) and turned back into holes by the ext4 writer. The cost is CPU time in
-//     proportion to the logical size: a 10 KiB layer holding a 1 TiB sparse file (a huge
-//     /var/log/lastlog, for instance) builds correctly but takes about 100 s of one core.
+//     proportion to the logical size, about 100 s of one core per TiB. The sparse files of one
+//     image may therefore span at most [MaxSparseBytes] (64 GiB) in all: a 10 KiB layer holding a
+//     1 TiB sparse file (a huge /var/log/lastlog, for instance) is refused, naming the layer and
+//     the entry, instead of running for minutes.
 //   - Host xattrs of an [ExtraLayer] directory are not read; its root directory itself is not emitted.
 package layers

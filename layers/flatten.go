@@ -110,7 +110,27 @@ type flattener struct {
 	nodes  []int32 // scratch: the nodes of an entry's path
 	tnodes []int32 // scratch: the nodes of a hardlink target
 
-	linkSteps int // hidden hardlinks followed (for a test that the work stays linear)
+	linkSteps int   // hidden hardlinks followed (for a test that the work stays linear)
+	sparse    int64 // logical bytes of the sparse files read so far
+}
+
+// MaxSparseBytes bounds the logical size of all the sparse files (GNU tar -S members) of one
+// image: a sparse file's holes are expanded to zeros in the stream and found again by the
+// filesystem writer, so they cost CPU time (about 100 s per TiB) that the layer's bytes do not
+// show. 64 GiB is a few seconds; beyond it the entry is refused, naming the layer and entry.
+const MaxSparseBytes = 64 << 30
+
+// isSparse reports whether h is a GNU sparse file (old GNU 'S', or PAX GNU.sparse records).
+func isSparse(h *tar.Header) bool {
+	if h.Typeflag == tar.TypeGNUSparse {
+		return true
+	}
+	for k := range h.PAXRecords {
+		if strings.HasPrefix(k, "GNU.sparse.") {
+			return true
+		}
+	}
+	return false
 }
 
 func newFlattener(ctx context.Context, tw *tar.Writer) *flattener {
@@ -477,6 +497,12 @@ func (f *flattener) layer(li int, l Layer) error {
 		}
 		if why := checkNumbers(hdr); why != "" {
 			return unsafe(hdr.Name, why)
+		}
+		if isSparse(hdr) {
+			if f.sparse += hdr.Size; f.sparse > MaxSparseBytes {
+				return unsafe(hdr.Name, fmt.Sprintf("sparse file of %d bytes: the sparse files of an image may span at most %d GiB in all (%d bytes so far); their holes are expanded while building, about 100 s of CPU per TiB",
+					hdr.Size, MaxSparseBytes>>30, f.sparse))
+			}
 		}
 		p, why := cleanName(hdr.Name)
 		if why != "" {
