@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"time"
 
 	"github.com/spf13/pflag"
 
@@ -85,6 +86,16 @@ func pushAWS(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	if t.Via == "ebs" && t.Bucket != "" {
 		return usagef("push aws: --bucket is for --via s3")
+	}
+	switch {
+	case t.VolumeSizeGiB < 0 || t.VolumeSizeGiB > 65536:
+		return usagef("push aws: --volume-size %d: want 1 to 65536 GiB (EBS's largest volume), or 0 for the disk's size", t.VolumeSizeGiB)
+	case t.Workers < 0 || t.Workers > 256:
+		return usagef("push aws: --parallel %d: want 1 to 256, or 0 for the default", t.Workers)
+	case t.PartSize != 0 && (t.PartSize < 5<<20 || t.PartSize > 5<<30):
+		return usagef("push aws: --part-size %d: want 5 MiB to 5 GiB (S3's part limits), or 0 for 64 MiB", t.PartSize)
+	case t.PollInterval < 0 || t.PollInterval > 10*time.Minute:
+		return usagef("push aws: --poll-interval %v: want 0 (default 5s) to 10m", t.PollInterval)
 	}
 	switch t.BootMode {
 	case "auto", "uefi", "legacy-bios", "uefi-preferred":

@@ -102,6 +102,13 @@ func TestPushAWSUsage(t *testing.T) {
 		{[]string{"push", "aws", "x.raw", "--name", "n", "--boot-mode", "efi"}, `--boot-mode "efi"`},
 		{[]string{"push", "aws", "x.raw", "--name", "n", "--tag", "novalue"}, "want KEY=VALUE"},
 		{[]string{"push", "aws", "--name", "n"}, "want one DISK"},
+		{[]string{"push", "aws", "x.raw", "--name", "n", "--volume-size", "-1"}, "--volume-size -1: want 1 to 65536 GiB"},
+		{[]string{"push", "aws", "x.raw", "--name", "n", "--volume-size", "70000"}, "--volume-size 70000"},
+		{[]string{"push", "aws", "x.raw", "--name", "n", "--parallel", "100000"}, "--parallel 100000"},
+		{[]string{"push", "aws", "x.raw", "--name", "n", "--via", "s3", "--bucket", "b", "--part-size", "1024"}, "--part-size 1024: want 5 MiB to 5 GiB"},
+		{[]string{"push", "aws", "x.raw", "--name", "n", "--poll-interval", "-1s"}, "--poll-interval -1s"},
+		{[]string{"push", "azure", "x.vhd", "--name", "n", "--storage-account", "a", "--parallel", "0"}, "--parallel 0: want 1 to 256"},
+		{[]string{"push", "gcp", "x.tar.gz", "--project", "p", "--bucket", "b", "--name", "n", "--poll-interval", "-1s"}, "--poll-interval -1s"},
 	} {
 		r := runImgfab(t, nil, c.args...)
 		if r.code != 2 || !strings.Contains(r.stderr, c.want) {

@@ -70,6 +70,9 @@ func pushAzure(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if *via != "image" {
 		return usagef("push azure: --via %q: only \"image\" is supported (the managed disk route is not implemented)", *via)
 	}
+	if t.Workers < 1 || t.Workers > 256 {
+		return usagef("push azure: --parallel %d: want 1 to 256", t.Workers)
+	}
 	if t.ImageName == "" || t.StorageAccount == "" {
 		return usagef("push azure: --name and --storage-account are required")
 	}

@@ -70,6 +70,9 @@ func pushGCP(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if *chunkMiB < 1 || *chunkMiB > 1024 {
 		return usagef("push gcp: --chunk-size %d: want 1 to 1024 (MiB)", *chunkMiB)
 	}
+	if t.PollInterval < 0 || t.PollInterval > 10*time.Minute {
+		return usagef("push gcp: --poll-interval %v: want 0 to 10m", t.PollInterval)
+	}
 	t.ChunkSize = *chunkMiB << 20
 	var err error
 	if t.Labels, err = parseKV("push gcp", "--label", *labels); err != nil {
