@@ -37,6 +37,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/imgfab/imgfab/internal/retry"
+
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
@@ -52,12 +54,11 @@ var retryStatusCodes = []int{
 // blob can be fetched again. A variable for tests.
 var wholeBlobMax int64 = 4 << 20
 
-type retryPolicy struct {
-	attempts int           // tries in all, at least 1
-	base     time.Duration // wait after the first failure; doubles after each
-}
+// retryPolicy is imgfab's one retry policy (internal/retry): tries in all, and the wait after
+// the first failure, doubled after each further one.
+type retryPolicy = retry.Policy
 
-var defaultRetry = retryPolicy{attempts: 5, base: 250 * time.Millisecond}
+var defaultRetry = retryPolicy{Attempts: 5, Base: 250 * time.Millisecond}
 
 // WithRetry sets how often a registry request or blob read is tried in all (at least 1) and the
 // wait after the first failure, doubled after each further one (default 5 tries, 250ms: at most
@@ -67,19 +68,7 @@ func WithRetry(attempts int, base time.Duration) Option {
 		if attempts < 1 {
 			attempts = 1
 		}
-		o.retry = retryPolicy{attempts: attempts, base: base}
-	}
-}
-
-func (p retryPolicy) wait(ctx context.Context, failed int) error {
-	d := p.base << (failed - 1)
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
+		o.retry = retryPolicy{Attempts: attempts, Base: base}
 	}
 }
 
@@ -95,7 +84,7 @@ func remoteOptions(ctx context.Context, o *options, sizes *blobSizes) []remote.O
 		remote.WithTransport(t),
 		remote.WithContext(ctx),
 		remote.WithAuthFromKeychain(o.keychain),
-		remote.WithRetryBackoff(remote.Backoff{Duration: o.retry.base, Factor: 2, Jitter: 0.1, Steps: o.retry.attempts}),
+		remote.WithRetryBackoff(remote.Backoff{Duration: o.retry.Base, Factor: 2, Jitter: 0.1, Steps: o.retry.Attempts}),
 		remote.WithRetryStatusCodes(retryStatusCodes...),
 	}
 }
@@ -236,9 +225,9 @@ func (l *retryLayer) whole() (io.ReadCloser, error) {
 		}
 		var de *DigestError
 		wrong := errors.As(err, &de)
-		limit := l.pol.attempts
+		limit := l.pol.Attempts
 		if wrong {
-			limit = min(2, l.pol.attempts) // a wrong blob: one more try, it may have been a bad cache
+			limit = min(2, l.pol.Attempts) // a wrong blob: one more try, it may have been a bad cache
 		}
 		if (!wrong && !transient(err)) || n >= limit {
 			if wrong {
@@ -246,7 +235,7 @@ func (l *retryLayer) whole() (io.ReadCloser, error) {
 			}
 			return nil, l.failed(n, err)
 		}
-		if werr := l.pol.wait(l.ctx, n); werr != nil {
+		if werr := l.pol.Wait(l.ctx, n); werr != nil {
 			return nil, l.failed(n, werr)
 		}
 	}
@@ -294,8 +283,8 @@ func (s *streamBlob) Read(p []byte) (int, error) {
 			if err := s.reopen(); err != nil {
 				var de *DigestError
 				wrong := errors.As(err, &de)
-				if s.attempts < s.l.pol.attempts && transient(err) || wrong && s.attempts < min(2, s.l.pol.attempts) {
-					if werr := s.l.pol.wait(s.l.ctx, s.attempts); werr != nil {
+				if s.attempts < s.l.pol.Attempts && transient(err) || wrong && s.attempts < min(2, s.l.pol.Attempts) {
+					if werr := s.l.pol.Wait(s.l.ctx, s.attempts); werr != nil {
 						s.err = s.l.failed(s.attempts, werr)
 						return 0, s.err
 					}
@@ -326,11 +315,11 @@ func (s *streamBlob) Read(p []byte) (int, error) {
 		}
 		s.rc.Close()
 		s.rc = nil
-		if s.attempts >= s.l.pol.attempts || !transient(err) {
+		if s.attempts >= s.l.pol.Attempts || !transient(err) {
 			s.err = s.l.failed(s.attempts, fmt.Errorf("blob broke off after %d bytes: %w", s.n, err))
 			return k, s.err
 		}
-		if werr := s.l.pol.wait(s.l.ctx, s.attempts); werr != nil {
+		if werr := s.l.pol.Wait(s.l.ctx, s.attempts); werr != nil {
 			s.err = s.l.failed(s.attempts, werr)
 			return k, s.err
 		}

@@ -10,13 +10,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net/http"
 	"sort"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	backoff "github.com/imgfab/imgfab/internal/retry"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/aws/ratelimit"
@@ -574,23 +575,8 @@ func (r *awsRun) uploadEBS(ctx context.Context, a Artifact, volGiB int64) (strin
 // retry runs fn until it succeeds, fails with an error that is not worth retrying, or MaxAttempts
 // is reached; it returns the attempts made.
 func (r *awsRun) retry(ctx context.Context, fn func() error) (int, error) {
-	var err error
-	for a := 1; ; a++ {
-		err = fn()
-		if err == nil || ctx.Err() != nil || a >= r.t.MaxAttempts || !awsRetryable(err) {
-			if ctx.Err() != nil && err != nil {
-				err = ctx.Err()
-			}
-			return a, err
-		}
-		d := min(r.t.MaxBackoff, 100*time.Millisecond<<min(a-1, 10))
-		d = d/2 + rand.N(d/2+1)
-		select {
-		case <-ctx.Done():
-			return a, ctx.Err()
-		case <-time.After(d):
-		}
-	}
+	p := backoff.Policy{Attempts: r.t.MaxAttempts, Base: 100 * time.Millisecond, Max: r.t.MaxBackoff, Jitter: true}
+	return p.Do(ctx, awsRetryable, fn)
 }
 
 // awsRetryable: throttling, 5xx, timeouts and connection errors (no HTTP response at all).

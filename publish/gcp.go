@@ -16,6 +16,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/imgfab/imgfab/internal/retry"
+
 	"cloud.google.com/go/storage"
 	compute "google.golang.org/api/compute/v1"
 	"google.golang.org/api/googleapi"
@@ -421,21 +423,14 @@ func (g *GCP) wait(ctx context.Context, cs *compute.Service, op *compute.Operati
 // retry runs fn up to 4 times while it fails with 429 or 5xx (the calls are idempotent: gets,
 // waits, and inserts with a request id).
 func gcpRetry(ctx context.Context, fn func() error) error {
-	delay := 250 * time.Millisecond
-	for attempt := 1; ; attempt++ {
-		err := fn()
+	_, err := gcpRetryPolicy.Do(ctx, func(err error) bool {
 		var ge *googleapi.Error
-		if err == nil || attempt == 4 || !errors.As(err, &ge) || (ge.Code != 429 && ge.Code < 500) {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return err
-		case <-time.After(delay):
-		}
-		delay *= 2
-	}
+		return errors.As(err, &ge) && (ge.Code == 429 || ge.Code >= 500)
+	}, fn)
+	return err
 }
+
+var gcpRetryPolicy = retry.Policy{Attempts: 4, Base: 250 * time.Millisecond}
 
 func gcpIsStatus(err error, code int) bool {
 	var ge *googleapi.Error
