@@ -342,7 +342,7 @@ func (r *awsRun) scan(ctx context.Context, a Artifact) error {
 	sums := make([]awsBlockSum, len(idx))
 	nonzero := make([]bool, len(idx))
 	var done atomic.Int64
-	err := awsParallel(ctx, r.t.Workers, len(idx), func(ctx context.Context, i int) error {
+	err := parallel(ctx, r.t.Workers, len(idx), func(ctx context.Context, i int) error {
 		buf := awsBlockPool.Get().(*[]byte)
 		defer awsBlockPool.Put(buf)
 		if err := awsReadBlock(a.Image, r.size, idx[i], *buf); err != nil {
@@ -517,7 +517,7 @@ func (r *awsRun) uploadEBS(ctx context.Context, a Artifact, volGiB int64) (strin
 		}
 		o.Retryer = aws.NopRetryer{}
 	})
-	err = awsParallel(ctx, t.Workers, len(r.blocks), func(ctx context.Context, i int) error {
+	err = parallel(ctx, t.Workers, len(r.blocks), func(ctx context.Context, i int) error {
 		b := r.blocks[i]
 		buf := awsBlockPool.Get().(*[]byte)
 		defer awsBlockPool.Put(buf)
@@ -601,37 +601,6 @@ func awsRetryable(err error) bool {
 		return false
 	}
 	return true // no answer: connection refused, reset or cut
-}
-
-// awsParallel runs fn(0..n-1) on up to workers goroutines; the first error cancels the rest.
-func awsParallel(ctx context.Context, workers, n int, fn func(ctx context.Context, i int) error) error {
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	var once sync.Once
-	var first error
-	for w := 0; w < max(1, min(workers, n)); w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := int(next.Add(1) - 1)
-				if i >= n || ctx.Err() != nil {
-					return
-				}
-				if err := fn(ctx, i); err != nil {
-					once.Do(func() { first = err; cancel(err) })
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	if first != nil {
-		return first
-	}
-	return ctx.Err()
 }
 
 // waitSnapshot waits until the snapshot is completed.

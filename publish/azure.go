@@ -436,65 +436,36 @@ func (az *Azure) putRanges(ctx context.Context, pb *pageblob.Client, plan *azPla
 	for _, r := range todo {
 		total += r.Len
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var (
-		sent     atomic.Int64
-		once     sync.Once
-		firstErr error
-		wg       sync.WaitGroup
-	)
-	fail := func(err error) {
-		once.Do(func() { firstErr = err; cancel() })
-	}
-	ch := make(chan azRange)
+	var sent atomic.Int64
+	bufs := sync.Pool{New: func() any { b := make([]byte, az.chunk()); return &b }}
 	p.emit(Event{Target: azTarget, Step: "upload", Total: total})
-	for range min(workers, max(len(todo), 1)) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			buf := make([]byte, az.chunk())
-			for r := range ch {
-				b := buf[:r.Len]
-				if _, err := plan.src.ReadAt(b, r.Off); err != nil && !(errors.Is(err, io.EOF)) {
-					fail(fmt.Errorf("azure: reading the VHD at %d (+%d): %w", r.Off, r.Len, err))
-					continue
-				}
-				sum := md5.Sum(b)
-				_, err := pb.UploadPages(ctx, streaming.NopCloser(bytes.NewReader(b)),
-					blob.HTTPRange{Offset: r.Off, Count: r.Len},
-					&pageblob.UploadPagesOptions{TransactionalValidation: blob.TransferValidationTypeMD5(sum[:])})
-				if err != nil {
-					if ctx.Err() != nil {
-						fail(ctx.Err())
-						continue
-					}
-					fail(az.err(fmt.Sprintf("put page at %d (+%d bytes)", r.Off, r.Len), err))
-					continue
-				}
-				n := sent.Add(r.Len)
-				p.emit(Event{Target: azTarget, Step: "upload", Done: n, Total: total})
+	err := parallel(ctx, workers, len(todo), func(ctx context.Context, i int) error {
+		r := todo[i]
+		buf := bufs.Get().(*[]byte)
+		defer bufs.Put(buf)
+		b := (*buf)[:r.Len]
+		if _, err := plan.src.ReadAt(b, r.Off); err != nil && !errors.Is(err, io.EOF) {
+			return fmt.Errorf("azure: reading the VHD at %d (+%d): %w", r.Off, r.Len, err)
+		}
+		sum := md5.Sum(b)
+		_, err := pb.UploadPages(ctx, streaming.NopCloser(bytes.NewReader(b)),
+			blob.HTTPRange{Offset: r.Off, Count: r.Len},
+			&pageblob.UploadPagesOptions{TransactionalValidation: blob.TransferValidationTypeMD5(sum[:])})
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
 			}
-		}()
-	}
-feed:
-	for _, r := range todo {
-		select {
-		case ch <- r:
-		case <-ctx.Done():
-			break feed
+			return az.err(fmt.Sprintf("put page at %d (+%d bytes)", r.Off, r.Len), err)
 		}
-	}
-	close(ch)
-	wg.Wait()
-	if firstErr == nil && ctx.Err() != nil {
-		firstErr = ctx.Err()
-	}
-	if firstErr != nil {
-		if errors.Is(firstErr, context.Canceled) || errors.Is(firstErr, context.DeadlineExceeded) {
-			return sent.Load(), fmt.Errorf("azure: upload stopped after %d of %d bytes (rerun to resume): %w", sent.Load(), total, firstErr)
+		n := sent.Add(r.Len)
+		p.emit(Event{Target: azTarget, Step: "upload", Done: n, Total: total})
+		return nil
+	})
+	if err != nil {
+		if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+			return sent.Load(), fmt.Errorf("azure: upload stopped after %d of %d bytes (rerun to resume): %w", sent.Load(), total, err)
 		}
-		return sent.Load(), firstErr
+		return sent.Load(), err
 	}
 	return sent.Load(), nil
 }

@@ -198,7 +198,7 @@ func (r *awsRun) uploadS3(ctx context.Context, client, putClient *s3.Client, key
 
 	etags := make([]string, nparts)
 	var done, sent, resumed, retries atomic.Int64
-	err = awsParallel(ctx, t.Workers, nparts, func(ctx context.Context, i int) error {
+	err = parallel(ctx, t.Workers, nparts, func(ctx context.Context, i int) error {
 		num := int32(i + 1)
 		off := int64(i) * ps
 		n := min(ps, size-off)
