@@ -511,22 +511,6 @@ func azMissing(want, have []azRange) []azRange {
 	return out
 }
 
-// PageBlobRanges returns the written ranges of a page blob as [offset, length] pairs; for tests and
-// tools that check an upload. key is the account's shared key.
-func PageBlobRanges(ctx context.Context, blobURL, account, key string) ([][2]int64, error) {
-	az := &Azure{StorageAccount: account, StorageKey: key}
-	pb, err := az.pageClient(blobURL)
-	if err != nil {
-		return nil, err
-	}
-	rs, err := az.pageRanges(ctx, pb)
-	out := make([][2]int64, len(rs))
-	for i, r := range rs {
-		out[i] = [2]int64{r.Off, r.Len}
-	}
-	return out, err
-}
-
 // azPlanFor opens the artifact as a fixed VHD (as is, or converted) and finds its non-zero ranges
 // and content hash by reading the bytes inside the disk's extents.
 func azPlanFor(ctx context.Context, a Artifact, chunk int64, p Progress) (*azPlan, error) {

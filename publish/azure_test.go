@@ -109,7 +109,7 @@ func azAtoi(t testing.TB, s string) int64 {
 // azCheckRanges checks that the blob's written pages are exactly the data: no zero range was sent.
 func azCheckRanges(t testing.TB, res Result, blobURL string) {
 	t.Helper()
-	rs, err := PageBlobRanges(context.Background(), blobURL, azurite.Account, azurite.Key)
+	rs, err := pageBlobRanges(context.Background(), blobURL, azurite.Account, azurite.Key)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -525,4 +525,20 @@ func BenchmarkAzurePageUpload(b *testing.B) {
 			})
 		}
 	}
+}
+
+// pageBlobRanges returns the written ranges of a page blob as [offset, length] pairs (a test
+// helper: it checks an upload). key is the account's shared key.
+func pageBlobRanges(ctx context.Context, blobURL, account, key string) ([][2]int64, error) {
+	az := &Azure{StorageAccount: account, StorageKey: key}
+	pb, err := az.pageClient(blobURL)
+	if err != nil {
+		return nil, err
+	}
+	rs, err := az.pageRanges(ctx, pb)
+	out := make([][2]int64, len(rs))
+	for i, r := range rs {
+		out[i] = [2]int64{r.Off, r.Len}
+	}
+	return out, err
 }
