@@ -226,7 +226,7 @@ func planBuild(p Plan) (*build, error) {
 		}
 		b.formats[i] = f
 	}
-	if err := p.Boot.validate(); err != nil {
+	if err := p.Boot.Validate(); err != nil {
 		return nil, err
 	}
 	if err := p.checkNumbers(); err != nil {
