@@ -4,7 +4,10 @@
 // layers), streams its flattened layers into a one-pass ext4 writer (rootfs/ext4) placed in the
 // root partition of a sparse scratch disk beside the first output, finds the kernel, initrd and
 // systemd-boot in the written tree (rootfs, bootloader), fills the ESP, writes the GPT last when all
-// sizes are known (partition), and writes each output format atomically (diskfmt).
+// sizes are known (partition), and writes each output format atomically (diskfmt). Run's steps are
+// its methods: planBuild, resolve, deriveIDs, buildRoot, boot, writeOutputs. Boot policy (which
+// mode, table and loaders) is bootloader's; assemble only computes the command line's root
+// reference and writes what bootloader planned.
 //
 // Determinism: every GUID and UUID comes from a seed hashed from the image digest and the options
 // that shape the disk; every timestamp from the source date epoch. Run never prints: progress goes
