@@ -1,8 +1,6 @@
 package main
 
 import (
-	"context"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -11,29 +9,6 @@ import (
 
 	"github.com/imgfab/imgfab/internal/testtool"
 )
-
-// bootBIOS boots disk under SeaBIOS (-machine pc, TCG) until qemu exits or timeout and returns the
-// serial log.
-func bootBIOS(t *testing.T, disk, format string, timeout time.Duration) string {
-	t.Helper()
-	qemu := testtool.Need(t, "qemu-system-x86_64", "qemu-system-x86")
-	log := filepath.Join(t.TempDir(), "serial.log")
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, qemu, "-machine", "pc", "-accel", "tcg", "-m", "1024", "-smp", "2",
-		"-nographic", "-no-reboot", "-nic", "none", "-monitor", "none",
-		"-drive", "if=virtio,format="+format+",file="+disk+",snapshot=on",
-		"-serial", "file:"+log)
-	out, err := cmd.CombinedOutput()
-	serial, _ := os.ReadFile(log)
-	if ctx.Err() != nil {
-		t.Fatalf("qemu did not power off within %v; serial log tail:\n%s", timeout, tail(string(serial), 3000))
-	}
-	if err != nil {
-		t.Fatalf("qemu: %v\n%s\nserial:\n%s", err, out, tail(string(serial), 3000))
-	}
-	return string(serial)
-}
 
 // TestDemoBootsHybrid: the demo-bios image built with --boot hybrid boots under SeaBIOS (GRUB from
 // the BIOS boot partition) and under OVMF (systemd-boot), and builds reproducibly.

@@ -1,78 +1,11 @@
 package main
 
 import (
-	"context"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/imgfab/imgfab/internal/testtool"
 )
-
-const (
-	ovmfCodeSB = "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd"
-	ovmfVarsMS = "/usr/share/OVMF/OVMF_VARS_4M.ms.fd" // Microsoft keys enrolled, Secure Boot on
-)
-
-// bootSecure boots disk under OVMF with Secure Boot enforced (SMM, secure pflash, Microsoft keys)
-// until every marker has appeared on the serial console (then qemu is stopped), qemu exits, or
-// timeout. It returns the serial log.
-func bootSecure(t *testing.T, disk string, timeout time.Duration, markers ...string) string {
-	t.Helper()
-	qemu := testtool.Need(t, "qemu-system-x86_64", "qemu-system-x86")
-	for _, f := range []string{ovmfCodeSB, ovmfVarsMS} {
-		if _, err := os.Stat(f); err != nil {
-			t.Fatalf("%s missing (apt-get install ovmf)", f)
-		}
-	}
-	dir := t.TempDir()
-	vars := filepath.Join(dir, "vars.fd")
-	b, err := os.ReadFile(ovmfVarsMS)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(vars, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	log := filepath.Join(dir, "serial.log")
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, qemu, "-machine", "q35,smm=on", "-accel", "tcg", "-m", "1024", "-smp", "2",
-		"-global", "driver=cfi.pflash01,property=secure,value=on", "-global", "ICH9-LPC.disable_s3=1",
-		"-nographic", "-no-reboot", "-nic", "none", "-monitor", "none",
-		"-drive", "if=pflash,format=raw,unit=0,readonly=on,file="+ovmfCodeSB,
-		"-drive", "if=pflash,format=raw,unit=1,file="+vars,
-		"-drive", "if=virtio,format=raw,file="+disk+",snapshot=on",
-		"-serial", "file:"+log)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	tick := time.NewTicker(time.Second)
-	defer tick.Stop()
-	for {
-		select {
-		case <-done:
-			serial, _ := os.ReadFile(log)
-			return string(serial)
-		case <-tick.C:
-			serial, _ := os.ReadFile(log)
-			all := true
-			for _, m := range markers {
-				all = all && strings.Contains(string(serial), m)
-			}
-			if all || ctx.Err() != nil {
-				cmd.Process.Kill()
-				<-done
-				return string(serial)
-			}
-		}
-	}
-}
 
 // TestSecureBootShimChain: the Debian image with shim-signed and grub-efi-amd64-signed, its ESP laid
 // out by bootloader.PlanShim, boots under OVMF with Secure Boot enforced: shim (Microsoft-signed)

@@ -1,0 +1,136 @@
+package main
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/imgfab/imgfab/internal/testtool"
+)
+
+const (
+	ovmfCode   = "/usr/share/OVMF/OVMF_CODE_4M.fd"
+	ovmfVars   = "/usr/share/OVMF/OVMF_VARS_4M.fd"
+	ovmfCodeSB = "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd"
+	ovmfVarsMS = "/usr/share/OVMF/OVMF_VARS_4M.ms.fd" // Microsoft keys enrolled, Secure Boot on
+)
+
+// vm is one qemu boot of a disk (TCG, 1 GiB, 2 CPUs, no network, serial console to a file).
+type vm struct {
+	firmware string // "bios" (SeaBIOS, -machine pc), "uefi" (OVMF, q35), "secure" (OVMF with Secure Boot enforced: SMM, secure pflash, Microsoft keys)
+	disk     string
+	format   string // qemu's name: raw, qcow2, vmdk, vpc
+	timeout  time.Duration
+	// markers: stop qemu once every one has appeared on the serial console (or at the timeout)
+	// and return the log; none: wait for qemu to power off, failing the test at the timeout.
+	markers []string
+}
+
+// boot runs the vm and returns its serial log. The one qemu helper of the boot tests.
+func boot(t *testing.T, m vm) string {
+	t.Helper()
+	qemu := testtool.Need(t, "qemu-system-x86_64", "qemu-system-x86")
+	dir := t.TempDir()
+	log := filepath.Join(dir, "serial.log")
+	args := []string{"-accel", "tcg", "-m", "1024", "-smp", "2", "-nographic", "-no-reboot", "-nic", "none", "-monitor", "none"}
+	switch m.firmware {
+	case "bios":
+		args = append(args, "-machine", "pc")
+	case "uefi", "secure":
+		code, vars := ovmfCode, ovmfVars
+		if m.firmware == "secure" {
+			code, vars = ovmfCodeSB, ovmfVarsMS
+			args = append(args, "-machine", "q35,smm=on", "-global", "driver=cfi.pflash01,property=secure,value=on",
+				"-global", "ICH9-LPC.disable_s3=1")
+		} else {
+			args = append(args, "-machine", "q35")
+		}
+		for _, f := range []string{code, vars} {
+			if _, err := os.Stat(f); err != nil {
+				t.Fatalf("%s missing (apt-get install ovmf)", f)
+			}
+		}
+		b, err := os.ReadFile(vars)
+		if err != nil {
+			t.Fatal(err)
+		}
+		myVars := filepath.Join(dir, "vars.fd")
+		if err := os.WriteFile(myVars, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		args = append(args, "-drive", "if=pflash,format=raw,unit=0,readonly=on,file="+code,
+			"-drive", "if=pflash,format=raw,unit=1,file="+myVars)
+	default:
+		t.Fatalf("vm: firmware %q", m.firmware)
+	}
+	args = append(args, "-drive", "if=virtio,format="+m.format+",file="+m.disk+",snapshot=on", "-serial", "file:"+log)
+	ctx, cancel := context.WithTimeout(context.Background(), m.timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, qemu, args...)
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case err := <-done:
+			serial, _ := os.ReadFile(log)
+			if len(m.markers) == 0 && ctx.Err() != nil {
+				t.Fatalf("qemu did not power off within %v; serial log tail:\n%s", m.timeout, tail(string(serial), 3000))
+			}
+			if len(m.markers) == 0 && err != nil {
+				t.Fatalf("qemu: %v\n%s\nserial:\n%s", err, out.String(), tail(string(serial), 3000))
+			}
+			return string(serial)
+		case <-tick.C:
+			if len(m.markers) == 0 {
+				continue
+			}
+			serial, _ := os.ReadFile(log)
+			all := true
+			for _, mk := range m.markers {
+				all = all && strings.Contains(string(serial), mk)
+			}
+			if all || ctx.Err() != nil {
+				cmd.Process.Kill()
+				<-done
+				return string(serial)
+			}
+		}
+	}
+}
+
+// bootUEFI boots disk under OVMF until qemu powers off or timeout, and returns the serial log.
+func bootUEFI(t *testing.T, disk, format string, timeout time.Duration) string {
+	t.Helper()
+	return boot(t, vm{firmware: "uefi", disk: disk, format: format, timeout: timeout})
+}
+
+// bootBIOS boots disk under SeaBIOS until qemu powers off or timeout, and returns the serial log.
+func bootBIOS(t *testing.T, disk, format string, timeout time.Duration) string {
+	t.Helper()
+	return boot(t, vm{firmware: "bios", disk: disk, format: format, timeout: timeout})
+}
+
+// bootSecure boots a raw disk under OVMF with Secure Boot enforced until every marker has
+// appeared on the serial console, qemu exits, or timeout, and returns the serial log.
+func bootSecure(t *testing.T, disk string, timeout time.Duration, markers ...string) string {
+	t.Helper()
+	return boot(t, vm{firmware: "secure", disk: disk, format: "raw", timeout: timeout, markers: markers})
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
+}
