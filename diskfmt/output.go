@@ -47,16 +47,14 @@ func CreateOutput(path string) (*Output, error) {
 	if fi, err := os.Stat(path); err == nil && fi.IsDir() {
 		return nil, fmt.Errorf("diskfmt: output path %s is a directory", path)
 	}
-	fd, err := unix.Open(dir, unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, 0o666)
+	f, err := openUnnamed(dir, filepath.Join(dir, tempPrefix(base)+"(unnamed)"), 0o666)
 	if err == nil {
-		f := os.NewFile(uintptr(fd), filepath.Join(dir, tempPrefix(base)+"(unnamed)"))
 		return &Output{File: f, path: path}, nil
 	}
-	if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) || errors.Is(err, unix.EACCES) ||
-		errors.Is(err, unix.EROFS) || errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT) {
-		return nil, fmt.Errorf("diskfmt: creating output %s: %w", path, &fs.PathError{Op: "open", Path: dir, Err: err})
+	if !errors.Is(err, errNoTmpfile) {
+		return nil, fmt.Errorf("diskfmt: creating output %s: %w", path, err)
 	}
-	// No O_TMPFILE here (EOPNOTSUPP, EISDIR or EINVAL): a named temporary file.
+	// No O_TMPFILE here: a named temporary file.
 	f, name, err := createExclusive(dir, tempPrefix(base), func(name string) (*os.File, error) {
 		return os.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o666)
 	})
@@ -66,6 +64,24 @@ func CreateOutput(path string) (*Output, error) {
 	o := &Output{File: f, path: path, named: name}
 	named.Store(o, o.named)
 	return o, nil
+}
+
+// errNoTmpfile: the filesystem has no O_TMPFILE (EOPNOTSUPP, EISDIR, EINVAL, …); make a named file.
+var errNoTmpfile = errors.New("no O_TMPFILE")
+
+// openUnnamed creates an unnamed file (O_TMPFILE) in dir, called name in messages. Where the
+// filesystem has none it returns errNoTmpfile; errors a named file would meet too (missing
+// directory, no permission, read-only, no space) are returned as they are.
+func openUnnamed(dir, name string, perm uint32) (*os.File, error) {
+	fd, err := unix.Open(dir, unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, perm)
+	switch {
+	case err == nil:
+		return os.NewFile(uintptr(fd), name), nil
+	case errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) || errors.Is(err, unix.EACCES) ||
+		errors.Is(err, unix.EROFS) || errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT):
+		return nil, &fs.PathError{Op: "open", Path: dir, Err: err} // a named file would fail too
+	}
+	return nil, errNoTmpfile
 }
 
 // named holds the live Outputs that have a temporary name, for RemoveTemps.

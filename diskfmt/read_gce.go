@@ -15,7 +15,6 @@ import (
 	"github.com/imgfab/imgfab/internal/safefile"
 	"github.com/klauspost/compress/flate"
 	"github.com/klauspost/compress/gzip"
-	"golang.org/x/sys/unix"
 )
 
 // Limits on what a GCE tarball's headers may make openGCE read or keep; real tarballs are far
@@ -129,15 +128,14 @@ func (gceImage) Format() string { return "gce" }
 // so a filesystem that cannot hold it fails before anything is decompressed.
 func gceTemp(size int64) (*os.File, error) {
 	dir := os.TempDir()
-	var f *os.File
-	fd, err := unix.Open(dir, unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, 0o600)
-	if err == nil {
-		f = os.NewFile(uintptr(fd), dir+"/(unnamed disk.raw)")
-	} else { // no O_TMPFILE here: a name made with O_EXCL, removed at once
+	f, err := openUnnamed(dir, dir+"/(unnamed disk.raw)", 0o600)
+	if errors.Is(err, errNoTmpfile) { // a name made with O_EXCL, removed at once
 		if f, err = os.CreateTemp(dir, "imgfab-gce-*.raw"); err != nil {
 			return nil, fmt.Errorf("gce: temporary file for disk.raw: %w", err)
 		}
 		os.Remove(f.Name()) // unlinked: the open descriptor keeps it until Close
+	} else if err != nil {
+		return nil, fmt.Errorf("gce: temporary file for disk.raw: %w", err)
 	}
 	if err := f.Truncate(size); err != nil {
 		f.Close()
