@@ -45,9 +45,7 @@ func (o grubOverlay) Open(name string) (fs.File, error) {
 
 func grubDemoTree(t *testing.T) (fs.FS, rootfs.Kernel) {
 	t.Helper()
-	if _, err := os.Stat(filepath.Join(grubBiosRoot, GRUBBIOSDir, "kernel.img")); err != nil {
-		t.Fatalf("fixture missing: run `sh testdata/mkdemo-bios.sh` (as root)")
-	}
+	testtool.Fixture(t, filepath.Join("demo-bios", "bios", GRUBBIOSDir, "kernel.img"), "mkdemo-bios.sh")
 	kver, err := os.ReadFile(filepath.Join(grubDemoRoot, "..", "kver"))
 	if err != nil {
 		t.Fatal(err)

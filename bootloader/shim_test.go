@@ -14,6 +14,8 @@ import (
 	"testing/fstest"
 	"time"
 
+	"github.com/imgfab/imgfab/internal/testtool"
+
 	"github.com/imgfab/imgfab/rootfs"
 )
 
@@ -21,11 +23,9 @@ import (
 // packages over the debootstrap tree.
 func sbTree(t *testing.T) fs.FS {
 	t.Helper()
-	cache := filepath.Join("..", "testdata", "cache")
-	sb, l1 := filepath.Join(cache, "debian-sb", "sb"), filepath.Join(cache, "debian", "layer1")
-	if _, err := os.Stat(filepath.Join(sb, ShimPaths[0])); err != nil {
-		t.Fatalf("fixture %s missing: run `sh testdata/mkdebian-sb.sh` (as root)", sb)
-	}
+	testtool.Fixture(t, filepath.Join("debian-sb", "sb", ShimPaths[0]), "mkdebian-sb.sh")
+	sb := testtool.Fixture(t, filepath.Join("debian-sb", "sb"), "mkdebian-sb.sh")
+	l1 := testtool.Fixture(t, filepath.Join("debian", "layer1"), "mkdebian.sh")
 	return ukiOverlay{os.DirFS(l1), os.DirFS(sb)}
 }
 

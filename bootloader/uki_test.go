@@ -25,11 +25,8 @@ import (
 // initrd and os-release with the real systemd stub of Debian 12.
 func ukiTree(t *testing.T) fs.FS {
 	t.Helper()
-	root := filepath.Join("..", "testdata", "cache", "demo-uki", "root")
-	if _, err := os.Stat(filepath.Join(root, UKIStubPaths[0])); err != nil {
-		t.Fatalf("fixture %s missing: run `sh testdata/mkdemo-uki.sh` (as root)", root)
-	}
-	return os.DirFS(root)
+	stub := testtool.Fixture(t, filepath.Join("demo-uki", "root", UKIStubPaths[0]), "mkdemo-uki.sh")
+	return os.DirFS(strings.TrimSuffix(stub, UKIStubPaths[0]))
 }
 
 // ukiOverlay is fs.FS a with the files of b on top.

@@ -173,7 +173,6 @@ func TestClassifyEFISynthetic(t *testing.T) {
 
 // TestClassifyEFIFixtures reads the loaders imgfab installs, from the fixtures' trees.
 func TestClassifyEFIFixtures(t *testing.T) {
-	cache := filepath.Join("..", "testdata", "cache")
 	for _, c := range []struct {
 		path, script, kind, version string
 	}{
@@ -182,9 +181,9 @@ func TestClassifyEFIFixtures(t *testing.T) {
 		{"debian-sb/sb/usr/lib/shim/shimx64.efi.signed", "mkdebian-sb.sh", "shim", "1"},
 		{"debian-sb/sb/usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed", "mkdebian-sb.sh", "grub", "2."},
 	} {
-		f, err := os.Open(filepath.Join(cache, c.path))
+		f, err := os.Open(testtool.Fixture(t, c.path, c.script))
 		if err != nil {
-			t.Fatalf("fixture %s missing: run `bash testdata/%s` (make fixtures)", c.path, c.script)
+			t.Fatal(err)
 		}
 		l, err := classifyEFI(f, c.path)
 		if err != nil || l.Kind != c.kind || !strings.HasPrefix(l.Version, c.version) || (c.version == "") != (l.Version == "") {

@@ -1,26 +1,19 @@
 package main
 
 import (
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/imgfab/imgfab/internal/testtool"
 )
 
 // fixture returns the path of a cached fixture made by a testdata script; a missing one fails with
 // the command that makes it (make test makes the demo one first).
 func fixture(t *testing.T, rel, script string) string {
 	t.Helper()
-	p := filepath.Join("..", "..", "testdata", "cache", rel)
-	if _, err := os.Stat(filepath.Join(p, "index.json")); err != nil {
-		t.Fatalf("fixture %s missing: run `bash testdata/%s` (make fixtures)", p, script)
-	}
-	abs, err := filepath.Abs(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return abs
+	return testtool.Fixture(t, rel, script)
 }
 
 // TestDemoBootsUEFI builds the demo image as qcow2 and boots it under OVMF: the demo's /sbin/init
