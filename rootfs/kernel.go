@@ -22,7 +22,7 @@ type Kernel struct {
 type KernelNotFoundError struct{ Looked []string }
 
 func (e *KernelNotFoundError) Error() string {
-	return "no kernel found in the image; looked at: " + strings.Join(e.Looked, ", ")
+	return "no kernel found in the image (install one, e.g. Debian's linux-image-amd64); looked at: " + strings.Join(e.Looked, ", ")
 }
 
 // kernelLayouts are the conventions FindKernel knows, in order of preference.
