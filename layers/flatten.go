@@ -450,6 +450,8 @@ const (
 	whMeta   = ".wh..wh."
 )
 
+// layer reads layer li (l) and writes its entries that the layers above leave visible, then
+// records what it leaves in view and what it hides for the layers below.
 func (f *flattener) layer(li int, l Layer) error {
 	if err := f.ctx.Err(); err != nil {
 		return err
@@ -459,244 +461,346 @@ func (f *flattener) layer(li int, l Layer) error {
 		return fmt.Errorf("layer %s: %w", l.Name, err)
 	}
 	defer rc.Close()
-	cur := make(map[int32]uint16) // by path node
-	tr := tar.NewReader(rc)
-	unsafe := func(entry, reason string) error {
-		return &UnsafeEntryError{Layer: l.Name, Entry: entry, Reason: reason}
-	}
-	prev := ""
-	type target struct {
-		node int32
-		name string
-	}
-	hiddenLink := make(map[int32]target) // hidden hardlink (or its target) -> target
-	var (
-		promos     map[string]*promo
-		promoOf    map[string]string // promoted or deferred link name -> data holder
-		promoOrder []string
-	)
-	for {
-		if err := f.ctx.Err(); err != nil {
-			return err
-		}
-		hdr, err := tr.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return headerErr(l.Name, prev, err)
-		}
-		prev = hdr.Name
-		switch hdr.Typeflag {
-		case tar.TypeXGlobalHeader:
-			continue
-		case tar.TypeReg, tar.TypeRegA, tar.TypeGNUSparse, tar.TypeDir, tar.TypeSymlink, tar.TypeLink,
-			tar.TypeChar, tar.TypeBlock, tar.TypeFifo:
-		default:
-			return unsafe(hdr.Name, fmt.Sprintf("unsupported tar entry type %q", hdr.Typeflag))
-		}
-		if why := checkNumbers(hdr); why != "" {
-			return unsafe(hdr.Name, why)
-		}
-		if isSparse(hdr) {
-			if f.sparse += hdr.Size; f.sparse > MaxSparseBytes {
-				return unsafe(hdr.Name, fmt.Sprintf("sparse file of %d bytes: the sparse files of an image may span at most %d GiB in all (%d bytes so far); their holes are expanded while building, about 100 s of CPU per TiB",
-					hdr.Size, MaxSparseBytes>>30, f.sparse))
-			}
-		}
-		p, why := cleanName(hdr.Name)
-		if why != "" {
-			return unsafe(hdr.Name, why)
-		}
-		base := path.Base(p)
-		isDir := hdr.Typeflag == tar.TypeDir
-		if p == "." && !isDir {
-			return unsafe(hdr.Name, "root is not a directory")
-		}
-		f.nodes = f.paths.walk(p, f.nodes)
-		nodes := f.nodes
-		pn := nodes[len(nodes)-1]
-		// Parents: no whiteout prefix, no symlink or file of this layer.
-		if err := ancestorNames(p, nodes, func(i int, a string) error {
-			if strings.HasPrefix(path.Base(a), whPrefix) {
-				return unsafe(hdr.Name, "whiteout prefix in directory name "+a)
-			}
-			c := cur[nodes[i]]
-			if c&cSymlink != 0 {
-				return unsafe(hdr.Name, "parent "+a+" is a symlink")
-			}
-			if c&cNonDir != 0 {
-				return unsafe(hdr.Name, "parent "+a+" is not a directory")
-			}
-			cur[nodes[i]] = c | cParent
-			return nil
-		}); err != nil {
-			return err
-		}
-		// Whiteouts.
-		if strings.HasPrefix(base, whPrefix) {
-			dir := nodes[len(nodes)-2] // a whiteout is never "."
-			switch {
-			case base == whOpaque:
-				cur[dir] |= cOpaque
-			case strings.HasPrefix(base, whMeta):
-				// Other AUFS metadata (.wh..wh.plnk, ...): not part of the tree.
-			default:
-				t := base[len(whPrefix):]
-				if t == "" || t == "." || t == ".." {
-					return unsafe(hdr.Name, "whiteout of "+map[string]string{"": "an empty name", ".": ". (the directory itself)", "..": ".."}[t])
-				}
-				cur[f.paths.child(dir, t)] |= cWhiteout
-			}
-			continue
-		}
-		c := cur[pn]
-		if c&(cDir|cNonDir) != 0 {
-			continue // duplicate in this layer: the first one stays
-		}
-		if !isDir && c&cParent != 0 {
-			return unsafe(hdr.Name, "non-directory "+p+" replaces a directory that has entries in the same layer")
-		}
-		vis := f.visible(nodes, isDir)
-		if vis {
-			for _, a := range nodes[:len(nodes)-1] {
-				cur[a] |= cParentVis
-			}
-		}
-		if isDir {
-			c |= cDir
-		} else {
-			c |= cNonDir
-			if hdr.Typeflag == tar.TypeSymlink {
-				c |= cSymlink
-			}
-		}
-		out := outHeader(hdr, p)
-		if hdr.Typeflag == tar.TypeLink {
-			t, why := cleanName(hdr.Linkname)
-			if why != "" {
-				return unsafe(hdr.Name, "hardlink target "+hdr.Linkname+": "+why)
-			}
-			if t == "." {
-				return unsafe(hdr.Name, "hardlink to a directory")
-			}
-			f.tnodes = f.paths.walk(t, f.tnodes)
-			tnodes := f.tnodes
-			if err := ancestorNames(t, tnodes, func(i int, a string) error {
-				if cur[tnodes[i]]&cSymlink != 0 {
-					return unsafe(hdr.Name, "hardlink target parent "+a+" is a symlink")
-				}
-				return nil
-			}); err != nil {
-				return err
-			}
-			tn := tnodes[len(tnodes)-1]
-			tc := cur[tn]
-			if tc&(cDir|cParent) != 0 {
-				return unsafe(hdr.Name, "hardlink to a directory")
-			}
-			if !vis {
-				hiddenLink[pn] = target{tn, t}
-				cur[pn] = c
-				continue
-			}
-			// Follow hidden links of this layer to the entry that holds the data, then point
-			// every hidden link passed straight at it: a long chain is walked once, not once
-			// for every link to it.
-			r := target{tn, t}
-			for n := 0; ; n++ {
-				next, ok := hiddenLink[r.node]
-				if cur[r.node]&cEmitted != 0 || !ok {
-					break
-				}
-				if n > len(hiddenLink) {
-					return unsafe(hdr.Name, "hardlink cycle")
-				}
-				r = next
-				f.linkSteps++
-			}
-			for x := tn; x != r.node && cur[x]&cEmitted == 0; {
-				next, ok := hiddenLink[x]
-				if !ok {
-					break
-				}
-				hiddenLink[x] = r
-				x = next.node
-				f.linkSteps++
-			}
-			rc := cur[r.node]
-			switch {
-			case rc&cNonDir == 0:
-				// Not in this layer: must be a lower layer's file, checked at the end.
-				out.Linkname = r.name
-				f.held = append(f.held, heldLink{layer: li, lname: l.Name, entry: hdr.Name, hdr: *out, target: r.name, tnode: r.node})
-				cur[pn] = c | cEmitted | cHeld
-				continue
-			case rc&cHeld != 0:
-				out.Linkname = r.name
-				f.held = append(f.held, heldLink{layer: li, lname: l.Name, entry: hdr.Name, hdr: *out, target: r.name, tnode: r.node, sameLayer: true})
-				cur[pn] = c | cEmitted | cHeld
-				continue
-			case rc&cPromoted != 0:
-				pr := promos[promoOf[r.name]]
-				out.Linkname = pr.name
-				pr.links = append(pr.links, out)
-				cur[pn] = c | cEmitted | cPromoted
-				promoOf[p] = pr.target
-				continue
-			case rc&cEmitted == 0:
-				// The data holder is hidden by an upper layer: this link, the first visible name,
-				// gets its data from a second pass over the layer.
-				if promos == nil {
-					promos = make(map[string]*promo)
-					promoOf = make(map[string]string)
-				}
-				if pr := promos[r.name]; pr != nil {
-					out.Linkname = pr.name
-					pr.links = append(pr.links, out)
-					cur[pn] = c | cEmitted | cPromoted
-					promoOf[p] = r.name
-					continue
-				}
-				promos[r.name] = &promo{target: r.name, name: p}
-				promoOrder = append(promoOrder, r.name)
-				promoOf[p] = r.name
-				cur[pn] = c | cEmitted | cPromoted
-				continue
-			}
-			out.Linkname = r.name
-		}
-		if !vis {
-			cur[pn] = c
-			continue
-		}
-		cur[pn] = c | cEmitted
-		if err := f.writeHeader(out, l.Name); err != nil {
-			return fmt.Errorf("layer %s: writing entry %q: %w", l.Name, p, err)
-		}
-		if out.Typeflag == tar.TypeReg && out.Size > 0 {
-			if err := f.copyData(tr); err != nil {
-				return layerReadErr(l.Name, hdr.Name, err)
-			}
-		}
+	s := &layerPass{f: f, li: li, l: l, tr: tar.NewReader(rc), cur: make(map[int32]uint16),
+		hiddenLink: make(map[int32]linkTarget)}
+	if err := s.entries(); err != nil {
+		return err
 	}
 	// Drain to the blob's EOF so its digest is checked.
 	if _, err := io.Copy(io.Discard, rc); err != nil {
-		return layerReadErr(l.Name, prev, err)
+		return layerReadErr(l.Name, s.prev, err)
 	}
-	if len(promoOrder) > 0 {
-		if err := f.promote(l, promos, promoOrder); err != nil {
+	if len(s.promoOrder) > 0 {
+		if err := f.promote(l, s.promos, s.promoOrder); err != nil {
 			return err
 		}
 	}
-	for n, c := range cur {
+	s.commit()
+	return nil
+}
+
+// linkTarget is where a hardlink of the layer being read points: the target's node and name.
+type linkTarget struct {
+	node int32
+	name string
+}
+
+// layerPass is the state of one read of a layer by (*flattener).layer.
+type layerPass struct {
+	f    *flattener
+	li   int // the layer's index
+	l    Layer
+	tr   *tar.Reader
+	cur  map[int32]uint16 // by path node: the c* flags this layer sets
+	prev string           // name of the last entry read, for errors
+
+	hiddenLink map[int32]linkTarget // hidden hardlink (or its target) -> target
+	promos     map[string]*promo
+	promoOf    map[string]string // promoted or deferred link name -> data holder
+	promoOrder []string
+}
+
+// unsafe is the error refusing entry of this layer for reason.
+func (s *layerPass) unsafe(entry, reason string) error {
+	return &UnsafeEntryError{Layer: s.l.Name, Entry: entry, Reason: reason}
+}
+
+// entries reads the layer's tar headers up to its end, handling each entry in turn.
+func (s *layerPass) entries() error {
+	for {
+		if err := s.f.ctx.Err(); err != nil {
+			return err
+		}
+		hdr, err := s.tr.Next()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return headerErr(s.l.Name, s.prev, err)
+		}
+		s.prev = hdr.Name
+		if err := s.entry(hdr); err != nil {
+			return err
+		}
+	}
+}
+
+// entry handles one tar entry: checks it, then records it as a whiteout, a hidden entry or a
+// hardlink, or writes it out.
+func (s *layerPass) entry(hdr *tar.Header) error {
+	if skip, err := s.checkHeader(hdr); skip || err != nil {
+		return err
+	}
+	p, why := cleanName(hdr.Name)
+	if why != "" {
+		return s.unsafe(hdr.Name, why)
+	}
+	base := path.Base(p)
+	isDir := hdr.Typeflag == tar.TypeDir
+	if p == "." && !isDir {
+		return s.unsafe(hdr.Name, "root is not a directory")
+	}
+	s.f.nodes = s.f.paths.walk(p, s.f.nodes)
+	nodes := s.f.nodes
+	pn := nodes[len(nodes)-1]
+	if err := s.checkParents(hdr.Name, p, nodes); err != nil {
+		return err
+	}
+	if strings.HasPrefix(base, whPrefix) {
+		return s.whiteout(hdr.Name, base, nodes)
+	}
+	c := s.cur[pn]
+	if c&(cDir|cNonDir) != 0 {
+		return nil // duplicate in this layer: the first one stays
+	}
+	if !isDir && c&cParent != 0 {
+		return s.unsafe(hdr.Name, "non-directory "+p+" replaces a directory that has entries in the same layer")
+	}
+	vis := s.f.visible(nodes, isDir)
+	if vis {
+		for _, a := range nodes[:len(nodes)-1] {
+			s.cur[a] |= cParentVis
+		}
+	}
+	c |= entryKind(hdr)
+	out := outHeader(hdr, p)
+	if hdr.Typeflag == tar.TypeLink {
+		if done, err := s.hardlink(hdr, p, pn, c, vis, out); done || err != nil {
+			return err
+		}
+	}
+	if !vis {
+		s.cur[pn] = c
+		return nil
+	}
+	s.cur[pn] = c | cEmitted
+	return s.emit(hdr, out, p)
+}
+
+// checkHeader checks an entry's type, numbers and sparse size; skip is true for entries that
+// carry nothing for the tree (PAX global headers).
+func (s *layerPass) checkHeader(hdr *tar.Header) (skip bool, err error) {
+	switch hdr.Typeflag {
+	case tar.TypeXGlobalHeader:
+		return true, nil
+	case tar.TypeReg, tar.TypeRegA, tar.TypeGNUSparse, tar.TypeDir, tar.TypeSymlink, tar.TypeLink,
+		tar.TypeChar, tar.TypeBlock, tar.TypeFifo:
+	default:
+		return false, s.unsafe(hdr.Name, fmt.Sprintf("unsupported tar entry type %q", hdr.Typeflag))
+	}
+	if why := checkNumbers(hdr); why != "" {
+		return false, s.unsafe(hdr.Name, why)
+	}
+	return false, s.chargeSparse(hdr)
+}
+
+// chargeSparse counts a sparse entry's logical size against the image's MaxSparseBytes budget.
+func (s *layerPass) chargeSparse(hdr *tar.Header) error {
+	if !isSparse(hdr) {
+		return nil
+	}
+	f := s.f
+	if f.sparse += hdr.Size; f.sparse > MaxSparseBytes {
+		return s.unsafe(hdr.Name, fmt.Sprintf("sparse file of %d bytes: the sparse files of an image may span at most %d GiB in all (%d bytes so far); their holes are expanded while building, about 100 s of CPU per TiB",
+			hdr.Size, MaxSparseBytes>>30, f.sparse))
+	}
+	return nil
+}
+
+// checkParents refuses a whiteout prefix, a symlink or a file of this layer among the
+// directories above p, and marks them as parents in this layer.
+func (s *layerPass) checkParents(entry, p string, nodes []int32) error {
+	return ancestorNames(p, nodes, func(i int, a string) error {
+		if strings.HasPrefix(path.Base(a), whPrefix) {
+			return s.unsafe(entry, "whiteout prefix in directory name "+a)
+		}
+		c := s.cur[nodes[i]]
+		if c&cSymlink != 0 {
+			return s.unsafe(entry, "parent "+a+" is a symlink")
+		}
+		if c&cNonDir != 0 {
+			return s.unsafe(entry, "parent "+a+" is not a directory")
+		}
+		s.cur[nodes[i]] = c | cParent
+		return nil
+	})
+}
+
+// whiteout records a whiteout entry named base (".wh.NAME" or the opaque marker) found in the
+// directory nodes[len(nodes)-2].
+func (s *layerPass) whiteout(entry, base string, nodes []int32) error {
+	dir := nodes[len(nodes)-2] // a whiteout is never "."
+	switch {
+	case base == whOpaque:
+		s.cur[dir] |= cOpaque
+	case strings.HasPrefix(base, whMeta):
+		// Other AUFS metadata (.wh..wh.plnk, ...): not part of the tree.
+	default:
+		t := base[len(whPrefix):]
+		if t == "" || t == "." || t == ".." {
+			return s.unsafe(entry, "whiteout of "+map[string]string{"": "an empty name", ".": ". (the directory itself)", "..": ".."}[t])
+		}
+		s.cur[s.f.paths.child(dir, t)] |= cWhiteout
+	}
+	return nil
+}
+
+// entryKind is the c* flags of an entry's own type: a directory, or a non-directory and maybe a
+// symlink.
+func entryKind(hdr *tar.Header) uint16 {
+	if hdr.Typeflag == tar.TypeDir {
+		return cDir
+	}
+	if hdr.Typeflag == tar.TypeSymlink {
+		return cNonDir | cSymlink
+	}
+	return cNonDir
+}
+
+// hardlink handles a hardlink entry at p (node pn, flags c so far, out its header to write): a
+// hidden link is noted for the links through it; a visible one is held to the end, promoted, or
+// pointed at the entry that holds the data. done is true when nothing more is to be done for
+// the entry; otherwise out.Linkname is set and the entry is written like any other.
+func (s *layerPass) hardlink(hdr *tar.Header, p string, pn int32, c uint16, vis bool, out *tar.Header) (done bool, err error) {
+	t, why := cleanName(hdr.Linkname)
+	if why != "" {
+		return true, s.unsafe(hdr.Name, "hardlink target "+hdr.Linkname+": "+why)
+	}
+	if t == "." {
+		return true, s.unsafe(hdr.Name, "hardlink to a directory")
+	}
+	s.f.tnodes = s.f.paths.walk(t, s.f.tnodes)
+	tnodes := s.f.tnodes
+	if err := ancestorNames(t, tnodes, func(i int, a string) error {
+		if s.cur[tnodes[i]]&cSymlink != 0 {
+			return s.unsafe(hdr.Name, "hardlink target parent "+a+" is a symlink")
+		}
+		return nil
+	}); err != nil {
+		return true, err
+	}
+	tn := tnodes[len(tnodes)-1]
+	if s.cur[tn]&(cDir|cParent) != 0 {
+		return true, s.unsafe(hdr.Name, "hardlink to a directory")
+	}
+	if !vis {
+		s.hiddenLink[pn] = linkTarget{tn, t}
+		s.cur[pn] = c
+		return true, nil
+	}
+	r, err := s.followLinks(hdr.Name, linkTarget{tn, t})
+	if err != nil {
+		return true, err
+	}
+	return s.placeLink(hdr.Name, p, pn, c, r, out), nil
+}
+
+// followLinks follows hidden links of this layer from tn to the entry that holds the data, then
+// points every hidden link passed straight at it: a long chain is walked once, not once for every
+// link to it.
+func (s *layerPass) followLinks(entry string, tn linkTarget) (linkTarget, error) {
+	r := tn
+	for n := 0; ; n++ {
+		next, ok := s.hiddenLink[r.node]
+		if s.cur[r.node]&cEmitted != 0 || !ok {
+			break
+		}
+		if n > len(s.hiddenLink) {
+			return linkTarget{}, s.unsafe(entry, "hardlink cycle")
+		}
+		r = next
+		s.f.linkSteps++
+	}
+	for x := tn.node; x != r.node && s.cur[x]&cEmitted == 0; {
+		next, ok := s.hiddenLink[x]
+		if !ok {
+			break
+		}
+		s.hiddenLink[x] = r
+		x = next.node
+		s.f.linkSteps++
+	}
+	return r, nil
+}
+
+// placeLink settles a visible hardlink at p whose data is held by r: held to the end of the
+// stream when r is not a file of this layer (or is itself held), or written with r's promoted
+// data when r is hidden. It reports false when the link is to be written now, pointing at r.
+func (s *layerPass) placeLink(entry, p string, pn int32, c uint16, r linkTarget, out *tar.Header) bool {
+	rc := s.cur[r.node]
+	switch {
+	case rc&cNonDir == 0:
+		// Not in this layer: must be a lower layer's file, checked at the end.
+		s.hold(entry, out, r, false)
+		s.cur[pn] = c | cEmitted | cHeld
+	case rc&cHeld != 0:
+		s.hold(entry, out, r, true)
+		s.cur[pn] = c | cEmitted | cHeld
+	case rc&cPromoted != 0:
+		pr := s.promos[s.promoOf[r.name]]
+		out.Linkname = pr.name
+		pr.links = append(pr.links, out)
+		s.cur[pn] = c | cEmitted | cPromoted
+		s.promoOf[p] = pr.target
+	case rc&cEmitted == 0:
+		s.promoteLink(p, pn, c, r, out)
+	default:
+		out.Linkname = r.name
+		return false
+	}
+	return true
+}
+
+// hold keeps a hardlink to r back to the end of the stream, when its target is known to be there.
+func (s *layerPass) hold(entry string, out *tar.Header, r linkTarget, sameLayer bool) {
+	out.Linkname = r.name
+	s.f.held = append(s.f.held, heldLink{layer: s.li, lname: s.l.Name, entry: entry, hdr: *out, target: r.name, tnode: r.node, sameLayer: sameLayer})
+}
+
+// promoteLink handles a visible link whose data holder r is hidden by an upper layer: the first
+// such link gets r's data from a second pass over the layer; the next ones link to it.
+func (s *layerPass) promoteLink(p string, pn int32, c uint16, r linkTarget, out *tar.Header) {
+	if s.promos == nil {
+		s.promos = make(map[string]*promo)
+		s.promoOf = make(map[string]string)
+	}
+	if pr := s.promos[r.name]; pr != nil {
+		out.Linkname = pr.name
+		pr.links = append(pr.links, out)
+		s.cur[pn] = c | cEmitted | cPromoted
+		s.promoOf[p] = r.name
+		return
+	}
+	s.promos[r.name] = &promo{target: r.name, name: p}
+	s.promoOrder = append(s.promoOrder, r.name)
+	s.promoOf[p] = r.name
+	s.cur[pn] = c | cEmitted | cPromoted
+}
+
+// emit writes a visible entry, named p, and its data.
+func (s *layerPass) emit(hdr, out *tar.Header, p string) error {
+	if err := s.f.writeHeader(out, s.l.Name); err != nil {
+		return fmt.Errorf("layer %s: writing entry %q: %w", s.l.Name, p, err)
+	}
+	if out.Typeflag == tar.TypeReg && out.Size > 0 {
+		if err := s.f.copyData(s.tr); err != nil {
+			return layerReadErr(s.l.Name, hdr.Name, err)
+		}
+	}
+	return nil
+}
+
+// commit folds this layer's flags into the state the layers below are read against.
+func (s *layerPass) commit() {
+	f := s.f
+	for n, c := range s.cur {
 		st := f.up(n)
 		if c&cEmitted != 0 {
 			if c&cDir != 0 {
 				st.f |= sDir
 			} else {
 				st.f |= sNonDir
-				st.layer = int32(li)
+				st.layer = int32(s.li)
 			}
 		}
 		if c&cParentVis != 0 {
@@ -710,14 +814,13 @@ func (f *flattener) layer(li int, l Layer) error {
 		}
 		if c&(cWhiteout|cOpaque) != 0 {
 			if _, ok := f.hidBy[n]; !ok {
-				f.hidBy[n] = int32(li)
+				f.hidBy[n] = int32(s.li)
 			}
 		}
 		if st.f != 0 {
 			f.setUp(n, st)
 		}
 	}
-	return nil
 }
 
 func layerReadErr(layer, after string, err error) error {
