@@ -71,7 +71,7 @@ bench: build
 # Uploads to local servers (Azurite, in-process S3/EBS/GCS/registry fakes): zero blocks skipped,
 # one stream against parallel workers, with and without a simulated round trip.
 bench-publish: servers
-	$(GO) test -run '^$$' -bench . -benchtime 3x ./publish/
+	$(GO) test -run '^$$' -bench . -benchtime 3x ./publish/...
 
 # Every fuzz target for FUZZTIME (default 10m) each; the corpus found is kept under testdata/fuzz.
 FUZZTIME ?= 10m

@@ -6,9 +6,10 @@ import (
 	"golang.org/x/sync/errgroup"
 )
 
-// parallel runs fn(ctx, 0..n-1) on at most workers goroutines (errgroup.SetLimit); the first
-// error cancels the ctx the others see and is returned; a cancelled parent returns its error.
-func parallel(ctx context.Context, workers, n int, fn func(ctx context.Context, i int) error) error {
+// Parallel runs fn(ctx, i) for i in 0..n-1 on at most workers goroutines (errgroup.SetLimit;
+// workers < 1 means 1). The first error cancels the ctx the other calls see and is returned; when
+// every call succeeds but the parent ctx was cancelled, its error is returned.
+func Parallel(ctx context.Context, workers, n int, fn func(ctx context.Context, i int) error) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(max(1, workers))
 	for i := 0; i < n && gctx.Err() == nil; i++ {

@@ -38,7 +38,8 @@ type Event struct {
 // Progress receives events; it may be nil.
 type Progress func(Event)
 
-func (p Progress) emit(e Event) {
+// Emit sends e to p; a nil Progress drops it.
+func (p Progress) Emit(e Event) {
 	if p != nil {
 		p(e)
 	}
@@ -61,9 +62,9 @@ type Target interface {
 	Push(ctx context.Context, a Artifact, p Progress) (Result, error)
 }
 
-// redact removes every secret from s (for error messages built from SDK errors that may echo
-// request data). Empty secrets are ignored.
-func redact(s string, secrets ...string) string {
+// Redact replaces every secret in s with "[REDACTED]", for error messages built from SDK errors
+// that may echo request data. Secrets shorter than 4 bytes (empty ones included) are ignored.
+func Redact(s string, secrets ...string) string {
 	for _, sec := range secrets {
 		if len(sec) >= 4 {
 			s = strings.ReplaceAll(s, sec, "[REDACTED]")
@@ -84,10 +85,11 @@ type StepError struct {
 func (e *StepError) Error() string { return e.Target + ": " + e.Step + ": " + e.msg }
 func (e *StepError) Unwrap() error { return e.err }
 
-// stepErr wraps err with the target and step, with secrets removed from its text.
-func stepErr(target, step string, err error, secrets ...string) error {
+// NewStepError wraps err as a *StepError of target and step, with secrets removed from its text.
+// It returns nil when err is nil, so a call can wrap a result as it is.
+func NewStepError(target, step string, err error, secrets ...string) error {
 	if err == nil {
 		return nil
 	}
-	return &StepError{Target: target, Step: step, msg: redact(err.Error(), secrets...), err: err}
+	return &StepError{Target: target, Step: step, msg: Redact(err.Error(), secrets...), err: err}
 }

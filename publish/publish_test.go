@@ -12,7 +12,7 @@ import (
 // names the target and step with the secrets removed.
 func TestStepErrorWraps(t *testing.T) {
 	cause := fmt.Errorf("request with key hunter2-secret: %w", context.Canceled)
-	err := stepErr("aws", "uploading", cause, "hunter2-secret")
+	err := NewStepError("aws", "uploading", cause, "hunter2-secret")
 	if !errors.Is(err, context.Canceled) {
 		t.Errorf("errors.Is(%v, context.Canceled) = false", err)
 	}
@@ -23,7 +23,7 @@ func TestStepErrorWraps(t *testing.T) {
 	if got := err.Error(); strings.Contains(got, "hunter2") || got != "aws: uploading: request with key [REDACTED]: context canceled" {
 		t.Errorf("text %q", got)
 	}
-	if stepErr("aws", "x", nil) != nil {
-		t.Error("stepErr(nil) is not nil")
+	if NewStepError("aws", "x", nil) != nil {
+		t.Error("NewStepError(nil) is not nil")
 	}
 }

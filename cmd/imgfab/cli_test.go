@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/imgfab/imgfab/publish/awsfake"
+	"github.com/imgfab/imgfab/publish/aws/awstest"
 )
 
 // The CLI defects of issue #11, one test each.
@@ -71,7 +71,7 @@ func TestPushSaysWhatItDoes(t *testing.T) {
 	disk := filepath.Join(t.TempDir(), "d.qcow2")
 	src := writeLayout(t, "q", gz(tarBytes(t, bootEntries())))
 	build(t, "oci:"+src, "-o", disk)
-	f := awsfake.New(t)
+	f := awstest.New(t)
 	r := runImgfab(t, awsEnv(f), "push", "aws", disk, "--name", "said", "--poll-interval", "1ms")
 	if r.code != 0 {
 		t.Fatalf("push: exit %d: %s", r.code, r.stderr)

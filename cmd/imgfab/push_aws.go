@@ -9,7 +9,7 @@ import (
 
 	"github.com/spf13/pflag"
 
-	"github.com/imgfab/imgfab/publish"
+	"github.com/imgfab/imgfab/publish/aws"
 )
 
 func init() { pushTargets["aws"] = pushAWS }
@@ -47,7 +47,7 @@ Flags:
 func pushAWS(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fl := pflag.NewFlagSet("push aws", pflag.ContinueOnError)
 	fl.SetOutput(io.Discard)
-	t := &publish.AWS{}
+	t := &aws.Target{}
 	fl.StringVar(&t.ImageName, "name", "", "AMI name (required)")
 	fl.StringVar(&t.Region, "region", "", "region (default: the SDK chain's, e.g. $AWS_REGION)")
 	fl.StringVar(&t.Via, "via", "ebs", "ebs (EBS direct APIs) or s3 (S3 + ImportSnapshot)")

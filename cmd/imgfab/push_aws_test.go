@@ -9,10 +9,10 @@ import (
 
 	"github.com/imgfab/imgfab/diskfmt"
 	"github.com/imgfab/imgfab/publish"
-	"github.com/imgfab/imgfab/publish/awsfake"
+	"github.com/imgfab/imgfab/publish/aws/awstest"
 )
 
-func awsEnv(f *awsfake.Server) []string {
+func awsEnv(f *awstest.Server) []string {
 	return append(f.Env(), "IMGFAB_AWS_ENDPOINT_EBS="+f.URL, "IMGFAB_AWS_ENDPOINT_EC2="+f.URL)
 }
 
@@ -26,7 +26,7 @@ func TestPushAWS(t *testing.T) {
 	} {
 		disk := filepath.Join(dir, strings.ReplaceAll(c.fixture, "/", "-")+".qcow2")
 		build(t, "oci:"+fixture(t, c.fixture, c.script)+":demo", "-o", disk)
-		f := awsfake.New(t)
+		f := awstest.New(t)
 		name := "imgfab-" + c.boot
 		args := []string{"push", "aws", disk, "--name", name, "--json", "--poll-interval", "1ms", "--tag", "owner=ci", "--imdsv2"}
 		r := runImgfab(t, awsEnv(f), args...)
@@ -71,7 +71,7 @@ func TestPushAWSNoSecretInOutput(t *testing.T) {
 	const secret = "a-recognisable-secret-9d2e71"
 	disk := filepath.Join(t.TempDir(), "d.qcow2")
 	build(t, "oci:"+fixture(t, "demo/oci", "mkdemo.sh")+":demo", "-o", disk)
-	f := awsfake.New(t)
+	f := awstest.New(t)
 	f.SecretKey = secret
 	ok := runImgfab(t, awsEnv(f), "push", "aws", disk, "--name", "s", "--json", "--poll-interval", "1ms")
 	if ok.code != 0 {

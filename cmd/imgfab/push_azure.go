@@ -9,7 +9,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 	"github.com/spf13/pflag"
 
-	"github.com/imgfab/imgfab/publish"
+	"github.com/imgfab/imgfab/publish/azure"
 )
 
 func init() { pushTargets["azure"] = pushAzure }
@@ -42,7 +42,7 @@ Flags:
 func pushAzure(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fl := pflag.NewFlagSet("push azure", pflag.ContinueOnError)
 	fl.SetOutput(io.Discard)
-	t := &publish.Azure{}
+	t := &azure.Target{}
 	fl.StringVarP(&t.ResourceGroup, "resource-group", "g", "", "resource group of the image")
 	fl.StringVarP(&t.StorageAccount, "storage-account", "a", "", "storage account for the VHD blob")
 	fl.StringVar(&t.ImageName, "name", "", "image name (the blob is NAME.vhd)")

@@ -11,12 +11,13 @@ import (
 	"testing"
 
 	"github.com/imgfab/imgfab/publish"
-	"github.com/imgfab/imgfab/publish/azurite"
+	"github.com/imgfab/imgfab/publish/azure"
+	"github.com/imgfab/imgfab/publish/azure/azuretest"
 )
 
 func pushAzureJSON(t *testing.T, env []string, args ...string) publish.Result {
 	t.Helper()
-	r := runImgfab(t, env, append([]string{"push", "azure", "--json", "--upload-only", "--storage-account", azurite.Account}, args...)...)
+	r := runImgfab(t, env, append([]string{"push", "azure", "--json", "--upload-only", "--storage-account", azuretest.Account}, args...)...)
 	if r.code != 0 {
 		t.Fatalf("imgfab push azure %s: exit %d\n%s", strings.Join(args, " "), r.code, r.stderr)
 	}
@@ -35,8 +36,8 @@ func TestPushAzureDemo(t *testing.T) {
 	vhd, qcow := filepath.Join(dir, "demo.vhd"), filepath.Join(dir, "demo.qcow2")
 	build(t, src, "-o", vhd)
 	build(t, src, "-o", qcow)
-	ep := azurite.Start(t)
-	env := []string{"AZURE_STORAGE_KEY=" + azurite.Key}
+	ep := azuretest.Start(t)
+	env := []string{"AZURE_STORAGE_KEY=" + azuretest.Key}
 
 	res := pushAzureJSON(t, env, vhd, "--name", "demo", "--blob-endpoint", ep)
 	want, err := os.ReadFile(vhd)
@@ -46,7 +47,7 @@ func TestPushAzureDemo(t *testing.T) {
 	if res.Target != "azure" || res.ID != ep+"/vhds/demo.vhd" || res.Details["converted_to_vhd"] != "false" {
 		t.Fatalf("result %+v", res)
 	}
-	if !bytes.Equal(azurite.Download(t, res.ID), want) {
+	if !bytes.Equal(azuretest.Download(t, res.ID), want) {
 		t.Fatal("the blob differs from the VHD")
 	}
 	sent, _ := strconv.ParseInt(res.Details["bytes_sent"], 10, 64)
@@ -63,7 +64,7 @@ func TestPushAzureDemo(t *testing.T) {
 
 	// qcow2 → VHD on the fly: the same guest bytes; the footer is a valid fixed VHD footer.
 	res = pushAzureJSON(t, env, qcow, "--name", "demo-qcow", "--blob-endpoint", ep)
-	got := azurite.Download(t, res.ID)
+	got := azuretest.Download(t, res.ID)
 	if res.Details["converted_to_vhd"] != "true" || len(got) != len(want) || !bytes.Equal(got[:len(got)-512], want[:len(want)-512]) {
 		t.Fatalf("converted blob: %d bytes, want %d with the same guest bytes: %v", len(got), len(want), res.Details)
 	}
@@ -86,7 +87,7 @@ func TestPushAzureGeneration(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		got, err := publish.AzureHyperVGeneration(a, c.flag)
+		got, err := azure.HyperVGeneration(a, c.flag)
 		done()
 		if got != c.want || (c.want == "") != (err != nil) {
 			t.Errorf("%s (boot modes %v) with %s: %q, %v; want %q", filepath.Base(c.path), a.BootModes, c.flag, got, err, c.want)
@@ -101,7 +102,7 @@ func TestPushAzureNoSecret(t *testing.T) {
 	src := "oci:" + fixture(t, "demo/oci", "mkdemo.sh") + ":demo"
 	vhd := filepath.Join(t.TempDir(), "demo.vhd")
 	build(t, src, "-o", vhd)
-	ep := azurite.Start(t)
+	ep := azuretest.Start(t)
 	key := "SU1HRkFCLVNFQ1JFVC1LRVktZG8tbm90LXByaW50LTc3Nzc3Nzc3" // base64, so the SDK takes it
 	clientSecret := "IMGFAB-CLIENT-SECRET-do-not-print-8888"
 	env := []string{"AZURE_STORAGE_KEY=" + key, "AZURE_CLIENT_SECRET=" + clientSecret, "AZURE_CLIENT_ID=00000000-0000-0000-0000-000000000001",
@@ -110,7 +111,7 @@ func TestPushAzureNoSecret(t *testing.T) {
 		{"--upload-only"},
 		{"--resource-group", "rg", "--location", "westeurope", "--subscription", "sub", "--arm-endpoint", "https://127.0.0.1:1/"},
 	} {
-		r := runImgfab(t, env, append([]string{"push", "azure", vhd, "--storage-account", azurite.Account, "--name", "s", "--blob-endpoint", ep, "--json"}, args...)...)
+		r := runImgfab(t, env, append([]string{"push", "azure", vhd, "--storage-account", azuretest.Account, "--name", "s", "--blob-endpoint", ep, "--json"}, args...)...)
 		if r.code == 0 {
 			t.Fatalf("push with a wrong key succeeded: %s", r.stdout)
 		}

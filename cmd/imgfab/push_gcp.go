@@ -10,7 +10,7 @@ import (
 	"github.com/spf13/pflag"
 	"google.golang.org/api/option"
 
-	"github.com/imgfab/imgfab/publish"
+	"github.com/imgfab/imgfab/publish/gcp"
 )
 
 func init() { pushTargets["gcp"] = pushGCP }
@@ -40,7 +40,7 @@ Flags:
 func pushGCP(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fl := pflag.NewFlagSet("push gcp", pflag.ContinueOnError)
 	fl.SetOutput(io.Discard)
-	t := &publish.GCP{}
+	t := &gcp.Target{}
 	fl.StringVar(&t.Project, "project", os.Getenv("GOOGLE_CLOUD_PROJECT"), "project of the image ($GOOGLE_CLOUD_PROJECT)")
 	fl.StringVar(&t.Bucket, "bucket", "", "Cloud Storage bucket for the tarball")
 	fl.StringVar(&t.Image, "name", "", "image name: lower-case letters, digits, '-'")

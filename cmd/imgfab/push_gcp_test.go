@@ -10,16 +10,16 @@ import (
 	"testing"
 
 	"github.com/imgfab/imgfab/publish"
-	"github.com/imgfab/imgfab/publish/gcpfake"
+	"github.com/imgfab/imgfab/publish/gcp/gcptest"
 )
 
 // gcpServers starts fake-gcs-server and the Compute stub, both requiring the bearer token that
 // the loopback token server issues for a generated service-account key.
-func gcpServers(t *testing.T) (*gcpfake.GCS, *gcpfake.Compute, []string, string) {
-	gcs := gcpfake.StartGCS(t, "bkt")
-	cs := gcpfake.StartCompute(t, "proj-1")
-	cs.Source = gcpfake.SourceCheck(gcs)
-	creds, token := gcpfake.Credentials(t)
+func gcpServers(t *testing.T) (*gcptest.GCS, *gcptest.Compute, []string, string) {
+	gcs := gcptest.StartGCS(t, "bkt")
+	cs := gcptest.StartCompute(t, "proj-1")
+	cs.Source = gcptest.SourceCheck(gcs)
+	creds, token := gcptest.Credentials(t)
 	gcs.Token, cs.Token = token, token
 	env := []string{
 		"GOOGLE_APPLICATION_CREDENTIALS=" + creds,

@@ -10,7 +10,7 @@ import (
 
 	"github.com/spf13/pflag"
 
-	"github.com/imgfab/imgfab/publish"
+	"github.com/imgfab/imgfab/publish/oci"
 )
 
 func init() { pushTargets["oci"] = pushOCI }
@@ -63,6 +63,6 @@ func pushOCI(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		}
 		created = time.Unix(n, 0)
 	}
-	t := &publish.OCI{Ref: fl.Arg(1), Artifact: *artifact, Insecure: *insecure, Created: created}
+	t := &oci.Target{Ref: fl.Arg(1), Artifact: *artifact, Insecure: *insecure, Created: created}
 	return pushDisk(ctx, t, fl.Arg(0), stdout, stderr, *asJSON)
 }

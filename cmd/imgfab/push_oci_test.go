@@ -21,7 +21,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/imgfab/imgfab/publish"
-	"github.com/imgfab/imgfab/publish/ocitest"
+	"github.com/imgfab/imgfab/publish/oci/ocitest"
 )
 
 // pushOCI runs imgfab push oci ... --json and decodes the result.

@@ -26,7 +26,8 @@ var allowed = map[string][]string{
 	"partition":    {"internal/..."},
 	"diskfmt":      {"internal/..."},
 	"inspect":      {"diskfmt", "partition", "rootfs/...", "internal/..."},
-	"publish/...":  {"publish/...", "diskfmt", "internal/..."},
+	"publish":      {"diskfmt", "internal/..."},                // the core the targets share
+	"publish/...":  {"publish/...", "diskfmt", "internal/..."}, // targets and their test servers
 	"internal/...": {"internal/..."},
 	"testdata/...": {"..."},
 }

@@ -1,8 +1,8 @@
-// Package azurite runs Azurite's blob service (the Azure Storage emulator Microsoft publishes) on
+// Package azuretest runs Azurite's blob service (the Azure Storage emulator Microsoft publishes) on
 // loopback for the tests of imgfab's Azure target, and reads page blobs back from it. Azurite is
 // installed by testdata/azurite.sh (`make servers`) into ~/.cache/imgfab/azurite, or found at
 // $AZURITE_BLOB. For tests only.
-package azurite
+package azuretest
 
 import (
 	"bytes"

@@ -1,4 +1,4 @@
-package publish
+package aws
 
 import (
 	"bytes"
@@ -17,7 +17,8 @@ import (
 	"github.com/johannesboyne/gofakes3"
 	"github.com/johannesboyne/gofakes3/backend/s3mem"
 
-	"github.com/imgfab/imgfab/publish/awsfake"
+	"github.com/imgfab/imgfab/publish"
+	"github.com/imgfab/imgfab/publish/aws/awstest"
 )
 
 // s3Fake is gofakes3 in process behind a handler that counts UploadPart requests and can fail them.
@@ -26,7 +27,7 @@ type s3Fake struct {
 	backend *s3mem.Backend
 	mu      sync.Mutex
 	parts   int                                   // UploadPart requests that reached gofakes3
-	fault   func(part, attempt int) awsfake.Fault // nil: serve all
+	fault   func(part, attempt int) awstest.Fault // nil: serve all
 	latency time.Duration                         // added to each UploadPart (benchmarks)
 	tries   map[int]int
 }
@@ -47,8 +48,8 @@ func newS3Fake(t testing.TB, bucket string) *s3Fake {
 			f.mu.Unlock()
 			if fault != nil {
 				switch ft := fault(n, a); ft {
-				case awsfake.Serve:
-				case awsfake.Drop:
+				case awstest.Serve:
+				case awstest.Drop:
 					io.CopyN(io.Discard, r.Body, 1<<20)
 					conn, _, _ := w.(http.Hijacker).Hijack()
 					conn.Close()
@@ -87,7 +88,7 @@ func (f *s3Fake) partCount() int {
 	return f.parts
 }
 
-func s3TestTarget(ec2 *awsfake.Server, s3f *s3Fake, name string) *AWS {
+func s3TestTarget(ec2 *awstest.Server, s3f *s3Fake, name string) *Target {
 	tg := awsTestTarget(ec2, name)
 	tg.Via, tg.Bucket, tg.EndpointS3, tg.PartSize, tg.Workers = "s3", "imgs", s3f.URL, 5<<20, 4
 	ec2.ReadObject = s3f.read
@@ -98,7 +99,7 @@ func s3TestTarget(ec2 *awsfake.Server, s3f *s3Fake, name string) *AWS {
 var s3TestBuf = awsTestBytes(23<<20+1000, 0, 3, 11, 20, 46)
 
 func TestAWSViaS3(t *testing.T) {
-	ec2, s3f := awsfake.New(t), newS3Fake(t, "imgs")
+	ec2, s3f := awstest.New(t), newS3Fake(t, "imgs")
 	a := awsArtifact(t, s3TestBuf, "uefi", "bios")
 	res, err := s3TestTarget(ec2, s3f, "s3-raw").Push(context.Background(), a, nil)
 	if err != nil {
@@ -136,7 +137,7 @@ func TestAWSViaS3(t *testing.T) {
 
 // A VMDK artifact is uploaded as it is and imported as VMDK.
 func TestAWSViaS3VMDK(t *testing.T) {
-	ec2, s3f := awsfake.New(t), newS3Fake(t, "imgs")
+	ec2, s3f := awstest.New(t), newS3Fake(t, "imgs")
 	a := awsVMDK(t, s3TestBuf)
 	res, err := s3TestTarget(ec2, s3f, "s3-vmdk").Push(context.Background(), a, nil)
 	if err != nil {
@@ -157,12 +158,12 @@ func TestAWSViaS3VMDK(t *testing.T) {
 
 // Cancel after two parts; the rerun sends only the missing parts and ends with the whole object.
 func TestAWSViaS3Resume(t *testing.T) {
-	ec2, s3f := awsfake.New(t), newS3Fake(t, "imgs")
+	ec2, s3f := awstest.New(t), newS3Fake(t, "imgs")
 	a := awsArtifact(t, s3TestBuf, "uefi")
 	tg := s3TestTarget(ec2, s3f, "s3-resume")
 	tg.Workers = 1
 	ctx, cancel := context.WithCancel(context.Background())
-	_, err := tg.Push(ctx, a, func(e Event) {
+	_, err := tg.Push(ctx, a, func(e publish.Event) {
 		if e.Step == "upload" && e.Done >= 2*5<<20 {
 			cancel()
 		}
@@ -190,17 +191,17 @@ func TestAWSViaS3Resume(t *testing.T) {
 }
 
 func TestAWSViaS3Faults(t *testing.T) {
-	ec2, s3f := awsfake.New(t), newS3Fake(t, "imgs")
-	s3f.fault = func(part, attempt int) awsfake.Fault {
+	ec2, s3f := awstest.New(t), newS3Fake(t, "imgs")
+	s3f.fault = func(part, attempt int) awstest.Fault {
 		switch {
 		case part%2 == 1 && attempt == 1:
 			return 503
 		case part == 2 && attempt <= 2:
-			return awsfake.Drop
+			return awstest.Drop
 		case part == 4 && attempt == 1:
 			return 500
 		}
-		return awsfake.Serve
+		return awstest.Serve
 	}
 	res, err := s3TestTarget(ec2, s3f, "s3-faults").Push(context.Background(), awsArtifact(t, s3TestBuf, "uefi"), nil)
 	if err != nil {
@@ -215,12 +216,12 @@ func TestAWSViaS3Faults(t *testing.T) {
 	}
 
 	// A part that always fails: a clear error naming it.
-	ec2b, s3b := awsfake.New(t), newS3Fake(t, "imgs")
-	s3b.fault = func(part, attempt int) awsfake.Fault {
+	ec2b, s3b := awstest.New(t), newS3Fake(t, "imgs")
+	s3b.fault = func(part, attempt int) awstest.Fault {
 		if part == 3 {
 			return 503
 		}
-		return awsfake.Serve
+		return awstest.Serve
 	}
 	tg := s3TestTarget(ec2b, s3b, "s3-broken")
 	tg.MaxAttempts = 3
@@ -259,7 +260,7 @@ func BenchmarkAWSS3Upload(b *testing.B) {
 			a := awsArtifact(b, buf, "uefi")
 			b.SetBytes(int64(len(buf)))
 			for i := 0; i < b.N; i++ {
-				ec2, s3f := awsfake.New(b), newS3Fake(b, "imgs")
+				ec2, s3f := awstest.New(b), newS3Fake(b, "imgs")
 				s3f.latency = bc.rtt
 				tg := s3TestTarget(ec2, s3f, "bench")
 				tg.Workers, tg.PartSize = w, 8<<20

@@ -1,4 +1,4 @@
-package publish
+package oci
 
 import (
 	"bytes"
@@ -23,7 +23,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/imgfab/imgfab/diskfmt"
-	"github.com/imgfab/imgfab/publish/ocitest"
+	"github.com/imgfab/imgfab/publish"
+	"github.com/imgfab/imgfab/publish/oci/ocitest"
 )
 
 // testDisk writes a sparse raw disk of 8 MiB with incompressible data in two places and returns it
@@ -73,14 +74,14 @@ func toQcow2(t *testing.T, img diskfmt.Image, path string) string {
 	return path
 }
 
-func openArt(t *testing.T, path string) Artifact {
+func openArt(t *testing.T, path string) publish.Artifact {
 	t.Helper()
 	img, err := diskfmt.Open(context.Background(), path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { img.Close() })
-	return Artifact{Path: path, Image: img, BootModes: []string{"uefi", "bios"}, Arch: "x86_64"}
+	return publish.Artifact{Path: path, Image: img, BootModes: []string{"uefi", "bios"}, Arch: "x86_64"}
 }
 
 var fast = remote.Backoff{Duration: 10 * time.Millisecond, Factor: 2, Steps: 6}
@@ -94,11 +95,11 @@ func TestOCIContainerDisk(t *testing.T) {
 	qc := toQcow2(t, raw, filepath.Join(dir, "disk.qcow2"))
 	want, _ := os.ReadFile(qc)
 
-	var events []Event
-	push := func(ref, path string) Result {
+	var events []publish.Event
+	push := func(ref, path string) publish.Result {
 		t.Helper()
-		o := &OCI{Ref: ref, Insecure: true, Backoff: fast}
-		res, err := o.Push(context.Background(), openArt(t, path), func(e Event) { events = append(events, e) })
+		o := &Target{Ref: ref, Insecure: true, Backoff: fast}
+		res, err := o.Push(context.Background(), openArt(t, path), func(e publish.Event) { events = append(events, e) })
 		if err != nil {
 			t.Fatalf("push %s: %v", ref, err)
 		}
@@ -158,7 +159,7 @@ func TestOCIArtifact(t *testing.T) {
 	_, raw := testDisk(t, dir)
 	qc := toQcow2(t, raw, filepath.Join(dir, "disk.qcow2"))
 	want, _ := os.ReadFile(qc)
-	o := &OCI{Ref: host + "/disks/d:1", Insecure: true, Artifact: true, Backoff: fast}
+	o := &Target{Ref: host + "/disks/d:1", Insecure: true, Artifact: true, Backoff: fast}
 	res, err := o.Push(context.Background(), openArt(t, qc), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -289,7 +290,7 @@ func TestOCIFaults(t *testing.T) {
 		f := &faulty{h: ocitest.Registry()}
 		srv := httptest.NewServer(f)
 		host := strings.TrimPrefix(srv.URL, "http://")
-		o := &OCI{Ref: host + "/vms/f:1", Insecure: true, Artifact: artifact, Backoff: fast}
+		o := &Target{Ref: host + "/vms/f:1", Insecure: true, Artifact: artifact, Backoff: fast}
 		res, err := o.Push(context.Background(), openArt(t, qc), nil)
 		if err != nil {
 			t.Fatalf("artifact=%v: push through faults %v: %v", artifact, f.log, err)
@@ -370,9 +371,9 @@ func TestOCICredentials(t *testing.T) {
 	qc := toQcow2(t, raw, filepath.Join(dir, "disk.qcow2"))
 
 	var seen strings.Builder
-	prog := func(e Event) { fmt.Fprintf(&seen, "%+v\n", e) }
+	prog := func(e publish.Event) { fmt.Fprintf(&seen, "%+v\n", e) }
 	writeDockerConfig(t, host, user, secret)
-	o := &OCI{Ref: host + "/vms/c:1", Insecure: true, Backoff: fast}
+	o := &Target{Ref: host + "/vms/c:1", Insecure: true, Backoff: fast}
 	res, err := o.Push(context.Background(), openArt(t, qc), prog)
 	if err != nil {
 		t.Fatalf("push with credentials: %v", err)
@@ -426,7 +427,7 @@ func TestOCICancel(t *testing.T) {
 	dir := t.TempDir()
 	_, raw := testDisk(t, dir)
 	qc := toQcow2(t, raw, filepath.Join(dir, "disk.qcow2"))
-	o := &OCI{Ref: host + "/vms/x:1", Insecure: true, Backoff: fast}
+	o := &Target{Ref: host + "/vms/x:1", Insecure: true, Backoff: fast}
 	_, err := o.Push(ctx, openArt(t, qc), nil)
 	if err == nil || !strings.Contains(err.Error(), "context canceled") || !strings.Contains(err.Error(), "oci: upload") {
 		t.Errorf("cancelled push: %v", err)
@@ -471,7 +472,7 @@ func BenchmarkOCIPush(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer qimg.Close()
-			a := Artifact{Path: qc, Image: qimg}
+			a := publish.Artifact{Path: qc, Image: qimg}
 			srv := httptest.NewServer(ocitest.Registry())
 			defer srv.Close()
 			host := strings.TrimPrefix(srv.URL, "http://")
@@ -479,7 +480,7 @@ func BenchmarkOCIPush(b *testing.B) {
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
 				// A new repository each time: the blob is uploaded again.
-				o := &OCI{Ref: fmt.Sprintf("%s/bench%d/d:1", host, i), Insecure: true, Artifact: artifact}
+				o := &Target{Ref: fmt.Sprintf("%s/bench%d/d:1", host, i), Insecure: true, Artifact: artifact}
 				if _, err := o.Push(context.Background(), a, nil); err != nil {
 					b.Fatal(err)
 				}

@@ -1,4 +1,4 @@
-package publish
+package gcp
 
 import (
 	"context"
@@ -26,9 +26,10 @@ import (
 
 	"github.com/imgfab/imgfab/diskfmt"
 	"github.com/imgfab/imgfab/internal/iox"
+	"github.com/imgfab/imgfab/publish"
 )
 
-// GCP publishes a Google Compute Engine image: the disk as a GCE image tarball (gzip'd GNU tar
+// Target publishes a Google Compute Engine image: the disk as a GCE image tarball (gzip'd GNU tar
 // holding disk.raw) is uploaded to Cloud Storage with a resumable, chunked upload, then
 // images.insert makes the image from it and the global operation is waited for.
 //
@@ -40,7 +41,7 @@ import (
 // Resuming: chunks are retried from the last offset the server committed (the library's
 // resumable session); a new process starts a new session (the Go client does not expose the
 // session URI), but an object that is already complete is not uploaded again.
-type GCP struct {
+type Target struct {
 	Project string // required
 	Bucket  string // required
 	Image   string // image name (required): [a-z]([-a-z0-9]{0,61}[a-z0-9])?
@@ -67,12 +68,14 @@ type GCP struct {
 	StallTimeout time.Duration
 }
 
-var _ Target = (*GCP)(nil)
+var _ publish.Target = (*Target)(nil)
 
 // Name is "gcp".
-func (*GCP) Name() string { return "gcp" }
+func (*Target) Name() string { return "gcp" }
 
-var gcpImageNameRE = regexp.MustCompile(`^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$`)
+const targetName = "gcp"
+
+var imageNameRE = regexp.MustCompile(`^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$`)
 
 // GCSSource is the rawDisk.source URL images.insert is given for an object.
 func GCSSource(bucket, object string) string {
@@ -82,13 +85,12 @@ func GCSSource(bucket, object string) string {
 // Push uploads the artifact and makes the image. a.Path is uploaded as it is when it is a GCE
 // tarball (diskfmt.IsGCETarball); otherwise a.Image is converted into a GCE tarball while it uploads,
 // through a pipe (no temporary file; the object size is then unknown until the end).
-func (g *GCP) Push(ctx context.Context, a Artifact, p Progress) (Result, error) {
-	const target = "gcp"
+func (g *Target) Push(ctx context.Context, a publish.Artifact, p publish.Progress) (publish.Result, error) {
 	if g.Project == "" || g.Bucket == "" || g.Image == "" {
-		return Result{}, fmt.Errorf("gcp: project, bucket and name are required (got %q, %q, %q)", g.Project, g.Bucket, g.Image)
+		return publish.Result{}, fmt.Errorf("gcp: project, bucket and name are required (got %q, %q, %q)", g.Project, g.Bucket, g.Image)
 	}
-	if !gcpImageNameRE.MatchString(g.Image) {
-		return Result{}, fmt.Errorf("gcp: image name %q: want lower-case letters, digits and '-', starting with a letter, at most 63 characters", g.Image)
+	if !imageNameRE.MatchString(g.Image) {
+		return publish.Result{}, fmt.Errorf("gcp: image name %q: want lower-case letters, digits and '-', starting with a letter, at most 63 characters", g.Image)
 	}
 	object := g.Object
 	if object == "" {
@@ -100,21 +102,21 @@ func (g *GCP) Push(ctx context.Context, a Artifact, p Progress) (Result, error) 
 	case "arm64", "aarch64":
 		arch = "ARM64"
 	default:
-		return Result{}, fmt.Errorf("gcp: architecture %q: GCE images are X86_64 or ARM64", a.Arch)
+		return publish.Result{}, fmt.Errorf("gcp: architecture %q: GCE images are X86_64 or ARM64", a.Arch)
 	}
-	res := Result{Target: target, Name: g.Image, Details: map[string]string{
+	res := publish.Result{Target: targetName, Name: g.Image, Details: map[string]string{
 		"project": g.Project,
 		"object":  "gs://" + g.Bucket + "/" + object,
 	}}
 
 	cs, err := compute.NewService(ctx, g.ComputeOptions...)
 	if err != nil {
-		return Result{}, stepErr(target, "compute client", err)
+		return publish.Result{}, publish.NewStepError(targetName, "compute client", err)
 	}
 	// 1. An image of that name already there: nothing to do.
-	p.emit(Event{Target: target, Step: "lookup"})
+	p.Emit(publish.Event{Target: targetName, Step: "lookup"})
 	if img, err := g.getImage(ctx, cs); err != nil {
-		return Result{}, stepErr(target, "images.get "+g.Image, err)
+		return publish.Result{}, publish.NewStepError(targetName, "images.get "+g.Image, err)
 	} else if img != nil {
 		res.ID, res.Existing = img.SelfLink, true
 		res.Details["status"] = img.Status
@@ -127,20 +129,20 @@ func (g *GCP) Push(ctx context.Context, a Artifact, p Progress) (Result, error) 
 	// 2. The object.
 	// The HTTP client is built here, around a transport that remembers the last error status:
 	// the library retries some requests until the context ends and then reports only that.
-	rec := &gcpStatusRecorder{base: http.DefaultTransport}
+	rec := &statusRecorder{base: http.DefaultTransport}
 	tr, err := htransport.NewTransport(ctx, rec, append([]option.ClientOption{option.WithScopes(storage.ScopeFullControl)}, g.StorageOptions...)...)
 	if err != nil {
-		return Result{}, stepErr(target, "storage credentials", err)
+		return publish.Result{}, publish.NewStepError(targetName, "storage credentials", err)
 	}
 	sc, err := storage.NewClient(ctx, append(slices.Clone(g.StorageOptions), option.WithHTTPClient(&http.Client{Transport: tr}))...)
 	if err != nil {
-		return Result{}, stepErr(target, "storage client", err)
+		return publish.Result{}, publish.NewStepError(targetName, "storage client", err)
 	}
 	defer sc.Close()
 	obj := sc.Bucket(g.Bucket).Object(object)
 	up, err := g.upload(ctx, obj, a, rec, p)
 	if err != nil {
-		return Result{}, err
+		return publish.Result{}, err
 	}
 	res.Details["object_bytes"] = strconv.FormatInt(up.size, 10)
 	res.Details["crc32c"] = fmt.Sprintf("%08x", up.crc)
@@ -171,16 +173,16 @@ func (g *GCP) Push(ctx context.Context, a Artifact, p Progress) (Result, error) 
 		img.GuestOsFeatures = append(img.GuestOsFeatures, &compute.GuestOsFeature{Type: f})
 	}
 	res.Details["guest_os_features"] = fmt.Sprint(feats)
-	p.emit(Event{Target: target, Step: "register", Note: "images.insert " + g.Image})
+	p.Emit(publish.Event{Target: targetName, Step: "register", Note: "images.insert " + g.Image})
 	// A request id makes a retried insert (or a rerun during the operation) the same request.
-	reqID := gcpRequestID(g.Project, g.Image, up.crc, up.size)
+	reqID := requestID(g.Project, g.Image, up.crc, up.size)
 	var op *compute.Operation
-	err = gcpRetry(ctx, func() error {
+	err = withRetry(ctx, func() error {
 		var err error
 		op, err = cs.Images.Insert(g.Project, img).RequestId(reqID).Context(ctx).Do()
 		return err
 	})
-	if gcpIsStatus(err, http.StatusConflict) {
+	if isStatus(err, http.StatusConflict) {
 		// Made meanwhile (another run): use it.
 		existing, gerr := g.getImage(ctx, cs)
 		if gerr == nil && existing != nil {
@@ -190,17 +192,17 @@ func (g *GCP) Push(ctx context.Context, a Artifact, p Progress) (Result, error) 
 		}
 	}
 	if err != nil {
-		return Result{}, stepErr(target, "images.insert "+g.Image, err)
+		return publish.Result{}, publish.NewStepError(targetName, "images.insert "+g.Image, err)
 	}
 	if err := g.wait(ctx, cs, op, p); err != nil {
-		return Result{}, err
+		return publish.Result{}, err
 	}
 	done, err := g.getImage(ctx, cs)
 	if err != nil {
-		return Result{}, stepErr(target, "images.get "+g.Image+" after insert", err)
+		return publish.Result{}, publish.NewStepError(targetName, "images.get "+g.Image+" after insert", err)
 	}
 	if done == nil {
-		return Result{}, fmt.Errorf("gcp: images.get %s after insert: not found although operation %s is DONE", g.Image, op.Name)
+		return publish.Result{}, fmt.Errorf("gcp: images.get %s after insert: not found although operation %s is DONE", g.Image, op.Name)
 	}
 	res.ID = done.SelfLink
 	res.Details["status"] = done.Status
@@ -208,31 +210,30 @@ func (g *GCP) Push(ctx context.Context, a Artifact, p Progress) (Result, error) 
 	return res, nil
 }
 
-type gcpUploaded struct {
+type uploadResult struct {
 	size int64
 	crc  uint32
 	how  string // "uploaded", "skipped: …"
 }
 
-var gcpCastagnoli = crc32.MakeTable(crc32.Castagnoli)
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // upload puts the GCE tarball into obj unless it is there already with the same CRC32C.
-func (g *GCP) upload(ctx context.Context, obj *storage.ObjectHandle, a Artifact, rec *gcpStatusRecorder, p Progress) (gcpUploaded, error) {
-	const target = "gcp"
+func (g *Target) upload(ctx context.Context, obj *storage.ObjectHandle, a publish.Artifact, rec *statusRecorder, p publish.Progress) (uploadResult, error) {
 	tarball := false
 	if a.Path != "" {
 		ok, err := diskfmt.IsGCETarball(a.Path)
 		if err != nil {
-			return gcpUploaded{}, stepErr(target, "reading "+a.Path, err)
+			return uploadResult{}, publish.NewStepError(targetName, "reading "+a.Path, err)
 		}
 		tarball = ok
 	}
 	if !tarball && a.Image == nil {
-		return gcpUploaded{}, fmt.Errorf("gcp: %s is not a GCE tarball and no disk image was opened to convert", a.Path)
+		return uploadResult{}, fmt.Errorf("gcp: %s is not a GCE tarball and no disk image was opened to convert", a.Path)
 	}
 	gceFmt, err := diskfmt.Lookup("gce")
 	if err != nil {
-		return gcpUploaded{}, stepErr(target, "gce format", err)
+		return uploadResult{}, publish.NewStepError(targetName, "gce format", err)
 	}
 	// open gives the tarball's bytes: the file, or the conversion through a pipe.
 	open := func(ctx context.Context) (io.ReadCloser, error) {
@@ -250,9 +251,9 @@ func (g *GCP) upload(ctx context.Context, obj *storage.ObjectHandle, a Artifact,
 			return 0, 0, err
 		}
 		defer r.Close()
-		h := crc32.New(gcpCastagnoli)
-		n, err := io.Copy(h, &gcpProgressReader{r: iox.CtxReader{Ctx: ctx, R: r}, fn: func(n int64) {
-			p.emit(Event{Target: target, Step: step, Done: n})
+		h := crc32.New(castagnoli)
+		n, err := io.Copy(h, &progressReader{r: iox.CtxReader{Ctx: ctx, R: r}, fn: func(n int64) {
+			p.Emit(publish.Event{Target: targetName, Step: step, Done: n})
 		}})
 		return n, h.Sum32(), err
 	}
@@ -260,9 +261,9 @@ func (g *GCP) upload(ctx context.Context, obj *storage.ObjectHandle, a Artifact,
 	var size int64 = -1
 	var crc uint32
 	if tarball {
-		p.emit(Event{Target: target, Step: "checksum"})
+		p.Emit(publish.Event{Target: targetName, Step: "checksum"})
 		if size, crc, err = checksum("checksum"); err != nil {
-			return gcpUploaded{}, stepErr(target, "checksum of "+a.Path, err)
+			return uploadResult{}, publish.NewStepError(targetName, "checksum of "+a.Path, err)
 		}
 	}
 	attrs, err := obj.Attrs(ctx)
@@ -270,16 +271,16 @@ func (g *GCP) upload(ctx context.Context, obj *storage.ObjectHandle, a Artifact,
 		attrs, err = nil, nil
 	}
 	if err != nil {
-		return gcpUploaded{}, stepErr(target, "object attrs gs://"+obj.BucketName()+"/"+obj.ObjectName(), err)
+		return uploadResult{}, publish.NewStepError(targetName, "object attrs gs://"+obj.BucketName()+"/"+obj.ObjectName(), err)
 	}
 	if attrs != nil && !tarball {
 		// The conversion is deterministic: hash it once more rather than upload it again.
 		if size, crc, err = checksum("checksum"); err != nil {
-			return gcpUploaded{}, stepErr(target, "converting to a GCE tarball (checksum)", err)
+			return uploadResult{}, publish.NewStepError(targetName, "converting to a GCE tarball (checksum)", err)
 		}
 	}
 	if attrs != nil && attrs.Size == size && attrs.CRC32C == crc {
-		return gcpUploaded{size: size, crc: crc, how: fmt.Sprintf("skipped: object exists with the same crc32c (generation %d)", attrs.Generation)}, nil
+		return uploadResult{size: size, crc: crc, how: fmt.Sprintf("skipped: object exists with the same crc32c (generation %d)", attrs.Generation)}, nil
 	}
 
 	cond := storage.Conditions{DoesNotExist: true}
@@ -288,7 +289,7 @@ func (g *GCP) upload(ctx context.Context, obj *storage.ObjectHandle, a Artifact,
 	}
 	r, err := open(ctx)
 	if err != nil {
-		return gcpUploaded{}, stepErr(target, "opening "+a.Path, err)
+		return uploadResult{}, publish.NewStepError(targetName, "opening "+a.Path, err)
 	}
 	defer r.Close()
 	uctx, cancelCause := context.WithCancelCause(ctx)
@@ -331,10 +332,10 @@ func (g *GCP) upload(ctx context.Context, obj *storage.ObjectHandle, a Artifact,
 	total := max(size, 0)
 	w.ProgressFunc = func(n int64) {
 		lastMove.Store(time.Now().UnixNano())
-		p.emit(Event{Target: target, Step: "upload", Done: n, Total: total})
+		p.Emit(publish.Event{Target: targetName, Step: "upload", Done: n, Total: total})
 	}
-	h := crc32.New(gcpCastagnoli)
-	src := &gcpProgressReader{r: iox.CtxReader{Ctx: ctx, R: r}, fn: func(int64) { lastMove.Store(time.Now().UnixNano()) }}
+	h := crc32.New(castagnoli)
+	src := &progressReader{r: iox.CtxReader{Ctx: ctx, R: r}, fn: func(int64) { lastMove.Store(time.Now().UnixNano()) }}
 	n, err := io.Copy(w, io.TeeReader(src, h))
 	if err == nil {
 		err = w.Close()
@@ -342,7 +343,7 @@ func (g *GCP) upload(ctx context.Context, obj *storage.ObjectHandle, a Artifact,
 			err = fmt.Errorf("%w: %v", context.Cause(uctx), err)
 		}
 		if err != nil {
-			return gcpUploaded{}, stepErr(target, fmt.Sprintf("upload to gs://%s/%s (%d bytes, chunks of %d)", obj.BucketName(), obj.ObjectName(), n, w.ChunkSize), err)
+			return uploadResult{}, publish.NewStepError(targetName, fmt.Sprintf("upload to gs://%s/%s (%d bytes, chunks of %d)", obj.BucketName(), obj.ObjectName(), n, w.ChunkSize), err)
 		}
 	} else {
 		if context.Cause(uctx) != nil && ctx.Err() == nil {
@@ -351,61 +352,60 @@ func (g *GCP) upload(ctx context.Context, obj *storage.ObjectHandle, a Artifact,
 		cancel() // abandons the upload; the object is not created
 		w.Close()
 		if ctx.Err() != nil {
-			return gcpUploaded{}, stepErr(target, fmt.Sprintf("upload to gs://%s/%s interrupted after %d bytes", obj.BucketName(), obj.ObjectName(), n), ctx.Err())
+			return uploadResult{}, publish.NewStepError(targetName, fmt.Sprintf("upload to gs://%s/%s interrupted after %d bytes", obj.BucketName(), obj.ObjectName(), n), ctx.Err())
 		}
-		return gcpUploaded{}, stepErr(target, fmt.Sprintf("upload to gs://%s/%s after %d bytes", obj.BucketName(), obj.ObjectName(), n), err)
+		return uploadResult{}, publish.NewStepError(targetName, fmt.Sprintf("upload to gs://%s/%s after %d bytes", obj.BucketName(), obj.ObjectName(), n), err)
 	}
 	got := w.Attrs()
 	if tarball && n != size {
-		return gcpUploaded{}, fmt.Errorf("gcp: upload of %s: read %d bytes, the file had %d when checksummed (changed meanwhile?)", a.Path, n, size)
+		return uploadResult{}, fmt.Errorf("gcp: upload of %s: read %d bytes, the file had %d when checksummed (changed meanwhile?)", a.Path, n, size)
 	}
 	if got.Size != n || got.CRC32C != h.Sum32() {
-		return gcpUploaded{}, fmt.Errorf("gcp: upload to gs://%s/%s: the server has %d bytes with crc32c %08x, we sent %d bytes with crc32c %08x",
+		return uploadResult{}, fmt.Errorf("gcp: upload to gs://%s/%s: the server has %d bytes with crc32c %08x, we sent %d bytes with crc32c %08x",
 			obj.BucketName(), obj.ObjectName(), got.Size, got.CRC32C, n, h.Sum32())
 	}
-	p.emit(Event{Target: target, Step: "upload", Done: n, Total: n})
-	return gcpUploaded{size: n, crc: h.Sum32(), how: fmt.Sprintf("uploaded (generation %d)", got.Generation)}, nil
+	p.Emit(publish.Event{Target: targetName, Step: "upload", Done: n, Total: n})
+	return uploadResult{size: n, crc: h.Sum32(), how: fmt.Sprintf("uploaded (generation %d)", got.Generation)}, nil
 }
 
 // getImage returns the image named g.Image, or nil when there is none.
-func (g *GCP) getImage(ctx context.Context, cs *compute.Service) (*compute.Image, error) {
+func (g *Target) getImage(ctx context.Context, cs *compute.Service) (*compute.Image, error) {
 	var img *compute.Image
-	err := gcpRetry(ctx, func() error {
+	err := withRetry(ctx, func() error {
 		var err error
 		img, err = cs.Images.Get(g.Project, g.Image).Context(ctx).Do()
 		return err
 	})
-	if gcpIsStatus(err, http.StatusNotFound) {
+	if isStatus(err, http.StatusNotFound) {
 		return nil, nil
 	}
 	return img, err
 }
 
 // wait waits for the global operation to be DONE and returns its error, if any.
-func (g *GCP) wait(ctx context.Context, cs *compute.Service, op *compute.Operation, p Progress) error {
-	const target = "gcp"
+func (g *Target) wait(ctx context.Context, cs *compute.Service, op *compute.Operation, p publish.Progress) error {
 	interval := g.PollInterval
 	if interval == 0 {
 		interval = 2 * time.Second
 	}
 	for polls := 1; op.Status != "DONE"; polls++ {
-		p.emit(Event{Target: target, Step: "wait", Done: int64(op.Progress), Total: 100, Note: "operation " + op.Name + " " + op.Status})
+		p.Emit(publish.Event{Target: targetName, Step: "wait", Done: int64(op.Progress), Total: 100, Note: "operation " + op.Name + " " + op.Status})
 		name := op.Name
-		err := gcpRetry(ctx, func() error {
+		err := withRetry(ctx, func() error {
 			var err error
 			// operations.wait returns when DONE or after up to 2 minutes.
 			op, err = cs.GlobalOperations.Wait(g.Project, name).Context(ctx).Do()
 			return err
 		})
 		if err != nil {
-			return stepErr(target, fmt.Sprintf("waiting for operation %s (poll %d)", name, polls), err)
+			return publish.NewStepError(targetName, fmt.Sprintf("waiting for operation %s (poll %d)", name, polls), err)
 		}
 		if op.Status == "DONE" {
 			break
 		}
 		select {
 		case <-ctx.Done():
-			return stepErr(target, "waiting for operation "+name, ctx.Err())
+			return publish.NewStepError(targetName, "waiting for operation "+name, ctx.Err())
 		case <-time.After(interval):
 		}
 	}
@@ -416,59 +416,59 @@ func (g *GCP) wait(ctx context.Context, cs *compute.Service, op *compute.Operati
 		}
 		return fmt.Errorf("gcp: images.insert %s: operation %s failed: %v", g.Image, op.Name, msgs)
 	}
-	p.emit(Event{Target: target, Step: "wait", Done: 100, Total: 100, Note: "operation " + op.Name + " DONE"})
+	p.Emit(publish.Event{Target: targetName, Step: "wait", Done: 100, Total: 100, Note: "operation " + op.Name + " DONE"})
 	return nil
 }
 
 // retry runs fn up to 4 times while it fails with 429 or 5xx (the calls are idempotent: gets,
 // waits, and inserts with a request id).
-func gcpRetry(ctx context.Context, fn func() error) error {
-	_, err := gcpRetryPolicy.Do(ctx, func(err error) bool {
+func withRetry(ctx context.Context, fn func() error) error {
+	_, err := retryPolicy.Do(ctx, func(err error) bool {
 		var ge *googleapi.Error
 		return errors.As(err, &ge) && (ge.Code == 429 || ge.Code >= 500)
 	}, fn)
 	return err
 }
 
-var gcpRetryPolicy = retry.Policy{Attempts: 4, Base: 250 * time.Millisecond}
+var retryPolicy = retry.Policy{Attempts: 4, Base: 250 * time.Millisecond}
 
-func gcpIsStatus(err error, code int) bool {
+func isStatus(err error, code int) bool {
 	var ge *googleapi.Error
 	return errors.As(err, &ge) && ge.Code == code
 }
 
 // requestID is a UUID derived from what the insert makes, so a retried or repeated insert of the
 // same image is recognised by the API as the same request.
-func gcpRequestID(project, name string, crc uint32, size int64) string {
+func requestID(project, name string, crc uint32, size int64) string {
 	s := sha256.Sum256([]byte(fmt.Sprintf("imgfab-gcp\x00%s\x00%s\x00%08x\x00%d", project, name, crc, size)))
 	s[6] = s[6]&0x0f | 0x50 // version 5-like
 	s[8] = s[8]&0x3f | 0x80 // RFC 4122 variant
 	return fmt.Sprintf("%x-%x-%x-%x-%x", s[0:4], s[4:6], s[6:8], s[8:10], s[10:16])
 }
 
-// gcpProgressReader reports the bytes read so far.
-type gcpProgressReader struct {
+// progressReader reports the bytes read so far.
+type progressReader struct {
 	r  io.Reader
 	n  int64
 	fn func(int64)
 }
 
-func (p *gcpProgressReader) Read(b []byte) (int, error) {
+func (p *progressReader) Read(b []byte) (int, error) {
 	n, err := p.r.Read(b)
 	p.n += int64(n)
 	p.fn(p.n)
 	return n, err
 }
 
-// gcpStatusRecorder remembers the last HTTP error status the storage API answered (method and
+// statusRecorder remembers the last HTTP error status the storage API answered (method and
 // status only: no URL, header or body, so nothing secret).
-type gcpStatusRecorder struct {
+type statusRecorder struct {
 	base http.RoundTripper
 	mu   sync.Mutex
 	msg  string
 }
 
-func (r *gcpStatusRecorder) RoundTrip(req *http.Request) (*http.Response, error) {
+func (r *statusRecorder) RoundTrip(req *http.Request) (*http.Response, error) {
 	resp, err := r.base.RoundTrip(req)
 	var msg string
 	switch {
@@ -489,7 +489,7 @@ func (r *gcpStatusRecorder) RoundTrip(req *http.Request) (*http.Response, error)
 }
 
 // last is "; last error: ..." or "".
-func (r *gcpStatusRecorder) last() string {
+func (r *statusRecorder) last() string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.msg == "" {

@@ -1,4 +1,4 @@
-package publish
+package aws
 
 import (
 	"bytes"
@@ -20,6 +20,7 @@ import (
 	backoff "github.com/imgfab/imgfab/internal/retry"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+
 	"github.com/aws/aws-sdk-go-v2/aws/ratelimit"
 	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
@@ -29,13 +30,14 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	"github.com/aws/smithy-go"
+	"github.com/imgfab/imgfab/publish"
 )
 
 // EBSBlockSize is the EBS direct APIs' block size: every PutSnapshotBlock carries exactly this many
 // bytes, at index offset / EBSBlockSize.
 const EBSBlockSize = 512 << 10
 
-// AWS publishes an Artifact as an AMI. With Via "ebs" (the default) it writes a snapshot through
+// Target publishes an Artifact as an AMI. With Via "ebs" (the default) it writes a snapshot through
 // the EBS direct APIs (StartSnapshot, PutSnapshotBlock for each block that is not all zero,
 // CompleteSnapshot), waits for it to be completed and registers the AMI. With Via "s3" it uploads
 // the disk to S3 (multipart, resumable), imports it with ImportSnapshot (needs the vmimport role)
@@ -45,7 +47,7 @@ const EBSBlockSize = 512 << 10
 // metadata) unless Config is set. A push is idempotent: an AMI of the same name (owner self) is
 // returned as it is (Result.Existing), and a completed snapshot tagged with the disk's content hash
 // (imgfab:sha256) is reused instead of uploading again.
-type AWS struct {
+type Target struct {
 	ImageName string            // AMI name (required)
 	Region    string            // overrides the chain's region
 	Via       string            // "ebs" (default) or "s3"
@@ -69,35 +71,35 @@ type AWS struct {
 	Config *aws.Config
 }
 
-var _ Target = (*AWS)(nil)
+var _ publish.Target = (*Target)(nil)
 
 // Name is "aws".
-func (t *AWS) Name() string { return "aws" }
+func (t *Target) Name() string { return "aws" }
 
-const awsTarget = "aws"
+const targetName = "aws"
 
-// awsRun carries one push's clients and facts.
-type awsRun struct {
-	t       *AWS
+// run carries one push's clients and facts.
+type run struct {
+	t       *Target
 	cfg     aws.Config
 	ec2     *ec2.Client
 	secrets []string
-	p       Progress
+	p       publish.Progress
 	hash    string // content hash, hex
 	token   string // idempotency token from hash and name
-	blocks  []awsBlockSum
+	blocks  []blockSum
 	nblocks int64 // blocks in the guest (ceil(size / EBSBlockSize))
 	size    int64
 	details map[string]string
 }
 
-// awsBlockSum is one block that is not all zero and its SHA-256.
-type awsBlockSum struct {
+// blockSum is one block that is not all zero and its SHA-256.
+type blockSum struct {
 	index int32
 	sum   [32]byte
 }
 
-func (t *AWS) defaults() {
+func (t *Target) defaults() {
 	if t.Via == "" {
 		t.Via = "ebs"
 	}
@@ -120,31 +122,31 @@ func (t *AWS) defaults() {
 }
 
 // Push uploads the artifact and registers the AMI.
-func (t *AWS) Push(ctx context.Context, a Artifact, p Progress) (Result, error) {
+func (t *Target) Push(ctx context.Context, a publish.Artifact, p publish.Progress) (publish.Result, error) {
 	tc := *t
 	tc.defaults()
 	if tc.ImageName == "" {
-		return Result{}, fmt.Errorf("aws: no image name")
+		return publish.Result{}, fmt.Errorf("aws: no image name")
 	}
 	if tc.Via != "ebs" && tc.Via != "s3" {
-		return Result{}, fmt.Errorf("aws: via %q: want ebs or s3", tc.Via)
+		return publish.Result{}, fmt.Errorf("aws: via %q: want ebs or s3", tc.Via)
 	}
 	if tc.Via == "s3" && tc.Bucket == "" {
-		return Result{}, fmt.Errorf("aws: via s3 needs a bucket")
+		return publish.Result{}, fmt.Errorf("aws: via s3 needs a bucket")
 	}
 	if a.Image == nil {
-		return Result{}, fmt.Errorf("aws: artifact has no image")
+		return publish.Result{}, fmt.Errorf("aws: artifact has no image")
 	}
 	bootMode, err := tc.bootMode(a)
 	if err != nil {
-		return Result{}, err
+		return publish.Result{}, err
 	}
 	arch := a.Arch
 	if arch == "" {
 		arch = "x86_64"
 	}
 	if arch != "x86_64" && arch != "arm64" {
-		return Result{}, fmt.Errorf("aws: architecture %q: want x86_64 or arm64", arch)
+		return publish.Result{}, fmt.Errorf("aws: architecture %q: want x86_64 or arm64", arch)
 	}
 	size := a.Image.Size()
 	minGiB := (size + 1<<30 - 1) >> 30
@@ -153,18 +155,18 @@ func (t *AWS) Push(ctx context.Context, a Artifact, p Progress) (Result, error) 
 		volGiB = minGiB
 	}
 	if volGiB < minGiB {
-		return Result{}, fmt.Errorf("aws: volume size %d GiB is smaller than the disk (%d bytes, %d GiB)", volGiB, size, minGiB)
+		return publish.Result{}, fmt.Errorf("aws: volume size %d GiB is smaller than the disk (%d bytes, %d GiB)", volGiB, size, minGiB)
 	}
 
-	r := &awsRun{t: &tc, p: p, size: size, details: map[string]string{"via": tc.Via, "boot_mode": bootMode}}
+	r := &run{t: &tc, p: p, size: size, details: map[string]string{"via": tc.Via, "boot_mode": bootMode}}
 	if err := r.init(ctx); err != nil {
-		return Result{}, err
+		return publish.Result{}, err
 	}
-	res := Result{Target: awsTarget, Name: tc.ImageName, Region: r.cfg.Region}
+	res := publish.Result{Target: targetName, Name: tc.ImageName, Region: r.cfg.Region}
 
 	// 1. An AMI of this name already there?
 	if img, err := r.findImage(ctx); err != nil {
-		return Result{}, err
+		return publish.Result{}, err
 	} else if img != nil {
 		res.ID = aws.ToString(img.ImageId)
 		res.Existing = true
@@ -178,47 +180,47 @@ func (t *AWS) Push(ctx context.Context, a Artifact, p Progress) (Result, error) 
 	}
 
 	// 2. The disk's content hash: which blocks hold data, and their digests.
-	p.emit(Event{Target: awsTarget, Step: "scan", Total: size})
+	p.Emit(publish.Event{Target: targetName, Step: "scan", Total: size})
 	if err := r.scan(ctx, a); err != nil {
-		return Result{}, err
+		return publish.Result{}, err
 	}
 
 	// 3. A completed snapshot of the same content, or a new one.
 	snap, err := r.findSnapshot(ctx)
 	if err != nil {
-		return Result{}, err
+		return publish.Result{}, err
 	}
 	if snap != "" {
 		r.details["snapshot_reused"] = "true"
 		if err := r.tagSnapshot(ctx, snap); err != nil {
-			return Result{}, err
+			return publish.Result{}, err
 		}
 	} else if tc.Via == "ebs" {
 		if snap, err = r.uploadEBS(ctx, a, volGiB); err != nil {
-			return Result{}, err
+			return publish.Result{}, err
 		}
 	} else {
 		if snap, err = r.viaS3(ctx, a); err != nil {
-			return Result{}, err
+			return publish.Result{}, err
 		}
 	}
 	if err := r.waitSnapshot(ctx, snap); err != nil {
-		return Result{}, err
+		return publish.Result{}, err
 	}
 	res.Snapshot = snap
 
 	// 4. The AMI.
-	p.emit(Event{Target: awsTarget, Step: "register"})
+	p.Emit(publish.Event{Target: targetName, Step: "register"})
 	id, existing, err := r.register(ctx, snap, arch, bootMode, volGiB)
 	if err != nil {
-		return Result{}, err
+		return publish.Result{}, err
 	}
 	res.ID, res.Existing, res.Details = id, existing, r.details
 	return res, nil
 }
 
 // bootMode chooses the AMI boot mode from the flag or what the disk boots.
-func (t *AWS) bootMode(a Artifact) (string, error) {
+func (t *Target) bootMode(a publish.Artifact) (string, error) {
 	mode := t.BootMode
 	switch mode {
 	case "", "auto":
@@ -242,20 +244,20 @@ func (t *AWS) bootMode(a Artifact) (string, error) {
 	return mode, nil
 }
 
-// awsCredentialHint says what to set when the SDK's default chain finds no credentials (its own
+// credentialHint says what to set when the SDK's default chain finds no credentials (its own
 // message names only the last place it looked, the EC2 instance metadata service).
-const awsCredentialHint = "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN for temporary ones), " +
+const credentialHint = "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN for temporary ones), " +
 	"or AWS_PROFILE with ~/.aws/credentials or ~/.aws/config (aws configure, aws sso login), " +
 	"or run on an EC2 instance with an instance role"
 
-func (r *awsRun) init(ctx context.Context) error {
+func (r *run) init(ctx context.Context) error {
 	t := r.t
 	if t.Config != nil {
 		r.cfg = t.Config.Copy()
 	} else {
 		cfg, err := config.LoadDefaultConfig(ctx)
 		if err != nil {
-			return stepErr(awsTarget, "loading configuration", err)
+			return publish.NewStepError(targetName, "loading configuration", err)
 		}
 		r.cfg = cfg
 	}
@@ -266,14 +268,14 @@ func (r *awsRun) init(ctx context.Context) error {
 		return fmt.Errorf("aws: no region: give one or set AWS_REGION")
 	}
 	if r.cfg.Credentials == nil {
-		return fmt.Errorf("aws: no credentials: %s", awsCredentialHint)
+		return fmt.Errorf("aws: no credentials: %s", credentialHint)
 	}
 	creds, err := r.cfg.Credentials.Retrieve(ctx)
 	if err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		return fmt.Errorf("aws: credentials: none found: %s (the SDK said: %s)", awsCredentialHint, redact(err.Error()))
+		return fmt.Errorf("aws: credentials: none found: %s (the SDK said: %s)", credentialHint, publish.Redact(err.Error()))
 	}
 	r.secrets = []string{creds.SecretAccessKey, creds.SessionToken}
 	workers := t.Workers
@@ -295,12 +297,12 @@ func (r *awsRun) init(ctx context.Context) error {
 	return nil
 }
 
-func (r *awsRun) err(step string, err error) error {
-	return stepErr(awsTarget, step, err, r.secrets...)
+func (r *run) err(step string, err error) error {
+	return publish.NewStepError(targetName, step, err, r.secrets...)
 }
 
 // findImage returns this account's AMI named ImageName, if any (failed or deregistered ones do not count).
-func (r *awsRun) findImage(ctx context.Context) (*ec2types.Image, error) {
+func (r *run) findImage(ctx context.Context) (*ec2types.Image, error) {
 	out, err := r.ec2.DescribeImages(ctx, &ec2.DescribeImagesInput{
 		Owners:  []string{"self"},
 		Filters: []ec2types.Filter{{Name: aws.String("name"), Values: []string{r.t.ImageName}}},
@@ -324,7 +326,7 @@ func (r *awsRun) findImage(ctx context.Context) (*ec2types.Image, error) {
 // their SHA-256, and derives the content hash: SHA-256 over "imgfab-blocks-v1", the virtual size
 // and each such block's index and digest in index order. Two disks with the same guest bytes have
 // the same hash whatever their format.
-func (r *awsRun) scan(ctx context.Context, a Artifact) error {
+func (r *run) scan(ctx context.Context, a publish.Artifact) error {
 	r.nblocks = (r.size + EBSBlockSize - 1) / EBSBlockSize
 	var idx []int32
 	last := int64(-1)
@@ -339,21 +341,21 @@ func (r *awsRun) scan(ctx context.Context, a Artifact) error {
 			}
 		}
 	}
-	sums := make([]awsBlockSum, len(idx))
+	sums := make([]blockSum, len(idx))
 	nonzero := make([]bool, len(idx))
 	var done atomic.Int64
-	err := parallel(ctx, r.t.Workers, len(idx), func(ctx context.Context, i int) error {
-		buf := awsBlockPool.Get().(*[]byte)
-		defer awsBlockPool.Put(buf)
-		if err := awsReadBlock(a.Image, r.size, idx[i], *buf); err != nil {
+	err := publish.Parallel(ctx, r.t.Workers, len(idx), func(ctx context.Context, i int) error {
+		buf := blockPool.Get().(*[]byte)
+		defer blockPool.Put(buf)
+		if err := readBlock(a.Image, r.size, idx[i], *buf); err != nil {
 			return err
 		}
 		d := done.Add(EBSBlockSize)
-		r.p.emit(Event{Target: awsTarget, Step: "scan", Done: d, Total: int64(len(idx)) * EBSBlockSize})
-		if awsIsZero(*buf) {
+		r.p.Emit(publish.Event{Target: targetName, Step: "scan", Done: d, Total: int64(len(idx)) * EBSBlockSize})
+		if isZero(*buf) {
 			return nil
 		}
-		sums[i] = awsBlockSum{index: idx[i], sum: sha256.Sum256(*buf)}
+		sums[i] = blockSum{index: idx[i], sum: sha256.Sum256(*buf)}
 		nonzero[i] = true
 		return nil
 	})
@@ -383,14 +385,14 @@ func (r *awsRun) scan(ctx context.Context, a Artifact) error {
 	return nil
 }
 
-var awsBlockPool = sync.Pool{New: func() any { b := make([]byte, EBSBlockSize); return &b }}
+var blockPool = sync.Pool{New: func() any { b := make([]byte, EBSBlockSize); return &b }}
 
-var awsZeroBlock = make([]byte, EBSBlockSize)
+var zeroBlock = make([]byte, EBSBlockSize)
 
-func awsIsZero(b []byte) bool { return bytes.Equal(b, awsZeroBlock[:len(b)]) }
+func isZero(b []byte) bool { return bytes.Equal(b, zeroBlock[:len(b)]) }
 
-// awsReadBlock reads block i of the guest into buf, zero-filling past the end of the disk.
-func awsReadBlock(d io.ReaderAt, size int64, i int32, buf []byte) error {
+// readBlock reads block i of the guest into buf, zero-filling past the end of the disk.
+func readBlock(d io.ReaderAt, size int64, i int32, buf []byte) error {
 	off := int64(i) * EBSBlockSize
 	n := int64(len(buf))
 	if off+n > size {
@@ -404,7 +406,7 @@ func awsReadBlock(d io.ReaderAt, size int64, i int32, buf []byte) error {
 }
 
 // tags are the imgfab tags plus the user's, sorted by key.
-func (r *awsRun) tags() [][2]string {
+func (r *run) tags() [][2]string {
 	m := map[string]string{"imgfab:name": r.t.ImageName}
 	if r.hash != "" {
 		m["imgfab:sha256"] = r.hash
@@ -424,7 +426,7 @@ func (r *awsRun) tags() [][2]string {
 	return out
 }
 
-func (r *awsRun) ec2Tags() []ec2types.Tag {
+func (r *run) ec2Tags() []ec2types.Tag {
 	var out []ec2types.Tag
 	for _, kv := range r.tags() {
 		out = append(out, ec2types.Tag{Key: aws.String(kv[0]), Value: aws.String(kv[1])})
@@ -434,7 +436,7 @@ func (r *awsRun) ec2Tags() []ec2types.Tag {
 
 // tagSnapshot adds the user's tags to a reused snapshot (--tag goes on the snapshot and the AMI,
 // whichever push made the snapshot); its imgfab tags stay those of the push that made it.
-func (r *awsRun) tagSnapshot(ctx context.Context, snap string) error {
+func (r *run) tagSnapshot(ctx context.Context, snap string) error {
 	if len(r.t.Tags) == 0 {
 		return nil
 	}
@@ -455,7 +457,7 @@ func (r *awsRun) tagSnapshot(ctx context.Context, snap string) error {
 
 // findSnapshot returns a completed (or pending, then waited for) snapshot of this account tagged
 // with the content hash, or "".
-func (r *awsRun) findSnapshot(ctx context.Context) (string, error) {
+func (r *run) findSnapshot(ctx context.Context) (string, error) {
 	out, err := r.ec2.DescribeSnapshots(ctx, &ec2.DescribeSnapshotsInput{
 		OwnerIds: []string{"self"},
 		Filters:  []ec2types.Filter{{Name: aws.String("tag:imgfab:sha256"), Values: []string{r.hash}}},
@@ -476,7 +478,7 @@ func (r *awsRun) findSnapshot(ctx context.Context) (string, error) {
 }
 
 // uploadEBS writes the snapshot with the EBS direct APIs and returns its id.
-func (r *awsRun) uploadEBS(ctx context.Context, a Artifact, volGiB int64) (string, error) {
+func (r *run) uploadEBS(ctx context.Context, a publish.Artifact, volGiB int64) (string, error) {
 	t := r.t
 	// Block puts are retried here (with the block index in the error), not by the SDK.
 	client := ebs.NewFromConfig(r.cfg, func(o *ebs.Options) {
@@ -489,7 +491,7 @@ func (r *awsRun) uploadEBS(ctx context.Context, a Artifact, volGiB int64) (strin
 		tags = append(tags, ebstypes.Tag{Key: aws.String(kv[0]), Value: aws.String(kv[1])})
 	}
 	p := r.p
-	p.emit(Event{Target: awsTarget, Step: "start snapshot"})
+	p.Emit(publish.Event{Target: targetName, Step: "start snapshot"})
 	st, err := client.StartSnapshot(ctx, &ebs.StartSnapshotInput{
 		VolumeSize:  aws.Int64(volGiB),
 		ClientToken: aws.String(r.token),
@@ -509,7 +511,7 @@ func (r *awsRun) uploadEBS(ctx context.Context, a Artifact, volGiB int64) (strin
 	total := int64(len(r.blocks)) * EBSBlockSize
 	zero := r.nblocks - int64(len(r.blocks))
 	note := fmt.Sprintf("%d blocks, %d zero blocks skipped", len(r.blocks), zero)
-	p.emit(Event{Target: awsTarget, Step: "upload", Total: total, Note: note})
+	p.Emit(publish.Event{Target: targetName, Step: "upload", Total: total, Note: note})
 	var done, retries atomic.Int64
 	putClient := ebs.NewFromConfig(r.cfg, func(o *ebs.Options) {
 		if t.EndpointEBS != "" {
@@ -517,11 +519,11 @@ func (r *awsRun) uploadEBS(ctx context.Context, a Artifact, volGiB int64) (strin
 		}
 		o.Retryer = aws.NopRetryer{}
 	})
-	err = parallel(ctx, t.Workers, len(r.blocks), func(ctx context.Context, i int) error {
+	err = publish.Parallel(ctx, t.Workers, len(r.blocks), func(ctx context.Context, i int) error {
 		b := r.blocks[i]
-		buf := awsBlockPool.Get().(*[]byte)
-		defer awsBlockPool.Put(buf)
-		if err := awsReadBlock(a.Image, r.size, b.index, *buf); err != nil {
+		buf := blockPool.Get().(*[]byte)
+		defer blockPool.Put(buf)
+		if err := readBlock(a.Image, r.size, b.index, *buf); err != nil {
 			return fmt.Errorf("aws: reading %w", err)
 		}
 		if sha256.Sum256(*buf) != b.sum {
@@ -545,7 +547,7 @@ func (r *awsRun) uploadEBS(ctx context.Context, a Artifact, volGiB int64) (strin
 		if err != nil {
 			return r.err(fmt.Sprintf("PutSnapshotBlock %s block %d (offset %d) after %d attempts", snap, b.index, int64(b.index)*EBSBlockSize, attempts), err)
 		}
-		p.emit(Event{Target: awsTarget, Step: "upload", Done: done.Add(EBSBlockSize), Total: total, Note: note})
+		p.Emit(publish.Event{Target: targetName, Step: "upload", Done: done.Add(EBSBlockSize), Total: total, Note: note})
 		return nil
 	})
 	if err != nil {
@@ -558,7 +560,7 @@ func (r *awsRun) uploadEBS(ctx context.Context, a Artifact, volGiB int64) (strin
 	for _, b := range r.blocks {
 		agg.Write(b.sum[:])
 	}
-	p.emit(Event{Target: awsTarget, Step: "complete snapshot"})
+	p.Emit(publish.Event{Target: targetName, Step: "complete snapshot"})
 	_, err = client.CompleteSnapshot(ctx, &ebs.CompleteSnapshotInput{
 		SnapshotId:                aws.String(snap),
 		ChangedBlocksCount:        aws.Int32(int32(len(r.blocks))),
@@ -574,13 +576,13 @@ func (r *awsRun) uploadEBS(ctx context.Context, a Artifact, volGiB int64) (strin
 
 // retry runs fn until it succeeds, fails with an error that is not worth retrying, or MaxAttempts
 // is reached; it returns the attempts made.
-func (r *awsRun) retry(ctx context.Context, fn func() error) (int, error) {
+func (r *run) retry(ctx context.Context, fn func() error) (int, error) {
 	p := backoff.Policy{Attempts: r.t.MaxAttempts, Base: 100 * time.Millisecond, Max: r.t.MaxBackoff, Jitter: true}
-	return p.Do(ctx, awsRetryable, fn)
+	return p.Do(ctx, retryable, fn)
 }
 
-// awsRetryable: throttling, 5xx, timeouts and connection errors (no HTTP response at all).
-func awsRetryable(err error) bool {
+// retryable: throttling, 5xx, timeouts and connection errors (no HTTP response at all).
+func retryable(err error) bool {
 	var ce *smithy.CanceledError
 	if errors.As(err, &ce) || errors.Is(err, context.Canceled) {
 		return false
@@ -604,8 +606,8 @@ func awsRetryable(err error) bool {
 }
 
 // waitSnapshot waits until the snapshot is completed.
-func (r *awsRun) waitSnapshot(ctx context.Context, snap string) error {
-	r.p.emit(Event{Target: awsTarget, Step: "wait", Note: snap})
+func (r *run) waitSnapshot(ctx context.Context, snap string) error {
+	r.p.Emit(publish.Event{Target: targetName, Step: "wait", Note: snap})
 	for polls := 1; ; polls++ {
 		out, err := r.ec2.DescribeSnapshots(ctx, &ec2.DescribeSnapshotsInput{SnapshotIds: []string{snap}})
 		if err != nil {
@@ -619,7 +621,7 @@ func (r *awsRun) waitSnapshot(ctx context.Context, snap string) error {
 			case ec2types.SnapshotStateError:
 				return fmt.Errorf("aws: snapshot %s failed: %s", snap, aws.ToString(s.StateMessage))
 			}
-			r.p.emit(Event{Target: awsTarget, Step: "wait", Note: snap + " " + aws.ToString(s.Progress)})
+			r.p.Emit(publish.Event{Target: targetName, Step: "wait", Note: snap + " " + aws.ToString(s.Progress)})
 		}
 		select {
 		case <-ctx.Done():
@@ -630,7 +632,7 @@ func (r *awsRun) waitSnapshot(ctx context.Context, snap string) error {
 }
 
 // register creates the AMI; when another push registered the same name meanwhile, that one is returned.
-func (r *awsRun) register(ctx context.Context, snap, arch, bootMode string, volGiB int64) (string, bool, error) {
+func (r *run) register(ctx context.Context, snap, arch, bootMode string, volGiB int64) (string, bool, error) {
 	t := r.t
 	in := &ec2.RegisterImageInput{
 		Name:               aws.String(t.ImageName),

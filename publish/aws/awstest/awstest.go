@@ -1,4 +1,4 @@
-// Package awsfake is a loopback stand-in for the AWS APIs that have no local server: the EBS
+// Package awstest is a loopback stand-in for the AWS APIs that have no local server: the EBS
 // direct APIs (REST-JSON) and the EC2 query API (XML) calls that `imgfab push aws` makes. Like
 // net/http/httptest it is for tests only.
 //
@@ -7,7 +7,7 @@
 // CompleteSnapshot's block count and linear aggregate checksum, the RegisterImage parameters and
 // ImportSnapshot's disk container. Every violation is also recorded; New fails the test at cleanup
 // for any it did not expect (see TakeProblems).
-package awsfake
+package awstest
 
 import (
 	"bytes"
@@ -112,7 +112,7 @@ func New(t testing.TB) *Server {
 	t.Cleanup(func() {
 		s.srv.Close()
 		for _, p := range s.TakeProblems() {
-			t.Errorf("awsfake: %s", p)
+			t.Errorf("awstest: %s", p)
 		}
 	})
 	return s
@@ -254,7 +254,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 			io.CopyN(io.Discard, r.Body, BlockSize/2)
 			hj, ok := w.(http.Hijacker)
 			if !ok {
-				panic("awsfake: no hijacker")
+				panic("awstest: no hijacker")
 			}
 			conn, _, _ := hj.Hijack()
 			conn.Close()

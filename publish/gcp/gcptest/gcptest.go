@@ -1,10 +1,10 @@
-// Package gcpfake runs, on loopback, what imgfab's GCP target talks to: fake-gcs-server (in
+// Package gcptest runs, on loopback, what imgfab's GCP target talks to: fake-gcs-server (in
 // process) behind a listener that can inject faults, and a Compute Engine stub that checks
 // images.insert as GCE would (name rules, a UUID requestId, rawDisk.source, architecture, known
 // guestOsFeatures, an optional bearer token) and runs the global operation PENDING → DONE. A
 // token endpoint stands in for Google's OAuth2 server so that service-account credentials can
 // be used end to end. For tests only.
-package gcpfake
+package gcptest
 
 import (
 	"context"

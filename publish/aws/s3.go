@@ -1,4 +1,4 @@
-package publish
+package aws
 
 import (
 	"context"
@@ -17,11 +17,13 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	s3types "github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/aws/smithy-go"
+	"github.com/imgfab/imgfab/publish"
 )
 
 // S3 multipart limits.
@@ -32,7 +34,7 @@ const (
 
 // s3Source is what goes to S3: the file as it is for formats ImportSnapshot reads (VMDK, VHD),
 // else the raw guest stream.
-func s3Source(a Artifact) (src io.ReaderAt, size int64, format string, closeFn func(), err error) {
+func s3Source(a publish.Artifact) (src io.ReaderAt, size int64, format string, closeFn func(), err error) {
 	var ff string
 	switch a.Image.Format() {
 	case "vmdk":
@@ -76,7 +78,7 @@ func s3PartSize(want, size int64) int64 {
 }
 
 // viaS3 uploads the disk to S3, imports it as a snapshot and tags the snapshot with the content hash.
-func (r *awsRun) viaS3(ctx context.Context, a Artifact) (string, error) {
+func (r *run) viaS3(ctx context.Context, a publish.Artifact) (string, error) {
 	t := r.t
 	src, size, format, closeFn, err := s3Source(a)
 	if err != nil {
@@ -103,7 +105,7 @@ func (r *awsRun) viaS3(ctx context.Context, a Artifact) (string, error) {
 		return "", err
 	}
 
-	r.p.emit(Event{Target: awsTarget, Step: "import", Note: "s3://" + t.Bucket + "/" + key})
+	r.p.Emit(publish.Event{Target: targetName, Step: "import", Note: "s3://" + t.Bucket + "/" + key})
 	out, err := r.ec2.ImportSnapshot(ctx, &ec2.ImportSnapshotInput{
 		ClientToken: aws.String(r.token),
 		Description: aws.String("imgfab " + t.ImageName),
@@ -129,7 +131,7 @@ func (r *awsRun) viaS3(ctx context.Context, a Artifact) (string, error) {
 	return snap, nil
 }
 
-func (r *awsRun) waitImport(ctx context.Context, task string) (string, error) {
+func (r *run) waitImport(ctx context.Context, task string) (string, error) {
 	for polls := 1; ; polls++ {
 		out, err := r.ec2.DescribeImportSnapshotTasks(ctx, &ec2.DescribeImportSnapshotTasksInput{ImportTaskIds: []string{task}})
 		if err != nil {
@@ -146,7 +148,7 @@ func (r *awsRun) waitImport(ctx context.Context, task string) (string, error) {
 			case "deleting", "deleted":
 				return "", fmt.Errorf("aws: import task %s failed: %s", task, aws.ToString(d.StatusMessage))
 			}
-			r.p.emit(Event{Target: awsTarget, Step: "import", Note: task + " " + aws.ToString(d.Status) + " " + aws.ToString(d.Progress) + "%"})
+			r.p.Emit(publish.Event{Target: targetName, Step: "import", Note: task + " " + aws.ToString(d.Status) + " " + aws.ToString(d.Progress) + "%"})
 		}
 		select {
 		case <-ctx.Done():
@@ -159,7 +161,7 @@ func (r *awsRun) waitImport(ctx context.Context, task string) (string, error) {
 // uploadS3 puts src into bucket/key by multipart upload, resuming an unfinished upload of the same
 // key: its parts whose size and MD5 (the ETag) match are kept. An object already there with the
 // same size and content hash is not uploaded again.
-func (r *awsRun) uploadS3(ctx context.Context, client, putClient *s3.Client, key string, src io.ReaderAt, size int64) error {
+func (r *run) uploadS3(ctx context.Context, client, putClient *s3.Client, key string, src io.ReaderAt, size int64) error {
 	t := r.t
 	bucket := aws.String(t.Bucket)
 	where := "s3://" + t.Bucket + "/" + key
@@ -198,7 +200,7 @@ func (r *awsRun) uploadS3(ctx context.Context, client, putClient *s3.Client, key
 
 	etags := make([]string, nparts)
 	var done, sent, resumed, retries atomic.Int64
-	err = parallel(ctx, t.Workers, nparts, func(ctx context.Context, i int) error {
+	err = publish.Parallel(ctx, t.Workers, nparts, func(ctx context.Context, i int) error {
 		num := int32(i + 1)
 		off := int64(i) * ps
 		n := min(ps, size-off)
@@ -211,7 +213,7 @@ func (r *awsRun) uploadS3(ctx context.Context, client, putClient *s3.Client, key
 		if p, ok := have[num]; ok && aws.ToInt64(p.Size) == n && aws.ToString(p.ETag) == etag {
 			etags[i] = etag
 			resumed.Add(1)
-			r.p.emit(Event{Target: awsTarget, Step: "upload", Done: done.Add(n), Total: size})
+			r.p.Emit(publish.Event{Target: targetName, Step: "upload", Done: done.Add(n), Total: size})
 			return nil
 		}
 		attempts, err := r.retry(ctx, func() error {
@@ -234,7 +236,7 @@ func (r *awsRun) uploadS3(ctx context.Context, client, putClient *s3.Client, key
 			return r.err(fmt.Sprintf("UploadPart %s part %d of %d (offset %d, %d bytes) after %d attempts", where, num, nparts, off, n, attempts), err)
 		}
 		sent.Add(1)
-		r.p.emit(Event{Target: awsTarget, Step: "upload", Done: done.Add(n), Total: size})
+		r.p.Emit(publish.Event{Target: targetName, Step: "upload", Done: done.Add(n), Total: size})
 		return nil
 	})
 	r.details["parts_sent"] = strconv.FormatInt(sent.Load(), 10)
@@ -248,7 +250,7 @@ func (r *awsRun) uploadS3(ctx context.Context, client, putClient *s3.Client, key
 	for i := range parts {
 		parts[i] = s3types.CompletedPart{PartNumber: aws.Int32(int32(i + 1)), ETag: aws.String(etags[i])}
 	}
-	r.p.emit(Event{Target: awsTarget, Step: "complete upload", Done: size, Total: size})
+	r.p.Emit(publish.Event{Target: targetName, Step: "complete upload", Done: size, Total: size})
 	if _, err := client.CompleteMultipartUpload(ctx, &s3.CompleteMultipartUploadInput{
 		Bucket:          bucket,
 		Key:             aws.String(key),
@@ -268,7 +270,7 @@ func (r *awsRun) uploadS3(ctx context.Context, client, putClient *s3.Client, key
 }
 
 // findUpload returns the newest unfinished multipart upload of key and its parts.
-func (r *awsRun) findUpload(ctx context.Context, client *s3.Client, key string) (string, map[int32]s3types.Part, error) {
+func (r *run) findUpload(ctx context.Context, client *s3.Client, key string) (string, map[int32]s3types.Part, error) {
 	where := "s3://" + r.t.Bucket + "/" + key
 	var ups []s3types.MultipartUpload
 	in := &s3.ListMultipartUploadsInput{Bucket: aws.String(r.t.Bucket), Prefix: aws.String(key)}

@@ -1,4 +1,4 @@
-package publish
+package aws
 
 import (
 	"bytes"
@@ -20,7 +20,8 @@ import (
 	ebstypes "github.com/aws/aws-sdk-go-v2/service/ebs/types"
 
 	"github.com/imgfab/imgfab/diskfmt"
-	"github.com/imgfab/imgfab/publish/awsfake"
+	"github.com/imgfab/imgfab/publish"
+	"github.com/imgfab/imgfab/publish/aws/awstest"
 )
 
 // awsTestBytes is a guest of size bytes with random data in the given 512 KiB blocks (the last
@@ -38,18 +39,18 @@ func awsTestBytes(size int64, blocks ...int64) []byte {
 	return buf
 }
 
-func awsArtifact(t testing.TB, buf []byte, modes ...string) Artifact {
+func awsArtifact(t testing.TB, buf []byte, modes ...string) publish.Artifact {
 	t.Helper()
 	img, err := diskfmt.OpenReaderAt(bytes.NewReader(buf), int64(len(buf)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return Artifact{Image: img, BootModes: modes, Arch: "x86_64"}
+	return publish.Artifact{Image: img, BootModes: modes, Arch: "x86_64"}
 }
 
-func awsTestTarget(f *awsfake.Server, name string) *AWS {
+func awsTestTarget(f *awstest.Server, name string) *Target {
 	cfg := aws.Config{Region: f.Region, Credentials: credentials.NewStaticCredentialsProvider(f.AccessKey, f.SecretKey, "")}
-	return &AWS{ImageName: name, EndpointEBS: f.URL, EndpointEC2: f.URL, Config: &cfg,
+	return &Target{ImageName: name, EndpointEBS: f.URL, EndpointEC2: f.URL, Config: &cfg,
 		PollInterval: time.Millisecond, MaxBackoff: 5 * time.Millisecond, Workers: 8}
 }
 
@@ -59,13 +60,13 @@ const awsTestSize = 10*EBSBlockSize + 1000
 var awsTestBlocks = []int64{0, 1, 4, 10}
 
 func TestAWSEBSPush(t *testing.T) {
-	f := awsfake.New(t)
+	f := awstest.New(t)
 	buf := awsTestBytes(awsTestSize, awsTestBlocks...)
 	a := awsArtifact(t, buf, "uefi")
 	tg := awsTestTarget(f, "imgfab-test-1")
 	tg.Tags = map[string]string{"team": "os"}
-	var last Event
-	res, err := tg.Push(context.Background(), a, func(e Event) {
+	var last publish.Event
+	res, err := tg.Push(context.Background(), a, func(e publish.Event) {
 		if e.Step == "upload" {
 			last = e
 		}
@@ -121,7 +122,7 @@ func TestAWSEBSPush(t *testing.T) {
 }
 
 func TestAWSSnapshotReusedForAnotherName(t *testing.T) {
-	f := awsfake.New(t)
+	f := awstest.New(t)
 	buf := awsTestBytes(awsTestSize, awsTestBlocks...)
 	a := awsArtifact(t, buf, "uefi")
 	r1, err := awsTestTarget(f, "one").Push(context.Background(), a, nil)
@@ -163,7 +164,7 @@ func TestAWSBootModes(t *testing.T) {
 		{modes: nil, fail: "boots neither UEFI nor BIOS"},
 		{modes: []string{"uefi"}, flag: "efi", fail: `boot mode "efi"`},
 	} {
-		f := awsfake.New(t)
+		f := awstest.New(t)
 		tg := awsTestTarget(f, "boot")
 		tg.TPM, tg.IMDSv2, tg.BootMode = c.tpm, c.imds, c.flag
 		res, err := tg.Push(context.Background(), awsArtifact(t, buf, c.modes...), nil)
@@ -195,17 +196,17 @@ func TestAWSBootModes(t *testing.T) {
 // Some puts answer 503 or 500, some connections drop mid-body: the snapshot still completes and
 // holds the disk.
 func TestAWSEBSFaults(t *testing.T) {
-	f := awsfake.New(t)
-	f.BlockFault = func(idx int32, attempt int) awsfake.Fault {
+	f := awstest.New(t)
+	f.BlockFault = func(idx int32, attempt int) awstest.Fault {
 		switch {
 		case idx%3 == 0 && attempt == 1:
 			return 503
 		case idx%3 == 1 && attempt <= 2:
-			return awsfake.Drop
+			return awstest.Drop
 		case idx == 4 && attempt == 3:
 			return 500
 		}
-		return awsfake.Serve
+		return awstest.Serve
 	}
 	buf := awsTestBytes(8<<20, 0, 1, 2, 3, 4, 5, 6, 9, 13, 15)
 	res, err := awsTestTarget(f, "faults").Push(context.Background(), awsArtifact(t, buf, "uefi"), nil)
@@ -221,12 +222,12 @@ func TestAWSEBSFaults(t *testing.T) {
 }
 
 func TestAWSEBSBlockFailsForGood(t *testing.T) {
-	f := awsfake.New(t)
-	f.BlockFault = func(idx int32, attempt int) awsfake.Fault {
+	f := awstest.New(t)
+	f.BlockFault = func(idx int32, attempt int) awstest.Fault {
 		if idx == 4 {
 			return 503
 		}
-		return awsfake.Serve
+		return awstest.Serve
 	}
 	tg := awsTestTarget(f, "broken")
 	tg.MaxAttempts = 3
@@ -241,7 +242,7 @@ func TestAWSEBSBlockFailsForGood(t *testing.T) {
 
 // A block damaged on the way is refused by the server's checksum check: a clear error naming it.
 func TestAWSEBSCorruptBlockRejected(t *testing.T) {
-	f := awsfake.New(t)
+	f := awstest.New(t)
 	f.Corrupt = func(idx int32) bool { return idx == 1 }
 	_, err := awsTestTarget(f, "corrupt").Push(context.Background(), awsArtifact(t, awsTestBytes(awsTestSize, awsTestBlocks...), "uefi"), nil)
 	if err == nil || !strings.Contains(err.Error(), "block 1 ") || !strings.Contains(err.Error(), "checksum") {
@@ -254,7 +255,7 @@ func TestAWSEBSCorruptBlockRejected(t *testing.T) {
 
 // The fake really checks: a wrong block checksum, a wrong aggregate, a wrong signature all fail.
 func TestAWSFakeRejectsWrongValues(t *testing.T) {
-	f := awsfake.New(t)
+	f := awstest.New(t)
 	ctx := context.Background()
 	client := func(secret string) *ebs.Client {
 		return ebs.New(ebs.Options{Region: f.Region, BaseEndpoint: aws.String(f.URL),
@@ -299,7 +300,7 @@ func TestAWSFakeRejectsWrongValues(t *testing.T) {
 }
 
 func TestAWSSecretNotInError(t *testing.T) {
-	f := awsfake.New(t)
+	f := awstest.New(t)
 	const secret = "a-recognisable-secret-4f1c"
 	tg := awsTestTarget(f, "secret")
 	tg.Config.Credentials = credentials.NewStaticCredentialsProvider(f.AccessKey, secret, "a-recognisable-session-token")
@@ -318,12 +319,12 @@ func TestAWSSecretNotInError(t *testing.T) {
 
 // Ctrl-C mid-upload: the push stops with the context's error and registers nothing.
 func TestAWSEBSCancel(t *testing.T) {
-	f := awsfake.New(t)
+	f := awstest.New(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	tg := awsTestTarget(f, "cancel")
 	tg.Workers = 1
-	_, err := tg.Push(ctx, awsArtifact(t, awsTestBytes(8<<20, 0, 1, 2, 3, 4, 5, 6, 7, 8), "uefi"), func(e Event) {
+	_, err := tg.Push(ctx, awsArtifact(t, awsTestBytes(8<<20, 0, 1, 2, 3, 4, 5, 6, 7, 8), "uefi"), func(e publish.Event) {
 		if e.Step == "upload" && e.Done >= 2*EBSBlockSize {
 			cancel()
 		}
@@ -354,7 +355,7 @@ func BenchmarkAWSEBSUpload(b *testing.B) {
 			a := awsArtifact(b, buf, "uefi")
 			b.SetBytes(int64(len(blocks)) * EBSBlockSize)
 			for i := 0; i < b.N; i++ {
-				f := awsfake.New(b) // a fresh account: nothing to reuse
+				f := awstest.New(b) // a fresh account: nothing to reuse
 				f.Latency = bc.rtt
 				tg := awsTestTarget(f, "bench")
 				tg.Workers = w
@@ -378,7 +379,7 @@ func BenchmarkAWSEBSUpload(b *testing.B) {
 }
 
 // awsVMDK writes buf as a streamOptimized VMDK file and opens it.
-func awsVMDK(t testing.TB, buf []byte) Artifact {
+func awsVMDK(t testing.TB, buf []byte) publish.Artifact {
 	t.Helper()
 	f, err := diskfmt.Lookup("vmdk")
 	if err != nil {
@@ -399,5 +400,5 @@ func awsVMDK(t testing.TB, buf []byte) Artifact {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { img.Close() })
-	return Artifact{Path: p, Image: img, BootModes: []string{"uefi"}, Arch: "x86_64"}
+	return publish.Artifact{Path: p, Image: img, BootModes: []string{"uefi"}, Arch: "x86_64"}
 }

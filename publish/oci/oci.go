@@ -1,4 +1,4 @@
-package publish
+package oci
 
 import (
 	"archive/tar"
@@ -32,6 +32,7 @@ import (
 	"github.com/klauspost/compress/gzip"
 
 	"github.com/imgfab/imgfab/diskfmt"
+	"github.com/imgfab/imgfab/publish"
 )
 
 // Media types and annotation keys of what OCI pushes.
@@ -59,7 +60,7 @@ const (
 	ContainerDiskMode = 0o444
 )
 
-// OCI pushes a disk to an OCI registry: by default as a KubeVirt containerDisk (a single-layer
+// Target pushes a disk to an OCI registry: by default as a KubeVirt containerDisk (a single-layer
 // image whose gzip'd tar layer holds the disk as qcow2 at /disk/disk.img; a disk in any other
 // format is converted first), with Artifact as an OCI artifact (the disk file as it is, one blob).
 //
@@ -68,7 +69,7 @@ const (
 // tag already at that digest and uploads nothing; blobs already in the repository are not sent
 // again (HEAD checks). Transient failures (5xx, 408, 429, dropped connections) are retried with
 // backoff, a blob from its start.
-type OCI struct {
+type Target struct {
 	Ref      string // REGISTRY/REPO:TAG (or @sha256:… to push by digest only)
 	Artifact bool   // push an OCI artifact instead of a containerDisk
 	Insecure bool   // plain HTTP (and registries without TLS), e.g. a loopback test registry
@@ -89,18 +90,18 @@ type OCI struct {
 	TempDir string
 }
 
-var _ Target = (*OCI)(nil)
+var _ publish.Target = (*Target)(nil)
 
-// Name implements Target.
-func (o *OCI) Name() string { return "oci" }
+// Name is "oci".
+func (o *Target) Name() string { return "oci" }
 
-const ociTarget = "oci"
+const targetName = "oci"
 
-var defaultOCIBackoff = remote.Backoff{Duration: 500 * time.Millisecond, Factor: 2, Jitter: 0.1, Steps: 5}
+var defaultBackoff = remote.Backoff{Duration: 500 * time.Millisecond, Factor: 2, Jitter: 0.1, Steps: 5}
 
-// Push implements Target.
-func (o *OCI) Push(ctx context.Context, a Artifact, p Progress) (res Result, err error) {
-	res = Result{Target: ociTarget}
+// Push implements publish.Target.
+func (o *Target) Push(ctx context.Context, a publish.Artifact, p publish.Progress) (res publish.Result, err error) {
+	res = publish.Result{Target: targetName}
 	if a.Image == nil {
 		return res, fmt.Errorf("oci: no disk image")
 	}
@@ -115,7 +116,7 @@ func (o *OCI) Push(ctx context.Context, a Artifact, p Progress) (res Result, err
 	}
 	secrets, err := registrySecrets(kc, ref.Context())
 	if err != nil {
-		return res, stepErr(ociTarget, "credentials for "+ref.Context().RegistryStr(), err, secrets...)
+		return res, publish.NewStepError(targetName, "credentials for "+ref.Context().RegistryStr(), err, secrets...)
 	}
 
 	created := o.Created
@@ -141,7 +142,7 @@ func (o *OCI) Push(ctx context.Context, a Artifact, p Progress) (res Result, err
 		}
 		layer, err = newFileBlob(ctx, blobPath, types.MediaType(DiskMediaTypePrefix+pushFmt), p)
 		if err != nil {
-			return res, stepErr(ociTarget, "digest", err)
+			return res, publish.NewStepError(targetName, "digest", err)
 		}
 	} else {
 		if pushFmt != "qcow2" || blobPath == "" {
@@ -151,7 +152,7 @@ func (o *OCI) Push(ctx context.Context, a Artifact, p Progress) (res Result, err
 			}
 			tmp, err := convertQcow2(ctx, a.Image, dir, p)
 			if err != nil {
-				return res, stepErr(ociTarget, "convert "+pushFmt+" to qcow2", err)
+				return res, publish.NewStepError(targetName, "convert "+pushFmt+" to qcow2", err)
 			}
 			cleanup = func() { os.Remove(tmp) }
 			details["converted_from"] = pushFmt
@@ -159,17 +160,17 @@ func (o *OCI) Push(ctx context.Context, a Artifact, p Progress) (res Result, err
 		}
 		layer, err = newContainerDiskLayer(ctx, blobPath, created, p)
 		if err != nil {
-			return res, stepErr(ociTarget, "digest", err)
+			return res, publish.NewStepError(targetName, "digest", err)
 		}
 	}
 
 	img, err := o.image(a, layer, pushFmt, created)
 	if err != nil {
-		return res, stepErr(ociTarget, "manifest", err)
+		return res, publish.NewStepError(targetName, "manifest", err)
 	}
 	dig, err := img.Digest()
 	if err != nil {
-		return res, stepErr(ociTarget, "manifest", err)
+		return res, publish.NewStepError(targetName, "manifest", err)
 	}
 	ld, _ := layer.Digest()
 	ls, _ := layer.Size()
@@ -190,7 +191,7 @@ func (o *OCI) Push(ctx context.Context, a Artifact, p Progress) (res Result, err
 	}
 	bo := o.Backoff
 	if bo.Steps == 0 {
-		bo = defaultOCIBackoff
+		bo = defaultBackoff
 	}
 	opts = append(opts, remote.WithRetryBackoff(bo))
 	if o.Transport != nil {
@@ -203,10 +204,10 @@ func (o *OCI) Push(ctx context.Context, a Artifact, p Progress) (res Result, err
 		switch {
 		case err == nil && desc.Digest == dig:
 			res.Existing = true
-			p.emit(Event{Target: ociTarget, Step: "upload", Done: ls, Total: ls, Note: "already in the registry"})
+			p.Emit(publish.Event{Target: targetName, Step: "upload", Done: ls, Total: ls, Note: "already in the registry"})
 			return res, nil
 		case err != nil && !isNotFound(err):
-			return res, stepErr(ociTarget, "checking "+ref.Name(), err, secrets...)
+			return res, publish.NewStepError(targetName, "checking "+ref.Name(), err, secrets...)
 		}
 	}
 
@@ -215,27 +216,27 @@ func (o *OCI) Push(ctx context.Context, a Artifact, p Progress) (res Result, err
 	var closed atomic.Bool
 	defer closed.Store(true)
 	var sent atomic.Int64
-	up := Progress(func(e Event) {
+	up := publish.Progress(func(e publish.Event) {
 		if !closed.Load() {
-			p.emit(e)
+			p.Emit(e)
 		}
 	})
 	cl := &countingLayer{Layer: layer, p: up, sent: &sent, total: ls}
 	if img, err = o.image(a, cl, pushFmt, created); err != nil {
-		return res, stepErr(ociTarget, "manifest", err)
+		return res, publish.NewStepError(targetName, "manifest", err)
 	}
 	err = remote.Write(ref, img, opts...)
 	if err != nil {
 		if ctx.Err() != nil {
-			return res, stepErr(ociTarget, "upload to "+ref.Name(), ctx.Err())
+			return res, publish.NewStepError(targetName, "upload to "+ref.Name(), ctx.Err())
 		}
-		return res, stepErr(ociTarget, "upload to "+ref.Name(), err, secrets...)
+		return res, publish.NewStepError(targetName, "upload to "+ref.Name(), err, secrets...)
 	}
 	if n := sent.Load(); n == 0 {
 		res.Details["blobs_existing"] = "true"
-		up.emit(Event{Target: ociTarget, Step: "upload", Done: ls, Total: ls, Note: "blobs already in the registry"})
+		up.Emit(publish.Event{Target: targetName, Step: "upload", Done: ls, Total: ls, Note: "blobs already in the registry"})
 	} else {
-		up.emit(Event{Target: ociTarget, Step: "upload", Done: ls, Total: ls})
+		up.Emit(publish.Event{Target: targetName, Step: "upload", Done: ls, Total: ls})
 	}
 	return res, nil
 }
@@ -244,7 +245,7 @@ func (o *OCI) Push(ctx context.Context, a Artifact, p Progress) (res Result, err
 // which restarts the count) as upload events.
 type countingLayer struct {
 	v1.Layer
-	p     Progress
+	p     publish.Progress
 	sent  *atomic.Int64 // bytes read from all streams, for "was anything sent"
 	total int64
 	cur   atomic.Int64 // bytes read from the latest stream
@@ -272,7 +273,7 @@ func (r *countingReader) Read(b []byte) (int, error) {
 		done := r.l.cur.Add(int64(n))
 		if done-r.last >= 4<<20 {
 			r.last = done
-			r.l.p.emit(Event{Target: ociTarget, Step: "upload", Done: done, Total: r.l.total})
+			r.l.p.Emit(publish.Event{Target: targetName, Step: "upload", Done: done, Total: r.l.total})
 		}
 	}
 	return n, err
@@ -280,7 +281,7 @@ func (r *countingReader) Read(b []byte) (int, error) {
 
 func (r *countingReader) Close() error { return r.rc.Close() }
 
-func (o *OCI) nameOpts() []name.Option {
+func (o *Target) nameOpts() []name.Option {
 	if o.Insecure {
 		return []name.Option{name.Insecure}
 	}
@@ -318,7 +319,7 @@ func registrySecrets(kc authn.Keychain, repo name.Repository) ([]string, error) 
 }
 
 // image assembles the manifest and config around the layer.
-func (o *OCI) image(a Artifact, layer v1.Layer, format string, created time.Time) (v1.Image, error) {
+func (o *Target) image(a publish.Artifact, layer v1.Layer, format string, created time.Time) (v1.Image, error) {
 	ld, err := layer.Digest()
 	if err != nil {
 		return nil, err
@@ -357,7 +358,7 @@ func (o *OCI) image(a Artifact, layer v1.Layer, format string, created time.Time
 			return nil, err
 		}
 		cf := v1.ConfigFile{
-			Architecture: ociArch(a.Arch),
+			Architecture: platformArch(a.Arch),
 			OS:           "linux",
 			Created:      v1.Time{Time: created},
 			RootFS:       v1.RootFS{Type: "layers", DiffIDs: []v1.Hash{diffID}},
@@ -387,7 +388,7 @@ func diskExt(format string) string {
 	return format
 }
 
-func ociArch(a string) string {
+func platformArch(a string) string {
 	switch a {
 	case "", "x86_64", "amd64":
 		return "amd64"
@@ -415,7 +416,7 @@ func (i *pushImage) LayerByDigest(h v1.Hash) (partial.CompressedLayer, error) {
 
 // convertQcow2 writes the disk as qcow2 to a temporary file in dir and returns its path. The
 // qcow2 writer is sequential with fixed buffers: memory stays flat whatever the disk size.
-func convertQcow2(ctx context.Context, d diskfmt.Image, dir string, p Progress) (string, error) {
+func convertQcow2(ctx context.Context, d diskfmt.Image, dir string, p publish.Progress) (string, error) {
 	q, err := diskfmt.Lookup("qcow2")
 	if err != nil {
 		return "", err
@@ -428,7 +429,7 @@ func convertQcow2(ctx context.Context, d diskfmt.Image, dir string, p Progress) 
 		return "", err
 	}
 	ctx = diskfmt.WithProgress(ctx, func(done, total int64) {
-		p.emit(Event{Target: ociTarget, Step: "convert", Done: done, Total: total})
+		p.Emit(publish.Event{Target: targetName, Step: "convert", Done: done, Total: total})
 	})
 	err = q.Write(ctx, f, d)
 	if cerr := f.Close(); err == nil {
@@ -443,7 +444,7 @@ func convertQcow2(ctx context.Context, d diskfmt.Image, dir string, p Progress) 
 
 // progressWriter reports bytes written as events of one step.
 type progressWriter struct {
-	p     Progress
+	p     publish.Progress
 	step  string
 	done  int64
 	total int64
@@ -454,7 +455,7 @@ func (w *progressWriter) Write(b []byte) (int, error) {
 	w.done += int64(len(b))
 	if w.done-w.last >= 8<<20 || w.done == w.total {
 		w.last = w.done
-		w.p.emit(Event{Target: ociTarget, Step: w.step, Done: w.done, Total: w.total})
+		w.p.Emit(publish.Event{Target: targetName, Step: w.step, Done: w.done, Total: w.total})
 	}
 	return len(b), nil
 }
@@ -467,7 +468,7 @@ type fileBlob struct {
 	mt     types.MediaType
 }
 
-func newFileBlob(ctx context.Context, path string, mt types.MediaType, p Progress) (*fileBlob, error) {
+func newFileBlob(ctx context.Context, path string, mt types.MediaType, p publish.Progress) (*fileBlob, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
@@ -513,12 +514,12 @@ type containerDiskLayer struct {
 	csize          int64
 }
 
-// ociGzipLevel: a fixed level so that the same tar always gives the same bytes (klauspost's
+// gzipLevel: a fixed level so that the same tar always gives the same bytes (klauspost's
 // gzip is deterministic for a level; its header has no name and a zero time). BestSpeed: about
 // 2–4× the throughput of the default level (BenchmarkOCIPush), the gzip pass being the bottleneck.
-const ociGzipLevel = gzip.BestSpeed
+const gzipLevel = gzip.BestSpeed
 
-func newContainerDiskLayer(ctx context.Context, path string, created time.Time, p Progress) (*containerDiskLayer, error) {
+func newContainerDiskLayer(ctx context.Context, path string, created time.Time, p publish.Progress) (*containerDiskLayer, error) {
 	fi, err := os.Stat(path)
 	if err != nil {
 		return nil, err
@@ -526,7 +527,7 @@ func newContainerDiskLayer(ctx context.Context, path string, created time.Time, 
 	l := &containerDiskLayer{path: path, size: fi.Size(), created: created}
 	hd, hc := sha256.New(), sha256.New()
 	cnt := &iox.CountWriter{}
-	zw, err := gzip.NewWriterLevel(io.MultiWriter(hc, cnt), ociGzipLevel)
+	zw, err := gzip.NewWriterLevel(io.MultiWriter(hc, cnt), gzipLevel)
 	if err != nil {
 		return nil, err
 	}
@@ -585,7 +586,7 @@ func (l *containerDiskLayer) Uncompressed() (io.ReadCloser, error) {
 func (l *containerDiskLayer) Compressed() (io.ReadCloser, error) {
 	pr, pw := io.Pipe()
 	go func() {
-		zw, err := gzip.NewWriterLevel(pw, ociGzipLevel)
+		zw, err := gzip.NewWriterLevel(pw, gzipLevel)
 		if err == nil {
 			err = l.writeTar(context.Background(), zw, nil)
 		}

@@ -1,4 +1,4 @@
-package publish
+package azure
 
 import (
 	"bytes"
@@ -32,9 +32,10 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/pageblob"
 
 	"github.com/imgfab/imgfab/diskfmt"
+	"github.com/imgfab/imgfab/publish"
 )
 
-// Azure publishes a disk as an Azure managed image: the disk as a fixed VHD (converted on the fly
+// Target publishes a disk as an Azure managed image: the disk as a fixed VHD (converted on the fly
 // when it is in another format) is uploaded to a page blob, 512-aligned puts of at most 4 MiB in
 // parallel, ranges that are all zero not sent; then a managed image is created from the blob.
 //
@@ -51,7 +52,7 @@ import (
 //
 // Metadata names are imgfab_sha256 and imgfab_pending_sha256, with '_' and not '-', since Azure
 // metadata names must be C# identifiers.
-type Azure struct {
+type Target struct {
 	SubscriptionID string // for the image; AZURE_SUBSCRIPTION_ID by default (the CLI reads it)
 	ResourceGroup  string
 	StorageAccount string
@@ -85,7 +86,7 @@ type Azure struct {
 	PollEvery time.Duration
 }
 
-func (az *Azure) pollEvery() time.Duration {
+func (az *Target) pollEvery() time.Duration {
 	if az.PollEvery > 0 {
 		return az.PollEvery
 	}
@@ -93,64 +94,66 @@ func (az *Azure) pollEvery() time.Duration {
 }
 
 const (
-	azTarget       = "azure"
-	azBlock        = 64 << 10 // zero detection and content hash granularity
-	azMaxPage      = 4 << 20  // the largest Put Page
-	azMiB          = 1 << 20
-	azFooter       = 512
-	azMetaDone     = "imgfab_sha256"
-	azMetaPending  = "imgfab_pending_sha256"
-	azDefaultBlob  = "https://%s.blob.core.windows.net/"
-	azDefaultARM   = "https://management.azure.com/"
-	azARMAudience  = "https://management.core.windows.net/"
-	azDefaultWorkr = 8
+	targetName     = "azure"
+	hashBlock      = 64 << 10 // zero detection and content hash granularity
+	maxPage        = 4 << 20  // the largest Put Page
+	mib            = 1 << 20
+	footerSize     = 512
+	metaDone       = "imgfab_sha256"
+	metaPending    = "imgfab_pending_sha256"
+	defaultBlob    = "https://%s.blob.core.windows.net/"
+	defaultARM     = "https://management.azure.com/"
+	armAudience    = "https://management.core.windows.net/"
+	defaultWorkers = 8
 )
 
 // Name returns "azure".
-func (*Azure) Name() string { return azTarget }
+func (*Target) Name() string { return targetName }
 
-var _ Target = (*Azure)(nil)
+var _ publish.Target = (*Target)(nil)
 
-// azRange is a range of the VHD to put: [Off, Off+Len), 512-aligned, at most PageChunk long.
-type azRange struct{ Off, Len int64 }
+// pageRange is a range of the VHD to put: [Off, Off+Len), 512-aligned, at most PageChunk long.
+type pageRange struct{ Off, Len int64 }
 
-// azPlan is what the pre-pass found: the VHD size, its content hash and the ranges with data.
-type azPlan struct {
+// vhdPlan is what the pre-pass found: the VHD size, its content hash and the ranges with data.
+type vhdPlan struct {
 	src        io.ReaderAt
 	size       int64
 	hash       string
-	ranges     []azRange
+	ranges     []pageRange
 	dataBytes  int64
 	zeroRanges int // maximal runs of zero blocks that are not sent
 	converted  bool
 	close      func()
 }
 
-func (az *Azure) secrets() []string { return []string{az.StorageKey, os.Getenv("AZURE_CLIENT_SECRET")} }
+func (az *Target) secrets() []string {
+	return []string{az.StorageKey, os.Getenv("AZURE_CLIENT_SECRET")}
+}
 
-func (az *Azure) err(step string, err error) error {
-	return stepErr(azTarget, step, err, az.secrets()...)
+func (az *Target) err(step string, err error) error {
+	return publish.NewStepError(targetName, step, err, az.secrets()...)
 }
 
 // Push uploads the artifact and creates the image.
-func (az *Azure) Push(ctx context.Context, a Artifact, p Progress) (Result, error) {
+func (az *Target) Push(ctx context.Context, a publish.Artifact, p publish.Progress) (publish.Result, error) {
 	if az.ImageName == "" || az.StorageAccount == "" {
-		return Result{}, fmt.Errorf("azure: --name and --storage-account are required")
+		return publish.Result{}, fmt.Errorf("azure: --name and --storage-account are required")
 	}
 	if !az.SkipImage && (az.ResourceGroup == "" || az.SubscriptionID == "" || az.Location == "") {
-		return Result{}, fmt.Errorf("azure: creating the image needs --resource-group, --subscription (or AZURE_SUBSCRIPTION_ID) and --location")
+		return publish.Result{}, fmt.Errorf("azure: creating the image needs --resource-group, --subscription (or AZURE_SUBSCRIPTION_ID) and --location")
 	}
 	gen, err := az.generation(a)
 	if err != nil {
-		return Result{}, err
+		return publish.Result{}, err
 	}
-	plan, err := azPlanFor(ctx, a, az.chunk(), p)
+	plan, err := planFor(ctx, a, az.chunk(), p)
 	if err != nil {
-		return Result{}, az.err("reading the disk", err)
+		return publish.Result{}, az.err("reading the disk", err)
 	}
 	defer plan.close()
 
-	res := Result{Target: azTarget, Name: az.ImageName, Region: az.Location, Details: map[string]string{
+	res := publish.Result{Target: targetName, Name: az.ImageName, Region: az.Location, Details: map[string]string{
 		"content_sha256":      plan.hash,
 		"vhd_bytes":           strconv.FormatInt(plan.size, 10),
 		"data_ranges":         strconv.Itoa(len(plan.ranges)),
@@ -172,7 +175,7 @@ func (az *Azure) Push(ctx context.Context, a Artifact, p Progress) (Result, erro
 		if err == nil {
 			return az.existingImage(res, got.Image, plan.hash)
 		}
-		if !azIsStatus(err, http.StatusNotFound) {
+		if !isStatus(err, http.StatusNotFound) {
 			return res, az.err(fmt.Sprintf("looking up image %s in resource group %s", az.ImageName, az.ResourceGroup), err)
 		}
 	}
@@ -187,16 +190,16 @@ func (az *Azure) Push(ctx context.Context, a Artifact, p Progress) (Result, erro
 		return res, nil
 	}
 
-	p.emit(Event{Target: azTarget, Step: "image", Note: az.ImageName})
+	p.Emit(publish.Event{Target: targetName, Step: "image", Note: az.ImageName})
 	img := armcompute.Image{
 		Location: &az.Location,
-		Tags:     map[string]*string{azMetaDone: &plan.hash},
+		Tags:     map[string]*string{metaDone: &plan.hash},
 		Properties: &armcompute.ImageProperties{
 			HyperVGeneration: &gen,
 			StorageProfile: &armcompute.ImageStorageProfile{
 				OSDisk: &armcompute.ImageOSDisk{
-					OSType:  azPtr(armcompute.OperatingSystemTypesLinux),
-					OSState: azPtr(armcompute.OperatingSystemStateTypesGeneralized),
+					OSType:  ptr(armcompute.OperatingSystemTypesLinux),
+					OSState: ptr(armcompute.OperatingSystemStateTypesGeneralized),
 					BlobURI: &blobURL,
 				},
 			},
@@ -206,7 +209,7 @@ func (az *Azure) Push(ctx context.Context, a Artifact, p Progress) (Result, erro
 	if err != nil {
 		return res, az.err("creating image "+az.ImageName, err)
 	}
-	p.emit(Event{Target: azTarget, Step: "wait", Note: "image " + az.ImageName})
+	p.Emit(publish.Event{Target: targetName, Step: "wait", Note: "image " + az.ImageName})
 	done, err := poller.PollUntilDone(ctx, &runtime.PollUntilDoneOptions{Frequency: az.pollEvery()})
 	if err != nil {
 		return res, az.err("waiting for image "+az.ImageName, err)
@@ -221,14 +224,14 @@ func (az *Azure) Push(ctx context.Context, a Artifact, p Progress) (Result, erro
 }
 
 // existingImage reports an image found by name: Existing when it was made from the same content.
-func (az *Azure) existingImage(res Result, img armcompute.Image, hash string) (Result, error) {
+func (az *Target) existingImage(res publish.Result, img armcompute.Image, hash string) (publish.Result, error) {
 	tag := ""
-	if v := img.Tags[azMetaDone]; v != nil {
+	if v := img.Tags[metaDone]; v != nil {
 		tag = *v
 	}
 	if tag != hash {
 		return res, fmt.Errorf("azure: image %s already exists in resource group %s from other content (tag %s=%q, this disk %s): delete it or choose another --name",
-			az.ImageName, az.ResourceGroup, azMetaDone, tag, hash)
+			az.ImageName, az.ResourceGroup, metaDone, tag, hash)
 	}
 	if img.ID != nil {
 		res.ID = *img.ID
@@ -238,7 +241,7 @@ func (az *Azure) existingImage(res Result, img armcompute.Image, hash string) (R
 }
 
 // generation picks the Hyper-V generation: Gen2 boots UEFI, Gen1 BIOS.
-func (az *Azure) generation(a Artifact) (armcompute.HyperVGenerationTypes, error) {
+func (az *Target) generation(a publish.Artifact) (armcompute.HyperVGenerationTypes, error) {
 	uefi, bios := a.Boots("uefi"), a.Boots("bios")
 	switch strings.ToUpper(az.HyperVGeneration) {
 	case "", "AUTO":
@@ -266,15 +269,15 @@ func (az *Azure) generation(a Artifact) (armcompute.HyperVGenerationTypes, error
 	return "", fmt.Errorf("azure: --hyperv-generation %q: want auto, V1 or V2", az.HyperVGeneration)
 }
 
-func (az *Azure) chunk() int64 {
+func (az *Target) chunk() int64 {
 	c := az.PageChunk
-	if c <= 0 || c > azMaxPage {
-		c = azMaxPage
+	if c <= 0 || c > maxPage {
+		c = maxPage
 	}
-	return max(c/azBlock*azBlock, azBlock)
+	return max(c/hashBlock*hashBlock, hashBlock)
 }
 
-func (az *Azure) clientOptions() azcore.ClientOptions {
+func (az *Target) clientOptions() azcore.ClientOptions {
 	retries := az.Retries
 	if retries == 0 {
 		retries = 5
@@ -291,38 +294,38 @@ func (az *Azure) clientOptions() azcore.ClientOptions {
 	return o
 }
 
-func (az *Azure) armOptions() *arm.ClientOptions {
+func (az *Target) armOptions() *arm.ClientOptions {
 	o := az.clientOptions()
 	ep := az.ARMEndpoint
 	if ep == "" {
-		ep = azDefaultARM
+		ep = defaultARM
 	}
 	o.Cloud = cloud.Configuration{
 		ActiveDirectoryAuthorityHost: cloud.AzurePublic.ActiveDirectoryAuthorityHost,
 		Services: map[cloud.ServiceName]cloud.ServiceConfiguration{
-			cloud.ResourceManager: {Endpoint: ep, Audience: azARMAudience},
+			cloud.ResourceManager: {Endpoint: ep, Audience: armAudience},
 		},
 	}
 	return &arm.ClientOptions{ClientOptions: o}
 }
 
 // blobURL is the page blob's URL (without credentials).
-func (az *Azure) blobURL() string {
+func (az *Target) blobURL() string {
 	ep := az.BlobEndpoint
 	if ep == "" {
-		ep = fmt.Sprintf(azDefaultBlob, az.StorageAccount)
+		ep = fmt.Sprintf(defaultBlob, az.StorageAccount)
 	}
 	return strings.TrimSuffix(ep, "/") + "/" + az.container() + "/" + az.ImageName + ".vhd"
 }
 
-func (az *Azure) container() string {
+func (az *Target) container() string {
 	if az.Container == "" {
 		return "vhds"
 	}
 	return az.Container
 }
 
-func (az *Azure) pageClient(url string) (*pageblob.Client, error) {
+func (az *Target) pageClient(url string) (*pageblob.Client, error) {
 	o := &pageblob.ClientOptions{ClientOptions: az.clientOptions()}
 	if az.StorageKey != "" {
 		cred, err := blob.NewSharedKeyCredential(az.StorageAccount, az.StorageKey)
@@ -337,7 +340,7 @@ func (az *Azure) pageClient(url string) (*pageblob.Client, error) {
 	return pageblob.NewClient(url, az.Credential, o)
 }
 
-func (az *Azure) containerClient() (*container.Client, error) {
+func (az *Target) containerClient() (*container.Client, error) {
 	url := strings.TrimSuffix(az.blobURL(), "/"+az.ImageName+".vhd")
 	o := &container.ClientOptions{ClientOptions: az.clientOptions()}
 	if az.StorageKey != "" {
@@ -351,7 +354,7 @@ func (az *Azure) containerClient() (*container.Client, error) {
 }
 
 // upload makes the page blob hold the plan's VHD and returns its URL.
-func (az *Azure) upload(ctx context.Context, plan *azPlan, res *Result, p Progress) (string, error) {
+func (az *Target) upload(ctx context.Context, plan *vhdPlan, res *publish.Result, p publish.Progress) (string, error) {
 	url := az.blobURL()
 	pb, err := az.pageClient(url)
 	if err != nil {
@@ -360,20 +363,20 @@ func (az *Azure) upload(ctx context.Context, plan *azPlan, res *Result, p Progre
 	todo := plan.ranges
 	props, err := pb.GetProperties(ctx, nil)
 	switch {
-	case err == nil && props.ContentLength != nil && *props.ContentLength == plan.size && azMeta(props.Metadata, azMetaDone) == plan.hash:
+	case err == nil && props.ContentLength != nil && *props.ContentLength == plan.size && metaValue(props.Metadata, metaDone) == plan.hash:
 		res.Details["blob_existing"] = "true"
 		res.Details["bytes_sent"] = "0"
 		res.Details["ranges_sent"] = "0"
-		p.emit(Event{Target: azTarget, Step: "upload", Done: plan.size, Total: plan.size, Note: "blob already complete"})
+		p.Emit(publish.Event{Target: targetName, Step: "upload", Done: plan.size, Total: plan.size, Note: "blob already complete"})
 		return url, nil
-	case err == nil && props.ContentLength != nil && *props.ContentLength == plan.size && azMeta(props.Metadata, azMetaPending) == plan.hash:
+	case err == nil && props.ContentLength != nil && *props.ContentLength == plan.size && metaValue(props.Metadata, metaPending) == plan.hash:
 		have, err := az.pageRanges(ctx, pb)
 		if err != nil {
 			return "", err
 		}
-		todo = azMissing(plan.ranges, have)
+		todo = missing(plan.ranges, have)
 		res.Details["ranges_resumed"] = strconv.Itoa(len(plan.ranges) - len(todo))
-	case err == nil || azIsStatus(err, http.StatusNotFound):
+	case err == nil || isStatus(err, http.StatusNotFound):
 		if err != nil && bloberror.HasCode(err, bloberror.ContainerNotFound) {
 			cc, cerr := az.containerClient()
 			if cerr == nil {
@@ -385,8 +388,8 @@ func (az *Azure) upload(ctx context.Context, plan *azPlan, res *Result, p Progre
 		}
 		// Create replaces any blob of that name: its old pages are gone.
 		_, err = pb.Create(ctx, plan.size, &pageblob.CreateOptions{
-			Metadata:    map[string]*string{azMetaPending: &plan.hash},
-			HTTPHeaders: &blob.HTTPHeaders{BlobContentType: azPtr("application/octet-stream")},
+			Metadata:    map[string]*string{metaPending: &plan.hash},
+			HTTPHeaders: &blob.HTTPHeaders{BlobContentType: ptr("application/octet-stream")},
 		})
 		if err != nil && bloberror.HasCode(err, bloberror.ContainerNotFound) {
 			cc, cerr := az.containerClient()
@@ -396,7 +399,7 @@ func (az *Azure) upload(ctx context.Context, plan *azPlan, res *Result, p Progre
 			if cerr != nil && !bloberror.HasCode(cerr, bloberror.ContainerAlreadyExists) {
 				return "", az.err("creating container "+az.container(), cerr)
 			}
-			_, err = pb.Create(ctx, plan.size, &pageblob.CreateOptions{Metadata: map[string]*string{azMetaPending: &plan.hash}})
+			_, err = pb.Create(ctx, plan.size, &pageblob.CreateOptions{Metadata: map[string]*string{metaPending: &plan.hash}})
 		}
 		if err != nil {
 			return "", az.err(fmt.Sprintf("creating page blob %s of %d bytes", url, plan.size), err)
@@ -416,21 +419,21 @@ func (az *Azure) upload(ctx context.Context, plan *azPlan, res *Result, p Progre
 	if err != nil {
 		return "", err
 	}
-	if miss := azMissing(plan.ranges, have); len(miss) > 0 {
+	if miss := missing(plan.ranges, have); len(miss) > 0 {
 		return "", fmt.Errorf("azure: verifying %s: %d of %d ranges missing after the upload (first at %d, %d bytes)",
 			url, len(miss), len(plan.ranges), miss[0].Off, miss[0].Len)
 	}
-	if _, err := pb.SetMetadata(ctx, map[string]*string{azMetaDone: &plan.hash}, nil); err != nil {
+	if _, err := pb.SetMetadata(ctx, map[string]*string{metaDone: &plan.hash}, nil); err != nil {
 		return "", az.err("marking the blob complete", err)
 	}
 	return url, nil
 }
 
 // putRanges sends the ranges with Workers parallel Put Page requests, each with its Content-MD5.
-func (az *Azure) putRanges(ctx context.Context, pb *pageblob.Client, plan *azPlan, todo []azRange, p Progress) (int64, error) {
+func (az *Target) putRanges(ctx context.Context, pb *pageblob.Client, plan *vhdPlan, todo []pageRange, p publish.Progress) (int64, error) {
 	workers := az.Workers
 	if workers <= 0 {
-		workers = azDefaultWorkr
+		workers = defaultWorkers
 	}
 	var total int64
 	for _, r := range todo {
@@ -438,8 +441,8 @@ func (az *Azure) putRanges(ctx context.Context, pb *pageblob.Client, plan *azPla
 	}
 	var sent atomic.Int64
 	bufs := sync.Pool{New: func() any { b := make([]byte, az.chunk()); return &b }}
-	p.emit(Event{Target: azTarget, Step: "upload", Total: total})
-	err := parallel(ctx, workers, len(todo), func(ctx context.Context, i int) error {
+	p.Emit(publish.Event{Target: targetName, Step: "upload", Total: total})
+	err := publish.Parallel(ctx, workers, len(todo), func(ctx context.Context, i int) error {
 		r := todo[i]
 		buf := bufs.Get().(*[]byte)
 		defer bufs.Put(buf)
@@ -458,7 +461,7 @@ func (az *Azure) putRanges(ctx context.Context, pb *pageblob.Client, plan *azPla
 			return az.err(fmt.Sprintf("put page at %d (+%d bytes)", r.Off, r.Len), err)
 		}
 		n := sent.Add(r.Len)
-		p.emit(Event{Target: azTarget, Step: "upload", Done: n, Total: total})
+		p.Emit(publish.Event{Target: targetName, Step: "upload", Done: n, Total: total})
 		return nil
 	})
 	if err != nil {
@@ -471,8 +474,8 @@ func (az *Azure) putRanges(ctx context.Context, pb *pageblob.Client, plan *azPla
 }
 
 // pageRanges lists the written page ranges of the blob.
-func (az *Azure) pageRanges(ctx context.Context, pb *pageblob.Client) ([]azRange, error) {
-	var out []azRange
+func (az *Target) pageRanges(ctx context.Context, pb *pageblob.Client) ([]pageRange, error) {
+	var out []pageRange
 	pager := pb.NewGetPageRangesPager(nil)
 	for pager.More() {
 		page, err := pager.NextPage(ctx)
@@ -481,7 +484,7 @@ func (az *Azure) pageRanges(ctx context.Context, pb *pageblob.Client) ([]azRange
 		}
 		for _, pr := range page.PageList.PageRange {
 			if pr.Start != nil && pr.End != nil {
-				out = append(out, azRange{Off: *pr.Start, Len: *pr.End - *pr.Start + 1})
+				out = append(out, pageRange{Off: *pr.Start, Len: *pr.End - *pr.Start + 1})
 			}
 		}
 	}
@@ -489,10 +492,10 @@ func (az *Azure) pageRanges(ctx context.Context, pb *pageblob.Client) ([]azRange
 }
 
 // missing returns the ranges of want not wholly covered by have.
-func azMissing(want, have []azRange) []azRange {
+func missing(want, have []pageRange) []pageRange {
 	sort.Slice(have, func(i, j int) bool { return have[i].Off < have[j].Off })
 	// Merge adjacent and overlapping ranges (Azurite does not merge them).
-	var m []azRange
+	var m []pageRange
 	for _, h := range have {
 		if n := len(m); n > 0 && h.Off <= m[n-1].Off+m[n-1].Len {
 			m[n-1].Len = max(m[n-1].Off+m[n-1].Len, h.Off+h.Len) - m[n-1].Off
@@ -500,7 +503,7 @@ func azMissing(want, have []azRange) []azRange {
 		}
 		m = append(m, h)
 	}
-	var out []azRange
+	var out []pageRange
 	for _, w := range want {
 		i := sort.Search(len(m), func(i int) bool { return m[i].Off+m[i].Len > w.Off })
 		if i < len(m) && m[i].Off <= w.Off && m[i].Off+m[i].Len >= w.Off+w.Len {
@@ -511,13 +514,13 @@ func azMissing(want, have []azRange) []azRange {
 	return out
 }
 
-// azPlanFor opens the artifact as a fixed VHD (as is, or converted) and finds its non-zero ranges
+// planFor opens the artifact as a fixed VHD (as is, or converted) and finds its non-zero ranges
 // and content hash by reading the bytes inside the disk's extents.
-func azPlanFor(ctx context.Context, a Artifact, chunk int64, p Progress) (*azPlan, error) {
+func planFor(ctx context.Context, a publish.Artifact, chunk int64, p publish.Progress) (*vhdPlan, error) {
 	if a.Image == nil {
 		return nil, errors.New("no disk image")
 	}
-	plan := &azPlan{close: func() {}}
+	plan := &vhdPlan{close: func() {}}
 	var exts []diskfmt.Extent
 	if a.Image.Format() == "vhd" && a.Path != "" {
 		f, err := os.Open(a.Path)
@@ -529,49 +532,49 @@ func azPlanFor(ctx context.Context, a Artifact, chunk int64, p Progress) (*azPla
 			f.Close()
 			return nil, err
 		}
-		if fi.Size() > azFooter && (fi.Size()-azFooter)%azMiB == 0 && fi.Size()-azFooter >= a.Image.Size() {
+		if fi.Size() > footerSize && (fi.Size()-footerSize)%mib == 0 && fi.Size()-footerSize >= a.Image.Size() {
 			plan.src, plan.size, plan.close = f, fi.Size(), func() { f.Close() }
-			exts = append(append(exts, a.Image.Extents()...), diskfmt.Extent{Off: fi.Size() - azFooter, Len: azFooter})
+			exts = append(append(exts, a.Image.Extents()...), diskfmt.Extent{Off: fi.Size() - footerSize, Len: footerSize})
 		} else {
 			f.Close() // not a whole number of MiB: rewrap the guest bytes
 		}
 	}
 	if plan.src == nil {
-		size := (a.Image.Size() + azMiB - 1) / azMiB * azMiB
-		footer, err := azVHDFooter(ctx, size)
+		size := (a.Image.Size() + mib - 1) / mib * mib
+		footer, err := vhdFooter(ctx, size)
 		if err != nil {
 			return nil, err
 		}
-		plan.src = &azVHDView{d: a.Image, size: size, footer: footer}
-		plan.size = size + azFooter
+		plan.src = &vhdView{d: a.Image, size: size, footer: footer}
+		plan.size = size + footerSize
 		plan.converted = true
-		exts = append(append(exts, a.Image.Extents()...), diskfmt.Extent{Off: size, Len: azFooter})
+		exts = append(append(exts, a.Image.Extents()...), diskfmt.Extent{Off: size, Len: footerSize})
 	}
 
 	h := sha256.New()
 	h.Write([]byte("imgfab-vhd-pages-v1"))
 	binary.Write(h, binary.BigEndian, plan.size)
-	buf := make([]byte, azBlock)
-	var cur *azRange
+	buf := make([]byte, hashBlock)
+	var cur *pageRange
 	lastEnd := int64(0) // end of the last non-zero block
 	scanned := int64(0) // blocks before this are done
-	p.emit(Event{Target: azTarget, Step: "scan", Total: plan.size})
+	p.Emit(publish.Event{Target: targetName, Step: "scan", Total: plan.size})
 	for _, e := range exts {
 		if e.Len <= 0 {
 			continue
 		}
-		start := max(e.Off/azBlock*azBlock, scanned)
-		for off := start; off < e.Off+e.Len && off < plan.size; off += azBlock {
+		start := max(e.Off/hashBlock*hashBlock, scanned)
+		for off := start; off < e.Off+e.Len && off < plan.size; off += hashBlock {
 			if err := ctx.Err(); err != nil {
 				return nil, err
 			}
-			n := min(azBlock, plan.size-off)
+			n := min(hashBlock, plan.size-off)
 			b := buf[:n]
 			if _, err := plan.src.ReadAt(b, off); err != nil && !errors.Is(err, io.EOF) {
 				return nil, fmt.Errorf("reading the VHD at %d (+%d): %w", off, n, err)
 			}
 			scanned = off + n
-			if azIsZero(b) {
+			if isZero(b) {
 				continue
 			}
 			binary.Write(h, binary.BigEndian, [2]int64{off, n})
@@ -582,13 +585,13 @@ func azPlanFor(ctx context.Context, a Artifact, chunk int64, p Progress) (*azPla
 			if cur != nil && cur.Off+cur.Len == off && cur.Len+n <= chunk {
 				cur.Len += n
 			} else {
-				plan.ranges = append(plan.ranges, azRange{Off: off, Len: n})
+				plan.ranges = append(plan.ranges, pageRange{Off: off, Len: n})
 				cur = &plan.ranges[len(plan.ranges)-1]
 			}
 			plan.dataBytes += n
 			lastEnd = off + n
 		}
-		p.emit(Event{Target: azTarget, Step: "scan", Done: scanned, Total: plan.size})
+		p.Emit(publish.Event{Target: targetName, Step: "scan", Done: scanned, Total: plan.size})
 	}
 	if lastEnd != plan.size {
 		plan.zeroRanges++
@@ -597,7 +600,7 @@ func azPlanFor(ctx context.Context, a Artifact, chunk int64, p Progress) (*azPla
 	return plan, nil
 }
 
-func azIsZero(b []byte) bool {
+func isZero(b []byte) bool {
 	for len(b) >= 8 {
 		if binary.LittleEndian.Uint64(b) != 0 {
 			return false
@@ -612,15 +615,15 @@ func azIsZero(b []byte) bool {
 	return true
 }
 
-// azVHDView reads a guest disk as the fixed VHD diskfmt's "vhd" format writes: the guest bytes,
+// vhdView reads a guest disk as the fixed VHD diskfmt's "vhd" format writes: the guest bytes,
 // zeros up to size (a whole MiB), then the footer.
-type azVHDView struct {
+type vhdView struct {
 	d      diskfmt.Disk
 	size   int64
 	footer []byte
 }
 
-func (v *azVHDView) ReadAt(p []byte, off int64) (int, error) {
+func (v *vhdView) ReadAt(p []byte, off int64) (int, error) {
 	n := 0
 	for n < len(p) {
 		at := off + int64(n)
@@ -636,7 +639,7 @@ func (v *azVHDView) ReadAt(p []byte, off int64) (int, error) {
 			m := min(int64(len(p)-n), v.size-at)
 			clear(p[n : n+int(m)])
 			n += int(m)
-		case at < v.size+azFooter:
+		case at < v.size+footerSize:
 			n += copy(p[n:], v.footer[at-v.size:])
 		default:
 			return n, io.EOF
@@ -648,34 +651,34 @@ func (v *azVHDView) ReadAt(p []byte, off int64) (int, error) {
 // vhdFooterFor returns the footer diskfmt's fixed VHD writer puts after a disk of size bytes (a
 // whole MiB), by writing an empty disk of that size to a sink that keeps only the bytes at or past
 // size.
-func azVHDFooter(ctx context.Context, size int64) ([]byte, error) {
+func vhdFooter(ctx context.Context, size int64) ([]byte, error) {
 	f, err := diskfmt.Lookup("vhd")
 	if err != nil {
 		return nil, err
 	}
-	s := &azFooterSink{at: size}
-	if err := f.Write(ctx, s, azEmptyDisk(size)); err != nil {
+	s := &footerSink{at: size}
+	if err := f.Write(ctx, s, emptyDisk(size)); err != nil {
 		return nil, err
 	}
-	if len(s.b) != azFooter {
-		return nil, fmt.Errorf("vhd footer: got %d bytes after the %d-byte disk, want %d", len(s.b), size, azFooter)
+	if len(s.b) != footerSize {
+		return nil, fmt.Errorf("vhd footer: got %d bytes after the %d-byte disk, want %d", len(s.b), size, footerSize)
 	}
 	return s.b, nil
 }
 
-type azEmptyDisk int64
+type emptyDisk int64
 
-func (d azEmptyDisk) ReadAt(p []byte, off int64) (int, error) { clear(p); return len(p), nil }
-func (d azEmptyDisk) Size() int64                             { return int64(d) }
-func (d azEmptyDisk) Extents() []diskfmt.Extent               { return nil }
+func (d emptyDisk) ReadAt(p []byte, off int64) (int, error) { clear(p); return len(p), nil }
+func (d emptyDisk) Size() int64                             { return int64(d) }
+func (d emptyDisk) Extents() []diskfmt.Extent               { return nil }
 
-// azFooterSink is a seekable writer that keeps only what is written at or after at.
-type azFooterSink struct {
+// footerSink is a seekable writer that keeps only what is written at or after at.
+type footerSink struct {
 	pos, at int64
 	b       []byte
 }
 
-func (s *azFooterSink) Write(p []byte) (int, error) {
+func (s *footerSink) Write(p []byte) (int, error) {
 	for i, c := range p {
 		if s.pos+int64(i) >= s.at {
 			s.b = append(s.b, c)
@@ -685,7 +688,7 @@ func (s *azFooterSink) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-func (s *azFooterSink) Seek(off int64, whence int) (int64, error) {
+func (s *footerSink) Seek(off int64, whence int) (int64, error) {
 	switch whence {
 	case io.SeekStart:
 		s.pos = off
@@ -697,10 +700,10 @@ func (s *azFooterSink) Seek(off int64, whence int) (int64, error) {
 	return s.pos, nil
 }
 
-func (s *azFooterSink) Truncate(int64) error { return nil }
+func (s *footerSink) Truncate(int64) error { return nil }
 
 // meta looks a metadata value up case-insensitively (the SDK canonicalizes header names).
-func azMeta(m map[string]*string, key string) string {
+func metaValue(m map[string]*string, key string) string {
 	for k, v := range m {
 		if strings.EqualFold(k, key) && v != nil {
 			return *v
@@ -709,16 +712,16 @@ func azMeta(m map[string]*string, key string) string {
 	return ""
 }
 
-func azIsStatus(err error, code int) bool {
+func isStatus(err error, code int) bool {
 	var re *azcore.ResponseError
 	return errors.As(err, &re) && re.StatusCode == code
 }
 
-func azPtr[T any](v T) *T { return &v }
+func ptr[T any](v T) *T { return &v }
 
-// AzureHyperVGeneration returns the Hyper-V generation ("V1" or "V2") an image of the artifact
+// HyperVGeneration returns the Hyper-V generation ("V1" or "V2") an image of the artifact
 // gets with --hyperv-generation want ("auto", "V1", "V2"), or why it cannot.
-func AzureHyperVGeneration(a Artifact, want string) (string, error) {
-	g, err := (&Azure{HyperVGeneration: want}).generation(a)
+func HyperVGeneration(a publish.Artifact, want string) (string, error) {
+	g, err := (&Target{HyperVGeneration: want}).generation(a)
 	return string(g), err
 }

@@ -1,4 +1,4 @@
-package publish
+package gcp
 
 import (
 	"bytes"
@@ -20,7 +20,8 @@ import (
 	compute "google.golang.org/api/compute/v1"
 
 	"github.com/imgfab/imgfab/diskfmt"
-	"github.com/imgfab/imgfab/publish/gcpfake"
+	"github.com/imgfab/imgfab/publish"
+	"github.com/imgfab/imgfab/publish/gcp/gcptest"
 )
 
 func gcpFeatures(img *compute.Image) []string {
@@ -71,8 +72,8 @@ func gcpTarball(t testing.TB, img diskfmt.Image) []byte {
 	return b.Bytes()
 }
 
-func gcpNew(gcs *gcpfake.GCS, cs *gcpfake.Compute, name string) *GCP {
-	return &GCP{
+func gcpNew(gcs *gcptest.GCS, cs *gcptest.Compute, name string) *Target {
+	return &Target{
 		Project: "proj-1", Bucket: "bkt", Image: name,
 		StorageOptions: gcs.Options(), ComputeOptions: cs.Options(),
 		ChunkSize:    256 << 10,
@@ -85,18 +86,18 @@ func gcpNew(gcs *gcpfake.GCS, cs *gcpfake.Compute, name string) *GCP {
 // UEFI_COMPATIBLE for a UEFI disk; the operation is PENDING twice, then DONE; a rerun finds the
 // image (Existing) and uploads nothing.
 func TestGCPConvertAndInsert(t *testing.T) {
-	gcs := gcpfake.StartGCS(t, "bkt")
-	cs := gcpfake.StartCompute(t, "proj-1")
-	cs.Source = gcpfake.SourceCheck(gcs)
+	gcs := gcptest.StartGCS(t, "bkt")
+	cs := gcptest.StartCompute(t, "proj-1")
+	cs.Source = gcptest.SourceCheck(gcs)
 	path, img := gcpTestDisk(t, 40<<20, 3<<20)
 	want := gcpTarball(t, img)
 
 	g := gcpNew(gcs, cs, "web-1")
 	g.Family, g.Labels, g.GuestOSFeatures = "web", map[string]string{"env": "test"}, []string{"SEV_CAPABLE"}
-	var events []Event
+	var events []publish.Event
 	var mu sync.Mutex
-	res, err := g.Push(context.Background(), Artifact{Path: path, Image: img, BootModes: []string{"uefi", "bios"}, Arch: "x86_64"},
-		func(e Event) { mu.Lock(); events = append(events, e); mu.Unlock() })
+	res, err := g.Push(context.Background(), publish.Artifact{Path: path, Image: img, BootModes: []string{"uefi", "bios"}, Arch: "x86_64"},
+		func(e publish.Event) { mu.Lock(); events = append(events, e); mu.Unlock() })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -132,7 +133,7 @@ func TestGCPConvertAndInsert(t *testing.T) {
 
 	// The rerun: images.get finds it; nothing uploaded, nothing inserted.
 	chunks, inserts := gcs.Chunks.Load(), len(cs.Inserts)
-	res2, err := g.Push(context.Background(), Artifact{Path: path, Image: img, BootModes: []string{"uefi"}}, nil)
+	res2, err := g.Push(context.Background(), publish.Artifact{Path: path, Image: img, BootModes: []string{"uefi"}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -148,9 +149,9 @@ func TestGCPConvertAndInsert(t *testing.T) {
 // object is already there with the same CRC32C (image deleted since), the upload is skipped;
 // a different object of that name is replaced.
 func TestGCPTarballAndSkip(t *testing.T) {
-	gcs := gcpfake.StartGCS(t, "bkt")
-	cs := gcpfake.StartCompute(t, "proj-1")
-	cs.Source = gcpfake.SourceCheck(gcs)
+	gcs := gcptest.StartGCS(t, "bkt")
+	cs := gcptest.StartCompute(t, "proj-1")
+	cs.Source = gcptest.SourceCheck(gcs)
 	_, img := gcpTestDisk(t, 8<<20, 1<<20)
 	tarball := gcpTarball(t, img)
 	path := filepath.Join(t.TempDir(), "disk.tar.gz")
@@ -165,7 +166,7 @@ func TestGCPTarballAndSkip(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer raw.Close()
-	a := Artifact{Path: path, Image: raw, BootModes: []string{"bios"}}
+	a := publish.Artifact{Path: path, Image: raw, BootModes: []string{"bios"}}
 	g := gcpNew(gcs, cs, "bios-1")
 	g.Object = "images/bios.tar.gz"
 	res, err := g.Push(context.Background(), a, nil)
@@ -210,7 +211,7 @@ func TestGCPTarballAndSkip(t *testing.T) {
 func TestGCPUploadFaults(t *testing.T) {
 	for _, fault := range []string{"drop", "503", "mixed"} {
 		t.Run(fault, func(t *testing.T) {
-			gcs := gcpfake.StartGCS(t, "bkt")
+			gcs := gcptest.StartGCS(t, "bkt")
 			gcs.Fault = func(n int64) string {
 				if n%3 != 2 { // the 2nd, 5th, 8th… upload request fails
 					return ""
@@ -220,12 +221,12 @@ func TestGCPUploadFaults(t *testing.T) {
 				}
 				return fault
 			}
-			cs := gcpfake.StartCompute(t, "proj-1")
-			cs.Source = gcpfake.SourceCheck(gcs)
+			cs := gcptest.StartCompute(t, "proj-1")
+			cs.Source = gcptest.SourceCheck(gcs)
 			path, img := gcpTestDisk(t, 16<<20, 3<<20) // ≈3 MiB compressed: 12 chunks of 256 KiB
 			want := gcpTarball(t, img)
 			g := gcpNew(gcs, cs, "faulty")
-			res, err := g.Push(context.Background(), Artifact{Path: path, Image: img, BootModes: []string{"uefi"}}, nil)
+			res, err := g.Push(context.Background(), publish.Artifact{Path: path, Image: img, BootModes: []string{"uefi"}}, nil)
 			if err != nil {
 				t.Fatalf("push through faults (%d injected): %v", gcs.Faults.Load(), err)
 			}
@@ -242,14 +243,14 @@ func TestGCPUploadFaults(t *testing.T) {
 
 // A server that always fails ends in a clear error naming the step and the bytes.
 func TestGCPUploadFailsClearly(t *testing.T) {
-	gcs := gcpfake.StartGCS(t, "bkt")
+	gcs := gcptest.StartGCS(t, "bkt")
 	gcs.Fault = func(n int64) string { return "503" }
-	cs := gcpfake.StartCompute(t, "proj-1")
+	cs := gcptest.StartCompute(t, "proj-1")
 	path, img := gcpTestDisk(t, 8<<20, 1<<20)
 	g := gcpNew(gcs, cs, "down")
 	g.RetryOptions = append(g.RetryOptions, storage.WithMaxAttempts(3))
 	g.StallTimeout = 2 * time.Second // the session start is retried until then
-	_, err := g.Push(context.Background(), Artifact{Path: path, Image: img}, nil)
+	_, err := g.Push(context.Background(), publish.Artifact{Path: path, Image: img}, nil)
 	if err == nil || !strings.Contains(err.Error(), "gcp: upload to gs://bkt/imgfab/down.tar.gz") || !strings.Contains(err.Error(), "503") {
 		t.Fatalf("err = %v, want the upload step and the 503", err)
 	}
@@ -261,13 +262,13 @@ func TestGCPUploadFailsClearly(t *testing.T) {
 
 // Ctrl-C (ctx cancel) mid-upload stops cleanly: an error, no object, no image.
 func TestGCPCancel(t *testing.T) {
-	gcs := gcpfake.StartGCS(t, "bkt")
-	cs := gcpfake.StartCompute(t, "proj-1")
+	gcs := gcptest.StartGCS(t, "bkt")
+	cs := gcptest.StartCompute(t, "proj-1")
 	path, img := gcpTestDisk(t, 16<<20, 3<<20)
 	g := gcpNew(gcs, cs, "cancelled")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	_, err := g.Push(ctx, Artifact{Path: path, Image: img}, func(e Event) {
+	_, err := g.Push(ctx, publish.Artifact{Path: path, Image: img}, func(e publish.Event) {
 		if e.Step == "upload" && e.Done >= 512<<10 {
 			cancel()
 		}
@@ -285,42 +286,42 @@ func TestGCPCancel(t *testing.T) {
 
 // A failed operation is an error naming the image, the operation and GCE's message.
 func TestGCPOperationError(t *testing.T) {
-	gcs := gcpfake.StartGCS(t, "bkt")
-	cs := gcpfake.StartCompute(t, "proj-1")
+	gcs := gcptest.StartGCS(t, "bkt")
+	cs := gcptest.StartCompute(t, "proj-1")
 	cs.OpFail = "disk.raw is not a multiple of 1 GiB"
 	path, img := gcpTestDisk(t, 8<<20, 1<<20)
-	_, err := gcpNew(gcs, cs, "bad").Push(context.Background(), Artifact{Path: path, Image: img}, nil)
+	_, err := gcpNew(gcs, cs, "bad").Push(context.Background(), publish.Artifact{Path: path, Image: img}, nil)
 	if err == nil || !strings.Contains(err.Error(), "images.insert bad: operation operation-1 failed") || !strings.Contains(err.Error(), cs.OpFail) {
 		t.Fatalf("err = %v", err)
 	}
 }
 
 func TestGCPValidation(t *testing.T) {
-	for _, g := range []*GCP{
+	for _, g := range []*Target{
 		{Project: "p", Bucket: "b", Image: "Upper"},
 		{Project: "p", Bucket: "b", Image: "1abc"},
 		{Project: "p", Bucket: "b", Image: strings.Repeat("a", 64)},
 		{Project: "p", Image: "ok"},
 	} {
-		if _, err := g.Push(context.Background(), Artifact{}, nil); err == nil {
+		if _, err := g.Push(context.Background(), publish.Artifact{}, nil); err == nil {
 			t.Errorf("%+v: no error", g)
 		}
 	}
-	if id := gcpRequestID("p", "n", 1, 2); !gcpfake.UUIDRE.MatchString(id) || id != gcpRequestID("p", "n", 1, 2) || id == gcpRequestID("p", "n", 1, 3) {
+	if id := requestID("p", "n", 1, 2); !gcptest.UUIDRE.MatchString(id) || id != requestID("p", "n", 1, 2) || id == requestID("p", "n", 1, 3) {
 		t.Errorf("request id %q", id)
 	}
 }
 
 // BenchmarkGCPUpload: the demo-sized convert-and-upload against in-process fake-gcs-server.
 func BenchmarkGCPUpload(b *testing.B) {
-	gcs := gcpfake.StartGCS(b, "bkt")
-	cs := gcpfake.StartCompute(b, "proj-1")
+	gcs := gcptest.StartGCS(b, "bkt")
+	cs := gcptest.StartCompute(b, "proj-1")
 	path, img := gcpTestDisk(b, 256<<20, 64<<20)
 	b.SetBytes(img.Size())
 	for i := 0; b.Loop(); i++ {
 		g := gcpNew(gcs, cs, fmt.Sprintf("bench-%d", i))
 		g.ChunkSize = 16 << 20
-		if _, err := g.Push(context.Background(), Artifact{Path: path, Image: img}, nil); err != nil {
+		if _, err := g.Push(context.Background(), publish.Artifact{Path: path, Image: img}, nil); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -1,4 +1,4 @@
-package publish
+package azure
 
 import (
 	"bytes"
@@ -25,7 +25,8 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 
 	"github.com/imgfab/imgfab/diskfmt"
-	"github.com/imgfab/imgfab/publish/azurite"
+	"github.com/imgfab/imgfab/publish"
+	"github.com/imgfab/imgfab/publish/azure/azuretest"
 )
 
 // azTestDisk writes a sparse raw disk of size bytes with data at the given offsets (each 200 KiB
@@ -71,14 +72,14 @@ func azTestDisk(t testing.TB, size int64, at ...int64) (raw diskfmt.Image, vhdPa
 	return raw, vhdPath
 }
 
-func azOpen(t testing.TB, path string, modes ...string) Artifact {
+func azOpen(t testing.TB, path string, modes ...string) publish.Artifact {
 	t.Helper()
 	img, err := diskfmt.Open(context.Background(), path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { img.Close() })
-	return Artifact{Path: path, Image: img, BootModes: modes, Arch: "x86_64"}
+	return publish.Artifact{Path: path, Image: img, BootModes: modes, Arch: "x86_64"}
 }
 
 // azDownload reads the whole page blob back.
@@ -107,9 +108,9 @@ func azAtoi(t testing.TB, s string) int64 {
 }
 
 // azCheckRanges checks that the blob's written pages are exactly the data: no zero range was sent.
-func azCheckRanges(t testing.TB, res Result, blobURL string) {
+func azCheckRanges(t testing.TB, res publish.Result, blobURL string) {
 	t.Helper()
-	rs, err := pageBlobRanges(context.Background(), blobURL, azurite.Account, azurite.Key)
+	rs, err := pageBlobRanges(context.Background(), blobURL, azuretest.Account, azuretest.Key)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,12 +127,12 @@ func azCheckRanges(t testing.TB, res Result, blobURL string) {
 	}
 }
 
-func azAzuriteTarget(ep, name string) *Azure {
-	return &Azure{StorageAccount: azurite.Account, StorageKey: azurite.Key, BlobEndpoint: ep, ImageName: name, SkipImage: true}
+func azAzuriteTarget(ep, name string) *Target {
+	return &Target{StorageAccount: azuretest.Account, StorageKey: azuretest.Key, BlobEndpoint: ep, ImageName: name, SkipImage: true}
 }
 
 func TestAzureUploadFixedVHDAndRerun(t *testing.T) {
-	ep := azurite.Start(t)
+	ep := azuretest.Start(t)
 	_, vhd := azTestDisk(t, 9<<20+100<<10, 0, 3<<20+4096, 9<<20)
 	a := azOpen(t, vhd)
 	az := azAzuriteTarget(ep, "fixed")
@@ -142,7 +143,7 @@ func TestAzureUploadFixedVHDAndRerun(t *testing.T) {
 	if res.Details["converted_to_vhd"] != "false" {
 		t.Fatalf("a whole-MiB fixed VHD was converted: %v", res.Details)
 	}
-	azMustEqualFile(t, azurite.Download(t, res.ID), vhd)
+	azMustEqualFile(t, azuretest.Download(t, res.ID), vhd)
 	azCheckRanges(t, res, res.ID)
 	if got, want := res.Details["bytes_sent"], strconv.FormatInt(azAtoi(t, res.Details["vhd_bytes"])-azAtoi(t, res.Details["zero_bytes_skipped"]), 10); got != want {
 		t.Fatalf("bytes_sent %s, want %s", got, want)
@@ -155,20 +156,20 @@ func TestAzureUploadFixedVHDAndRerun(t *testing.T) {
 	if res2.Details["blob_existing"] != "true" || res2.Details["bytes_sent"] != "0" {
 		t.Fatalf("rerun sent data: %v", res2.Details)
 	}
-	azMustEqualFile(t, azurite.Download(t, res.ID), vhd)
+	azMustEqualFile(t, azuretest.Download(t, res.ID), vhd)
 }
 
 func TestAzureConvertOnTheFly(t *testing.T) {
-	ep := azurite.Start(t)
+	ep := azuretest.Start(t)
 	raw, vhd := azTestDisk(t, 5<<20+3*512, 1<<20, 5<<20)
-	res, err := azAzuriteTarget(ep, "conv").Push(context.Background(), Artifact{Path: "", Image: raw}, nil)
+	res, err := azAzuriteTarget(ep, "conv").Push(context.Background(), publish.Artifact{Path: "", Image: raw}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if res.Details["converted_to_vhd"] != "true" {
 		t.Fatalf("not converted: %v", res.Details)
 	}
-	azMustEqualFile(t, azurite.Download(t, res.ID), vhd)
+	azMustEqualFile(t, azuretest.Download(t, res.ID), vhd)
 	azCheckRanges(t, res, res.ID)
 
 	// The same content as a fixed VHD file has the same content hash: a rerun from the VHD file
@@ -183,14 +184,14 @@ func TestAzureConvertOnTheFly(t *testing.T) {
 }
 
 func TestAzureResumeAfterCancel(t *testing.T) {
-	ep := azurite.Start(t)
+	ep := azuretest.Start(t)
 	_, vhd := azTestDisk(t, 16<<20, 0, 2<<20, 4<<20, 6<<20, 8<<20, 10<<20, 12<<20, 14<<20)
 	a := azOpen(t, vhd)
 	az := azAzuriteTarget(ep, "resume")
 	az.Workers, az.PageChunk = 1, 64<<10
 	ctx, cancel := context.WithCancel(context.Background())
 	var puts atomic.Int32
-	_, err := az.Push(ctx, a, func(e Event) {
+	_, err := az.Push(ctx, a, func(e publish.Event) {
 		if e.Step == "upload" && e.Done > 0 && puts.Add(1) == 5 {
 			cancel()
 		}
@@ -207,7 +208,7 @@ func TestAzureResumeAfterCancel(t *testing.T) {
 	if resumed < 5 || sent+resumed != ranges {
 		t.Fatalf("resume: %d ranges were there, %d sent, %d in all: %v", resumed, sent, ranges, res.Details)
 	}
-	azMustEqualFile(t, azurite.Download(t, res.ID), vhd)
+	azMustEqualFile(t, azuretest.Download(t, res.ID), vhd)
 	azCheckRanges(t, res, res.ID)
 
 	// Another disk under the same name replaces the blob (no stale pages remain).
@@ -216,7 +217,7 @@ func TestAzureResumeAfterCancel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	azMustEqualFile(t, azurite.Download(t, res3.ID), vhd2)
+	azMustEqualFile(t, azuretest.Download(t, res3.ID), vhd2)
 	azCheckRanges(t, res3, res3.ID)
 }
 
@@ -249,7 +250,7 @@ func (f *azFaultProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func TestAzureFaults(t *testing.T) {
-	ep := azurite.Start(t)
+	ep := azuretest.Start(t)
 	u, _ := url.Parse(ep)
 	u.Path = ""
 	fp := &azFaultProxy{rp: httputil.NewSingleHostReverseProxy(u)}
@@ -257,7 +258,7 @@ func TestAzureFaults(t *testing.T) {
 	defer srv.Close()
 	_, vhd := azTestDisk(t, 12<<20, 0, 1<<20, 3<<20, 5<<20, 7<<20, 9<<20, 11<<20)
 	az := azAzuriteTarget(ep, "faults")
-	az.BlobEndpoint = srv.URL + "/" + azurite.Account
+	az.BlobEndpoint = srv.URL + "/" + azuretest.Account
 	az.PageChunk = 64 << 10
 	az.Retries = 8
 	res, err := az.Push(context.Background(), azOpen(t, vhd), nil)
@@ -267,7 +268,7 @@ func TestAzureFaults(t *testing.T) {
 	if fp.e503.Load() == 0 || fp.cut.Load() == 0 {
 		t.Fatalf("no faults injected: 503 %d, cut %d", fp.e503.Load(), fp.cut.Load())
 	}
-	azMustEqualFile(t, azurite.Download(t, ep+"/vhds/faults.vhd"), vhd)
+	azMustEqualFile(t, azuretest.Download(t, ep+"/vhds/faults.vhd"), vhd)
 	azCheckRanges(t, res, ep+"/vhds/faults.vhd")
 
 	// A server that always fails ends in a clear error naming the step and the range.
@@ -279,7 +280,7 @@ func TestAzureFaults(t *testing.T) {
 		fp.rp.ServeHTTP(w, r)
 	}))
 	defer bad.Close()
-	az2 := azAzuriteTarget(bad.URL+"/"+azurite.Account, "fails")
+	az2 := azAzuriteTarget(bad.URL+"/"+azuretest.Account, "fails")
 	az2.Retries = 1
 	_, err = az2.Push(context.Background(), azOpen(t, vhd), nil)
 	if err == nil || !strings.Contains(err.Error(), "put page at ") || !strings.Contains(err.Error(), "503") {
@@ -289,13 +290,13 @@ func TestAzureFaults(t *testing.T) {
 
 // A wrong key (recognisable, valid base64) fails, and its text is in no error.
 func TestAzureSecretNotInError(t *testing.T) {
-	ep := azurite.Start(t)
+	ep := azuretest.Start(t)
 	secret := "U0VDUkVULWF6dXJlLWtleS1pbWdmYWItdGVzdC0xMjM0NTY3ODkw"
 	_, vhd := azTestDisk(t, 2<<20, 0)
 	az := azAzuriteTarget(ep, "secret")
 	az.StorageKey = secret
 	var events []string
-	_, err := az.Push(context.Background(), azOpen(t, vhd), func(e Event) { events = append(events, fmt.Sprint(e)) })
+	_, err := az.Push(context.Background(), azOpen(t, vhd), func(e publish.Event) { events = append(events, fmt.Sprint(e)) })
 	if err == nil {
 		t.Fatal("a wrong key was accepted")
 	}
@@ -424,7 +425,7 @@ func azNewARMStub(t testing.TB) *azARMStub {
 	return s
 }
 
-func azARMTarget(ep string, s *azARMStub, name string) *Azure {
+func azARMTarget(ep string, s *azARMStub, name string) *Target {
 	az := azAzuriteTarget(ep, name)
 	az.SkipImage = false
 	az.SubscriptionID, az.ResourceGroup, az.Location = "sub-1", "rg-1", "westeurope"
@@ -436,7 +437,7 @@ func azARMTarget(ep string, s *azARMStub, name string) *Azure {
 }
 
 func TestAzureImage(t *testing.T) {
-	ep := azurite.Start(t)
+	ep := azuretest.Start(t)
 	s := azNewARMStub(t)
 	_, vhd := azTestDisk(t, 3<<20, 0)
 	for _, c := range []struct {
@@ -460,7 +461,7 @@ func TestAzureImage(t *testing.T) {
 			if res.ID != azARMImagePrefix+c.name || res.Existing || res.Details["provisioning_state"] != "Succeeded" || s.polls < 2 {
 				t.Fatalf("result %+v, polls %d", res, s.polls)
 			}
-			azMustEqualFile(t, azurite.Download(t, s.wantBlob), vhd)
+			azMustEqualFile(t, azuretest.Download(t, s.wantBlob), vhd)
 			puts := s.puts
 			res, err = az.Push(context.Background(), a, nil)
 			if err != nil || !res.Existing || s.puts != puts {
@@ -485,7 +486,7 @@ func TestAzureImage(t *testing.T) {
 // loopback answers in well under a millisecond, so only the latency case shows what parallel puts
 // buy against a real region).
 func BenchmarkAzurePageUpload(b *testing.B) {
-	ep := azurite.Start(b)
+	ep := azuretest.Start(b)
 	u, err := url.Parse(ep)
 	if err != nil {
 		b.Fatal(err)
@@ -506,7 +507,7 @@ func BenchmarkAzurePageUpload(b *testing.B) {
 	for _, rtt := range []string{"0s", "20ms"} {
 		for _, workers := range []int{1, 8} {
 			b.Run(fmt.Sprintf("workers=%d/rtt=%s", workers, rtt), func(b *testing.B) {
-				var res Result
+				var res publish.Result
 				for i := range b.N {
 					e := ep
 					if rtt != "0s" {
@@ -530,7 +531,7 @@ func BenchmarkAzurePageUpload(b *testing.B) {
 // pageBlobRanges returns the written ranges of a page blob as [offset, length] pairs (a test
 // helper: it checks an upload). key is the account's shared key.
 func pageBlobRanges(ctx context.Context, blobURL, account, key string) ([][2]int64, error) {
-	az := &Azure{StorageAccount: account, StorageKey: key}
+	az := &Target{StorageAccount: account, StorageKey: key}
 	pb, err := az.pageClient(blobURL)
 	if err != nil {
 		return nil, err
