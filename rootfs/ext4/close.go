@@ -33,10 +33,47 @@ func (w *Writer) Close() error {
 	return nil
 }
 
+// close runs the steps of Close in order; each step is one method below.
 func (w *Writer) close() error {
 	seed := crcRaw(0xFFFFFFFF, w.opts.UUID[:])
+	resolved, err := w.resolveHardlinks()
+	if err != nil {
+		return err
+	}
+	w.numberInodes(resolved)
+	maxIno := int64(len(w.byIno) - 1)
+	if err := w.writeMetadata(seed); err != nil {
+		return err
+	}
+	geo, t, err := w.finalGeometry(maxIno)
+	if err != nil {
+		return err
+	}
+	w.geo = geo
+	jn, err := w.writeJournal(geo, t, seed)
+	if err != nil {
+		return err
+	}
+	gdt, tot, err := w.writeGroups(geo, t, maxIno, seed)
+	if err != nil {
+		return err
+	}
+	if err := w.flush(); err != nil {
+		return err
+	}
+	if err := w.writeSuperblocks(geo, w.superblock(geo, tot.freeBlocks, tot.freeInodes, jn), gdt); err != nil {
+		return err
+	}
+	w.size = geo.blocks * bs
+	w.stats.Inodes = maxIno
+	w.stats.InodesTotal = geo.inodes()
+	w.stats.BlocksTotal = geo.blocks
+	w.stats.BlocksUsed = tot.usedBlocks
+	return nil
+}
 
-	// 1. Resolve hardlinks whose target came later in the stream.
+// resolveHardlinks (step 1) points every placeholder at its final target, now that the whole stream is in.
+func (w *Writer) resolveHardlinks() (map[*inode]*inode, error) {
 	resolved := make(map[*inode]*inode, len(w.pending))
 	for _, p := range w.pending {
 		ph := w.paths[p]
@@ -44,249 +81,322 @@ func (w *Writer) close() error {
 		for hops := 0; t.placeholder; hops++ {
 			next, ok := w.paths[t.link]
 			if !ok {
-				return fmt.Errorf("ext4: hardlink %q: target %q is not in the stream", p, t.link)
+				return nil, fmt.Errorf("ext4: hardlink %q: target %q is not in the stream", p, t.link)
 			}
 			if hops > len(w.pending) {
-				return fmt.Errorf("ext4: hardlink %q: loop through %q", p, t.link)
+				return nil, fmt.Errorf("ext4: hardlink %q: loop through %q", p, t.link)
 			}
 			t = next
 		}
 		if t.isDir() {
-			return fmt.Errorf("ext4: hardlink %q: target %q is a directory", p, ph.link)
+			return nil, fmt.Errorf("ext4: hardlink %q: target %q is a directory", p, ph.link)
 		}
 		t.nlink += ph.nlink
 		if t.nlink > maxLinks {
-			return fmt.Errorf("ext4: hardlink %q: target %q has %d links, more than %d", p, ph.link, t.nlink, maxLinks)
+			return nil, fmt.Errorf("ext4: hardlink %q: target %q has %d links, more than %d", p, ph.link, t.nlink, maxLinks)
 		}
 		resolved[ph] = t
 		w.paths[p] = t
 	}
+	return resolved, nil
+}
 
-	// 2. Sort directories by name and number inodes in a sorted tree walk: root 2, lost+found 11, the rest from 12.
+// numberInodes (step 2) sorts directories by name and numbers inodes in a sorted tree walk into w.byIno:
+// root 2, lost+found 11, the rest from 12.
+func (w *Writer) numberInodes(resolved map[*inode]*inode) {
 	byIno := make([]*inode, firstIno, firstIno+w.nInodes)
 	byIno[rootIno], byIno[lostFoundIno] = w.root, w.lf
-	var walk func(d *inode)
-	walk = func(d *inode) {
-		for i := range d.children {
-			if t, ok := resolved[d.children[i].n]; ok {
-				d.children[i].n = t
-			}
-		}
-		sort.Slice(d.children, func(i, j int) bool { return d.children[i].name < d.children[j].name })
-		sub := uint32(0)
-		for _, c := range d.children {
-			if c.n.ino == 0 {
-				c.n.ino = uint32(len(byIno))
-				byIno = append(byIno, c.n)
-			}
-			if c.n.isDir() {
-				sub++
-			}
-		}
-		d.nlink = 2 + sub
-		if d.nlink > maxLinks {
-			d.nlink = 1 // dir_nlink (EXT4.md §9)
-		}
-		for _, c := range d.children {
-			if c.n.isDir() {
-				walk(c.n)
-			}
+	w.byIno = numberDir(w.root, resolved, byIno)
+}
+
+// numberDir numbers d's children (after d's earlier siblings), sets d's link count, then recurses into its
+// subdirectories; it returns byIno with the new inodes appended.
+func numberDir(d *inode, resolved map[*inode]*inode, byIno []*inode) []*inode {
+	for i := range d.children {
+		if t, ok := resolved[d.children[i].n]; ok {
+			d.children[i].n = t
 		}
 	}
-	walk(w.root)
-	w.byIno = byIno
-	maxIno := int64(len(byIno) - 1)
+	sort.Slice(d.children, func(i, j int) bool { return d.children[i].name < d.children[j].name })
+	sub := uint32(0)
+	for _, c := range d.children {
+		if c.n.ino == 0 {
+			c.n.ino = uint32(len(byIno))
+			byIno = append(byIno, c.n)
+		}
+		if c.n.isDir() {
+			sub++
+		}
+	}
+	d.nlink = 2 + sub
+	if d.nlink > maxLinks {
+		d.nlink = 1 // dir_nlink (EXT4.md §9)
+	}
+	for _, c := range d.children {
+		if c.n.isDir() {
+			byIno = numberDir(c.n, resolved, byIno)
+		}
+	}
+	return byIno
+}
 
-	// 3. Directory blocks, slow symlinks, extent trees and EA blocks, after the data.
+// writeMetadata (step 3) appends directory blocks, slow symlinks, extent trees and EA blocks after the data.
+func (w *Writer) writeMetadata(seed uint32) error {
 	w.metaFrom = w.cur
-	for _, n := range byIno {
+	for _, n := range w.byIno {
 		if n == nil {
 			continue
 		}
-		switch n.mode & sIFMT {
-		case sIFDIR:
-			if err := w.writeDir(n, seed); err != nil {
-				return err
-			}
-		case sIFLNK:
-			if len(n.link) >= 60 {
-				p, b, err := w.appendBlock()
-				if err != nil {
-					return err
-				}
-				copy(b, n.link)
-				n.ext = []extent{{log: 0, len: 1, phys: p}}
-			}
+		if err := w.writeInodeMeta(n, seed); err != nil {
+			return err
 		}
-		if len(n.ext) > 4 {
-			var err error
-			n.rootIdx, n.depth, n.nTree, err = buildTree(n.ino, n.ext, seed, w.appendBlock)
-			if err != nil {
-				return err
-			}
+	}
+	return nil
+}
+
+// writeInodeMeta appends the blocks of one inode that live outside it: directory or slow symlink blocks,
+// then its extent tree (more than 4 extents), then its EA block (xattrs that do not fit in the inode).
+func (w *Writer) writeInodeMeta(n *inode, seed uint32) error {
+	switch n.mode & sIFMT {
+	case sIFDIR:
+		if err := w.writeDir(n, seed); err != nil {
+			return err
 		}
-		if n.nInline < len(n.xattrs) {
+	case sIFLNK:
+		if len(n.link) >= 60 {
 			p, b, err := w.appendBlock()
 			if err != nil {
 				return err
 			}
-			n.eaBlock = p
-			putEABlock(b, n.xattrs[n.nInline:], p, seed)
+			copy(b, n.link)
+			n.ext = []extent{{log: 0, len: 1, phys: p}}
 		}
 	}
-
-	// 4. Final geometry and placement of bitmaps, inode tables and journal.
-	var geo geometry
-	var t tail
-	var err error
-	if w.auto {
-		geo, t, err = w.autoGeometry(maxIno + maxIno/4)
+	if len(n.ext) > 4 {
+		var err error
+		n.rootIdx, n.depth, n.nTree, err = buildTree(n.ino, n.ext, seed, w.appendBlock)
 		if err != nil {
 			return err
+		}
+	}
+	if n.nInline < len(n.xattrs) {
+		p, b, err := w.appendBlock()
+		if err != nil {
+			return err
+		}
+		n.eaBlock = p
+		putEABlock(b, n.xattrs[n.nInline:], p, seed)
+	}
+	return nil
+}
+
+// finalGeometry (step 4) fixes the final geometry and places bitmaps, inode tables and the journal; it
+// fails when maxIno inodes or the placed metadata do not fit.
+func (w *Writer) finalGeometry(maxIno int64) (geometry, tail, error) {
+	var geo geometry
+	var t tail
+	if w.auto {
+		var err error
+		geo, t, err = w.autoGeometry(maxIno + maxIno/4)
+		if err != nil {
+			return geometry{}, tail{}, err
 		}
 	} else {
 		geo = w.prov
 		t = w.layoutTail(geo, w.cur)
 	}
 	if maxIno > geo.inodes() {
-		return fmt.Errorf("ext4: out of inodes: %d needed, filesystem of %d MiB has %d", maxIno, geo.blocks*bs>>20, geo.inodes())
+		return geometry{}, tail{}, fmt.Errorf("ext4: out of inodes: %d needed, filesystem of %d MiB has %d", maxIno, geo.blocks*bs>>20, geo.inodes())
 	}
 	if t.end > geo.blocks {
-		return fmt.Errorf("ext4: %w: %d MiB of file data and %d MiB of metadata, filesystem is %d MiB",
+		return geometry{}, tail{}, fmt.Errorf("ext4: %w: %d MiB of file data and %d MiB of metadata, filesystem is %d MiB",
 			ErrFull, w.stats.DataBytes>>20, (t.end-w.metaFrom)*bs>>20, geo.blocks*bs>>20)
 	}
-	w.geo = geo
-	gaps := append(w.gaps, t.gaps...)
+	return geo, t, nil
+}
 
-	// 5. Journal (inode 8): superblock in its first block, the rest stays zero (EXT4.md §10).
-	var jn *inode
-	if !w.opts.NoJournal {
-		T := w.opts.Time
-		J := journalBlocks(geo.blocks)
-		jn = &inode{mode: sIFREG | 0600, nlink: 1, ino: journalIno, size: J * bs, atime: T, mtime: T, ctime: T, ext: t.jext}
-		if len(t.jext) > 4 {
-			k := 0
-			alloc := func() (int64, []byte, error) {
-				p := t.jtree[k]
-				k++
-				b, err := w.slotAt(p)
-				return p, b, err
-			}
-			jn.rootIdx, jn.depth, jn.nTree, err = buildTree(journalIno, t.jext, seed, alloc)
-			if err != nil {
-				return err
-			}
-		}
-		b, err := w.slotAt(t.jext[0].phys)
-		if err != nil {
-			return err
-		}
-		be.PutUint32(b[0x0:], 0xC03B3998) // jbd2 magic
-		be.PutUint32(b[0x4:], 4)          // superblock v2
-		be.PutUint32(b[0xC:], bs)
-		be.PutUint32(b[0x10:], uint32(J))
-		be.PutUint32(b[0x14:], 1) // first log block
-		be.PutUint32(b[0x18:], 1) // sequence
-		copy(b[0x30:0x40], w.opts.UUID[:])
-		be.PutUint32(b[0x40:], 1) // nr_users
-		byIno[journalIno] = jn
+// writeJournal (step 5) makes the journal inode 8 and writes the jbd2 superblock in its first block; the
+// rest stays zero (EXT4.md §10). It returns nil without a journal.
+func (w *Writer) writeJournal(geo geometry, t tail, seed uint32) (*inode, error) {
+	if w.opts.NoJournal {
+		return nil, nil
 	}
+	T := w.opts.Time
+	J := journalBlocks(geo.blocks)
+	jn := &inode{mode: sIFREG | 0600, nlink: 1, ino: journalIno, size: J * bs, atime: T, mtime: T, ctime: T, ext: t.jext}
+	if len(t.jext) > 4 {
+		k := 0
+		alloc := func() (int64, []byte, error) {
+			p := t.jtree[k]
+			k++
+			b, err := w.slotAt(p)
+			return p, b, err
+		}
+		var err error
+		jn.rootIdx, jn.depth, jn.nTree, err = buildTree(journalIno, t.jext, seed, alloc)
+		if err != nil {
+			return nil, err
+		}
+	}
+	b, err := w.slotAt(t.jext[0].phys)
+	if err != nil {
+		return nil, err
+	}
+	be.PutUint32(b[0x0:], 0xC03B3998) // jbd2 magic
+	be.PutUint32(b[0x4:], 4)          // superblock v2
+	be.PutUint32(b[0xC:], bs)
+	be.PutUint32(b[0x10:], uint32(J))
+	be.PutUint32(b[0x14:], 1) // first log block
+	be.PutUint32(b[0x18:], 1) // sequence
+	copy(b[0x30:0x40], w.opts.UUID[:])
+	be.PutUint32(b[0x40:], 1) // nr_users
+	w.byIno[journalIno] = jn
+	return jn, nil
+}
 
-	// 6. Inode tables, then bitmaps and group descriptors.
+// totals are the filesystem-wide counts step 6 gathers for the superblock and Stats.
+type totals struct {
+	freeBlocks, freeInodes, usedBlocks int64
+}
+
+// groupCounts is what step 6 works out about one block group for its descriptor.
+type groupCounts struct {
+	first  int64 // first inode number of the group
+	usedIn int64 // inodes in use: a prefix of the group
+	dirs   int64
+	used   int64 // blocks in use
+	bbCsum uint32
+	ibCsum uint32
+}
+
+// writeGroups (step 6) writes every group's inode table, block and inode bitmaps, and returns the encoded
+// group descriptors with the totals.
+func (w *Writer) writeGroups(geo geometry, t tail, maxIno int64, seed uint32) ([]byte, totals, error) {
 	gdt := make([]byte, geo.gdt*bs)
 	ipg := int64(geo.ipg)
-	var freeBlocks, freeInodes, usedBlocks int64
+	gaps := append(w.gaps, t.gaps...)
+	var tot totals
 	bm := make([]byte, bs)
 	for g := int64(0); g < geo.groups; g++ {
-		// Inodes of this group: [g*ipg+1, g*ipg+ipg].
-		first := g*ipg + 1
-		usedIn := int64(0) // highest used index in group (1-based)
-		if maxIno >= first {
-			usedIn = min(maxIno-first+1, ipg)
+		gr := w.groupInodes(g, ipg, maxIno)
+		if err := w.writeInodeTable(t.it[g], gr, seed); err != nil {
+			return nil, totals{}, err
 		}
-		dirs := int64(0)
-		for i := int64(0); i < usedIn; i++ {
-			ino := first + i
-			if ino < int64(len(byIno)) && byIno[ino] != nil && byIno[ino].isDir() {
-				dirs++
-			}
+		var err error
+		if gr.used, gr.bbCsum, err = w.writeBlockBitmap(bm, geo, g, t, gaps, seed); err != nil {
+			return nil, totals{}, err
 		}
-		// Inode table: only the blocks that hold used inodes are written; the rest stays a hole.
-		for blk := int64(0); blk*inodesPerBlock < usedIn; blk++ {
-			b, err := w.slotAt(t.it[g] + blk)
-			if err != nil {
-				return err
-			}
-			for k := int64(0); k < inodesPerBlock; k++ {
-				ino := first + blk*inodesPerBlock + k
-				if ino < int64(len(byIno)) && byIno[ino] != nil {
-					encodeInode(b[k*inodeSize:(k+1)*inodeSize], byIno[ino], w.opts.Time, seed)
-				}
-			}
+		if gr.ibCsum, err = w.writeInodeBitmap(bm, t.ib[g], gr.usedIn, ipg, seed); err != nil {
+			return nil, totals{}, err
 		}
-		// Block bitmap (EXT4.md §4): allocated = [group start, end of allocation) minus the provisional
-		// sb/GDT range and gaps, plus this geometry's sb/GDT range; padding past the end of the filesystem is 1.
-		clear(bm)
-		gs := g * bpg
-		gb := geo.groupBlocks(g)
-		setBits(bm, 0, min(t.end-gs, gb))
-		clearBits(bm, 0, w.prov.superEnd(g)-gs)
-		setBits(bm, 0, geo.superEnd(g)-gs)
-		for _, r := range gaps {
-			clearBits(bm, r.start-gs, r.start+r.n-gs)
-		}
-		used := popcount(bm)
-		setBits(bm, gb, bpg)
-		bbCsum := crcRaw(seed, bm)
-		b, err := w.slotAt(t.bb[g])
-		if err != nil {
-			return err
-		}
-		copy(b, bm)
-		free := gb - used
-		freeBlocks += free
-		usedBlocks += used
-		// Inode bitmap: used inodes are a prefix of the group; bits ipg..32767 are padding.
-		clear(bm)
-		setBits(bm, 0, usedIn)
-		setBits(bm, ipg, bpg)
-		ibCsum := crcRaw(seed, bm[:ipg/8])
-		b, err = w.slotAt(t.ib[g])
-		if err != nil {
-			return err
-		}
-		copy(b, bm)
-		freeIn := ipg - usedIn
-		freeInodes += freeIn
-		// Descriptor (EXT4.md §4).
-		d := gdt[g*descSize : (g+1)*descSize]
-		put32x2(d, 0x00, 0x20, t.bb[g])
-		put32x2(d, 0x04, 0x24, t.ib[g])
-		put32x2(d, 0x08, 0x28, t.it[g])
-		put16x2(d, 0x0C, 0x2C, free)
-		put16x2(d, 0x0E, 0x2E, freeIn)
-		put16x2(d, 0x10, 0x30, dirs)
-		flags := uint16(0x4) // ITABLE_ZEROED
-		unused := ipg - usedIn
-		if usedIn == 0 {
-			flags |= 0x1 // INODE_UNINIT
-		}
-		if used == 0 && g != geo.groups-1 {
-			flags |= 0x2 // BLOCK_UNINIT
-		}
-		le.PutUint16(d[0x12:], flags)
-		put16x2(d, 0x18, 0x38, int64(bbCsum))
-		put16x2(d, 0x1A, 0x3A, int64(ibCsum))
-		put16x2(d, 0x1C, 0x32, unused)
-		c := crcRaw(crcU32(seed, uint32(g)), d)
-		le.PutUint16(d[0x1E:], uint16(c))
+		free := geo.groupBlocks(g) - gr.used
+		tot.freeBlocks += free
+		tot.usedBlocks += gr.used
+		tot.freeInodes += ipg - gr.usedIn
+		putDescriptor(gdt[g*descSize:(g+1)*descSize], geo, g, t, gr, free, seed)
 	}
-	if err := w.flush(); err != nil {
-		return err
-	}
+	return gdt, tot, nil
+}
 
-	// 7. Superblock and GDT, primary and backups (EXT4.md §2, §3).
-	sb := w.superblock(geo, freeBlocks, freeInodes, jn)
+// groupInodes finds group g's inodes, [g*ipg+1, g*ipg+ipg]: how many are in use and how many are directories.
+func (w *Writer) groupInodes(g, ipg, maxIno int64) groupCounts {
+	gr := groupCounts{first: g*ipg + 1}
+	if maxIno >= gr.first {
+		gr.usedIn = min(maxIno-gr.first+1, ipg)
+	}
+	for i := int64(0); i < gr.usedIn; i++ {
+		ino := gr.first + i
+		if ino < int64(len(w.byIno)) && w.byIno[ino] != nil && w.byIno[ino].isDir() {
+			gr.dirs++
+		}
+	}
+	return gr
+}
+
+// writeInodeTable writes the blocks of a group's inode table, starting at block it, that hold used inodes;
+// the rest stays a hole.
+func (w *Writer) writeInodeTable(it int64, gr groupCounts, seed uint32) error {
+	for blk := int64(0); blk*inodesPerBlock < gr.usedIn; blk++ {
+		b, err := w.slotAt(it + blk)
+		if err != nil {
+			return err
+		}
+		for k := int64(0); k < inodesPerBlock; k++ {
+			ino := gr.first + blk*inodesPerBlock + k
+			if ino < int64(len(w.byIno)) && w.byIno[ino] != nil {
+				encodeInode(b[k*inodeSize:(k+1)*inodeSize], w.byIno[ino], w.opts.Time, seed)
+			}
+		}
+	}
+	return nil
+}
+
+// writeBlockBitmap builds group g's block bitmap in bm and writes it (EXT4.md §4): allocated = [group start,
+// end of allocation) minus the provisional sb/GDT range and gaps, plus this geometry's sb/GDT range; padding
+// past the end of the filesystem is 1. It returns the blocks in use and the bitmap checksum.
+func (w *Writer) writeBlockBitmap(bm []byte, geo geometry, g int64, t tail, gaps []run, seed uint32) (int64, uint32, error) {
+	clear(bm)
+	gs := g * bpg
+	gb := geo.groupBlocks(g)
+	setBits(bm, 0, min(t.end-gs, gb))
+	clearBits(bm, 0, w.prov.superEnd(g)-gs)
+	setBits(bm, 0, geo.superEnd(g)-gs)
+	for _, r := range gaps {
+		clearBits(bm, r.start-gs, r.start+r.n-gs)
+	}
+	used := popcount(bm)
+	setBits(bm, gb, bpg)
+	csum := crcRaw(seed, bm)
+	b, err := w.slotAt(t.bb[g])
+	if err != nil {
+		return 0, 0, err
+	}
+	copy(b, bm)
+	return used, csum, nil
+}
+
+// writeInodeBitmap builds a group's inode bitmap in bm and writes it at block ib: used inodes are a prefix
+// of the group; bits ipg..32767 are padding. It returns the checksum.
+func (w *Writer) writeInodeBitmap(bm []byte, ib, usedIn, ipg int64, seed uint32) (uint32, error) {
+	clear(bm)
+	setBits(bm, 0, usedIn)
+	setBits(bm, ipg, bpg)
+	csum := crcRaw(seed, bm[:ipg/8])
+	b, err := w.slotAt(ib)
+	if err != nil {
+		return 0, err
+	}
+	copy(b, bm)
+	return csum, nil
+}
+
+// putDescriptor encodes group g's descriptor into d (EXT4.md §4).
+func putDescriptor(d []byte, geo geometry, g int64, t tail, gr groupCounts, free int64, seed uint32) {
+	ipg := int64(geo.ipg)
+	put32x2(d, 0x00, 0x20, t.bb[g])
+	put32x2(d, 0x04, 0x24, t.ib[g])
+	put32x2(d, 0x08, 0x28, t.it[g])
+	put16x2(d, 0x0C, 0x2C, free)
+	put16x2(d, 0x0E, 0x2E, ipg-gr.usedIn)
+	put16x2(d, 0x10, 0x30, gr.dirs)
+	flags := uint16(0x4) // ITABLE_ZEROED
+	if gr.usedIn == 0 {
+		flags |= 0x1 // INODE_UNINIT
+	}
+	if gr.used == 0 && g != geo.groups-1 {
+		flags |= 0x2 // BLOCK_UNINIT
+	}
+	le.PutUint16(d[0x12:], flags)
+	put16x2(d, 0x18, 0x38, int64(gr.bbCsum))
+	put16x2(d, 0x1A, 0x3A, int64(gr.ibCsum))
+	put16x2(d, 0x1C, 0x32, ipg-gr.usedIn) // itable_unused
+	c := crcRaw(crcU32(seed, uint32(g)), d)
+	le.PutUint16(d[0x1E:], uint16(c))
+}
+
+// writeSuperblocks (step 7) writes the superblock sb and the descriptors gdt, primary and backups (EXT4.md §2,
+// §3), then the filesystem's last block if nothing reached it, so that dst is exactly Size() bytes.
+func (w *Writer) writeSuperblocks(geo geometry, sb, gdt []byte) error {
 	blk := make([]byte, bs+len(gdt))
 	copy(blk[bs:], gdt)
 	for g := int64(0); g < geo.groups; g++ {
@@ -312,11 +422,6 @@ func (w *Writer) close() error {
 			return err
 		}
 	}
-	w.size = geo.blocks * bs
-	w.stats.Inodes = maxIno
-	w.stats.InodesTotal = geo.inodes()
-	w.stats.BlocksTotal = geo.blocks
-	w.stats.BlocksUsed = usedBlocks
 	return nil
 }
 

@@ -123,14 +123,51 @@ func linearBlocks(d *inode) int {
 // writeHtree writes d as an hashed directory: root (block 0), interior nodes when more than 507 leaves,
 // then leaves of entries in hash order, each leaf with the dirent checksum tail.
 func (w *Writer) writeHtree(d *inode, seed uint32) error {
-	hs := [4]uint32{le.Uint32(w.opts.HashSeed[0:]), le.Uint32(w.opts.HashSeed[4:]), le.Uint32(w.opts.HashSeed[8:]), le.Uint32(w.opts.HashSeed[12:])}
-	type hent struct {
-		hash uint32
-		i    int
+	es := hashOrder(d, w.hashSeed())
+	leaves := splitLeaves(d, es)
+	nodes := 0
+	if len(leaves) > dxRootLimit {
+		nodes = int(ceilDiv(int64(len(leaves)), dxNodeLimit))
+		if nodes > dxRootLimit {
+			return fmt.Errorf("ext4: directory inode %d: %d entries need a 3-level htree (large_dir), not supported", d.ino, len(es))
+		}
 	}
-	es := make([]hent, len(d.children))
+	o := &htreeOut{w: w, d: d, seed: seed, firstLeaf: uint32(1 + nodes)}
+	if err := o.putRootBlock(leaves, nodes); err != nil {
+		return err
+	}
+	for j := 0; j < nodes; j++ {
+		if err := o.putNodeBlock(leaves[j*dxNodeLimit:min((j+1)*dxNodeLimit, len(leaves))], j*dxNodeLimit); err != nil {
+			return err
+		}
+	}
+	for _, l := range leaves {
+		if err := o.putLeafBlock(es[l.from:l.to]); err != nil {
+			return err
+		}
+	}
+	d.size = int64(o.nb) * bs
+	d.htree = true
+	return nil
+}
+
+// hashSeed is s_hash_seed as the four words dirHash takes.
+func (w *Writer) hashSeed() [4]uint32 {
+	s := w.opts.HashSeed[:]
+	return [4]uint32{le.Uint32(s[0:]), le.Uint32(s[4:]), le.Uint32(s[8:]), le.Uint32(s[12:])}
+}
+
+// hashEntry is one child of an htree directory: its name hash and its index in children.
+type hashEntry struct {
+	hash uint32
+	i    int
+}
+
+// hashOrder returns d's children sorted by hash, ties in name order.
+func hashOrder(d *inode, hs [4]uint32) []hashEntry {
+	es := make([]hashEntry, len(d.children))
 	for i, c := range d.children {
-		es[i] = hent{dirHash(c.name, hs), i}
+		es[i] = hashEntry{dirHash(c.name, hs), i}
 	}
 	sort.Slice(es, func(a, b int) bool {
 		if es[a].hash != es[b].hash {
@@ -138,12 +175,19 @@ func (w *Writer) writeHtree(d *inode, seed uint32) error {
 		}
 		return es[a].i < es[b].i
 	})
-	// Split into leaves: index hash = first entry's hash, low bit set when it continues the previous leaf's hash.
-	type leaf struct {
-		from, to int
-		hash     uint32
-	}
-	var leaves []leaf
+	return es
+}
+
+// htreeLeaf is one leaf block: entries es[from:to] and its index hash.
+type htreeLeaf struct {
+	from, to int
+	hash     uint32
+}
+
+// splitLeaves fills leaf blocks in hash order. A leaf's index hash is its first entry's hash, with the low
+// bit set when it continues the previous leaf's hash.
+func splitLeaves(d *inode, es []hashEntry) []htreeLeaf {
+	var leaves []htreeLeaf
 	off := 4084
 	for k, e := range es {
 		rl := (8 + len(d.children[e.i].name) + 3) &^ 3
@@ -152,112 +196,125 @@ func (w *Writer) writeHtree(d *inode, seed uint32) error {
 			if k > 0 && es[k-1].hash == e.hash {
 				h |= 1
 			}
-			leaves = append(leaves, leaf{from: k, to: k, hash: h})
+			leaves = append(leaves, htreeLeaf{from: k, to: k, hash: h})
 			off = 0
 		}
 		leaves[len(leaves)-1].to = k + 1
 		off += rl
 	}
-	nodes := 0
-	if len(leaves) > dxRootLimit {
-		nodes = int(ceilDiv(int64(len(leaves)), dxNodeLimit))
-		if nodes > dxRootLimit {
-			return fmt.Errorf("ext4: directory inode %d: %d entries need a 3-level htree (large_dir), not supported", d.ino, len(es))
-		}
+	return leaves
+}
+
+// htreeOut appends the blocks of one htree directory and records them in its extents.
+type htreeOut struct {
+	w         *Writer
+	d         *inode
+	seed      uint32
+	firstLeaf uint32 // logical block of the first leaf
+	nb        uint32 // blocks appended so far
+}
+
+// next appends the directory's next block.
+func (o *htreeOut) next() ([]byte, error) {
+	p, b, err := o.w.appendBlock()
+	if err != nil {
+		return nil, err
 	}
-	firstLeaf := uint32(1 + nodes)
-	var nb uint32
-	next := func() ([]byte, error) {
-		p, b, err := w.appendBlock()
-		if err != nil {
-			return nil, err
-		}
-		d.ext = addExtent(d.ext, nb, p)
-		nb++
-		return b, nil
+	o.d.ext = addExtent(o.d.ext, o.nb, p)
+	o.nb++
+	return b, nil
+}
+
+// dxCsum writes the dx_tail checksum of an index block whose count/limit header is at countOff.
+func (o *htreeOut) dxCsum(b []byte, countOff, count int) {
+	c := crcRaw(crcU32(crcU32(o.seed, o.d.ino), 0), b[:countOff+8*count])
+	c = crcRaw(c, b[4088:4092])
+	c = crcU32(c, 0)
+	le.PutUint32(b[4092:], c)
+}
+
+// putDx writes a dx index at b[at:]: limit, count, the first block, then (hash, block) pairs.
+func putDx(b []byte, at, limit int, blocks, hashes []uint32) {
+	le.PutUint16(b[at:], uint16(limit))
+	le.PutUint16(b[at+2:], uint16(len(blocks)))
+	le.PutUint32(b[at+4:], blocks[0])
+	for j := 1; j < len(blocks); j++ {
+		le.PutUint32(b[at+8*j:], hashes[j])
+		le.PutUint32(b[at+8*j+4:], blocks[j])
 	}
-	dxCsum := func(b []byte, countOff, count int) {
-		c := crcRaw(crcU32(crcU32(seed, d.ino), 0), b[:countOff+8*count])
-		c = crcRaw(c, b[4088:4092])
-		c = crcU32(c, 0)
-		le.PutUint32(b[4092:], c)
-	}
-	putDx := func(b []byte, at, limit int, ents []uint32, hashes []uint32) {
-		le.PutUint16(b[at:], uint16(limit))
-		le.PutUint16(b[at+2:], uint16(len(ents)))
-		le.PutUint32(b[at+4:], ents[0])
-		for j := 1; j < len(ents); j++ {
-			le.PutUint32(b[at+8*j:], hashes[j])
-			le.PutUint32(b[at+8*j+4:], ents[j])
-		}
-	}
-	// Root.
-	b, err := next()
+}
+
+// putRootBlock writes block 0: ".", "..", the dx_root_info and the root index, which points at the leaves, or
+// at the interior nodes when there are any.
+func (o *htreeOut) putRootBlock(leaves []htreeLeaf, nodes int) error {
+	b, err := o.next()
 	if err != nil {
 		return err
 	}
-	le.PutUint32(b[0:], d.ino)
+	le.PutUint32(b[0:], o.d.ino)
 	le.PutUint16(b[4:], 12)
 	b[6], b[7], b[8] = 1, 2, '.'
-	le.PutUint32(b[12:], d.parent.ino)
+	le.PutUint32(b[12:], o.d.parent.ino)
 	le.PutUint16(b[16:], 4084)
 	b[18], b[19], b[20], b[21] = 2, 2, '.', '.'
 	b[28] = 1 // hash_version half_md4 (signed per s_flags)
 	b[29] = 8 // info_length
-	var rootBlocks, rootHashes []uint32
+	var blocks, hashes []uint32
 	if nodes == 0 {
 		for j, l := range leaves {
-			rootBlocks = append(rootBlocks, firstLeaf+uint32(j))
-			rootHashes = append(rootHashes, l.hash)
+			blocks = append(blocks, o.firstLeaf+uint32(j))
+			hashes = append(hashes, l.hash)
 		}
 	} else {
 		b[30] = 1 // indirect_levels
 		for j := 0; j < nodes; j++ {
-			rootBlocks = append(rootBlocks, 1+uint32(j))
-			rootHashes = append(rootHashes, leaves[j*dxNodeLimit].hash)
+			blocks = append(blocks, 1+uint32(j))
+			hashes = append(hashes, leaves[j*dxNodeLimit].hash)
 		}
 	}
-	putDx(b, 0x20, dxRootLimit, rootBlocks, rootHashes)
-	dxCsum(b, 0x20, len(rootBlocks))
-	// Interior nodes.
-	for j := 0; j < nodes; j++ {
-		b, err := next()
-		if err != nil {
-			return err
-		}
-		le.PutUint16(b[4:], bs) // fake empty dirent spanning the block
-		var blks, hashes []uint32
-		for k := j * dxNodeLimit; k < min((j+1)*dxNodeLimit, len(leaves)); k++ {
-			blks = append(blks, firstLeaf+uint32(k))
-			hashes = append(hashes, leaves[k].hash)
-		}
-		putDx(b, 8, dxNodeLimit, blks, hashes)
-		dxCsum(b, 8, len(blks))
+	putDx(b, 0x20, dxRootLimit, blocks, hashes)
+	o.dxCsum(b, 0x20, len(blocks))
+	return nil
+}
+
+// putNodeBlock writes an interior node indexing leaves, the first of which is leaf number first.
+func (o *htreeOut) putNodeBlock(leaves []htreeLeaf, first int) error {
+	b, err := o.next()
+	if err != nil {
+		return err
 	}
-	// Leaves.
-	for _, l := range leaves {
-		b, err := next()
-		if err != nil {
-			return err
-		}
-		off, last := 0, 0
-		for _, e := range es[l.from:l.to] {
-			c := d.children[e.i]
-			rl := (8 + len(c.name) + 3) &^ 3
-			le.PutUint32(b[off:], c.n.ino)
-			le.PutUint16(b[off+4:], uint16(rl))
-			b[off+6] = byte(len(c.name))
-			b[off+7] = fileType(c.n)
-			copy(b[off+8:], c.name)
-			last = off
-			off += rl
-		}
-		le.PutUint16(b[last+4:], uint16(4084-last))
-		le.PutUint16(b[4088:], 12)
-		b[4091] = 0xDE
-		le.PutUint32(b[4092:], crcRaw(crcU32(crcU32(seed, d.ino), 0), b[:4084]))
+	le.PutUint16(b[4:], bs) // fake empty dirent spanning the block
+	var blocks, hashes []uint32
+	for k, l := range leaves {
+		blocks = append(blocks, o.firstLeaf+uint32(first+k))
+		hashes = append(hashes, l.hash)
 	}
-	d.size = int64(nb) * bs
-	d.htree = true
+	putDx(b, 8, dxNodeLimit, blocks, hashes)
+	o.dxCsum(b, 8, len(blocks))
+	return nil
+}
+
+// putLeafBlock writes one leaf block holding es, with the dirent checksum tail at 4084 (EXT4.md §7).
+func (o *htreeOut) putLeafBlock(es []hashEntry) error {
+	b, err := o.next()
+	if err != nil {
+		return err
+	}
+	off, last := 0, 0
+	for _, e := range es {
+		c := o.d.children[e.i]
+		rl := (8 + len(c.name) + 3) &^ 3
+		le.PutUint32(b[off:], c.n.ino)
+		le.PutUint16(b[off+4:], uint16(rl))
+		b[off+6] = byte(len(c.name))
+		b[off+7] = fileType(c.n)
+		copy(b[off+8:], c.name)
+		last = off
+		off += rl
+	}
+	le.PutUint16(b[last+4:], uint16(4084-last))
+	le.PutUint16(b[4088:], 12)
+	b[4091] = 0xDE
+	le.PutUint32(b[4092:], crcRaw(crcU32(crcU32(o.seed, o.d.ino), 0), b[:4084]))
 	return nil
 }
