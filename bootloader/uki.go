@@ -146,7 +146,43 @@ func alignUp32(v, a uint32) uint32 { return (v + a - 1) / a * a }
 // finds them by name); .linux goes last because its VirtualSize (the kernel's SizeOfImage) is
 // larger than its raw data, so nothing may follow it in memory.
 func buildUKI(cfg Config, stubPath string) (*uki, error) {
-	stub, err := fs.ReadFile(cfg.Tree, stubPath)
+	st, err := readStub(cfg.Tree, stubPath)
+	if err != nil {
+		return nil, err
+	}
+	parts, err := ukiSections(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := st.checkRoom(len(parts)); err != nil {
+		return nil, err
+	}
+	end, err := st.layout(parts)
+	if err != nil {
+		return nil, err
+	}
+	return &uki{head: st.header(parts, end), parts: parts, size: int64(end.raw)}, nil
+}
+
+// peStub is the systemd stub read by buildUKI: its bytes, where its headers sit, and where its
+// sections end in the file and in memory.
+type peStub struct {
+	path           string // in the tree, for errors
+	data           []byte
+	opt            *pe.OptionalHeader64
+	salign, falign uint32 // SectionAlignment, FileAlignment
+	coff           int64  // file offset of the COFF file header
+	optOff, optLen int64  // file offset and size of the optional header
+	secTable       int64  // file offset of the section table
+	nsec           int    // the stub's own sections
+	rawEnd, vEnd   uint32 // end of the sections' raw data, of their memory (and SizeOfImage)
+	firstRaw       uint32 // start of the first section's raw data
+}
+
+// readStub reads and checks the stub at stubPath: an x86-64 PE32+ image with power-of-two
+// alignments and none of the sections a UKI adds.
+func readStub(tree fs.FS, stubPath string) (*peStub, error) {
+	stub, err := fs.ReadFile(tree, stubPath)
 	if err != nil {
 		return nil, fmt.Errorf("uki: reading stub /%s: %w", stubPath, err)
 	}
@@ -162,19 +198,26 @@ func buildUKI(cfg Config, stubPath string) (*uki, error) {
 	if salign == 0 || falign == 0 || salign&(salign-1) != 0 || falign&(falign-1) != 0 {
 		return nil, fmt.Errorf("uki: stub alignments SectionAlignment %#x FileAlignment %#x are not powers of two", salign, falign)
 	}
+	st := &peStub{path: stubPath, data: stub, opt: opt, salign: salign, falign: falign, nsec: len(pf.Sections)}
 	peOff := int64(binary.LittleEndian.Uint32(stub[peSigOffsetAt:]))
-	coff := peOff + 4
-	optOff := coff + coffHeaderSize
-	optLen := int64(binary.LittleEndian.Uint16(stub[coff+coffOptSize:]))
-	secTable := optOff + optLen
-	nsec := len(pf.Sections)
+	st.coff = peOff + 4
+	st.optOff = st.coff + coffHeaderSize
+	st.optLen = int64(binary.LittleEndian.Uint16(stub[st.coff+coffOptSize:]))
+	st.secTable = st.optOff + st.optLen
+	if err := st.measure(pf.Sections); err != nil {
+		return nil, err
+	}
+	return st, nil
+}
 
-	// The stub's sections: where their raw data and memory end.
+// measure finds where the stub's sections' raw data and memory end, refusing a stub that is
+// already a UKI or whose sections run past the file.
+func (st *peStub) measure(secs []*pe.Section) error {
 	var rawEnd, vEnd uint32
-	firstRaw := uint32(len(stub))
-	for _, s := range pf.Sections {
+	firstRaw := uint32(len(st.data))
+	for _, s := range secs {
 		if s.Name == ".linux" || s.Name == ".initrd" || s.Name == ".cmdline" || s.Name == ".osrel" || s.Name == ".uname" {
-			return nil, fmt.Errorf("uki: stub /%s already has a %s section (is it a UKI?)", stubPath, s.Name)
+			return fmt.Errorf("uki: stub /%s already has a %s section (is it a UKI?)", st.path, s.Name)
 		}
 		if s.Size > 0 {
 			rawEnd = max(rawEnd, s.Offset+s.Size)
@@ -186,12 +229,17 @@ func buildUKI(cfg Config, stubPath string) (*uki, error) {
 		}
 		vEnd = max(vEnd, s.VirtualAddress+vs)
 	}
-	vEnd = max(vEnd, opt.SizeOfImage)
-	if int64(rawEnd) > int64(len(stub)) {
-		return nil, fmt.Errorf("uki: stub /%s: section data ends at %d, beyond the file's %d bytes", stubPath, rawEnd, len(stub))
+	vEnd = max(vEnd, st.opt.SizeOfImage)
+	if int64(rawEnd) > int64(len(st.data)) {
+		return fmt.Errorf("uki: stub /%s: section data ends at %d, beyond the file's %d bytes", st.path, rawEnd, len(st.data))
 	}
+	st.rawEnd, st.vEnd, st.firstRaw = rawEnd, vEnd, firstRaw
+	return nil
+}
 
-	// The new sections.
+// ukiSections gathers the new sections, in their order: .osrel, .cmdline and .uname in memory,
+// the initrd (if any) and the kernel to be streamed from the tree.
+func ukiSections(cfg Config) ([]ukiPart, error) {
 	osrel, err := readOSRelease(cfg.Tree)
 	if err != nil {
 		return nil, fmt.Errorf("uki: %w", err)
@@ -216,17 +264,32 @@ func buildUKI(cfg Config, stubPath string) (*uki, error) {
 	ksrc := cfg.Kernel.Linux
 	parts = append(parts, ukiPart{name: ".linux", size: ksize, open: func() (io.ReadCloser, error) { return cfg.Tree.Open(ksrc) },
 		vsize: uint32(max(int64(kimage), ksize)), chars: scnCntCode | scnMemRead})
+	return parts, nil
+}
 
-	// Room for the new section headers between the stub's section table and its first raw data
-	// (ukify fails the same way: it does not move the stub's sections).
-	hdrEnd := secTable + int64(nsec+len(parts))*secHeaderSize
-	if limit := int64(min(firstRaw, opt.SizeOfHeaders)); hdrEnd > limit {
-		return nil, fmt.Errorf("uki: stub /%s has room for %d more section headers before its first section data at %#x, %d are needed",
-			stubPath, (limit-secTable)/secHeaderSize-int64(nsec), limit, len(parts))
+// checkRoom checks that n more section headers fit between the stub's section table and its first
+// raw data (ukify fails the same way: it does not move the stub's sections).
+func (st *peStub) checkRoom(n int) error {
+	hdrEnd := st.secTable + int64(st.nsec+n)*secHeaderSize
+	if limit := int64(min(st.firstRaw, st.opt.SizeOfHeaders)); hdrEnd > limit {
+		return fmt.Errorf("uki: stub /%s has room for %d more section headers before its first section data at %#x, %d are needed",
+			st.path, (limit-st.secTable)/secHeaderSize-int64(st.nsec), limit, n)
 	}
+	return nil
+}
 
-	va := alignUp32(vEnd, salign)
-	raw := alignUp32(rawEnd, falign)
+// ukiLayout is where the laid-out sections end, and the bytes they add to the stub's code and
+// initialized data.
+type ukiLayout struct {
+	va, raw          uint32 // end in memory (rounded to SectionAlignment) and in the file
+	addCode, addInit uint32
+}
+
+// layout fills in each part's size, flags and place: in memory after the stub's sections on
+// SectionAlignment, in the file after its raw data on FileAlignment.
+func (st *peStub) layout(parts []ukiPart) (ukiLayout, error) {
+	va := alignUp32(st.vEnd, st.salign)
+	raw := alignUp32(st.rawEnd, st.falign)
 	var addCode, addInit uint32
 	for i := range parts {
 		p := &parts[i]
@@ -240,10 +303,10 @@ func buildUKI(cfg Config, stubPath string) (*uki, error) {
 			p.chars = scnCntInitializedData | scnMemRead
 		}
 		if p.size > 1<<32-1-int64(raw) {
-			return nil, fmt.Errorf("uki: %s of %d bytes does not fit in a PE image", p.name, p.size)
+			return ukiLayout{}, fmt.Errorf("uki: %s of %d bytes does not fit in a PE image", p.name, p.size)
 		}
-		p.va, p.raw, p.rsize = va, raw, alignUp32(uint32(p.size), falign)
-		va = alignUp32(va+max(p.vsize, 1), salign)
+		p.va, p.raw, p.rsize = va, raw, alignUp32(uint32(p.size), st.falign)
+		va = alignUp32(va+max(p.vsize, 1), st.salign)
 		raw += p.rsize
 		if p.chars&scnCntCode != 0 {
 			addCode += p.rsize
@@ -251,37 +314,47 @@ func buildUKI(cfg Config, stubPath string) (*uki, error) {
 			addInit += p.rsize
 		}
 	}
+	return ukiLayout{va: va, raw: raw, addCode: addCode, addInit: addInit}, nil
+}
 
-	// Headers: the stub up to its raw data end (a trailing signature or symbol table is dropped),
-	// padded to FileAlignment, with the new section headers and updated optional header fields.
-	head := make([]byte, alignUp32(rawEnd, falign))
-	copy(head, stub[:rawEnd])
+// header is the UKI's head: the stub up to its raw data end (a trailing signature or symbol table
+// is dropped), padded to FileAlignment, with updated COFF and optional header fields and the new
+// section headers.
+func (st *peStub) header(parts []ukiPart, end ukiLayout) []byte {
+	head := make([]byte, alignUp32(st.rawEnd, st.falign))
+	copy(head, st.data[:st.rawEnd])
 	le := binary.LittleEndian
-	le.PutUint16(head[coff+coffNumSecs:], uint16(nsec+len(parts)))
-	if int64(le.Uint32(head[coff+coffSymTab:])) >= int64(rawEnd) { // the COFF symbol table was past the sections: dropped
+	coff, optOff := st.coff, st.optOff
+	le.PutUint16(head[coff+coffNumSecs:], uint16(st.nsec+len(parts)))
+	if int64(le.Uint32(head[coff+coffSymTab:])) >= int64(st.rawEnd) { // the COFF symbol table was past the sections: dropped
 		le.PutUint32(head[coff+coffSymTab:], 0)
 		le.PutUint32(head[coff+coffNumSyms:], 0)
 	}
-	le.PutUint32(head[optOff+optSizeOfCode:], opt.SizeOfCode+addCode)
-	le.PutUint32(head[optOff+optSizeOfInit:], opt.SizeOfInitializedData+addInit)
-	le.PutUint32(head[optOff+optSizeOfImage:], va) // va is the end of .linux rounded to SectionAlignment
+	le.PutUint32(head[optOff+optSizeOfCode:], st.opt.SizeOfCode+end.addCode)
+	le.PutUint32(head[optOff+optSizeOfInit:], st.opt.SizeOfInitializedData+end.addInit)
+	le.PutUint32(head[optOff+optSizeOfImage:], end.va) // end.va is the end of .linux rounded to SectionAlignment
 	le.PutUint32(head[optOff+optCheckSum:], 0)
-	if n := le.Uint32(head[optOff+optNumRVA:]); n > dirCertTable && optDataDirs+8*(dirCertTable+1) <= optLen {
+	if n := le.Uint32(head[optOff+optNumRVA:]); n > dirCertTable && optDataDirs+8*(dirCertTable+1) <= st.optLen {
 		// The stub's own signature (if any) is not part of the output and no longer valid.
 		d := optOff + optDataDirs + 8*dirCertTable
 		le.PutUint64(head[d:], 0)
 	}
 	for i, p := range parts {
-		h := head[secTable+int64(nsec+i)*secHeaderSize:][:secHeaderSize]
-		clear(h)
-		copy(h[0:8], p.name)          // §4: Name, 8 bytes, NUL-padded
-		le.PutUint32(h[8:], p.vsize)  // §4: VirtualSize
-		le.PutUint32(h[12:], p.va)    // §4: VirtualAddress
-		le.PutUint32(h[16:], p.rsize) // §4: SizeOfRawData
-		le.PutUint32(h[20:], p.raw)   // §4: PointerToRawData
-		le.PutUint32(h[36:], p.chars) // §4: Characteristics
+		putSectionHeader(head[st.secTable+int64(st.nsec+i)*secHeaderSize:][:secHeaderSize], p)
 	}
-	return &uki{head: head, parts: parts, size: int64(raw)}, nil
+	return head
+}
+
+// putSectionHeader writes p's section header (§4 "Section Table") into h.
+func putSectionHeader(h []byte, p ukiPart) {
+	le := binary.LittleEndian
+	clear(h)
+	copy(h[0:8], p.name)          // §4: Name, 8 bytes, NUL-padded
+	le.PutUint32(h[8:], p.vsize)  // §4: VirtualSize
+	le.PutUint32(h[12:], p.va)    // §4: VirtualAddress
+	le.PutUint32(h[16:], p.rsize) // §4: SizeOfRawData
+	le.PutUint32(h[20:], p.raw)   // §4: PointerToRawData
+	le.PutUint32(h[36:], p.chars) // §4: Characteristics
 }
 
 // readOSRelease returns the bytes of the tree's os-release (the .osrel section is the file itself).
