@@ -411,8 +411,7 @@ func (b *builder) writeGenerated(where, what, name string, data []byte, mode int
 	if n, ok, err := b.lstat(name); err != nil {
 		return errorf(where, "%s /%s: %v", what, name, err)
 	} else if ok && n.kind == kFile {
-		mode, uid, gid = int64(n.mode.Perm()|n.mode&(fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky)), n.uid, n.gid
-		mode = unixMode(n.mode)
+		mode, uid, gid = unixMode(n.mode), n.uid, n.gid
 	} else if ok && n.kind == kDir {
 		return errorf(where, "%s: /%s is a directory in the image", what, name)
 	}

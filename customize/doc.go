@@ -53,6 +53,6 @@
 // The root should implement fs.ReadLinkFS (os.DirFS and the ext4 writer's FS view do); without
 // it symlinks are invisible. Listing a directory (for /etc/skel and for disable) sees the image
 // only, not entries added by the same Config. Owners of existing files are kept when the FS
-// reports them (ext4.Stat, syscall.Stat_t), else root. systemctl's preset, upholds and
+// reports them (a Sys() struct with Uid and Gid, as ext4.Stat and syscall.Stat_t), else root. systemctl's preset, upholds and
 // user-unit (--user) handling are not implemented.
 package customize

@@ -40,17 +40,17 @@ func (b *builder) hostname(c Config) error {
 			"# The following lines are desirable for IPv6 capable hosts\n" +
 			"::1     localhost ip6-localhost ip6-loopback\nff02::1 ip6-allnodes\nff02::2 ip6-allrouters\n")
 	} else {
-		lines := splitLines(old)
+		var lines []string
 		done := false
-		for i, l := range lines {
+		for _, l := range splitLines(old) {
 			if f := strings.Fields(l); len(f) > 0 && f[0] == "127.0.1.1" {
 				if !done {
-					lines[i] = want
-				} else {
-					lines[i] = "" // a second line for 127.0.1.1: dropped below
-				}
+					lines = append(lines, want)
+				} // a second 127.0.1.1 line is dropped: the name is this one
 				done = true
+				continue
 			}
+			lines = append(lines, l)
 		}
 		if !done {
 			// Debian's installer puts it after the 127.0.0.1 line.
@@ -63,7 +63,7 @@ func (b *builder) hostname(c Config) error {
 			}
 			lines = append(lines[:at], append([]string{want}, lines[at:]...)...)
 		}
-		out = joinLines(lines, func(i int) bool { return lines[i] == "" && i < len(lines) && isDropped(old, lines, i) })
+		out = joinLines(lines)
 	}
 	hn, err := b.place(where, "etc/hosts")
 	if err != nil {
@@ -75,9 +75,6 @@ func (b *builder) hostname(c Config) error {
 	b.op(Op{Op: "hostname", Path: "/etc/hosts", Detail: want, Where: where})
 	return nil
 }
-
-// isDropped is never true: every line is kept (a duplicate 127.0.1.1 line becomes empty).
-func isDropped([]byte, []string, int) bool { return false }
 
 func checkHostname(h string) error {
 	if len(h) > 253 {
@@ -108,7 +105,8 @@ func splitLines(b []byte) []string {
 	return strings.Split(s, "\n")
 }
 
-func joinLines(lines []string, _ func(int) bool) []byte {
+// joinLines joins lines, each ended by a newline.
+func joinLines(lines []string) []byte {
 	var buf bytes.Buffer
 	for _, l := range lines {
 		buf.WriteString(l)
@@ -219,7 +217,7 @@ func (b *builder) fstab(c Config) error {
 	if err != nil {
 		return err
 	}
-	if err := b.writeGenerated(where, "fstab", name, joinLines(lines, nil), 0o644, 0, 0); err != nil {
+	if err := b.writeGenerated(where, "fstab", name, joinLines(lines), 0o644, 0, 0); err != nil {
 		return err
 	}
 	detail := fmt.Sprintf("%d entries merged", len(add))
@@ -256,7 +254,7 @@ func unescapeFstab(s string) string {
 	}
 	var out strings.Builder
 	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s)+0 && i+3 <= len(s)-1+1 {
+		if s[i] == '\\' && i+3 < len(s) {
 			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
 				out.WriteByte(byte(n))
 				i += 3

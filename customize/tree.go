@@ -5,10 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"reflect"
 	"strings"
 	"syscall"
-
-	"github.com/imgfab/imgfab/rootfs/ext4"
 )
 
 const maxLinks = 40
@@ -89,15 +88,22 @@ func (b *builder) lstat(name string) (node, bool, error) {
 	return n, true, nil
 }
 
-// owner is the uid and gid of an image file, when its FS says.
+// owner is the uid and gid of an image file, when its FS says: FileInfo.Sys is a struct (or a
+// pointer to one) with unsigned Uid and Gid fields, as ext4.Stat and syscall.Stat_t are. Read by
+// reflection so that this package needs no FS implementation.
 func owner(fi fs.FileInfo) (int, int) {
-	switch s := fi.Sys().(type) {
-	case *ext4.Stat:
-		return int(s.Uid), int(s.Gid)
-	case *syscall.Stat_t:
-		return int(s.Uid), int(s.Gid)
+	v := reflect.ValueOf(fi.Sys())
+	if v.Kind() == reflect.Pointer && !v.IsNil() {
+		v = v.Elem()
 	}
-	return 0, 0
+	if v.Kind() != reflect.Struct {
+		return 0, 0
+	}
+	u, g := v.FieldByName("Uid"), v.FieldByName("Gid")
+	if !u.IsValid() || !g.IsValid() || !u.CanUint() || !g.CanUint() {
+		return 0, 0
+	}
+	return int(u.Uint()), int(g.Uint())
 }
 
 var errLoop = errors.New("too many levels of symbolic links")

@@ -2,7 +2,6 @@ package customize
 
 import (
 	"archive/tar"
-	"errors"
 	"fmt"
 	"strings"
 )
@@ -23,7 +22,7 @@ type unitFile struct {
 }
 
 func (b *builder) units(c Config) error {
-	seen := map[string]string{}
+	seen := map[string]Unit{}
 	for _, l := range []struct {
 		what  string
 		units []Unit
@@ -32,10 +31,10 @@ func (b *builder) units(c Config) error {
 			if err := checkUnitName(u); err != nil {
 				return err
 			}
-			if w, ok := seen[u.Name]; ok {
-				return errorf(u.Where, "unit %s is also listed (%s) at %s", u.Name, w, whereOr(""))
+			if o, ok := seen[u.Name]; ok {
+				return errorf(u.Where, "unit %s (%s) is also listed at %s (%s)", u.Name, l.what, whereOr(o.Where), o.Name)
 			}
-			seen[u.Name] = l.what
+			seen[u.Name] = Unit{Name: l.what, Where: u.Where}
 		}
 	}
 	done := map[string]bool{}
@@ -369,16 +368,11 @@ func (b *builder) disable(u Unit, name string, done map[string]bool, depth int) 
 			return errorf(u.Where, "unit %s: %v", name, err)
 		}
 		if err := b.disable(Unit{Name: a, Where: u.Where}, a, done, depth+1); err != nil {
-			var pe *missingErr
-			if !errors.As(err, &pe) {
-				return fmt.Errorf("%w (from Also= of %s)", err, name)
-			}
+			return fmt.Errorf("%w (from Also= of %s)", err, name)
 		}
 	}
 	return nil
 }
-
-type missingErr struct{ error }
 
 func baseName(p string) string {
 	return p[strings.LastIndexByte(p, '/')+1:]

@@ -4,7 +4,6 @@ import (
 	"archive/tar"
 	"fmt"
 	"io/fs"
-	"path"
 	"strconv"
 	"strings"
 )
@@ -247,7 +246,7 @@ func (b *builder) accounts(c Config) error {
 		if err != nil {
 			return err
 		}
-		if err := b.writeGenerated(where, "users", name, joinLines(d.db.lines, nil), d.mode, 0, d.gid); err != nil {
+		if err := b.writeGenerated(where, "users", name, joinLines(d.db.lines), d.mode, 0, d.gid); err != nil {
 			return err
 		}
 	}
@@ -409,6 +408,9 @@ func (b *builder) skel(u User, dir string, uid, gid int) error {
 				e.typ, e.link = tar.TypeSymlink, n.link
 			case kFile:
 				e.typ = tar.TypeReg
+				if fi, err := fs.Stat(b.root, s); err != nil || fi.Size() > MaxLayerSize-b.size {
+					return errorf(u.Where, "user %s: /%s: unreadable or over the %d MiB layer cap", u.Name, s, MaxLayerSize>>20)
+				}
 				if e.data, err = fs.ReadFile(b.root, s); err != nil {
 					return errorf(u.Where, "user %s: reading /%s: %v", u.Name, s, err)
 				}
@@ -432,6 +434,5 @@ func (b *builder) skel(u User, dir string, uid, gid int) error {
 	if count > 0 {
 		b.op(Op{Op: "dir", Path: "/" + dir, Detail: fmt.Sprintf("%d entries from /etc/skel", count), Where: u.Where})
 	}
-	_ = path.Join
 	return nil
 }
