@@ -1,0 +1,596 @@
+package spec
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+)
+
+var (
+	fileKeys      = []string{"classes"}
+	classKeys     = []string{"from", "platforms", "layers", "kernel", "boot", "disk", "esp_size", "source_date_epoch", "no_journal", "files", "directories", "users", "groups", "hostname", "timezone", "units", "partitions", "outputs", "publish"}
+	kernelKeys    = []string{"cmdline"}
+	bootKeys      = []string{"mode", "table", "uki", "chain"}
+	diskKeys      = []string{"size"}
+	fileEntryKeys = []string{"path", "content", "source", "mode", "owner"}
+	dirKeys       = []string{"path", "mode", "owner"}
+	userKeys      = []string{"name", "uid", "gid", "groups", "shell", "home", "ssh_authorized_keys", "password_hash"}
+	groupKeys     = []string{"name", "gid"}
+	unitsKeys     = []string{"enable", "disable", "mask"}
+	partKeys      = []string{"mount", "size", "fs", "label", "type"}
+	outputKeys    = []string{"path", "format", "compress"}
+)
+
+// Defaults filled by Canonical and documented in docs/CLASSFILE.md.
+const (
+	DefaultPlatform = "linux/amd64"
+	DefaultFileMode = 0o644
+	DefaultDirMode  = 0o755
+	DefaultShell    = "/bin/sh"
+	DefaultESPSize  = 256 << 20
+	// MaxEpoch is the latest source_date_epoch (2106-02-07): gzip, tar and VHD hold 32 bits.
+	MaxEpoch = 1<<32 - 1
+	// MaxDiskSize is the largest disk imgfab builds, 64 TiB.
+	MaxDiskSize = 64 << 40
+	// MinESPSize and MaxESPSize bound esp_size.
+	MinESPSize = 1 << 20
+	MaxESPSize = 32 << 30
+)
+
+func (d *decoder) file1(root *yaml.Node, f *File) {
+	top := d.fields(root, "", fileKeys, nil)
+	cl, ok := top["classes"]
+	if !ok {
+		d.fail(root, "", "no classes: want a mapping classes: {NAME: {from: …}, …}")
+	}
+	m := d.value(cl.val, "classes")
+	if m.Kind != yaml.MappingNode {
+		d.fail(m, "classes", "want a mapping of class names to classes, got %s", describe(m))
+	}
+	if len(m.Content) == 0 {
+		d.fail(m, "classes", "no classes: want at least one")
+	}
+	if len(m.Content)/2 > MaxClasses {
+		d.fail(m, "classes", "%d classes, more than the %d allowed", len(m.Content)/2, MaxClasses)
+	}
+	seen := map[string]*yaml.Node{}
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		k, v := m.Content[i], m.Content[i+1]
+		if k.Kind != yaml.ScalarNode || k.ShortTag() != "!!str" {
+			d.fail(k, "classes", "want a class name, got %s", describe(k))
+		}
+		if first, dup := seen[k.Value]; dup {
+			d.fail(k, "classes", "duplicate class %q (first at line %d, column %d)", k.Value, first.Line, first.Column)
+		}
+		seen[k.Value] = k
+		if msg := checkClassName(k.Value); msg != "" {
+			d.fail(k, "classes", "%s", msg)
+		}
+		c := d.class(k, v)
+		f.Classes = append(f.Classes, c)
+		f.byName[c.Name] = c
+	}
+	d.crossFile(f)
+}
+
+func (d *decoder) class(k, v *yaml.Node) *Class {
+	path := "classes." + k.Value
+	c := &Class{Name: k.Value, Pos: d.pos(k), Dir: d.dir}
+	fs := d.fields(v, path, classKeys, func(key string) string {
+		switch key {
+		case "password", "ssh_keys", "user":
+			return fmt.Sprintf("unknown key %q (users go in users: [{name: …}])", key)
+		case "platform":
+			return `unknown key "platform": write platforms: [linux/amd64, …]`
+		case "output":
+			return `unknown key "output": write outputs: [{path: …}]`
+		}
+		return ""
+	})
+	from, ok := fs["from"]
+	if !ok {
+		d.fail(d.value(v, path), path, "no from: want the source image, e.g. from: oci:./layout:TAG or from: docker://REGISTRY/REPO:TAG")
+	}
+	c.From = d.str(from.val, path+".from")
+	c.FromPos = d.pos(from.val)
+	abs, msg := checkSource(c.From, d.abs)
+	if msg != "" {
+		d.fail(from.val, path+".from", "%s", msg)
+	}
+	c.FromAbs = abs
+
+	if f, ok := fs["platforms"]; ok {
+		items := d.list(f.val, path+".platforms", "platforms")
+		if len(items) == 0 {
+			d.fail(f.val, path+".platforms", "an empty list: leave platforms out for [%s] or name at least one", DefaultPlatform)
+		}
+		seen := map[string]bool{}
+		for i, it := range items {
+			p := fmt.Sprintf("%s.platforms[%d]", path, i)
+			s := d.str(it, p)
+			pl, msg := parsePlatform(s)
+			if msg != "" {
+				d.fail(it, p, "%s", msg)
+			}
+			if seen[pl.String()] {
+				d.fail(it, p, "duplicate platform %q", s)
+			}
+			seen[pl.String()] = true
+			pl.Pos = d.pos(it)
+			c.Platforms = append(c.Platforms, pl)
+		}
+	} else {
+		c.Platforms = []Platform{{OS: "linux", Arch: "amd64"}}
+	}
+
+	if f, ok := fs["layers"]; ok {
+		ls, pos := d.strs(f.val, path+".layers", "directories or tar files", checkLocalPath)
+		for i, l := range ls {
+			c.Layers = append(c.Layers, Layer{Path: l, Abs: d.abs(l), Pos: pos[i]})
+		}
+	}
+	if f, ok := fs["kernel"]; ok {
+		kf := d.fields(f.val, path+".kernel", kernelKeys, nil)
+		if cf, ok := kf["cmdline"]; ok {
+			c.Kernel.Cmdline = d.str(cf.val, path+".kernel.cmdline")
+			if msg := checkCmdline(c.Kernel.Cmdline); msg != "" {
+				d.fail(cf.val, path+".kernel.cmdline", "%s", msg)
+			}
+		}
+	}
+	if f, ok := fs["boot"]; ok {
+		d.boot(f.val, path+".boot", &c.Boot)
+	}
+	if f, ok := fs["disk"]; ok {
+		df := d.fields(f.val, path+".disk", diskKeys, nil)
+		if sf, ok := df["size"]; ok {
+			n := d.size(sf.val, path+".disk.size")
+			if n < 1<<20 || n > MaxDiskSize {
+				d.fail(sf.val, path+".disk.size", "want a size from 1MiB to %dTiB, got %s", MaxDiskSize>>40, sf.val.Value)
+			}
+			c.Disk = Disk{Size: roundMiB(n), Pos: d.pos(sf.val)}
+		}
+	}
+	if f, ok := fs["esp_size"]; ok {
+		n := d.size(f.val, path+".esp_size")
+		if n < MinESPSize || n > MaxESPSize {
+			d.fail(f.val, path+".esp_size", "want a size from %dMiB to %dGiB, got %s", MinESPSize>>20, MaxESPSize>>30, f.val.Value)
+		}
+		c.ESPSize, c.ESPSizePos = n, d.pos(f.val)
+	}
+	if f, ok := fs["source_date_epoch"]; ok {
+		e := d.integer(f.val, path+".source_date_epoch", 0, MaxEpoch, fmt.Sprintf("a unix time from 0 to %d (1970-01-01 to 2106-02-07)", int64(MaxEpoch)))
+		c.SourceDateEpoch = &e
+	}
+	if f, ok := fs["no_journal"]; ok {
+		c.NoJournal = d.boolean(f.val, path+".no_journal")
+	}
+	if f, ok := fs["files"]; ok {
+		for i, it := range d.list(f.val, path+".files", "files ({path, content or source, mode, owner})") {
+			c.Files = append(c.Files, d.fileEntry(it, fmt.Sprintf("%s.files[%d]", path, i)))
+		}
+	}
+	if f, ok := fs["directories"]; ok {
+		for i, it := range d.list(f.val, path+".directories", "directories ({path, mode, owner})") {
+			c.Directories = append(c.Directories, d.directory(it, fmt.Sprintf("%s.directories[%d]", path, i)))
+		}
+	}
+	if f, ok := fs["groups"]; ok {
+		for i, it := range d.list(f.val, path+".groups", "groups ({name, gid})") {
+			c.Groups = append(c.Groups, d.group(it, fmt.Sprintf("%s.groups[%d]", path, i)))
+		}
+	}
+	if f, ok := fs["users"]; ok {
+		for i, it := range d.list(f.val, path+".users", "users ({name, uid, …})") {
+			c.Users = append(c.Users, d.user(it, fmt.Sprintf("%s.users[%d]", path, i)))
+		}
+	}
+	if f, ok := fs["hostname"]; ok {
+		c.Hostname = d.str(f.val, path+".hostname")
+		if msg := checkHostname(c.Hostname); msg != "" {
+			d.fail(f.val, path+".hostname", "%s", msg)
+		}
+	}
+	if f, ok := fs["timezone"]; ok {
+		c.Timezone = d.str(f.val, path+".timezone")
+		c.TimezonePos = d.pos(f.val)
+		if msg := checkTimezone(c.Timezone); msg != "" {
+			d.fail(f.val, path+".timezone", "%s", msg)
+		}
+	}
+	if f, ok := fs["units"]; ok {
+		d.units(f.val, path+".units", &c.Units)
+	}
+	if f, ok := fs["partitions"]; ok {
+		for i, it := range d.list(f.val, path+".partitions", "partitions ({mount, size, fs})") {
+			c.Partitions = append(c.Partitions, d.partition(it, fmt.Sprintf("%s.partitions[%d]", path, i)))
+		}
+	}
+	if f, ok := fs["outputs"]; ok {
+		for i, it := range d.list(f.val, path+".outputs", "outputs ({path, format, compress})") {
+			c.Outputs = append(c.Outputs, d.output(it, fmt.Sprintf("%s.outputs[%d]", path, i)))
+		}
+	}
+	if f, ok := fs["publish"]; ok {
+		for i, it := range d.list(f.val, path+".publish", "publish targets ({target: aws|gcp|azure|oci, …})") {
+			c.Publish = append(c.Publish, d.publish(it, fmt.Sprintf("%s.publish[%d]", path, i)))
+		}
+	}
+	d.crossClass(c, path)
+	return c
+}
+
+func (d *decoder) boot(n *yaml.Node, path string, b *Boot) {
+	n = d.value(n, path)
+	fs := d.fields(n, path, bootKeys, nil)
+	b.Pos = d.pos(n)
+	if f, ok := fs["mode"]; ok {
+		b.Mode = d.oneOf(f.val, path+".mode", "auto", "uefi", "bios", "hybrid")
+	}
+	if f, ok := fs["table"]; ok {
+		b.Table = d.oneOf(f.val, path+".table", "gpt", "mbr")
+	}
+	if f, ok := fs["uki"]; ok {
+		b.UKI = d.boolean(f.val, path+".uki")
+	}
+	if f, ok := fs["chain"]; ok {
+		b.Chain = d.oneOf(f.val, path+".chain", "", "shim")
+	}
+	if b.Mode == "bios" && (b.UKI || b.Chain != "") {
+		d.fail(n, path, "mode bios boots through GRUB: uki and chain need UEFI (mode auto, uefi or hybrid)")
+	}
+	if b.UKI && b.Chain != "" {
+		d.fail(n, path, "uki and chain: shim exclude each other (the signed GRUB boots a signed kernel)")
+	}
+}
+
+func (d *decoder) oneOf(n *yaml.Node, path string, allowed ...string) string {
+	s := d.str(n, path)
+	if !slices.Contains(allowed, s) {
+		q := make([]string, len(allowed))
+		for i, a := range allowed {
+			q[i] = fmt.Sprintf("%q", a)
+		}
+		d.fail(n, path, "want one of %s, got %q", strings.Join(q, ", "), s)
+	}
+	return s
+}
+
+// size reads a size: a string such as "4GiB" or a plain integer of bytes.
+func (d *decoder) size(n *yaml.Node, path string) int64 {
+	n = d.value(n, path)
+	if n.Kind != yaml.ScalarNode || (n.ShortTag() != "!!str" && n.ShortTag() != "!!int" && n.ShortTag() != "!!float") {
+		d.fail(n, path, "want a size such as 4GiB or 512MiB, got %s", describe(n))
+	}
+	v, msg := ParseSize(n.Value)
+	if msg != nil {
+		d.fail(n, path, "%v", msg)
+	}
+	return v
+}
+
+func roundMiB(n int64) int64 { return (n + 1<<20 - 1) &^ (1<<20 - 1) }
+
+func (d *decoder) mode(n *yaml.Node, path string) uint32 {
+	n = d.value(n, path)
+	if n.Kind != yaml.ScalarNode || (n.ShortTag() != "!!str" && n.ShortTag() != "!!int") {
+		d.fail(n, path, `want an octal mode such as "0644", got %s`, describe(n))
+	}
+	m, ok := parseMode(n.Value)
+	if !ok {
+		d.fail(n, path, `want an octal mode of 3 or 4 digits 0-7 such as "0644" or "0755", got %q`, n.Value)
+	}
+	return m
+}
+
+func (d *decoder) owner(n *yaml.Node, path string) Owner {
+	s := d.str(n, path)
+	o, msg := parseOwner(s)
+	if msg != "" {
+		d.fail(n, path, "%s", msg)
+	}
+	return o
+}
+
+func (d *decoder) fileEntry(n *yaml.Node, path string) FileEntry {
+	fs := d.fields(n, path, fileEntryKeys, nil)
+	e := FileEntry{Mode: DefaultFileMode, Owner: Owner{"0", "0"}, Pos: d.pos(n)}
+	e.Path = d.imagePath(n, fs, path)
+	c, hasC := fs["content"]
+	s, hasS := fs["source"]
+	switch {
+	case hasC && hasS:
+		d.fail(s.key, path, "both content and source: give exactly one (inline content or a local file)")
+	case !hasC && !hasS:
+		d.fail(n, path, "neither content nor source: give exactly one (inline content or a local file)")
+	case hasC:
+		e.Content = d.str(c.val, path+".content")
+	default:
+		e.Source = d.str(s.val, path+".source")
+		if msg := checkLocalPath(e.Source); msg != "" {
+			d.fail(s.val, path+".source", "%s", msg)
+		}
+		e.SourceAbs = d.abs(e.Source)
+	}
+	if m, ok := fs["mode"]; ok {
+		e.Mode = d.mode(m.val, path+".mode")
+	}
+	if o, ok := fs["owner"]; ok {
+		e.Owner = d.owner(o.val, path+".owner")
+	}
+	return e
+}
+
+// imagePath reads the path key of a file or directory: a path in the image.
+func (d *decoder) imagePath(n *yaml.Node, fs map[string]field, path string) string {
+	p, ok := fs["path"]
+	if !ok {
+		d.fail(n, path, "no path: want the absolute path in the image, e.g. path: /etc/motd")
+	}
+	s := d.str(p.val, path+".path")
+	if msg := checkImagePath(s); msg != "" {
+		d.fail(p.val, path+".path", "%s", msg)
+	}
+	return s
+}
+
+func (d *decoder) directory(n *yaml.Node, path string) Directory {
+	fs := d.fields(n, path, dirKeys, nil)
+	e := Directory{Mode: DefaultDirMode, Owner: Owner{"0", "0"}, Pos: d.pos(n)}
+	e.Path = d.imagePath(n, fs, path)
+	if m, ok := fs["mode"]; ok {
+		e.Mode = d.mode(m.val, path+".mode")
+	}
+	if o, ok := fs["owner"]; ok {
+		e.Owner = d.owner(o.val, path+".owner")
+	}
+	return e
+}
+
+const idWant = "a number from 1 to 4294967294, not 65535"
+
+func (d *decoder) id(n *yaml.Node, path string) uint32 {
+	v := d.integer(n, path, 0, 1<<32-2, idWant)
+	if v == 0 {
+		d.fail(n, path, "0 is root's: want %s", idWant)
+	}
+	if v == 65535 {
+		d.fail(n, path, "65535 is -1 to 16-bit programs: want %s", idWant)
+	}
+	return uint32(v)
+}
+
+func (d *decoder) user(n *yaml.Node, path string) User {
+	fs := d.fields(n, path, userKeys, func(k string) string {
+		switch k {
+		case "password", "passwd", "plain_password", "plaintext_password":
+			return fmt.Sprintf("a plain password (%s) is never accepted: write password_hash with a crypt(3) hash (mkpasswd -m yescrypt, openssl passwd -6) or leave it out for a locked password", k)
+		}
+		return ""
+	})
+	u := User{Pos: d.pos(n), PasswordHash: "!"}
+	nf, ok := fs["name"]
+	if !ok {
+		d.fail(n, path, "no name: want the user's login name")
+	}
+	u.Name = d.str(nf.val, path+".name")
+	if msg := checkAccountName(u.Name); msg != "" {
+		d.fail(nf.val, path+".name", "%s", msg)
+	}
+	uf, ok := fs["uid"]
+	if !ok {
+		d.fail(n, path, "no uid: want the user's numeric id (%s)", idWant)
+	}
+	u.UID = d.id(uf.val, path+".uid")
+	if g, ok := fs["gid"]; ok {
+		u.GID = d.id(g.val, path+".gid")
+	} else {
+		u.GID, u.PrimaryGroup = u.UID, u.Name
+	}
+	if g, ok := fs["groups"]; ok {
+		var pos []Pos
+		u.Groups, pos = d.strs(g.val, path+".groups", "group names", checkAccountName)
+		seen := map[string]bool{}
+		for i, name := range u.Groups {
+			if seen[name] {
+				d.failAt(pos[i], fmt.Sprintf("%s.groups[%d]", path, i), "duplicate group %q", name)
+			}
+			seen[name] = true
+		}
+	}
+	u.Home = "/home/" + u.Name
+	u.Shell = DefaultShell
+	if s, ok := fs["shell"]; ok {
+		u.Shell = d.str(s.val, path+".shell")
+		if msg := checkAccountPath(u.Shell); msg != "" {
+			d.fail(s.val, path+".shell", "%s", msg)
+		}
+	}
+	if h, ok := fs["home"]; ok {
+		u.Home = d.str(h.val, path+".home")
+		if msg := checkAccountPath(u.Home); msg != "" {
+			d.fail(h.val, path+".home", "%s", msg)
+		}
+	}
+	if k, ok := fs["ssh_authorized_keys"]; ok {
+		u.SSHAuthorizedKeys, _ = d.strs(k.val, path+".ssh_authorized_keys", "OpenSSH public keys", checkSSHKey)
+	}
+	if p, ok := fs["password_hash"]; ok {
+		u.PasswordHash = d.str(p.val, path+".password_hash")
+		if msg := checkPasswordHash(u.PasswordHash); msg != "" {
+			d.fail(p.val, path+".password_hash", "%s", msg)
+		}
+	}
+	return u
+}
+
+func (d *decoder) group(n *yaml.Node, path string) Group {
+	fs := d.fields(n, path, groupKeys, nil)
+	g := Group{Pos: d.pos(n)}
+	nf, ok := fs["name"]
+	if !ok {
+		d.fail(n, path, "no name: want the group's name")
+	}
+	g.Name = d.str(nf.val, path+".name")
+	if msg := checkAccountName(g.Name); msg != "" {
+		d.fail(nf.val, path+".name", "%s", msg)
+	}
+	gf, ok := fs["gid"]
+	if !ok {
+		d.fail(n, path, "no gid: want the group's numeric id (%s)", idWant)
+	}
+	g.GID = d.id(gf.val, path+".gid")
+	return g
+}
+
+func (d *decoder) units(n *yaml.Node, path string, u *Units) {
+	fs := d.fields(n, path, unitsKeys, nil)
+	read := func(key string) []Unit {
+		f, ok := fs[key]
+		if !ok {
+			return nil
+		}
+		names, pos := d.strs(f.val, path+"."+key, "unit names", checkUnit)
+		out := make([]Unit, len(names))
+		for i := range names {
+			out[i] = Unit{Name: names[i], Pos: pos[i]}
+		}
+		return out
+	}
+	u.Enable, u.Disable, u.Mask = read("enable"), read("disable"), read("mask")
+	seen := map[string]string{}
+	for _, l := range []struct {
+		key   string
+		units []Unit
+	}{{"enable", u.Enable}, {"disable", u.Disable}, {"mask", u.Mask}} {
+		for i, x := range l.units {
+			if prev, dup := seen[x.Name]; dup {
+				d.failAt(x.Pos, fmt.Sprintf("%s.%s[%d]", path, l.key, i), "%s is already in %s: a unit is enabled, disabled or masked, once", x.Name, prev)
+			}
+			seen[x.Name] = l.key
+		}
+	}
+}
+
+func (d *decoder) partition(n *yaml.Node, path string) Partition {
+	fs := d.fields(n, path, partKeys, nil)
+	p := Partition{Pos: d.pos(n), FS: "ext4"}
+	if f, ok := fs["fs"]; ok {
+		p.FS = d.oneOf(f.val, path+".fs", "ext4", "swap", "none")
+	}
+	m, hasMount := fs["mount"]
+	switch {
+	case p.FS == "ext4" && !hasMount:
+		d.fail(n, path, "no mount: an ext4 partition wants a mount point such as /var (fs: none for a raw partition)")
+	case p.FS != "ext4" && hasMount:
+		d.fail(m.key, path, "fs %s is not mounted: leave mount out", p.FS)
+	case hasMount:
+		p.Mount = d.str(m.val, path+".mount")
+		if msg := checkMount(p.Mount); msg != "" {
+			d.fail(m.val, path+".mount", "%s", msg)
+		}
+	}
+	sf, ok := fs["size"]
+	if !ok {
+		d.fail(n, path, "no size: want the partition's size, e.g. size: 2GiB")
+	}
+	p.Size = d.size(sf.val, path+".size")
+	if p.Size < 1<<20 || p.Size > MaxDiskSize {
+		d.fail(sf.val, path+".size", "want a size from 1MiB to %dTiB, got %s", MaxDiskSize>>40, sf.val.Value)
+	}
+	p.Size = roundMiB(p.Size)
+	if f, ok := fs["label"]; ok {
+		p.Label = d.str(f.val, path+".label")
+		if msg := checkLabel(p.Label); msg != "" {
+			d.fail(f.val, path+".label", "%s", msg)
+		}
+	}
+	p.Type = defaultPartType(p.Mount, p.FS)
+	if f, ok := fs["type"]; ok {
+		names := slices.Sorted(maps.Keys(partitionTypes))
+		p.Type = d.oneOf(f.val, path+".type", names...)
+		if (p.Type == "swap") != (p.FS == "swap") {
+			d.fail(f.val, path+".type", "type swap goes with fs: swap, and only with it")
+		}
+	}
+	return p
+}
+
+func (d *decoder) output(n *yaml.Node, path string) Output {
+	fs := d.fields(n, path, outputKeys, nil)
+	o := Output{Pos: d.pos(n)}
+	pf, ok := fs["path"]
+	if !ok {
+		d.fail(n, path, "no path: want the output file, e.g. path: out/{class}-{arch}.qcow2")
+	}
+	o.Path = d.str(pf.val, path+".path")
+	if msg := checkOutputPath(o.Path); msg != "" {
+		d.fail(pf.val, path+".path", "%s", msg)
+	}
+	if f, ok := fs["format"]; ok {
+		o.Format = d.str(f.val, path+".format")
+		if msg := checkFormat(o.Format); msg != "" {
+			d.fail(f.val, path+".format", "%s", msg)
+		}
+	}
+	if o.Path == "-" && o.Format == "" {
+		d.fail(pf.val, path+".path", `"-" (standard output) needs a format`)
+	}
+	if f, ok := fs["compress"]; ok {
+		o.Compress = d.str(f.val, path+".compress")
+	}
+	if msg := checkOutputFormat(o); msg != "" {
+		at := pf.val
+		if f, ok := fs["compress"]; ok {
+			at = f.val
+		} else if f, ok := fs["format"]; ok {
+			at = f.val
+		}
+		d.fail(at, path, "%s", msg)
+	}
+	return o
+}
+
+func (d *decoder) publish(n *yaml.Node, path string) Publish {
+	fs := d.fields(n, path, nil, func(k string) string {
+		if isCredentialKey(k) {
+			return fmt.Sprintf("%q looks like a credential, and credentials never go in a class file: imgfab push reads them from the environment and the cloud SDKs' own configuration", k)
+		}
+		return ""
+	})
+	p := Publish{Pos: d.pos(n), Params: map[string]string{}}
+	tf, ok := fs["target"]
+	if !ok {
+		d.fail(n, path, "no target: want target: aws, gcp, azure or oci")
+	}
+	p.Target = d.oneOf(tf.val, path+".target", publishTargetNames()...)
+	known := publishParams[p.Target]
+	m := d.value(n, path)
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		k := m.Content[i].Value
+		if k == "target" {
+			continue
+		}
+		f := fs[k]
+		if !slices.Contains(known, k) {
+			d.fail(f.key, path, "unknown key %q for target %s (known: target, %s)", k, p.Target, strings.Join(known, ", "))
+		}
+		v := d.value(f.val, path+"."+k)
+		if v.Kind != yaml.ScalarNode || v.ShortTag() == "!!null" {
+			d.fail(v, path+"."+k, "want a string, number or boolean, got %s", describe(v))
+		}
+		if msg := checkParam(p.Target, k, v.Value); msg != "" {
+			d.fail(v, path+"."+k, "%s", msg)
+		}
+		p.Params[k] = v.Value
+	}
+	for _, k := range publishRequired[p.Target] {
+		if _, ok := p.Params[k]; !ok {
+			d.fail(n, path, "no %s: target %s needs it", k, p.Target)
+		}
+	}
+	return p
+}
