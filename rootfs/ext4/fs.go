@@ -5,10 +5,14 @@ import (
 	"io"
 	"io/fs"
 	"path"
-	"sort"
 	"strings"
 	"time"
 )
+
+// This file is the one read-only fs.FS of the package. [Writer.FS] and [Open] both return a treeFS; they
+// differ only in the node behind it: memNode (view.go) is an inode the Writer still holds in memory,
+// diskNode (read.go) is one decoded from the device. Path walking, symlinks, FileInfo, files and
+// directories are all here, so the two views behave alike.
 
 // Stat is what FileInfo.Sys returns for entries of the FS view.
 type Stat struct {
@@ -18,86 +22,117 @@ type Stat struct {
 	Major, Minor uint32
 }
 
-// FS returns a read-only view of the written tree (valid after Close; dst must also implement io.ReaderAt).
-// It implements fs.FS, fs.ReadDirFS, fs.StatFS and fs.ReadLinkFS. Open, Stat and ReadDir follow symlinks
-// inside the tree; file contents are read from dst through the extents.
-func (w *Writer) FS() (fs.FS, error) {
-	if !w.closed || w.err != nil || w.size == 0 {
-		return nil, errors.New("ext4: FS needs a successfully closed Writer")
-	}
-	r, ok := w.dst.(io.ReaderAt)
-	if !ok {
-		return nil, errors.New("ext4: FS needs dst to implement io.ReaderAt")
-	}
-	return &view{w: w, r: r}, nil
+// node is one inode as treeFS sees it.
+type node interface {
+	// attrs returns the i_mode, size and modification time.
+	attrs() nodeAttrs
+	// sys returns a new *Stat for FileInfo.Sys.
+	sys() *Stat
+	// lookup returns the child called name of a directory, or an error wrapping fs.ErrNotExist.
+	lookup(name string) (node, error)
+	// readLink returns a symlink's target.
+	readLink() (string, error)
+	// list returns a directory's entries but "." and "..", sorted by name.
+	list() ([]namedNode, error)
+	// contents returns a non-directory's bytes; the reader stops at attrs().size.
+	contents() (io.ReaderAt, error)
 }
 
-type view struct {
-	w *Writer
-	r io.ReaderAt
+// nodeAttrs is the part of an inode a FileInfo reports.
+type nodeAttrs struct {
+	mode  uint16 // i_mode: type and 07777
+	size  int64
+	mtime int64
+	mnsec uint32
+}
+
+func (a nodeAttrs) isDir() bool     { return a.mode&sIFMT == sIFDIR }
+func (a nodeAttrs) isSymlink() bool { return a.mode&sIFMT == sIFLNK }
+
+// namedNode is one directory entry.
+type namedNode struct {
+	name string
+	n    node
+}
+
+// treeFS is a read-only fs.FS over the nodes below root. root is called once per path lookup (the reader
+// reads inode 2 afresh each time, so that errors surface where they happen).
+type treeFS struct {
+	root func() (node, error)
 }
 
 var (
-	_ fs.ReadDirFS  = (*view)(nil)
-	_ fs.StatFS     = (*view)(nil)
-	_ fs.ReadLinkFS = (*view)(nil)
+	_ fs.ReadDirFS  = (*treeFS)(nil)
+	_ fs.StatFS     = (*treeFS)(nil)
+	_ fs.ReadLinkFS = (*treeFS)(nil)
 )
 
+// maxSymlinks is how many symlinks one path lookup may follow (Linux's MAXSYMLINKS).
 const maxSymlinks = 40
 
 // resolve walks name from the root, following symlinks in every component but the last, and the last too
-// when follow is set. It returns the inode and its canonical path.
-func (v *view) resolve(op, name string, follow bool) (*inode, string, error) {
+// when follow is set. Absolute targets restart at the root and ".." stops at it. It returns the node and its
+// canonical path; errors are *fs.PathError with op.
+func (t *treeFS) resolve(op, name string, follow bool) (node, string, error) {
 	if !validPath(name) {
 		return nil, "", &fs.PathError{Op: op, Path: name, Err: fs.ErrInvalid}
+	}
+	fail := func(err error) (node, string, error) {
+		return nil, "", &fs.PathError{Op: op, Path: name, Err: err}
+	}
+	root, err := t.root()
+	if err != nil {
+		return fail(err)
 	}
 	var todo []string
 	if name != "." {
 		todo = strings.Split(name, "/")
 	}
-	var cur []string // canonical components of the current directory
-	n := v.w.root
+	var names []string    // canonical components of the current directory
+	stack := []node{root} // the nodes along names, root first
 	links := 0
 	for len(todo) > 0 {
 		c := todo[0]
 		todo = todo[1:]
+		n := stack[len(stack)-1]
 		switch c {
 		case ".", "":
 			continue
 		case "..":
-			if len(cur) > 0 {
-				cur = cur[:len(cur)-1]
+			if len(names) > 0 {
+				names, stack = names[:len(names)-1], stack[:len(stack)-1]
 			}
-			n = v.w.paths[joinPath(cur)]
 			continue
 		}
-		if !n.isDir() {
-			return nil, "", &fs.PathError{Op: op, Path: name, Err: errors.New("not a directory")}
+		if !n.attrs().isDir() {
+			return fail(errors.New("not a directory"))
 		}
-		p := joinPath(append(cur, c))
-		child, ok := v.w.paths[p]
-		if !ok {
-			return nil, "", &fs.PathError{Op: op, Path: name, Err: fs.ErrNotExist}
+		child, err := n.lookup(c)
+		if err != nil {
+			return fail(err)
 		}
-		if child.mode&sIFMT == sIFLNK && (len(todo) > 0 || follow) {
+		if child.attrs().isSymlink() && (len(todo) > 0 || follow) {
 			links++
 			if links > maxSymlinks {
-				return nil, "", &fs.PathError{Op: op, Path: name, Err: errors.New("too many levels of symbolic links")}
+				return fail(errors.New("too many levels of symbolic links"))
 			}
-			t := child.link
-			if strings.HasPrefix(t, "/") {
-				cur = cur[:0]
-				n = v.w.root
+			target, err := child.readLink()
+			if err != nil {
+				return fail(err)
 			}
-			todo = append(strings.Split(t, "/"), todo...)
+			if strings.HasPrefix(target, "/") {
+				names, stack = names[:0], stack[:1]
+			}
+			todo = append(strings.Split(target, "/"), todo...)
 			continue
 		}
-		cur = append(cur, c)
-		n = child
+		names = append(names, c)
+		stack = append(stack, child)
 	}
-	return n, joinPath(cur), nil
+	return stack[len(stack)-1], joinPath(names), nil
 }
 
+// joinPath is the path of canonical components c ("." for none).
 func joinPath(c []string) string {
 	if len(c) == 0 {
 		return "."
@@ -105,72 +140,118 @@ func joinPath(c []string) string {
 	return strings.Join(c, "/")
 }
 
-func (v *view) Open(name string) (fs.File, error) {
-	n, p, err := v.resolve("open", name, true)
+// childPath is the path of the entry name in the directory at dir.
+func childPath(dir, name string) string {
+	if dir == "." {
+		return name
+	}
+	return dir + "/" + name
+}
+
+// validPath is fs.ValidPath without the UTF-8 rule: ext4 names are bytes, and fs.WalkDir must be able to
+// open every name ReadDir returns.
+func validPath(name string) bool {
+	if name == "." {
+		return true
+	}
+	for _, c := range strings.Split(name, "/") {
+		if c == "" || c == "." || c == ".." {
+			return false
+		}
+	}
+	return true
+}
+
+func (t *treeFS) Open(name string) (fs.File, error) {
+	n, p, err := t.resolve("open", name, true)
 	if err != nil {
 		return nil, err
 	}
-	fi := &info{n: n, name: path.Base(p)}
-	if n.isDir() {
-		return &dirFile{v: v, fi: fi, p: p}, nil
+	fi := newFileInfo(n, path.Base(p))
+	if fi.a.isDir() {
+		return &dirFile{fi: fi, p: p}, nil
 	}
-	return &file{fi: fi, sr: io.NewSectionReader(&extReader{v: v, n: n}, 0, n.size)}, nil
+	r, err := n.contents()
+	if err != nil {
+		return nil, &fs.PathError{Op: "open", Path: name, Err: err}
+	}
+	return &file{fi: fi, sr: io.NewSectionReader(r, 0, fi.a.size)}, nil
 }
 
-func (v *view) Stat(name string) (fs.FileInfo, error) {
-	n, p, err := v.resolve("stat", name, true)
+func (t *treeFS) Stat(name string) (fs.FileInfo, error) {
+	n, p, err := t.resolve("stat", name, true)
 	if err != nil {
 		return nil, err
 	}
-	return &info{n: n, name: path.Base(p)}, nil
+	return newFileInfo(n, path.Base(p)), nil
 }
 
-func (v *view) Lstat(name string) (fs.FileInfo, error) {
-	n, p, err := v.resolve("lstat", name, false)
+func (t *treeFS) Lstat(name string) (fs.FileInfo, error) {
+	n, p, err := t.resolve("lstat", name, false)
 	if err != nil {
 		return nil, err
 	}
-	return &info{n: n, name: path.Base(p)}, nil
+	return newFileInfo(n, path.Base(p)), nil
 }
 
-func (v *view) ReadLink(name string) (string, error) {
-	n, _, err := v.resolve("readlink", name, false)
+func (t *treeFS) ReadLink(name string) (string, error) {
+	n, _, err := t.resolve("readlink", name, false)
 	if err != nil {
 		return "", err
 	}
-	if n.mode&sIFMT != sIFLNK {
+	if !n.attrs().isSymlink() {
 		return "", &fs.PathError{Op: "readlink", Path: name, Err: fs.ErrInvalid}
 	}
-	return n.link, nil
+	target, err := n.readLink()
+	if err != nil {
+		return "", &fs.PathError{Op: "readlink", Path: name, Err: err}
+	}
+	return target, nil
 }
 
-func (v *view) ReadDir(name string) ([]fs.DirEntry, error) {
-	n, _, err := v.resolve("readdir", name, true)
+func (t *treeFS) ReadDir(name string) ([]fs.DirEntry, error) {
+	n, _, err := t.resolve("readdir", name, true)
 	if err != nil {
 		return nil, err
 	}
-	if !n.isDir() {
+	if !n.attrs().isDir() {
 		return nil, &fs.PathError{Op: "readdir", Path: name, Err: errors.New("not a directory")}
 	}
-	return dirEntries(n), nil
-}
-
-func dirEntries(n *inode) []fs.DirEntry {
-	out := make([]fs.DirEntry, len(n.children)) // children are sorted by name at Close
-	for i, c := range n.children {
-		out[i] = fs.FileInfoToDirEntry(&info{n: c.n, name: c.name})
+	es, err := dirEntries(n)
+	if err != nil {
+		return nil, &fs.PathError{Op: "readdir", Path: name, Err: err}
 	}
-	return out
+	return es, nil
 }
 
-type info struct {
-	n    *inode
+// dirEntries lists directory n as fs.DirEntry values, sorted by name.
+func dirEntries(n node) ([]fs.DirEntry, error) {
+	ns, err := n.list()
+	if err != nil || ns == nil {
+		return nil, err // an empty list stays nil or empty as the node gave it
+	}
+	out := make([]fs.DirEntry, len(ns))
+	for i, c := range ns {
+		out[i] = fs.FileInfoToDirEntry(newFileInfo(c.n, c.name))
+	}
+	return out, nil
+}
+
+// fileInfo is the fs.FileInfo of a node; Sys returns a *Stat.
+type fileInfo struct {
+	n    node
+	a    nodeAttrs
 	name string
 }
 
-func (i *info) Name() string      { return i.name }
-func (i *info) Size() int64       { return i.n.size }
-func (i *info) Mode() fs.FileMode { return fileMode(i.n.mode) }
+func newFileInfo(n node, name string) *fileInfo { return &fileInfo{n: n, a: n.attrs(), name: name} }
+
+func (i *fileInfo) Name() string       { return i.name }
+func (i *fileInfo) Size() int64        { return i.a.size }
+func (i *fileInfo) Mode() fs.FileMode  { return fileMode(i.a.mode) }
+func (i *fileInfo) ModTime() time.Time { return time.Unix(i.a.mtime, int64(i.a.mnsec)) }
+func (i *fileInfo) IsDir() bool        { return i.a.isDir() }
+func (i *fileInfo) Sys() any           { return i.n.sys() }
 
 // fileMode is the fs.FileMode of an i_mode: permission and setuid/setgid/sticky bits, and the type.
 func fileMode(mode uint16) fs.FileMode {
@@ -203,53 +284,10 @@ func fileMode(mode uint16) fs.FileMode {
 	}
 	return m
 }
-func (i *info) ModTime() time.Time { return time.Unix(i.n.mtime, int64(i.n.mnsec)) }
-func (i *info) IsDir() bool        { return i.n.isDir() }
-func (i *info) Sys() any {
-	return &Stat{Ino: i.n.ino, Nlink: i.n.nlink, Uid: i.n.uid, Gid: i.n.gid, Major: i.n.major, Minor: i.n.minor}
-}
 
-// extReader reads a file's bytes from dst through its extents; holes read as zeros.
-type extReader struct {
-	v *view
-	n *inode
-}
-
-func (e *extReader) ReadAt(p []byte, off int64) (int, error) {
-	done := 0
-	ext := e.n.ext
-	for done < len(p) {
-		pos := off + int64(done)
-		lb := pos / bs
-		// First extent ending after lb.
-		i := sort.Search(len(ext), func(i int) bool { return int64(ext[i].log)+ext[i].elen() > lb })
-		want := len(p) - done
-		if i == len(ext) || int64(ext[i].log) > lb {
-			// Hole up to the next extent (or the end).
-			holeEnd := int64(1) << 62
-			if i < len(ext) {
-				holeEnd = int64(ext[i].log) * bs
-			}
-			k := int(min(int64(want), holeEnd-pos))
-			clear(p[done : done+k])
-			done += k
-			continue
-		}
-		x := ext[i]
-		extEnd := (int64(x.log) + x.elen()) * bs
-		k := int(min(int64(want), extEnd-pos))
-		phys := x.phys*bs + pos - int64(x.log)*bs
-		m, err := e.v.r.ReadAt(p[done:done+k], phys)
-		done += m
-		if err != nil && !(err == io.EOF && m == k) {
-			return done, err
-		}
-	}
-	return done, nil
-}
-
+// file is an open non-directory: its contents through a SectionReader of its size.
 type file struct {
-	fi *info
+	fi *fileInfo
 	sr *io.SectionReader
 }
 
@@ -259,9 +297,9 @@ func (f *file) ReadAt(p []byte, off int64) (int, error)   { return f.sr.ReadAt(p
 func (f *file) Seek(off int64, whence int) (int64, error) { return f.sr.Seek(off, whence) }
 func (f *file) Close() error                              { return nil }
 
+// dirFile is an open directory; its entries are listed at the first ReadDir.
 type dirFile struct {
-	v       *view
-	fi      *info
+	fi      *fileInfo
 	p       string
 	entries []fs.DirEntry
 	read    bool
@@ -275,7 +313,11 @@ func (d *dirFile) Close() error { return nil }
 
 func (d *dirFile) ReadDir(n int) ([]fs.DirEntry, error) {
 	if !d.read {
-		d.entries, d.read = dirEntries(d.fi.n), true
+		es, err := dirEntries(d.fi.n)
+		if err != nil {
+			return nil, &fs.PathError{Op: "readdir", Path: d.p, Err: err}
+		}
+		d.entries, d.read = es, true
 	}
 	if n <= 0 {
 		out := d.entries
@@ -289,18 +331,4 @@ func (d *dirFile) ReadDir(n int) ([]fs.DirEntry, error) {
 	out := d.entries[:k]
 	d.entries = d.entries[k:]
 	return out, nil
-}
-
-// validPath is fs.ValidPath without the UTF-8 rule: ext4 names are bytes, and fs.WalkDir must be able to
-// open every name ReadDir returns.
-func validPath(name string) bool {
-	if name == "." {
-		return true
-	}
-	for _, c := range strings.Split(name, "/") {
-		if c == "" || c == "." || c == ".." {
-			return false
-		}
-	}
-	return true
 }

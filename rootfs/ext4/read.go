@@ -5,10 +5,8 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"path"
 	"slices"
 	"strings"
-	"time"
 )
 
 // This file is a read-only ext2/3/4 reader: Open gives an fs.FS over any filesystem made by mke2fs or
@@ -16,6 +14,8 @@ import (
 // [doc:group_descr], [doc:inodes], [doc:ifork], [doc:directory], [doc:blockmap]) as summarised in
 // docs/EXT4.md §3–§7. The input is untrusted: every block number and size is checked against the
 // device before it is used, every loop is bounded and nothing is allocated from an unchecked size.
+// Path walking, symlinks and the fs.File types are shared with Writer.FS (fs.go); this file supplies
+// diskNode, the node decoded from the device.
 
 // Info is what Probe reads from a superblock.
 type Info struct {
@@ -86,7 +86,7 @@ func Open(r io.ReaderAt, size int64) (fs.FS, error) {
 	if root.mode&sIFMT != sIFDIR {
 		return nil, fmt.Errorf("ext4: root inode 2 has mode %#o, not a directory", root.mode)
 	}
-	return f, nil
+	return &treeFS{root: f.root}, nil
 }
 
 // readFS is the state Open derives from the superblock.
@@ -104,12 +104,6 @@ type readFS struct {
 	firstMeta int64 // s_first_meta_bg
 	backupBgs [2]int64
 }
-
-var (
-	_ fs.ReadDirFS  = (*readFS)(nil)
-	_ fs.StatFS     = (*readFS)(nil)
-	_ fs.ReadLinkFS = (*readFS)(nil)
-)
 
 // readAt reads exactly len(p) bytes at off, which must lie inside the device; what (a format for
 // args) names the structure in errors.
@@ -252,8 +246,6 @@ type rinode struct {
 	fileACL  uint64
 	iblock   [60]byte
 }
-
-func (n *rinode) isDir() bool { return n.mode&sIFMT == sIFDIR }
 
 func (f *readFS) inode(ino uint32) (*rinode, error) {
 	if ino < 1 || ino > f.info.Inodes {
@@ -565,139 +557,61 @@ func (f *readFS) readLink(n *rinode) (string, error) {
 	return string(b), nil
 }
 
-// resolve walks name from the root, following symlinks in every component but the last, and the last too
-// when follow is set. It returns the inode and its canonical path.
-func (f *readFS) resolve(op, name string, follow bool) (*rinode, string, error) {
-	if !validPath(name) {
-		return nil, "", &fs.PathError{Op: op, Path: name, Err: fs.ErrInvalid}
-	}
-	fail := func(err error) (*rinode, string, error) {
-		return nil, "", &fs.PathError{Op: op, Path: name, Err: err}
-	}
-	root, err := f.inode(rootIno2)
-	if err != nil {
-		return fail(err)
-	}
-	var todo []string
-	if name != "." {
-		todo = strings.Split(name, "/")
-	}
-	var names []string       // canonical components of the current directory
-	stack := []*rinode{root} // the inodes along names, root first
-	links := 0
-	for len(todo) > 0 {
-		c := todo[0]
-		todo = todo[1:]
-		n := stack[len(stack)-1]
-		switch c {
-		case ".", "":
-			continue
-		case "..":
-			if len(names) > 0 {
-				names, stack = names[:len(names)-1], stack[:len(stack)-1]
-			}
-			continue
-		}
-		if !n.isDir() {
-			return fail(errors.New("not a directory"))
-		}
-		child, err := f.lookup(n, c)
-		if err != nil {
-			return fail(err)
-		}
-		if child.mode&sIFMT == sIFLNK && (len(todo) > 0 || follow) {
-			links++
-			if links > maxSymlinks {
-				return fail(errors.New("too many levels of symbolic links"))
-			}
-			t, err := f.readLink(child)
-			if err != nil {
-				return fail(err)
-			}
-			if strings.HasPrefix(t, "/") {
-				names, stack = names[:0], stack[:1]
-			}
-			todo = append(strings.Split(t, "/"), todo...)
-			continue
-		}
-		names = append(names, c)
-		stack = append(stack, child)
-	}
-	return stack[len(stack)-1], joinPath(names), nil
-}
-
-func (f *readFS) Open(name string) (fs.File, error) {
-	n, p, err := f.resolve("open", name, true)
+// root is the node of inode 2, read afresh for every path lookup.
+func (f *readFS) root() (node, error) {
+	n, err := f.inode(rootIno2)
 	if err != nil {
 		return nil, err
 	}
-	fi := &rinfo{n: n, name: path.Base(p)}
-	if n.isDir() {
-		return &rdir{f: f, fi: fi, p: p}, nil
-	}
-	if n.flags&flInline != 0 {
-		return nil, &fs.PathError{Op: "open", Path: name, Err: fmt.Errorf("inode %d has inline data, which is not supported", n.ino)}
-	}
-	return &rfile{fi: fi, sr: io.NewSectionReader(&contents{f: f, n: n}, 0, n.size)}, nil
+	return &diskNode{f: f, n: n}, nil
 }
 
-func (f *readFS) Stat(name string) (fs.FileInfo, error) {
-	n, p, err := f.resolve("stat", name, true)
+// diskNode is a node of the FS that Open returns: an inode read from the device.
+type diskNode struct {
+	f *readFS
+	n *rinode
+}
+
+func (d *diskNode) attrs() nodeAttrs {
+	return nodeAttrs{mode: d.n.mode, size: d.n.size, mtime: d.n.mtime, mnsec: d.n.mnsec}
+}
+
+// sys decodes device numbers from i_block (EXT4.md §5).
+func (d *diskNode) sys() *Stat {
+	n := d.n
+	st := &Stat{Ino: n.ino, Nlink: n.nlink, Uid: n.uid, Gid: n.gid}
+	if t := n.mode & sIFMT; t == sIFCHR || t == sIFBLK {
+		if old := le.Uint32(n.iblock[0:]); old != 0 {
+			st.Major, st.Minor = old>>8&0xFF, old&0xFF
+		} else {
+			x := le.Uint32(n.iblock[4:])
+			st.Major, st.Minor = x>>8&0xFFF, x&0xFF|x>>12&0xFFF00
+		}
+	}
+	return st
+}
+
+func (d *diskNode) lookup(name string) (node, error) {
+	c, err := d.f.lookup(d.n, name)
 	if err != nil {
 		return nil, err
 	}
-	return &rinfo{n: n, name: path.Base(p)}, nil
+	return &diskNode{f: d.f, n: c}, nil
 }
 
-func (f *readFS) Lstat(name string) (fs.FileInfo, error) {
-	n, p, err := f.resolve("lstat", name, false)
-	if err != nil {
-		return nil, err
-	}
-	return &rinfo{n: n, name: path.Base(p)}, nil
-}
+func (d *diskNode) readLink() (string, error) { return d.f.readLink(d.n) }
 
-func (f *readFS) ReadLink(name string) (string, error) {
-	n, _, err := f.resolve("readlink", name, false)
-	if err != nil {
-		return "", err
-	}
-	if n.mode&sIFMT != sIFLNK {
-		return "", &fs.PathError{Op: "readlink", Path: name, Err: fs.ErrInvalid}
-	}
-	t, err := f.readLink(n)
-	if err != nil {
-		return "", &fs.PathError{Op: "readlink", Path: name, Err: err}
-	}
-	return t, nil
-}
-
-func (f *readFS) ReadDir(name string) ([]fs.DirEntry, error) {
-	n, _, err := f.resolve("readdir", name, true)
-	if err != nil {
-		return nil, err
-	}
-	if !n.isDir() {
-		return nil, &fs.PathError{Op: "readdir", Path: name, Err: errors.New("not a directory")}
-	}
-	es, err := f.entries(n)
-	if err != nil {
-		return nil, &fs.PathError{Op: "readdir", Path: name, Err: err}
-	}
-	return es, nil
-}
-
-// entries lists a directory sorted by name; each entry's inode is read when it is listed.
-func (f *readFS) entries(n *rinode) ([]fs.DirEntry, error) {
-	var out []fs.DirEntry
+// list reads each entry's inode as it lists it, then sorts by name.
+func (d *diskNode) list() ([]namedNode, error) {
+	var out []namedNode
 	var ierr error
-	err := f.eachEntry(n, func(name string, ino uint32, _ uint8) bool {
-		c, err := f.inode(ino)
+	err := d.f.eachEntry(d.n, func(name string, ino uint32, _ uint8) bool {
+		c, err := d.f.inode(ino)
 		if err != nil {
 			ierr = fmt.Errorf("entry %q: %w", name, err)
 			return false
 		}
-		out = append(out, fs.FileInfoToDirEntry(&rinfo{n: c, name: name}))
+		out = append(out, namedNode{name, &diskNode{f: d.f, n: c}})
 		return true
 	})
 	if err == nil {
@@ -706,78 +620,14 @@ func (f *readFS) entries(n *rinode) ([]fs.DirEntry, error) {
 	if err != nil {
 		return nil, err
 	}
-	slices.SortFunc(out, func(a, b fs.DirEntry) int { return strings.Compare(a.Name(), b.Name()) })
+	slices.SortFunc(out, func(a, b namedNode) int { return strings.Compare(a.name, b.name) })
 	return out, nil
 }
 
-type rinfo struct {
-	n    *rinode
-	name string
-}
-
-func (i *rinfo) Name() string       { return i.name }
-func (i *rinfo) Size() int64        { return i.n.size }
-func (i *rinfo) Mode() fs.FileMode  { return fileMode(i.n.mode) }
-func (i *rinfo) ModTime() time.Time { return time.Unix(i.n.mtime, int64(i.n.mnsec)) }
-func (i *rinfo) IsDir() bool        { return i.n.isDir() }
-
-// Sys returns a *Stat; device numbers are decoded from i_block (EXT4.md §5).
-func (i *rinfo) Sys() any {
-	st := &Stat{Ino: i.n.ino, Nlink: i.n.nlink, Uid: i.n.uid, Gid: i.n.gid}
-	if t := i.n.mode & sIFMT; t == sIFCHR || t == sIFBLK {
-		if old := le.Uint32(i.n.iblock[0:]); old != 0 {
-			st.Major, st.Minor = old>>8&0xFF, old&0xFF
-		} else {
-			x := le.Uint32(i.n.iblock[4:])
-			st.Major, st.Minor = x>>8&0xFFF, x&0xFF|x>>12&0xFFF00
-		}
+// contents refuses inline data, which mapBlock cannot read.
+func (d *diskNode) contents() (io.ReaderAt, error) {
+	if d.n.flags&flInline != 0 {
+		return nil, fmt.Errorf("inode %d has inline data, which is not supported", d.n.ino)
 	}
-	return st
-}
-
-type rfile struct {
-	fi *rinfo
-	sr *io.SectionReader
-}
-
-func (f *rfile) Stat() (fs.FileInfo, error)                { return f.fi, nil }
-func (f *rfile) Read(p []byte) (int, error)                { return f.sr.Read(p) }
-func (f *rfile) ReadAt(p []byte, off int64) (int, error)   { return f.sr.ReadAt(p, off) }
-func (f *rfile) Seek(off int64, whence int) (int64, error) { return f.sr.Seek(off, whence) }
-func (f *rfile) Close() error                              { return nil }
-
-type rdir struct {
-	f       *readFS
-	fi      *rinfo
-	p       string
-	entries []fs.DirEntry
-	read    bool
-}
-
-func (d *rdir) Stat() (fs.FileInfo, error) { return d.fi, nil }
-func (d *rdir) Read([]byte) (int, error) {
-	return 0, &fs.PathError{Op: "read", Path: d.p, Err: errors.New("is a directory")}
-}
-func (d *rdir) Close() error { return nil }
-
-func (d *rdir) ReadDir(n int) ([]fs.DirEntry, error) {
-	if !d.read {
-		es, err := d.f.entries(d.fi.n)
-		if err != nil {
-			return nil, &fs.PathError{Op: "readdir", Path: d.p, Err: err}
-		}
-		d.entries, d.read = es, true
-	}
-	if n <= 0 {
-		out := d.entries
-		d.entries = nil
-		return out, nil
-	}
-	if len(d.entries) == 0 {
-		return nil, io.EOF
-	}
-	k := min(n, len(d.entries))
-	out := d.entries[:k]
-	d.entries = d.entries[k:]
-	return out, nil
+	return &contents{f: d.f, n: d.n}, nil
 }
