@@ -36,19 +36,37 @@ const MaxDiskSize = 64 << 40
 // go before 1980, gets its dates clamped to 1980-01-01 (bootloader.FATTime).
 const MaxEpoch = 1<<32 - 1
 
-// checkNumbers range-checks the plan's sizes and epoch before any work.
-func (p *Plan) checkNumbers() error {
-	if p.Size < 0 || p.Size > MaxDiskSize {
-		return fmt.Errorf("--size %d bytes: want at most %d TiB (MaxDiskSize)", p.Size, MaxDiskSize>>40)
-	}
-	if p.Size%partition.MiB != 0 {
-		return fmt.Errorf("--size %d is not a whole number of MiB", p.Size)
+// RangeError is a number of a Plan outside what a build can make. Field is the Plan's field
+// ("Size", "ESPSize", "SourceDateEpoch"); Want says the range. The CLI reports it as a usage
+// error in the user's own spelling of the value.
+type RangeError struct {
+	Field string
+	Value int64
+	Want  string
+}
+
+func (e *RangeError) Error() string {
+	return fmt.Sprintf("%s %d: want %s", e.Field, e.Value, e.Want)
+}
+
+// Ranges of the numbers CheckNumbers checks, as RangeError.Want says them.
+var (
+	SizeWant    = fmt.Sprintf("a whole number of MiB, at most %d TiB (the largest disk imgfab builds)", MaxDiskSize>>40)
+	ESPSizeWant = fmt.Sprintf("%d MiB to %d GiB", bootloader.MinESPSize>>20, bootloader.MaxESPSize>>30)
+	EpochWant   = fmt.Sprintf("a unix time from 0 to %d (1970-01-01 to 2106-02-07, what gzip, tar and VHD timestamps hold)", int64(MaxEpoch))
+)
+
+// CheckNumbers range-checks the plan's sizes and epoch; Run calls it before any work. Its error
+// is a *RangeError.
+func (p *Plan) CheckNumbers() error {
+	if p.Size < 0 || p.Size > MaxDiskSize || p.Size%partition.MiB != 0 {
+		return &RangeError{"Size", p.Size, SizeWant}
 	}
 	if p.ESPSize != 0 && (p.ESPSize < bootloader.MinESPSize || p.ESPSize > bootloader.MaxESPSize) {
-		return fmt.Errorf("--esp-size %d bytes: want %d MiB to %d GiB", p.ESPSize, bootloader.MinESPSize>>20, bootloader.MaxESPSize>>30)
+		return &RangeError{"ESPSize", p.ESPSize, ESPSizeWant}
 	}
 	if e := p.SourceDateEpoch; e != nil && (*e < 0 || *e > MaxEpoch) {
-		return fmt.Errorf("source date epoch %d: want 0 to %d (1970-01-01 to 2106-02-07, what gzip, tar and VHD timestamps hold)", *e, int64(MaxEpoch))
+		return &RangeError{"SourceDateEpoch", *e, EpochWant}
 	}
 	return nil
 }
@@ -229,7 +247,7 @@ func planBuild(p Plan) (*build, error) {
 	if err := p.Boot.Validate(); err != nil {
 		return nil, err
 	}
-	if err := p.checkNumbers(); err != nil {
+	if err := p.CheckNumbers(); err != nil {
 		return nil, err
 	}
 	for i, f := range b.formats {

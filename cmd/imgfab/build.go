@@ -13,7 +13,6 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/imgfab/imgfab/assemble"
-	"github.com/imgfab/imgfab/bootloader"
 	"github.com/imgfab/imgfab/diskfmt"
 )
 
@@ -110,15 +109,13 @@ func runBuild(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		plan.Outputs = append(plan.Outputs, assemble.Output{Path: o, Format: *format, Compress: *compress})
 	}
 	plan.Stdout = stdout
+	// Parsed here, range-checked by assemble (the one checker), reported in the user's spelling.
 	if *size != "" {
 		n, err := parseSize(*size)
 		if err != nil {
 			return usagef("--size: %v", err)
 		}
-		if n > assemble.MaxDiskSize {
-			return usagef("--size %s: the largest disk imgfab builds is %d TiB", *size, assemble.MaxDiskSize>>40)
-		}
-		if n%(1<<20) != 0 {
+		if n <= assemble.MaxDiskSize && n%(1<<20) != 0 {
 			n = (n + 1<<20 - 1) &^ (1<<20 - 1)
 		}
 		plan.Size = n
@@ -127,8 +124,8 @@ func runBuild(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return usagef("--esp-size: %v", err)
 	}
-	if n < bootloader.MinESPSize || n > bootloader.MaxESPSize {
-		return usagef("--esp-size %s: want %d MiB to %d GiB", *espSize, bootloader.MinESPSize>>20, bootloader.MaxESPSize>>30)
+	if n == 0 { // 0 in a Plan means the default
+		return usagef("--esp-size %s: want %s", *espSize, assemble.ESPSizeWant)
 	}
 	plan.ESPSize = n
 	epochStr, epochFrom := *sde, "--source-date-epoch"
@@ -137,11 +134,25 @@ func runBuild(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	if epochStr != "" {
 		e, err := strconv.ParseInt(strings.TrimSpace(epochStr), 10, 64)
-		if err != nil || e < 0 || e > assemble.MaxEpoch {
-			return usagef("%s: %q: want a unix time from 0 to %d (1970-01-01 to 2106-02-07, what gzip, tar and VHD timestamps hold)",
-				epochFrom, epochStr, int64(assemble.MaxEpoch))
+		if err != nil {
+			return usagef("%s: %q: want %s", epochFrom, epochStr, assemble.EpochWant)
 		}
 		plan.SourceDateEpoch = &e
+	}
+	if err := plan.CheckNumbers(); err != nil {
+		var re *assemble.RangeError
+		if !errors.As(err, &re) {
+			return err
+		}
+		switch re.Field {
+		case "Size":
+			return usagef("--size %s: want %s", *size, re.Want)
+		case "ESPSize":
+			return usagef("--esp-size %s: want %s", *espSize, re.Want)
+		case "SourceDateEpoch":
+			return usagef("%s: %q: want %s", epochFrom, epochStr, re.Want)
+		}
+		return usagef("%v", err)
 	}
 	var pushArgs []string
 	if fl.Changed("push") {
