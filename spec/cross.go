@@ -112,7 +112,7 @@ func (d *decoder) crossFile(f *File) {
 	for _, c := range f.Classes {
 		for _, pl := range c.Platforms {
 			for i, o := range c.Outputs {
-				p := fmt.Sprintf("classes.%s.outputs[%d].path", c.Name, i)
+				p := fmt.Sprintf("classes.%s.outputs[%d]", c.Name, i)
 				key := outputKey(c, o, pl)
 				if prev, dup := seen[key]; dup {
 					hint := ""

@@ -100,13 +100,13 @@ func (d *decoder) document(data []byte) *yaml.Node {
 		if errors.Is(err, io.EOF) {
 			d.failAt(Pos{File: d.file, Line: 1, Col: 1}, "", "empty file: want a mapping with the key classes")
 		}
-		d.failAt(yamlErrPos(d.file, err), "", "%s", yamlErrMsg(err))
+		d.failAt(syntaxPos(d.file, data, err), "", "%s", yamlErrMsg(err))
 	}
 	var extra yaml.Node
 	if err := dec.Decode(&extra); err == nil {
-		d.fail(&extra, "", "a second YAML document: a class file is one document")
+		d.fail(&extra, "", "a second YAML document (after ---): a class file is one document")
 	} else if !errors.Is(err, io.EOF) {
-		d.failAt(yamlErrPos(d.file, err), "", "%s", yamlErrMsg(err))
+		d.failAt(syntaxPos(d.file, data, err), "", "%s", yamlErrMsg(err))
 	}
 	if doc.Kind != yaml.DocumentNode || len(doc.Content) != 1 {
 		d.failAt(Pos{File: d.file, Line: 1, Col: 1}, "", "want a mapping with the key classes")
@@ -125,21 +125,68 @@ func (d *decoder) depth(n *yaml.Node, level int) {
 	}
 }
 
-// yamlErrPos digs the line out of a yaml.v3 error ("yaml: line 3: …"); yaml.v3 reports lines
-// only, so the column is 1.
+// parserErrors are the messages of yaml.v3's parser (not its scanner), whose "line N" counts
+// from 0: the line where the unfinished mapping, list or document began.
+var parserErrors = []string{
+	"did not find expected <document start>", "did not find expected key",
+	"did not find expected node content", "did not find expected '-' indicator",
+	"did not find expected ',' or ']'", "did not find expected ',' or '}'",
+}
+
+// yamlErrPos digs the line out of a yaml.v3 syntax error ("yaml: line 3: …"). yaml.v3 gives
+// no column, so the column is 1, and no line for one on the first line.
 func yamlErrPos(file string, err error) Pos {
-	msg := err.Error()
-	if i := strings.Index(msg, "line "); i >= 0 {
-		rest := msg[i+len("line "):]
-		j := 0
-		for j < len(rest) && rest[j] >= '0' && rest[j] <= '9' {
-			j++
-		}
-		if n, e := strconv.Atoi(rest[:j]); e == nil && n > 0 {
-			return Pos{File: file, Line: n, Col: 1}
+	msg := strings.TrimPrefix(err.Error(), "yaml: ")
+	rest, ok := strings.CutPrefix(msg, "line ")
+	if !ok {
+		return Pos{File: file, Line: 1, Col: 1}
+	}
+	num, text, _ := strings.Cut(rest, ": ")
+	n, e := strconv.Atoi(num)
+	if e != nil || n < 0 {
+		return Pos{File: file, Line: 1, Col: 1}
+	}
+	if slices.Contains(parserErrors, text) {
+		n++
+	}
+	return Pos{File: file, Line: max(n, 1), Col: 1}
+}
+
+// syntaxPos finds the line of a YAML syntax error. yaml.v3 names the line where the unfinished
+// mapping or list began, so the lines from there on are added one at a time until a prefix of
+// the file fails with the same message; that line is the one that broke it. The prefixes
+// parsed are bounded to 16 MiB in all; past that the line yaml.v3 named stands.
+func syntaxPos(file string, data []byte, err error) Pos {
+	p := yamlErrPos(file, err)
+	want := yamlErrMsg(err)
+	lines := bytes.SplitAfter(data, []byte("\n"))
+	end := 0
+	for i := 0; i < p.Line-1 && i < len(lines); i++ {
+		end += len(lines[i])
+	}
+	budget := 16 << 20
+	for k := p.Line; k <= len(lines) && budget > 0; k++ {
+		end += len(lines[k-1])
+		budget -= end
+		if e := decodeAll(data[:end]); e != nil && yamlErrMsg(e) == want {
+			return Pos{File: file, Line: k, Col: 1}
 		}
 	}
-	return Pos{File: file, Line: 1, Col: 1}
+	return p
+}
+
+// decodeAll parses every document of data and returns the first error.
+func decodeAll(data []byte) error {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	for {
+		var n yaml.Node
+		if err := dec.Decode(&n); err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		}
+	}
 }
 
 func yamlErrMsg(err error) string {
