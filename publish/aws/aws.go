@@ -125,39 +125,11 @@ func (t *Target) defaults() {
 func (t *Target) Push(ctx context.Context, a publish.Artifact, p publish.Progress) (publish.Result, error) {
 	tc := *t
 	tc.defaults()
-	if tc.ImageName == "" {
-		return publish.Result{}, fmt.Errorf("aws: no image name")
-	}
-	if tc.Via != "ebs" && tc.Via != "s3" {
-		return publish.Result{}, fmt.Errorf("aws: via %q: want ebs or s3", tc.Via)
-	}
-	if tc.Via == "s3" && tc.Bucket == "" {
-		return publish.Result{}, fmt.Errorf("aws: via s3 needs a bucket")
-	}
-	if a.Image == nil {
-		return publish.Result{}, fmt.Errorf("aws: artifact has no image")
-	}
-	bootMode, err := tc.bootMode(a)
+	bootMode, arch, volGiB, err := tc.check(a)
 	if err != nil {
 		return publish.Result{}, err
 	}
-	arch := a.Arch
-	if arch == "" {
-		arch = "x86_64"
-	}
-	if arch != "x86_64" && arch != "arm64" {
-		return publish.Result{}, fmt.Errorf("aws: architecture %q: want x86_64 or arm64", arch)
-	}
 	size := a.Image.Size()
-	minGiB := (size + 1<<30 - 1) >> 30
-	volGiB := tc.VolumeSizeGiB
-	if volGiB == 0 {
-		volGiB = minGiB
-	}
-	if volGiB < minGiB {
-		return publish.Result{}, fmt.Errorf("aws: volume size %d GiB is smaller than the disk (%d bytes, %d GiB)", volGiB, size, minGiB)
-	}
-
 	r := &run{t: &tc, p: p, size: size, details: map[string]string{"via": tc.Via, "boot_mode": bootMode}}
 	if err := r.init(ctx); err != nil {
 		return publish.Result{}, err
@@ -186,25 +158,8 @@ func (t *Target) Push(ctx context.Context, a publish.Artifact, p publish.Progres
 	}
 
 	// 3. A completed snapshot of the same content, or a new one.
-	snap, err := r.findSnapshot(ctx)
+	snap, err := r.snapshot(ctx, a, volGiB)
 	if err != nil {
-		return publish.Result{}, err
-	}
-	if snap != "" {
-		r.details["snapshot_reused"] = "true"
-		if err := r.tagSnapshot(ctx, snap); err != nil {
-			return publish.Result{}, err
-		}
-	} else if tc.Via == "ebs" {
-		if snap, err = r.uploadEBS(ctx, a, volGiB); err != nil {
-			return publish.Result{}, err
-		}
-	} else {
-		if snap, err = r.viaS3(ctx, a); err != nil {
-			return publish.Result{}, err
-		}
-	}
-	if err := r.waitSnapshot(ctx, snap); err != nil {
 		return publish.Result{}, err
 	}
 	res.Snapshot = snap
@@ -217,6 +172,70 @@ func (t *Target) Push(ctx context.Context, a publish.Artifact, p publish.Progres
 	}
 	res.ID, res.Existing, res.Details = id, existing, r.details
 	return res, nil
+}
+
+// check validates the target (its defaults applied) and the artifact, and returns the AMI's boot
+// mode and architecture and the volume size in GiB.
+func (t *Target) check(a publish.Artifact) (bootMode, arch string, volGiB int64, err error) {
+	if t.ImageName == "" {
+		return "", "", 0, fmt.Errorf("aws: no image name")
+	}
+	if t.Via != "ebs" && t.Via != "s3" {
+		return "", "", 0, fmt.Errorf("aws: via %q: want ebs or s3", t.Via)
+	}
+	if t.Via == "s3" && t.Bucket == "" {
+		return "", "", 0, fmt.Errorf("aws: via s3 needs a bucket")
+	}
+	if a.Image == nil {
+		return "", "", 0, fmt.Errorf("aws: artifact has no image")
+	}
+	if bootMode, err = t.bootMode(a); err != nil {
+		return "", "", 0, err
+	}
+	arch = a.Arch
+	if arch == "" {
+		arch = "x86_64"
+	}
+	if arch != "x86_64" && arch != "arm64" {
+		return "", "", 0, fmt.Errorf("aws: architecture %q: want x86_64 or arm64", arch)
+	}
+	size := a.Image.Size()
+	minGiB := (size + 1<<30 - 1) >> 30
+	volGiB = t.VolumeSizeGiB
+	if volGiB == 0 {
+		volGiB = minGiB
+	}
+	if volGiB < minGiB {
+		return "", "", 0, fmt.Errorf("aws: volume size %d GiB is smaller than the disk (%d bytes, %d GiB)", volGiB, size, minGiB)
+	}
+	return bootMode, arch, volGiB, nil
+}
+
+// snapshot returns a completed snapshot of the disk: one of the same content (tagged with the
+// user's tags), else a new one written through the EBS direct APIs or imported from S3.
+func (r *run) snapshot(ctx context.Context, a publish.Artifact, volGiB int64) (string, error) {
+	snap, err := r.findSnapshot(ctx)
+	if err != nil {
+		return "", err
+	}
+	if snap != "" {
+		r.details["snapshot_reused"] = "true"
+		if err := r.tagSnapshot(ctx, snap); err != nil {
+			return "", err
+		}
+	} else if r.t.Via == "ebs" {
+		if snap, err = r.uploadEBS(ctx, a, volGiB); err != nil {
+			return "", err
+		}
+	} else {
+		if snap, err = r.viaS3(ctx, a); err != nil {
+			return "", err
+		}
+	}
+	if err := r.waitSnapshot(ctx, snap); err != nil {
+		return "", err
+	}
+	return snap, nil
 }
 
 // bootMode chooses the AMI boot mode from the flag or what the disk boots.
@@ -480,22 +499,35 @@ func (r *run) findSnapshot(ctx context.Context) (string, error) {
 // uploadEBS writes the snapshot with the EBS direct APIs and returns its id.
 func (r *run) uploadEBS(ctx context.Context, a publish.Artifact, volGiB int64) (string, error) {
 	t := r.t
-	// Block puts are retried here (with the block index in the error), not by the SDK.
 	client := ebs.NewFromConfig(r.cfg, func(o *ebs.Options) {
 		if t.EndpointEBS != "" {
 			o.BaseEndpoint = aws.String(t.EndpointEBS)
 		}
 	})
+	snap, err := r.startSnapshot(ctx, client, volGiB)
+	if err != nil {
+		return "", err
+	}
+	if err := r.putBlocks(ctx, a, snap); err != nil {
+		return "", err
+	}
+	if err := r.completeSnapshot(ctx, client, snap); err != nil {
+		return "", err
+	}
+	return snap, nil
+}
+
+// startSnapshot starts the snapshot (tagged, with the push's client token) and returns its id.
+func (r *run) startSnapshot(ctx context.Context, client *ebs.Client, volGiB int64) (string, error) {
 	var tags []ebstypes.Tag
 	for _, kv := range r.tags() {
 		tags = append(tags, ebstypes.Tag{Key: aws.String(kv[0]), Value: aws.String(kv[1])})
 	}
-	p := r.p
-	p.Emit(publish.Event{Target: targetName, Step: "start snapshot"})
+	r.p.Emit(publish.Event{Target: targetName, Step: "start snapshot"})
 	st, err := client.StartSnapshot(ctx, &ebs.StartSnapshotInput{
 		VolumeSize:  aws.Int64(volGiB),
 		ClientToken: aws.String(r.token),
-		Description: aws.String("imgfab " + t.ImageName),
+		Description: aws.String("imgfab " + r.t.ImageName),
 		Tags:        tags,
 		Timeout:     aws.Int32(60), // minutes without a put before the snapshot errors out
 	})
@@ -507,19 +539,26 @@ func (r *run) uploadEBS(ctx context.Context, a publish.Artifact, volGiB int64) (
 		return "", fmt.Errorf("aws: snapshot %s has block size %d, want %d", snap, bs, EBSBlockSize)
 	}
 	r.details["snapshot_id"] = snap
+	return snap, nil
+}
 
+// putBlocks puts every block that is not all zero into the snapshot, Workers at a time, each
+// read again and checked against the digest the scan took.
+func (r *run) putBlocks(ctx context.Context, a publish.Artifact, snap string) error {
+	t, p := r.t, r.p
 	total := int64(len(r.blocks)) * EBSBlockSize
 	zero := r.nblocks - int64(len(r.blocks))
 	note := fmt.Sprintf("%d blocks, %d zero blocks skipped", len(r.blocks), zero)
 	p.Emit(publish.Event{Target: targetName, Step: "upload", Total: total, Note: note})
 	var done, retries atomic.Int64
+	// Block puts are retried here (with the block index in the error), not by the SDK.
 	putClient := ebs.NewFromConfig(r.cfg, func(o *ebs.Options) {
 		if t.EndpointEBS != "" {
 			o.BaseEndpoint = aws.String(t.EndpointEBS)
 		}
 		o.Retryer = aws.NopRetryer{}
 	})
-	err = publish.Parallel(ctx, t.Workers, len(r.blocks), func(ctx context.Context, i int) error {
+	err := publish.Parallel(ctx, t.Workers, len(r.blocks), func(ctx context.Context, i int) error {
 		b := r.blocks[i]
 		buf := blockPool.Get().(*[]byte)
 		defer blockPool.Put(buf)
@@ -551,17 +590,22 @@ func (r *run) uploadEBS(ctx context.Context, a publish.Artifact, volGiB int64) (
 		return nil
 	})
 	if err != nil {
-		return "", err
+		return err
 	}
 	r.details["blocks_sent"] = strconv.Itoa(len(r.blocks))
 	r.details["retries"] = strconv.FormatInt(retries.Load(), 10)
+	return nil
+}
 
+// completeSnapshot completes the snapshot with its block count and the linear aggregate of the
+// blocks' SHA-256 digests.
+func (r *run) completeSnapshot(ctx context.Context, client *ebs.Client, snap string) error {
 	agg := sha256.New()
 	for _, b := range r.blocks {
 		agg.Write(b.sum[:])
 	}
-	p.Emit(publish.Event{Target: targetName, Step: "complete snapshot"})
-	_, err = client.CompleteSnapshot(ctx, &ebs.CompleteSnapshotInput{
+	r.p.Emit(publish.Event{Target: targetName, Step: "complete snapshot"})
+	_, err := client.CompleteSnapshot(ctx, &ebs.CompleteSnapshotInput{
 		SnapshotId:                aws.String(snap),
 		ChangedBlocksCount:        aws.Int32(int32(len(r.blocks))),
 		Checksum:                  aws.String(base64.StdEncoding.EncodeToString(agg.Sum(nil))),
@@ -569,9 +613,9 @@ func (r *run) uploadEBS(ctx context.Context, a publish.Artifact, volGiB int64) (
 		ChecksumAlgorithm:         ebstypes.ChecksumAlgorithmChecksumAlgorithmSha256,
 	})
 	if err != nil {
-		return "", r.err(fmt.Sprintf("CompleteSnapshot %s (%d blocks)", snap, len(r.blocks)), err)
+		return r.err(fmt.Sprintf("CompleteSnapshot %s (%d blocks)", snap, len(r.blocks)), err)
 	}
-	return snap, nil
+	return nil
 }
 
 // retry runs fn until it succeeds, fails with an error that is not worth retrying, or MaxAttempts

@@ -175,10 +175,11 @@ func (r *run) uploadS3(ctx context.Context, client, putClient *s3.Client, key st
 		return r.err("looking for "+where, err)
 	}
 
-	ps := s3PartSize(t.PartSize, size)
-	nparts := int((size + ps - 1) / ps)
-	r.details["part_size"] = strconv.FormatInt(ps, 10)
-	r.details["parts_total"] = strconv.Itoa(nparts)
+	u := &s3Upload{client: client, putClient: putClient, key: key, where: where, src: src, size: size}
+	u.partSize = s3PartSize(t.PartSize, size)
+	u.nparts = int((size + u.partSize - 1) / u.partSize)
+	r.details["part_size"] = strconv.FormatInt(u.partSize, 10)
+	r.details["parts_total"] = strconv.Itoa(u.nparts)
 
 	// An unfinished upload of this key to resume?
 	uploadID, have, err := r.findUpload(ctx, client, key)
@@ -197,15 +198,42 @@ func (r *run) uploadS3(ctx context.Context, client, putClient *s3.Client, key st
 		}
 		uploadID = aws.ToString(out.UploadId)
 	}
+	u.id = uploadID
 
-	etags := make([]string, nparts)
+	etags, err := r.putParts(ctx, u, have)
+	if err != nil {
+		// The multipart upload is left in place: a rerun resumes it.
+		return err
+	}
+	return r.completeUpload(ctx, u, etags)
+}
+
+// s3Upload is one multipart upload of the disk to the bucket.
+type s3Upload struct {
+	client    *s3.Client
+	putClient *s3.Client // without the SDK's retries: run.retry retries each part
+	key       string
+	where     string // s3://BUCKET/KEY, for messages
+	id        string // the upload id
+	src       io.ReaderAt
+	size      int64
+	partSize  int64
+	nparts    int
+}
+
+// putParts uploads the parts, Workers at a time, each with its Content-MD5; a part the upload
+// already has with the same size and MD5 (have, from findUpload) is kept. It returns the parts'
+// ETags and records the counts in the details.
+func (r *run) putParts(ctx context.Context, u *s3Upload, have map[int32]s3types.Part) ([]string, error) {
+	bucket := aws.String(r.t.Bucket)
+	etags := make([]string, u.nparts)
 	var done, sent, resumed, retries atomic.Int64
-	err = publish.Parallel(ctx, t.Workers, nparts, func(ctx context.Context, i int) error {
+	err := publish.Parallel(ctx, r.t.Workers, u.nparts, func(ctx context.Context, i int) error {
 		num := int32(i + 1)
-		off := int64(i) * ps
-		n := min(ps, size-off)
+		off := int64(i) * u.partSize
+		n := min(u.partSize, u.size-off)
 		h := md5.New()
-		if _, err := io.Copy(h, io.NewSectionReader(src, off, n)); err != nil {
+		if _, err := io.Copy(h, io.NewSectionReader(u.src, off, n)); err != nil {
 			return fmt.Errorf("aws: reading part %d (offset %d): %w", num, off, err)
 		}
 		sum := h.Sum(nil)
@@ -213,16 +241,16 @@ func (r *run) uploadS3(ctx context.Context, client, putClient *s3.Client, key st
 		if p, ok := have[num]; ok && aws.ToInt64(p.Size) == n && aws.ToString(p.ETag) == etag {
 			etags[i] = etag
 			resumed.Add(1)
-			r.p.Emit(publish.Event{Target: targetName, Step: "upload", Done: done.Add(n), Total: size})
+			r.p.Emit(publish.Event{Target: targetName, Step: "upload", Done: done.Add(n), Total: u.size})
 			return nil
 		}
 		attempts, err := r.retry(ctx, func() error {
-			out, err := putClient.UploadPart(ctx, &s3.UploadPartInput{
+			out, err := u.putClient.UploadPart(ctx, &s3.UploadPartInput{
 				Bucket:        bucket,
-				Key:           aws.String(key),
-				UploadId:      aws.String(uploadID),
+				Key:           aws.String(u.key),
+				UploadId:      aws.String(u.id),
 				PartNumber:    aws.Int32(num),
-				Body:          io.NewSectionReader(src, off, n),
+				Body:          io.NewSectionReader(u.src, off, n),
 				ContentLength: aws.Int64(n),
 				ContentMD5:    aws.String(base64.StdEncoding.EncodeToString(sum)),
 			})
@@ -233,38 +261,41 @@ func (r *run) uploadS3(ctx context.Context, client, putClient *s3.Client, key st
 		})
 		retries.Add(int64(attempts - 1))
 		if err != nil {
-			return r.err(fmt.Sprintf("UploadPart %s part %d of %d (offset %d, %d bytes) after %d attempts", where, num, nparts, off, n, attempts), err)
+			return r.err(fmt.Sprintf("UploadPart %s part %d of %d (offset %d, %d bytes) after %d attempts", u.where, num, u.nparts, off, n, attempts), err)
 		}
 		sent.Add(1)
-		r.p.Emit(publish.Event{Target: targetName, Step: "upload", Done: done.Add(n), Total: size})
+		r.p.Emit(publish.Event{Target: targetName, Step: "upload", Done: done.Add(n), Total: u.size})
 		return nil
 	})
 	r.details["parts_sent"] = strconv.FormatInt(sent.Load(), 10)
 	r.details["parts_resumed"] = strconv.FormatInt(resumed.Load(), 10)
 	r.details["retries"] = strconv.FormatInt(retries.Load(), 10)
-	if err != nil {
-		// The multipart upload is left in place: a rerun resumes it.
-		return err
-	}
-	parts := make([]s3types.CompletedPart, nparts)
+	return etags, err
+}
+
+// completeUpload completes the multipart upload from the parts' ETags and checks the object's
+// size.
+func (r *run) completeUpload(ctx context.Context, u *s3Upload, etags []string) error {
+	bucket := aws.String(r.t.Bucket)
+	parts := make([]s3types.CompletedPart, u.nparts)
 	for i := range parts {
 		parts[i] = s3types.CompletedPart{PartNumber: aws.Int32(int32(i + 1)), ETag: aws.String(etags[i])}
 	}
-	r.p.Emit(publish.Event{Target: targetName, Step: "complete upload", Done: size, Total: size})
-	if _, err := client.CompleteMultipartUpload(ctx, &s3.CompleteMultipartUploadInput{
+	r.p.Emit(publish.Event{Target: targetName, Step: "complete upload", Done: u.size, Total: u.size})
+	if _, err := u.client.CompleteMultipartUpload(ctx, &s3.CompleteMultipartUploadInput{
 		Bucket:          bucket,
-		Key:             aws.String(key),
-		UploadId:        aws.String(uploadID),
+		Key:             aws.String(u.key),
+		UploadId:        aws.String(u.id),
 		MultipartUpload: &s3types.CompletedMultipartUpload{Parts: parts},
 	}); err != nil {
-		return r.err(fmt.Sprintf("CompleteMultipartUpload %s (%d parts)", where, nparts), err)
+		return r.err(fmt.Sprintf("CompleteMultipartUpload %s (%d parts)", u.where, u.nparts), err)
 	}
-	head, err = client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: bucket, Key: aws.String(key)})
+	head, err := u.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: bucket, Key: aws.String(u.key)})
 	if err != nil {
-		return r.err("checking "+where, err)
+		return r.err("checking "+u.where, err)
 	}
-	if got := aws.ToInt64(head.ContentLength); got != size {
-		return fmt.Errorf("aws: %s has %d bytes after upload, want %d", where, got, size)
+	if got := aws.ToInt64(head.ContentLength); got != u.size {
+		return fmt.Errorf("aws: %s has %d bytes after upload, want %d", u.where, got, u.size)
 	}
 	return nil
 }

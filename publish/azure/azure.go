@@ -190,10 +190,16 @@ func (az *Target) Push(ctx context.Context, a publish.Artifact, p publish.Progre
 		return res, nil
 	}
 
+	return az.createImage(ctx, images, res, gen, plan.hash, blobURL, p)
+}
+
+// createImage makes the managed image from the blob, waits for it and completes res with its id.
+func (az *Target) createImage(ctx context.Context, images *armcompute.ImagesClient, res publish.Result,
+	gen armcompute.HyperVGenerationTypes, hash, blobURL string, p publish.Progress) (publish.Result, error) {
 	p.Emit(publish.Event{Target: targetName, Step: "image", Note: az.ImageName})
 	img := armcompute.Image{
 		Location: &az.Location,
-		Tags:     map[string]*string{metaDone: &plan.hash},
+		Tags:     map[string]*string{metaDone: &hash},
 		Properties: &armcompute.ImageProperties{
 			HyperVGeneration: &gen,
 			StorageProfile: &armcompute.ImageStorageProfile{
@@ -517,40 +523,10 @@ func missing(want, have []pageRange) []pageRange {
 // planFor opens the artifact as a fixed VHD (as is, or converted) and finds its non-zero ranges
 // and content hash by reading the bytes inside the disk's extents.
 func planFor(ctx context.Context, a publish.Artifact, chunk int64, p publish.Progress) (*vhdPlan, error) {
-	if a.Image == nil {
-		return nil, errors.New("no disk image")
+	plan, exts, err := openVHD(ctx, a)
+	if err != nil {
+		return nil, err
 	}
-	plan := &vhdPlan{close: func() {}}
-	var exts []diskfmt.Extent
-	if a.Image.Format() == "vhd" && a.Path != "" {
-		f, err := os.Open(a.Path)
-		if err != nil {
-			return nil, err
-		}
-		fi, err := f.Stat()
-		if err != nil {
-			f.Close()
-			return nil, err
-		}
-		if fi.Size() > footerSize && (fi.Size()-footerSize)%mib == 0 && fi.Size()-footerSize >= a.Image.Size() {
-			plan.src, plan.size, plan.close = f, fi.Size(), func() { f.Close() }
-			exts = append(append(exts, a.Image.Extents()...), diskfmt.Extent{Off: fi.Size() - footerSize, Len: footerSize})
-		} else {
-			f.Close() // not a whole number of MiB: rewrap the guest bytes
-		}
-	}
-	if plan.src == nil {
-		size := (a.Image.Size() + mib - 1) / mib * mib
-		footer, err := vhdFooter(ctx, size)
-		if err != nil {
-			return nil, err
-		}
-		plan.src = &vhdView{d: a.Image, size: size, footer: footer}
-		plan.size = size + footerSize
-		plan.converted = true
-		exts = append(append(exts, a.Image.Extents()...), diskfmt.Extent{Off: size, Len: footerSize})
-	}
-
 	h := sha256.New()
 	h.Write([]byte("imgfab-vhd-pages-v1"))
 	binary.Write(h, binary.BigEndian, plan.size)
@@ -598,6 +574,46 @@ func planFor(ctx context.Context, a publish.Artifact, chunk int64, p publish.Pro
 	}
 	plan.hash = hex.EncodeToString(h.Sum(nil))
 	return plan, nil
+}
+
+// openVHD opens the artifact as a fixed VHD: the file as it is when it is one whose data size is
+// a whole MiB, else a view of the guest bytes with a footer (converted). It returns the plan with
+// the VHD's source and size, and the extents of the VHD that may hold data.
+func openVHD(ctx context.Context, a publish.Artifact) (*vhdPlan, []diskfmt.Extent, error) {
+	if a.Image == nil {
+		return nil, nil, errors.New("no disk image")
+	}
+	plan := &vhdPlan{close: func() {}}
+	var exts []diskfmt.Extent
+	if a.Image.Format() == "vhd" && a.Path != "" {
+		f, err := os.Open(a.Path)
+		if err != nil {
+			return nil, nil, err
+		}
+		fi, err := f.Stat()
+		if err != nil {
+			f.Close()
+			return nil, nil, err
+		}
+		if fi.Size() > footerSize && (fi.Size()-footerSize)%mib == 0 && fi.Size()-footerSize >= a.Image.Size() {
+			plan.src, plan.size, plan.close = f, fi.Size(), func() { f.Close() }
+			exts = append(append(exts, a.Image.Extents()...), diskfmt.Extent{Off: fi.Size() - footerSize, Len: footerSize})
+		} else {
+			f.Close() // not a whole number of MiB: rewrap the guest bytes
+		}
+	}
+	if plan.src == nil {
+		size := (a.Image.Size() + mib - 1) / mib * mib
+		footer, err := vhdFooter(ctx, size)
+		if err != nil {
+			return nil, nil, err
+		}
+		plan.src = &vhdView{d: a.Image, size: size, footer: footer}
+		plan.size = size + footerSize
+		plan.converted = true
+		exts = append(append(exts, a.Image.Extents()...), diskfmt.Extent{Off: size, Len: footerSize})
+	}
+	return plan, exts, nil
 }
 
 func isZero(b []byte) bool {

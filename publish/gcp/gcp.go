@@ -86,23 +86,9 @@ func GCSSource(bucket, object string) string {
 // tarball (diskfmt.IsGCETarball); otherwise a.Image is converted into a GCE tarball while it uploads,
 // through a pipe (no temporary file; the object size is then unknown until the end).
 func (g *Target) Push(ctx context.Context, a publish.Artifact, p publish.Progress) (publish.Result, error) {
-	if g.Project == "" || g.Bucket == "" || g.Image == "" {
-		return publish.Result{}, fmt.Errorf("gcp: project, bucket and name are required (got %q, %q, %q)", g.Project, g.Bucket, g.Image)
-	}
-	if !imageNameRE.MatchString(g.Image) {
-		return publish.Result{}, fmt.Errorf("gcp: image name %q: want lower-case letters, digits and '-', starting with a letter, at most 63 characters", g.Image)
-	}
-	object := g.Object
-	if object == "" {
-		object = "imgfab/" + g.Image + ".tar.gz"
-	}
-	arch := "X86_64"
-	switch a.Arch {
-	case "", "x86_64", "amd64":
-	case "arm64", "aarch64":
-		arch = "ARM64"
-	default:
-		return publish.Result{}, fmt.Errorf("gcp: architecture %q: GCE images are X86_64 or ARM64", a.Arch)
+	object, arch, err := g.check(a)
+	if err != nil {
+		return publish.Result{}, err
 	}
 	res := publish.Result{Target: targetName, Name: g.Image, Details: map[string]string{
 		"project": g.Project,
@@ -127,20 +113,7 @@ func (g *Target) Push(ctx context.Context, a publish.Artifact, p publish.Progres
 	}
 
 	// 2. The object.
-	// The HTTP client is built here, around a transport that remembers the last error status:
-	// the library retries some requests until the context ends and then reports only that.
-	rec := &statusRecorder{base: http.DefaultTransport}
-	tr, err := htransport.NewTransport(ctx, rec, append([]option.ClientOption{option.WithScopes(storage.ScopeFullControl)}, g.StorageOptions...)...)
-	if err != nil {
-		return publish.Result{}, publish.NewStepError(targetName, "storage credentials", err)
-	}
-	sc, err := storage.NewClient(ctx, append(slices.Clone(g.StorageOptions), option.WithHTTPClient(&http.Client{Transport: tr}))...)
-	if err != nil {
-		return publish.Result{}, publish.NewStepError(targetName, "storage client", err)
-	}
-	defer sc.Close()
-	obj := sc.Bucket(g.Bucket).Object(object)
-	up, err := g.upload(ctx, obj, a, rec, p)
+	up, err := g.storeObject(ctx, object, a, p)
 	if err != nil {
 		return publish.Result{}, err
 	}
@@ -152,6 +125,53 @@ func (g *Target) Push(ctx context.Context, a publish.Artifact, p publish.Progres
 	}
 
 	// 3. images.insert and wait.
+	return g.insert(ctx, cs, res, g.image(a, arch, object, res.Details), up, p)
+}
+
+// check validates the target's fields and the artifact's architecture, and returns the object
+// name and the GCE architecture.
+func (g *Target) check(a publish.Artifact) (object, arch string, err error) {
+	if g.Project == "" || g.Bucket == "" || g.Image == "" {
+		return "", "", fmt.Errorf("gcp: project, bucket and name are required (got %q, %q, %q)", g.Project, g.Bucket, g.Image)
+	}
+	if !imageNameRE.MatchString(g.Image) {
+		return "", "", fmt.Errorf("gcp: image name %q: want lower-case letters, digits and '-', starting with a letter, at most 63 characters", g.Image)
+	}
+	object = g.Object
+	if object == "" {
+		object = "imgfab/" + g.Image + ".tar.gz"
+	}
+	arch = "X86_64"
+	switch a.Arch {
+	case "", "x86_64", "amd64":
+	case "arm64", "aarch64":
+		arch = "ARM64"
+	default:
+		return "", "", fmt.Errorf("gcp: architecture %q: GCE images are X86_64 or ARM64", a.Arch)
+	}
+	return object, arch, nil
+}
+
+// storeObject makes the storage client and puts the GCE tarball into the object.
+func (g *Target) storeObject(ctx context.Context, object string, a publish.Artifact, p publish.Progress) (uploadResult, error) {
+	// The HTTP client is built here, around a transport that remembers the last error status:
+	// the library retries some requests until the context ends and then reports only that.
+	rec := &statusRecorder{base: http.DefaultTransport}
+	tr, err := htransport.NewTransport(ctx, rec, append([]option.ClientOption{option.WithScopes(storage.ScopeFullControl)}, g.StorageOptions...)...)
+	if err != nil {
+		return uploadResult{}, publish.NewStepError(targetName, "storage credentials", err)
+	}
+	sc, err := storage.NewClient(ctx, append(slices.Clone(g.StorageOptions), option.WithHTTPClient(&http.Client{Transport: tr}))...)
+	if err != nil {
+		return uploadResult{}, publish.NewStepError(targetName, "storage client", err)
+	}
+	defer sc.Close()
+	obj := sc.Bucket(g.Bucket).Object(object)
+	return g.upload(ctx, obj, a, rec, p)
+}
+
+// image is the image images.insert is asked to make; it records its guest OS features in details.
+func (g *Target) image(a publish.Artifact, arch, object string, details map[string]string) *compute.Image {
 	feats := []string{"GVNIC", "VIRTIO_SCSI_MULTIQUEUE"}
 	if a.Boots("uefi") {
 		feats = append([]string{"UEFI_COMPATIBLE"}, feats...)
@@ -166,18 +186,24 @@ func (g *Target) Push(ctx context.Context, a publish.Artifact, p publish.Progres
 		Family:       g.Family,
 		Labels:       g.Labels,
 		Architecture: arch,
-		Description:  "imgfab: " + res.Details["object"],
+		Description:  "imgfab: " + details["object"],
 		RawDisk:      &compute.ImageRawDisk{Source: GCSSource(g.Bucket, object)},
 	}
 	for _, f := range feats {
 		img.GuestOsFeatures = append(img.GuestOsFeatures, &compute.GuestOsFeature{Type: f})
 	}
-	res.Details["guest_os_features"] = fmt.Sprint(feats)
+	details["guest_os_features"] = fmt.Sprint(feats)
+	return img
+}
+
+// insert calls images.insert for img, waits for the operation and completes res with the image;
+// an image made meanwhile by another run (409) is returned as Existing.
+func (g *Target) insert(ctx context.Context, cs *compute.Service, res publish.Result, img *compute.Image, up uploadResult, p publish.Progress) (publish.Result, error) {
 	p.Emit(publish.Event{Target: targetName, Step: "register", Note: "images.insert " + g.Image})
 	// A request id makes a retried insert (or a rerun during the operation) the same request.
 	reqID := requestID(g.Project, g.Image, up.crc, up.size)
 	var op *compute.Operation
-	err = withRetry(ctx, func() error {
+	err := withRetry(ctx, func() error {
 		var err error
 		op, err = cs.Images.Insert(g.Project, img).RequestId(reqID).Context(ctx).Do()
 		return err
@@ -218,51 +244,70 @@ type uploadResult struct {
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
-// upload puts the GCE tarball into obj unless it is there already with the same CRC32C.
-func (g *Target) upload(ctx context.Context, obj *storage.ObjectHandle, a publish.Artifact, rec *statusRecorder, p publish.Progress) (uploadResult, error) {
-	tarball := false
+// source gives the bytes of the GCE tarball to upload: the file as it is, or the disk image
+// converted through a pipe.
+type source struct {
+	a       publish.Artifact
+	tarball bool           // a.Path is a GCE tarball
+	gce     diskfmt.Format // the converter, when it is not
+}
+
+// newSource finds whether a.Path is a GCE tarball already, else that there is a disk to convert.
+func newSource(a publish.Artifact) (*source, error) {
+	s := &source{a: a}
 	if a.Path != "" {
 		ok, err := diskfmt.IsGCETarball(a.Path)
 		if err != nil {
-			return uploadResult{}, publish.NewStepError(targetName, "reading "+a.Path, err)
+			return nil, publish.NewStepError(targetName, "reading "+a.Path, err)
 		}
-		tarball = ok
+		s.tarball = ok
 	}
-	if !tarball && a.Image == nil {
-		return uploadResult{}, fmt.Errorf("gcp: %s is not a GCE tarball and no disk image was opened to convert", a.Path)
+	if !s.tarball && a.Image == nil {
+		return nil, fmt.Errorf("gcp: %s is not a GCE tarball and no disk image was opened to convert", a.Path)
 	}
 	gceFmt, err := diskfmt.Lookup("gce")
 	if err != nil {
-		return uploadResult{}, publish.NewStepError(targetName, "gce format", err)
+		return nil, publish.NewStepError(targetName, "gce format", err)
 	}
-	// open gives the tarball's bytes: the file, or the conversion through a pipe.
-	open := func(ctx context.Context) (io.ReadCloser, error) {
-		if tarball {
-			return os.Open(a.Path)
-		}
-		pr, pw := io.Pipe()
-		go func() { pw.CloseWithError(gceFmt.Write(ctx, pw, a.Image)) }()
-		return pr, nil
-	}
-	// checksum reads the whole tarball once.
-	checksum := func(step string) (int64, uint32, error) {
-		r, err := open(ctx)
-		if err != nil {
-			return 0, 0, err
-		}
-		defer r.Close()
-		h := crc32.New(castagnoli)
-		n, err := io.Copy(h, &progressReader{r: iox.CtxReader{Ctx: ctx, R: r}, fn: func(n int64) {
-			p.Emit(publish.Event{Target: targetName, Step: step, Done: n})
-		}})
-		return n, h.Sum32(), err
-	}
+	s.gce = gceFmt
+	return s, nil
+}
 
+// open gives the tarball's bytes: the file, or the conversion through a pipe.
+func (s *source) open(ctx context.Context) (io.ReadCloser, error) {
+	if s.tarball {
+		return os.Open(s.a.Path)
+	}
+	pr, pw := io.Pipe()
+	go func() { pw.CloseWithError(s.gce.Write(ctx, pw, s.a.Image)) }()
+	return pr, nil
+}
+
+// checksum reads the whole tarball once and returns its size and CRC32C.
+func (s *source) checksum(ctx context.Context, p publish.Progress, step string) (int64, uint32, error) {
+	r, err := s.open(ctx)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer r.Close()
+	h := crc32.New(castagnoli)
+	n, err := io.Copy(h, &progressReader{r: iox.CtxReader{Ctx: ctx, R: r}, fn: func(n int64) {
+		p.Emit(publish.Event{Target: targetName, Step: step, Done: n})
+	}})
+	return n, h.Sum32(), err
+}
+
+// upload puts the GCE tarball into obj unless it is there already with the same CRC32C.
+func (g *Target) upload(ctx context.Context, obj *storage.ObjectHandle, a publish.Artifact, rec *statusRecorder, p publish.Progress) (uploadResult, error) {
+	src, err := newSource(a)
+	if err != nil {
+		return uploadResult{}, err
+	}
 	var size int64 = -1
 	var crc uint32
-	if tarball {
+	if src.tarball {
 		p.Emit(publish.Event{Target: targetName, Step: "checksum"})
-		if size, crc, err = checksum("checksum"); err != nil {
+		if size, crc, err = src.checksum(ctx, p, "checksum"); err != nil {
 			return uploadResult{}, publish.NewStepError(targetName, "checksum of "+a.Path, err)
 		}
 	}
@@ -273,9 +318,9 @@ func (g *Target) upload(ctx context.Context, obj *storage.ObjectHandle, a publis
 	if err != nil {
 		return uploadResult{}, publish.NewStepError(targetName, "object attrs gs://"+obj.BucketName()+"/"+obj.ObjectName(), err)
 	}
-	if attrs != nil && !tarball {
+	if attrs != nil && !src.tarball {
 		// The conversion is deterministic: hash it once more rather than upload it again.
-		if size, crc, err = checksum("checksum"); err != nil {
+		if size, crc, err = src.checksum(ctx, p, "checksum"); err != nil {
 			return uploadResult{}, publish.NewStepError(targetName, "converting to a GCE tarball (checksum)", err)
 		}
 	}
@@ -287,7 +332,33 @@ func (g *Target) upload(ctx context.Context, obj *storage.ObjectHandle, a publis
 	if attrs != nil {
 		cond = storage.Conditions{GenerationMatch: attrs.Generation}
 	}
-	r, err := open(ctx)
+	return g.write(ctx, obj.If(cond), src, size, crc, rec, p)
+}
+
+// watchStalls cancels uctx (with the cause) when lastMove (unix nanoseconds) is older than
+// stall; it returns when uctx ends.
+func watchStalls(uctx context.Context, cancelCause context.CancelCauseFunc, stall time.Duration, lastMove *atomic.Int64, rec *statusRecorder) {
+	t := time.NewTicker(min(stall/4, 5*time.Second))
+	defer t.Stop()
+	for {
+		select {
+		case <-uctx.Done():
+			return
+		case <-t.C:
+			if time.Since(time.Unix(0, lastMove.Load())) > stall {
+				cancelCause(fmt.Errorf("no upload progress for %s%s", stall, rec.last()))
+				return
+			}
+		}
+	}
+}
+
+// write uploads the tarball to obj (its preconditions set) with a resumable upload watched for
+// stalls, and checks the object the server made against the bytes sent. size and crc are the
+// tarball's when it is a file (size -1 otherwise).
+func (g *Target) write(ctx context.Context, obj *storage.ObjectHandle, src *source, size int64, crc uint32, rec *statusRecorder, p publish.Progress) (uploadResult, error) {
+	a := src.a
+	r, err := src.open(ctx)
 	if err != nil {
 		return uploadResult{}, publish.NewStepError(targetName, "opening "+a.Path, err)
 	}
@@ -301,31 +372,17 @@ func (g *Target) upload(ctx context.Context, obj *storage.ObjectHandle, a publis
 	}
 	var lastMove atomic.Int64 // unix nanoseconds of the last progress; only for the watchdog
 	lastMove.Store(time.Now().UnixNano())
-	go func() {
-		t := time.NewTicker(min(stall/4, 5*time.Second))
-		defer t.Stop()
-		for {
-			select {
-			case <-uctx.Done():
-				return
-			case <-t.C:
-				if time.Since(time.Unix(0, lastMove.Load())) > stall {
-					cancelCause(fmt.Errorf("no upload progress for %s%s", stall, rec.last()))
-					return
-				}
-			}
-		}
-	}()
+	go watchStalls(uctx, cancelCause, stall, &lastMove, rec)
 	// storage.ShouldRetry also retries a connection closed before the answer (EOF); without an
 	// error func the chunk retry falls back to a stricter default that does not.
-	w := obj.If(cond).Retryer(append([]storage.RetryOption{storage.WithPolicy(storage.RetryAlways), storage.WithErrorFunc(storage.ShouldRetry)}, g.RetryOptions...)...).NewWriter(uctx)
+	w := obj.Retryer(append([]storage.RetryOption{storage.WithPolicy(storage.RetryAlways), storage.WithErrorFunc(storage.ShouldRetry)}, g.RetryOptions...)...).NewWriter(uctx)
 	w.ChunkSize = g.ChunkSize
 	if w.ChunkSize == 0 {
 		w.ChunkSize = 16 << 20
 	}
 	w.ContentType = "application/gzip"
 	w.Metadata = map[string]string{"imgfab-image": g.Image}
-	if tarball {
+	if src.tarball {
 		// The server checks the whole object against it.
 		w.CRC32C, w.SendCRC32C = crc, true
 	}
@@ -335,8 +392,8 @@ func (g *Target) upload(ctx context.Context, obj *storage.ObjectHandle, a publis
 		p.Emit(publish.Event{Target: targetName, Step: "upload", Done: n, Total: total})
 	}
 	h := crc32.New(castagnoli)
-	src := &progressReader{r: iox.CtxReader{Ctx: ctx, R: r}, fn: func(int64) { lastMove.Store(time.Now().UnixNano()) }}
-	n, err := io.Copy(w, io.TeeReader(src, h))
+	in := &progressReader{r: iox.CtxReader{Ctx: ctx, R: r}, fn: func(int64) { lastMove.Store(time.Now().UnixNano()) }}
+	n, err := io.Copy(w, io.TeeReader(in, h))
 	if err == nil {
 		err = w.Close()
 		if err != nil && context.Cause(uctx) != nil && ctx.Err() == nil {
@@ -357,7 +414,7 @@ func (g *Target) upload(ctx context.Context, obj *storage.ObjectHandle, a publis
 		return uploadResult{}, publish.NewStepError(targetName, fmt.Sprintf("upload to gs://%s/%s after %d bytes", obj.BucketName(), obj.ObjectName(), n), err)
 	}
 	got := w.Attrs()
-	if tarball && n != size {
+	if src.tarball && n != size {
 		return uploadResult{}, fmt.Errorf("gcp: upload of %s: read %d bytes, the file had %d when checksummed (changed meanwhile?)", a.Path, n, size)
 	}
 	if got.Size != n || got.CRC32C != h.Sum32() {

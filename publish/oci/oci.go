@@ -126,45 +126,13 @@ func (o *Target) Push(ctx context.Context, a publish.Artifact, p publish.Progres
 	created = created.UTC().Truncate(time.Second)
 
 	// The blob: the disk file itself (artifact) or a tar of it as qcow2 (containerDisk).
-	var (
-		layer    v1.Layer
-		cleanup  = func() {}
-		pushFmt  = a.Image.Format()
-		kind     = "containerdisk"
-		details  = map[string]string{}
-		blobPath = a.Path
-	)
-	defer func() { cleanup() }()
-	if o.Artifact {
-		kind = "artifact"
-		if blobPath == "" {
-			return res, fmt.Errorf("oci: artifact: the disk has no file path")
-		}
-		layer, err = newFileBlob(ctx, blobPath, types.MediaType(DiskMediaTypePrefix+pushFmt), p)
-		if err != nil {
-			return res, publish.NewStepError(targetName, "digest", err)
-		}
-	} else {
-		if pushFmt != "qcow2" || blobPath == "" {
-			dir := o.TempDir
-			if dir == "" && blobPath != "" {
-				dir = filepath.Dir(blobPath)
-			}
-			tmp, err := convertQcow2(ctx, a.Image, dir, p)
-			if err != nil {
-				return res, publish.NewStepError(targetName, "convert "+pushFmt+" to qcow2", err)
-			}
-			cleanup = func() { os.Remove(tmp) }
-			details["converted_from"] = pushFmt
-			blobPath, pushFmt = tmp, "qcow2"
-		}
-		layer, err = newContainerDiskLayer(ctx, blobPath, created, p)
-		if err != nil {
-			return res, publish.NewStepError(targetName, "digest", err)
-		}
+	b, err := o.blob(ctx, a, created, p)
+	if err != nil {
+		return res, err
 	}
+	defer b.cleanup()
 
-	img, err := o.image(a, layer, pushFmt, created)
+	img, err := o.image(a, b.layer, b.format, created)
 	if err != nil {
 		return res, publish.NewStepError(targetName, "manifest", err)
 	}
@@ -172,16 +140,80 @@ func (o *Target) Push(ctx context.Context, a publish.Artifact, p publish.Progres
 	if err != nil {
 		return res, publish.NewStepError(targetName, "manifest", err)
 	}
-	ld, _ := layer.Digest()
-	ls, _ := layer.Size()
+	ld, _ := b.layer.Digest()
+	ls, _ := b.layer.Size()
 	res.ID = dig.String()
-	details["kind"] = kind
-	details["format"] = pushFmt
-	details["layer_digest"] = ld.String()
-	details["layer_size"] = strconv.FormatInt(ls, 10)
-	details["pull"] = ref.Context().Digest(dig.String()).String()
-	res.Details = details
+	b.details["kind"] = b.kind
+	b.details["format"] = b.format
+	b.details["layer_digest"] = ld.String()
+	b.details["layer_size"] = strconv.FormatInt(ls, 10)
+	b.details["pull"] = ref.Context().Digest(dig.String()).String()
+	res.Details = b.details
 
+	opts := o.remoteOptions(ctx, kc)
+	// Idempotence: the tag already at this digest means the whole image is there.
+	if _, isTag := ref.(name.Tag); isTag {
+		desc, err := remote.Head(ref, opts...)
+		switch {
+		case err == nil && desc.Digest == dig:
+			res.Existing = true
+			p.Emit(publish.Event{Target: targetName, Step: "upload", Done: ls, Total: ls, Note: "already in the registry"})
+			return res, nil
+		case err != nil && !isNotFound(err):
+			return res, publish.NewStepError(targetName, "checking "+ref.Name(), err, secrets...)
+		}
+	}
+	return o.write(ctx, ref, a, b, created, opts, secrets, res, p)
+}
+
+// blob is the layer a push uploads and what is known about it.
+type blob struct {
+	layer   v1.Layer
+	format  string            // the disk's format as pushed
+	kind    string            // "containerdisk" or "artifact"
+	details map[string]string // Result.Details so far
+	cleanup func()            // removes a temporary qcow2, if any
+}
+
+// blob makes the layer: the disk file itself (artifact), or a tar of it as qcow2
+// (containerDisk), converted to a temporary qcow2 file first when it is not one.
+func (o *Target) blob(ctx context.Context, a publish.Artifact, created time.Time, p publish.Progress) (*blob, error) {
+	b := &blob{format: a.Image.Format(), kind: "containerdisk", details: map[string]string{}, cleanup: func() {}}
+	path := a.Path
+	var err error
+	if o.Artifact {
+		b.kind = "artifact"
+		if path == "" {
+			return nil, fmt.Errorf("oci: artifact: the disk has no file path")
+		}
+		if b.layer, err = newFileBlob(ctx, path, types.MediaType(DiskMediaTypePrefix+b.format), p); err != nil {
+			return nil, publish.NewStepError(targetName, "digest", err)
+		}
+		return b, nil
+	}
+	if b.format != "qcow2" || path == "" {
+		dir := o.TempDir
+		if dir == "" && path != "" {
+			dir = filepath.Dir(path)
+		}
+		tmp, err := convertQcow2(ctx, a.Image, dir, p)
+		if err != nil {
+			return nil, publish.NewStepError(targetName, "convert "+b.format+" to qcow2", err)
+		}
+		b.cleanup = func() { os.Remove(tmp) }
+		b.details["converted_from"] = b.format
+		path, b.format = tmp, "qcow2"
+	}
+	if b.layer, err = newContainerDiskLayer(ctx, path, created, p); err != nil {
+		b.cleanup()
+		return nil, publish.NewStepError(targetName, "digest", err)
+	}
+	return b, nil
+}
+
+// remoteOptions are the registry client's options: credentials, the statuses worth a retry and
+// the backoff between retries, the transport.
+func (o *Target) remoteOptions(ctx context.Context, kc authn.Keychain) []remote.Option {
 	opts := []remote.Option{
 		remote.WithContext(ctx),
 		remote.WithAuthFromKeychain(kc),
@@ -197,20 +229,14 @@ func (o *Target) Push(ctx context.Context, a publish.Artifact, p publish.Progres
 	if o.Transport != nil {
 		opts = append(opts, remote.WithTransport(o.Transport))
 	}
+	return opts
+}
 
-	// Idempotence: the tag already at this digest means the whole image is there.
-	if _, isTag := ref.(name.Tag); isTag {
-		desc, err := remote.Head(ref, opts...)
-		switch {
-		case err == nil && desc.Digest == dig:
-			res.Existing = true
-			p.Emit(publish.Event{Target: targetName, Step: "upload", Done: ls, Total: ls, Note: "already in the registry"})
-			return res, nil
-		case err != nil && !isNotFound(err):
-			return res, publish.NewStepError(targetName, "checking "+ref.Name(), err, secrets...)
-		}
-	}
-
+// write uploads the image (blobs the registry lacks, then the manifest) and reports the upload
+// from the blob bytes the uploader reads.
+func (o *Target) write(ctx context.Context, ref name.Reference, a publish.Artifact, b *blob, created time.Time,
+	opts []remote.Option, secrets []string, res publish.Result, p publish.Progress) (publish.Result, error) {
+	ls, _ := b.layer.Size()
 	// Progress counts the blob bytes the uploader reads (ggcr's own progress channel can be
 	// written to after Write returns on a failed request, which would panic).
 	var closed atomic.Bool
@@ -221,8 +247,9 @@ func (o *Target) Push(ctx context.Context, a publish.Artifact, p publish.Progres
 			p.Emit(e)
 		}
 	})
-	cl := &countingLayer{Layer: layer, p: up, sent: &sent, total: ls}
-	if img, err = o.image(a, cl, pushFmt, created); err != nil {
+	cl := &countingLayer{Layer: b.layer, p: up, sent: &sent, total: ls}
+	img, err := o.image(a, cl, b.format, created)
+	if err != nil {
 		return res, publish.NewStepError(targetName, "manifest", err)
 	}
 	err = remote.Write(ref, img, opts...)

@@ -359,149 +359,165 @@ func (s *Server) nextID(prefix string) string {
 
 type ebsTag struct{ Key, Value string }
 
+// serveEBS routes an EBS direct API request (its signature already checked) to its handler.
 func (s *Server) serveEBS(w http.ResponseWriter, r *http.Request, body []byte) {
 	parts := strings.Split(strings.Trim(r.URL.Path, "/"), "/")
 	switch {
-	case r.Method == http.MethodPost && len(parts) == 1: // StartSnapshot
-		var in struct {
-			VolumeSize  int64
-			ClientToken string
-			Description string
-			Tags        []ebsTag
-			Timeout     int32
-		}
-		if err := json.Unmarshal(body, &in); err != nil {
-			ebsError(w, 400, "ValidationException", s.problem("StartSnapshot: body: %v", err))
-			return
-		}
-		if in.VolumeSize < 1 || in.VolumeSize > 65536 {
-			ebsError(w, 400, "ValidationException", s.problem("StartSnapshot: VolumeSize %d", in.VolumeSize))
-			return
-		}
-		if in.ClientToken == "" || len(in.ClientToken) > 64 {
-			ebsError(w, 400, "ValidationException", s.problem("StartSnapshot: ClientToken %q (want 1-64 chars)", in.ClientToken))
-			return
-		}
-		if in.Timeout != 0 && (in.Timeout < 10 || in.Timeout > 4320) {
-			ebsError(w, 400, "ValidationException", s.problem("StartSnapshot: Timeout %d minutes", in.Timeout))
-			return
-		}
-		s.mu.Lock()
-		sn := s.snaps[s.tokens[in.ClientToken]]
-		if sn == nil || sn.State != "pending" {
-			sn = &Snapshot{ID: s.nextID("snap"), VolumeSize: in.VolumeSize, Tags: map[string]string{}, State: "pending",
-				Blocks: map[int32][]byte{}, Token: in.ClientToken, Timeout: in.Timeout}
-			for _, t := range in.Tags {
-				sn.Tags[t.Key] = t.Value
-			}
-			s.snaps[sn.ID] = sn
-			s.tokens[in.ClientToken] = sn.ID
-		}
-		s.calls["StartSnapshot"]++
-		out := map[string]any{"SnapshotId": sn.ID, "Status": "pending", "VolumeSize": sn.VolumeSize, "BlockSize": BlockSize, "Description": in.Description}
-		s.mu.Unlock()
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(201)
-		json.NewEncoder(w).Encode(out)
-
-	case r.Method == http.MethodPut && len(parts) == 4 && parts[2] == "blocks": // PutSnapshotBlock
-		idx := blockIndex(r.URL.Path)
-		op := fmt.Sprintf("PutSnapshotBlock %s block %d", parts[1], idx)
-		if s.Corrupt != nil && s.Corrupt(idx) && len(body) > 0 {
-			body[len(body)/2] ^= 0xff
-			if !blockChecks(r, body) {
-				ebsError(w, 400, "ValidationException", "The checksum of the block data does not match the checksum provided")
-				return
-			}
-		}
-		s.mu.Lock()
-		sn := s.snaps[parts[1]]
-		s.mu.Unlock()
-		if sn == nil || sn.State != "pending" {
-			ebsError(w, 404, "ResourceNotFoundException", s.problem("%s: no pending snapshot", op))
-			return
-		}
-		if idx < 0 || int64(idx) >= sn.VolumeSize<<30/BlockSize {
-			ebsError(w, 400, "ValidationException", s.problem("%s: index out of range for %d GiB", op, sn.VolumeSize))
-			return
-		}
-		if dl := r.Header.Get("X-Amz-Data-Length"); dl != strconv.Itoa(BlockSize) || len(body) != BlockSize {
-			ebsError(w, 400, "ValidationException", s.problem("%s: Data-Length %q, body %d bytes, want %d", op, dl, len(body), BlockSize))
-			return
-		}
-		if alg := r.Header.Get("X-Amz-Checksum-Algorithm"); alg != "SHA256" {
-			ebsError(w, 400, "ValidationException", s.problem("%s: checksum algorithm %q", op, alg))
-			return
-		}
-		if !blockChecks(r, body) {
-			ebsError(w, 400, "ValidationException", s.problem("%s: checksum %q does not match the data", op, r.Header.Get("X-Amz-Checksum")))
-			return
-		}
-		if p := r.Header.Get("X-Amz-Progress"); p != "" {
-			if n, err := strconv.Atoi(p); err != nil || n < 0 || n > 100 {
-				ebsError(w, 400, "ValidationException", s.problem("%s: progress %q", op, p))
-				return
-			}
-		}
-		time.Sleep(s.Latency)
-		s.mu.Lock()
-		if bytes.Count(body, []byte{0}) == len(body) {
-			s.zeroPuts++
-		}
-		sn.Blocks[idx] = body
-		s.calls["PutSnapshotBlock"]++
-		s.mu.Unlock()
-		w.Header().Set("Content-Type", "application/json")
-		w.Header().Set("X-Amz-Checksum", r.Header.Get("X-Amz-Checksum"))
-		w.Header().Set("X-Amz-Checksum-Algorithm", "SHA256")
-		w.WriteHeader(201)
-		io.WriteString(w, "{}")
-
-	case r.Method == http.MethodPost && len(parts) == 3 && parts[1] == "completion": // CompleteSnapshot
-		op := "CompleteSnapshot " + parts[2]
-		s.mu.Lock()
-		sn := s.snaps[parts[2]]
-		s.mu.Unlock()
-		if sn == nil {
-			ebsError(w, 404, "ResourceNotFoundException", s.problem("%s: no such snapshot", op))
-			return
-		}
-		s.mu.Lock()
-		var idx []int
-		for i := range sn.Blocks {
-			idx = append(idx, int(i))
-		}
-		sort.Ints(idx)
-		agg := sha256.New()
-		for _, i := range idx {
-			d := sha256.Sum256(sn.Blocks[int32(i)])
-			agg.Write(d[:])
-		}
-		s.mu.Unlock()
-		want := base64.StdEncoding.EncodeToString(agg.Sum(nil))
-		h := r.Header
-		switch {
-		case h.Get("X-Amz-Changedblockscount") != strconv.Itoa(len(idx)):
-			ebsError(w, 400, "ValidationException", s.problem("%s: ChangedBlocksCount %q, %d blocks were written", op, h.Get("X-Amz-Changedblockscount"), len(idx)))
-			return
-		case h.Get("X-Amz-Checksum-Algorithm") != "SHA256" || h.Get("X-Amz-Checksum-Aggregation-Method") != "LINEAR":
-			ebsError(w, 400, "ValidationException", s.problem("%s: algorithm %q aggregation %q", op, h.Get("X-Amz-Checksum-Algorithm"), h.Get("X-Amz-Checksum-Aggregation-Method")))
-			return
-		case h.Get("X-Amz-Checksum") != want:
-			ebsError(w, 400, "ValidationException", s.problem("%s: aggregate checksum %q, want %q", op, h.Get("X-Amz-Checksum"), want))
-			return
-		}
-		s.mu.Lock()
-		sn.State = "completing"
-		s.calls["CompleteSnapshot"]++
-		s.mu.Unlock()
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(202)
-		io.WriteString(w, `{"Status":"pending"}`)
-
+	case r.Method == http.MethodPost && len(parts) == 1:
+		s.startSnapshot(w, body)
+	case r.Method == http.MethodPut && len(parts) == 4 && parts[2] == "blocks":
+		s.putSnapshotBlock(w, r, body, parts[1])
+	case r.Method == http.MethodPost && len(parts) == 3 && parts[1] == "completion":
+		s.completeSnapshot(w, r, parts[2])
 	default:
 		ebsError(w, 404, "ResourceNotFoundException", s.problem("unknown EBS request %s %s", r.Method, r.URL.Path))
 	}
+}
+
+// startSnapshot serves StartSnapshot: a new pending snapshot, or the pending one its client token
+// made.
+func (s *Server) startSnapshot(w http.ResponseWriter, body []byte) {
+	var in struct {
+		VolumeSize  int64
+		ClientToken string
+		Description string
+		Tags        []ebsTag
+		Timeout     int32
+	}
+	if err := json.Unmarshal(body, &in); err != nil {
+		ebsError(w, 400, "ValidationException", s.problem("StartSnapshot: body: %v", err))
+		return
+	}
+	if in.VolumeSize < 1 || in.VolumeSize > 65536 {
+		ebsError(w, 400, "ValidationException", s.problem("StartSnapshot: VolumeSize %d", in.VolumeSize))
+		return
+	}
+	if in.ClientToken == "" || len(in.ClientToken) > 64 {
+		ebsError(w, 400, "ValidationException", s.problem("StartSnapshot: ClientToken %q (want 1-64 chars)", in.ClientToken))
+		return
+	}
+	if in.Timeout != 0 && (in.Timeout < 10 || in.Timeout > 4320) {
+		ebsError(w, 400, "ValidationException", s.problem("StartSnapshot: Timeout %d minutes", in.Timeout))
+		return
+	}
+	s.mu.Lock()
+	sn := s.snaps[s.tokens[in.ClientToken]]
+	if sn == nil || sn.State != "pending" {
+		sn = &Snapshot{ID: s.nextID("snap"), VolumeSize: in.VolumeSize, Tags: map[string]string{}, State: "pending",
+			Blocks: map[int32][]byte{}, Token: in.ClientToken, Timeout: in.Timeout}
+		for _, t := range in.Tags {
+			sn.Tags[t.Key] = t.Value
+		}
+		s.snaps[sn.ID] = sn
+		s.tokens[in.ClientToken] = sn.ID
+	}
+	s.calls["StartSnapshot"]++
+	out := map[string]any{"SnapshotId": sn.ID, "Status": "pending", "VolumeSize": sn.VolumeSize, "BlockSize": BlockSize, "Description": in.Description}
+	s.mu.Unlock()
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(201)
+	json.NewEncoder(w).Encode(out)
+}
+
+// putSnapshotBlock serves PutSnapshotBlock: checks the block's index, length and SHA-256 (after
+// the Corrupt hook), then stores it.
+func (s *Server) putSnapshotBlock(w http.ResponseWriter, r *http.Request, body []byte, snapID string) {
+	idx := blockIndex(r.URL.Path)
+	op := fmt.Sprintf("PutSnapshotBlock %s block %d", snapID, idx)
+	if s.Corrupt != nil && s.Corrupt(idx) && len(body) > 0 {
+		body[len(body)/2] ^= 0xff
+		if !blockChecks(r, body) {
+			ebsError(w, 400, "ValidationException", "The checksum of the block data does not match the checksum provided")
+			return
+		}
+	}
+	s.mu.Lock()
+	sn := s.snaps[snapID]
+	s.mu.Unlock()
+	if sn == nil || sn.State != "pending" {
+		ebsError(w, 404, "ResourceNotFoundException", s.problem("%s: no pending snapshot", op))
+		return
+	}
+	if idx < 0 || int64(idx) >= sn.VolumeSize<<30/BlockSize {
+		ebsError(w, 400, "ValidationException", s.problem("%s: index out of range for %d GiB", op, sn.VolumeSize))
+		return
+	}
+	if dl := r.Header.Get("X-Amz-Data-Length"); dl != strconv.Itoa(BlockSize) || len(body) != BlockSize {
+		ebsError(w, 400, "ValidationException", s.problem("%s: Data-Length %q, body %d bytes, want %d", op, dl, len(body), BlockSize))
+		return
+	}
+	if alg := r.Header.Get("X-Amz-Checksum-Algorithm"); alg != "SHA256" {
+		ebsError(w, 400, "ValidationException", s.problem("%s: checksum algorithm %q", op, alg))
+		return
+	}
+	if !blockChecks(r, body) {
+		ebsError(w, 400, "ValidationException", s.problem("%s: checksum %q does not match the data", op, r.Header.Get("X-Amz-Checksum")))
+		return
+	}
+	if p := r.Header.Get("X-Amz-Progress"); p != "" {
+		if n, err := strconv.Atoi(p); err != nil || n < 0 || n > 100 {
+			ebsError(w, 400, "ValidationException", s.problem("%s: progress %q", op, p))
+			return
+		}
+	}
+	time.Sleep(s.Latency)
+	s.mu.Lock()
+	if bytes.Count(body, []byte{0}) == len(body) {
+		s.zeroPuts++
+	}
+	sn.Blocks[idx] = body
+	s.calls["PutSnapshotBlock"]++
+	s.mu.Unlock()
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Amz-Checksum", r.Header.Get("X-Amz-Checksum"))
+	w.Header().Set("X-Amz-Checksum-Algorithm", "SHA256")
+	w.WriteHeader(201)
+	io.WriteString(w, "{}")
+}
+
+// completeSnapshot serves CompleteSnapshot: checks the block count and the linear aggregate
+// checksum against the blocks received, then starts completing the snapshot.
+func (s *Server) completeSnapshot(w http.ResponseWriter, r *http.Request, snapID string) {
+	op := "CompleteSnapshot " + snapID
+	s.mu.Lock()
+	sn := s.snaps[snapID]
+	s.mu.Unlock()
+	if sn == nil {
+		ebsError(w, 404, "ResourceNotFoundException", s.problem("%s: no such snapshot", op))
+		return
+	}
+	s.mu.Lock()
+	var idx []int
+	for i := range sn.Blocks {
+		idx = append(idx, int(i))
+	}
+	sort.Ints(idx)
+	agg := sha256.New()
+	for _, i := range idx {
+		d := sha256.Sum256(sn.Blocks[int32(i)])
+		agg.Write(d[:])
+	}
+	s.mu.Unlock()
+	want := base64.StdEncoding.EncodeToString(agg.Sum(nil))
+	h := r.Header
+	switch {
+	case h.Get("X-Amz-Changedblockscount") != strconv.Itoa(len(idx)):
+		ebsError(w, 400, "ValidationException", s.problem("%s: ChangedBlocksCount %q, %d blocks were written", op, h.Get("X-Amz-Changedblockscount"), len(idx)))
+		return
+	case h.Get("X-Amz-Checksum-Algorithm") != "SHA256" || h.Get("X-Amz-Checksum-Aggregation-Method") != "LINEAR":
+		ebsError(w, 400, "ValidationException", s.problem("%s: algorithm %q aggregation %q", op, h.Get("X-Amz-Checksum-Algorithm"), h.Get("X-Amz-Checksum-Aggregation-Method")))
+		return
+	case h.Get("X-Amz-Checksum") != want:
+		ebsError(w, 400, "ValidationException", s.problem("%s: aggregate checksum %q, want %q", op, h.Get("X-Amz-Checksum"), want))
+		return
+	}
+	s.mu.Lock()
+	sn.State = "completing"
+	s.calls["CompleteSnapshot"]++
+	s.mu.Unlock()
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(202)
+	io.WriteString(w, `{"Status":"pending"}`)
 }
 
 func blockChecks(r *http.Request, body []byte) bool {
@@ -559,6 +575,8 @@ func (s *Server) snapshotXML(sn *Snapshot) string {
 		sn.ID, sn.State, progress, sn.VolumeSize, tagSet(sn.Tags))
 }
 
+// serveEC2 checks an EC2 query request (its signature already checked), counts it and routes it to
+// the handler of its action; the handlers run with s.mu held.
 func (s *Server) serveEC2(w http.ResponseWriter, r *http.Request, body []byte) {
 	q, err := url.ParseQuery(string(body))
 	if r.Method != http.MethodPost || err != nil {
@@ -578,162 +596,199 @@ func (s *Server) serveEC2(w http.ResponseWriter, r *http.Request, body []byte) {
 	s.calls[action]++
 	switch action {
 	case "DescribeImages":
-		if q.Get("Owner.1") != "self" || q.Get("Filter.1.Name") != "name" || q.Get("Filter.1.Value.1") == "" {
-			fail("want Owner.1=self and a name filter, got %v", q)
-			return
-		}
-		var b strings.Builder
-		b.WriteString("<imagesSet>")
-		for _, im := range s.images {
-			if im.Name == q.Get("Filter.1.Value.1") {
-				fmt.Fprintf(&b, "<item><imageId>%s</imageId><name>%s</name><imageState>available</imageState><blockDeviceMapping><item><deviceName>/dev/xvda</deviceName><ebs><snapshotId>%s</snapshotId></ebs></item></blockDeviceMapping></item>",
-					im.ID, xmlEscape(im.Name), im.Params.Get("BlockDeviceMapping.1.Ebs.SnapshotId"))
-			}
-		}
-		b.WriteString("</imagesSet>")
-		s.ec2OK(w, action, b.String())
-
+		s.describeImages(w, q, fail)
 	case "DescribeSnapshots":
-		var b strings.Builder
-		b.WriteString("<snapshotSet>")
-		if id := q.Get("SnapshotId.1"); id != "" {
-			sn := s.snaps[id]
-			if sn == nil {
-				ec2Error(w, 400, "InvalidSnapshot.NotFound", "The snapshot '"+id+"' does not exist.")
-				return
-			}
-			// Completing takes one poll, as on AWS where the state stays pending for a while.
-			if sn.State == "completing" {
-				sn.polls++
-				if sn.polls > 1 {
-					sn.State = "completed"
-				}
-			}
-			view := *sn
-			if view.State == "completing" {
-				view.State = "pending"
-			}
-			b.WriteString(s.snapshotXML(&view))
-		} else {
-			if q.Get("Owner.1") != "self" || !strings.HasPrefix(q.Get("Filter.1.Name"), "tag:") {
-				fail("want Owner.1=self and a tag filter, got %v", q)
-				return
-			}
-			key := strings.TrimPrefix(q.Get("Filter.1.Name"), "tag:")
-			var ids []string
-			for id := range s.snaps {
-				ids = append(ids, id)
-			}
-			sort.Strings(ids)
-			for _, id := range ids {
-				sn := s.snaps[id]
-				if sn.Tags[key] == q.Get("Filter.1.Value.1") && sn.State != "completing" {
-					b.WriteString(s.snapshotXML(sn))
-				}
-			}
-		}
-		b.WriteString("</snapshotSet>")
-		s.ec2OK(w, action, b.String())
-
+		s.describeSnapshots(w, q, fail)
 	case "RegisterImage":
-		name := q.Get("Name")
-		snapID := q.Get("BlockDeviceMapping.1.Ebs.SnapshotId")
-		sn := s.snaps[snapID]
-		boot := q.Get("BootMode")
-		switch {
-		case name == "" || len(name) > 128:
-			fail("Name %q", name)
-		case q.Get("Architecture") != "x86_64" && q.Get("Architecture") != "arm64":
-			fail("Architecture %q", q.Get("Architecture"))
-		case q.Get("RootDeviceName") != "/dev/xvda" || q.Get("BlockDeviceMapping.1.DeviceName") != "/dev/xvda":
-			fail("root device %q, mapping %q", q.Get("RootDeviceName"), q.Get("BlockDeviceMapping.1.DeviceName"))
-		case sn == nil || sn.State != "completed":
-			fail("snapshot %q is not a completed snapshot", snapID)
-		case q.Get("BlockDeviceMapping.1.Ebs.VolumeType") != "gp3" || q.Get("BlockDeviceMapping.1.Ebs.DeleteOnTermination") != "true":
-			fail("volume type %q, delete on termination %q", q.Get("BlockDeviceMapping.1.Ebs.VolumeType"), q.Get("BlockDeviceMapping.1.Ebs.DeleteOnTermination"))
-		case q.Get("VirtualizationType") != "hvm" || q.Get("EnaSupport") != "true":
-			fail("virtualization %q, ENA %q", q.Get("VirtualizationType"), q.Get("EnaSupport"))
-		case boot != "uefi" && boot != "legacy-bios" && boot != "uefi-preferred":
-			fail("BootMode %q", boot)
-		case q.Has("TpmSupport") && (q.Get("TpmSupport") != "v2.0" || boot == "legacy-bios"):
-			fail("TpmSupport %q with boot mode %s", q.Get("TpmSupport"), boot)
-		case q.Has("ImdsSupport") && q.Get("ImdsSupport") != "v2.0":
-			fail("ImdsSupport %q", q.Get("ImdsSupport"))
-		case q.Has("BlockDeviceMapping.1.Ebs.VolumeSize") && mustInt(q.Get("BlockDeviceMapping.1.Ebs.VolumeSize")) < sn.VolumeSize:
-			fail("volume size %s GiB < snapshot %d GiB", q.Get("BlockDeviceMapping.1.Ebs.VolumeSize"), sn.VolumeSize)
-		default:
-			for _, im := range s.images {
-				if im.Name == name {
-					ec2Error(w, 400, "InvalidAMIName.Duplicate", "AMI name "+name+" is already in use by AMI "+im.ID)
-					return
-				}
-			}
-			im := &Image{ID: s.nextID("ami"), Name: name, Params: q}
-			s.images = append(s.images, im)
-			s.ec2OK(w, action, "<imageId>"+im.ID+"</imageId>")
-		}
-
+		s.registerImage(w, q, fail)
 	case "ImportSnapshot":
-		format, bucket, key := q.Get("DiskContainer.Format"), q.Get("DiskContainer.UserBucket.S3Bucket"), q.Get("DiskContainer.UserBucket.S3Key")
-		token := q.Get("ClientToken")
-		for _, t := range s.tasks {
-			if token != "" && t.token == token {
-				s.ec2OK(w, action, "<importTaskId>"+t.id+"</importTaskId>")
-				return
-			}
-		}
-		if format != "RAW" && format != "VMDK" && format != "VHD" {
-			fail("DiskContainer.Format %q", format)
-			return
-		}
-		if bucket == "" || key == "" || s.ReadObject == nil {
-			fail("bucket %q key %q", bucket, key)
-			return
-		}
-		t := &importTask{id: s.nextID("import-snap"), token: token, format: format, bucket: bucket, key: key,
-			tags: queryTags(q, "TagSpecification.1.Tag")}
-		if q.Get("TagSpecification.1.ResourceType") != "import-snapshot-task" {
-			fail("TagSpecification.1.ResourceType %q", q.Get("TagSpecification.1.ResourceType"))
-			return
-		}
-		s.tasks[t.id] = t
-		s.ec2OK(w, action, "<importTaskId>"+t.id+"</importTaskId><snapshotTaskDetail><status>active</status></snapshotTaskDetail>")
-
+		s.importSnapshot(w, q, fail)
 	case "DescribeImportSnapshotTasks":
-		t := s.tasks[q.Get("ImportTaskId.1")]
-		if t == nil {
-			fail("no task %q", q.Get("ImportTaskId.1"))
-			return
-		}
-		t.polls++
-		status, msg := "active", ""
-		if t.polls > 1 && t.snap == "" {
-			// Import: read the object, as AWS does, and make the snapshot from its guest bytes.
-			if err := s.importLocked(t); err != nil {
-				status, msg = "deleted", err.Error()
-			}
-		}
-		if t.snap != "" {
-			status = "completed"
-		}
-		s.ec2OK(w, action, fmt.Sprintf("<importSnapshotTaskSet><item><importTaskId>%s</importTaskId><snapshotTaskDetail><status>%s</status><statusMessage>%s</statusMessage><progress>%d</progress><snapshotId>%s</snapshotId><format>%s</format></snapshotTaskDetail></item></importSnapshotTaskSet>",
-			t.id, status, xmlEscape(msg), min(100, t.polls*50), t.snap, t.format))
-
+		s.describeImportSnapshotTasks(w, q, fail)
 	case "CreateTags":
-		sn := s.snaps[q.Get("ResourceId.1")]
-		if sn == nil {
-			fail("no resource %q", q.Get("ResourceId.1"))
-			return
-		}
-		for k, v := range queryTags(q, "Tag") {
-			sn.Tags[k] = v
-		}
-		s.ec2OK(w, action, "<return>true</return>")
-
+		s.createTags(w, q, fail)
 	default:
 		s.calls[action]--
 		fail("unknown action")
 	}
+}
+
+// failFunc answers an EC2 request with InvalidParameterValue and records the problem.
+type failFunc func(format string, a ...any)
+
+// describeImages serves DescribeImages: this account's images with the name filtered on.
+func (s *Server) describeImages(w http.ResponseWriter, q url.Values, fail failFunc) {
+	const action = "DescribeImages"
+	if q.Get("Owner.1") != "self" || q.Get("Filter.1.Name") != "name" || q.Get("Filter.1.Value.1") == "" {
+		fail("want Owner.1=self and a name filter, got %v", q)
+		return
+	}
+	var b strings.Builder
+	b.WriteString("<imagesSet>")
+	for _, im := range s.images {
+		if im.Name == q.Get("Filter.1.Value.1") {
+			fmt.Fprintf(&b, "<item><imageId>%s</imageId><name>%s</name><imageState>available</imageState><blockDeviceMapping><item><deviceName>/dev/xvda</deviceName><ebs><snapshotId>%s</snapshotId></ebs></item></blockDeviceMapping></item>",
+				im.ID, xmlEscape(im.Name), im.Params.Get("BlockDeviceMapping.1.Ebs.SnapshotId"))
+		}
+	}
+	b.WriteString("</imagesSet>")
+	s.ec2OK(w, action, b.String())
+}
+
+// describeSnapshots serves DescribeSnapshots: one snapshot by id (a completing one turns completed
+// on its second poll), or this account's snapshots with a tag filtered on.
+func (s *Server) describeSnapshots(w http.ResponseWriter, q url.Values, fail failFunc) {
+	const action = "DescribeSnapshots"
+	var b strings.Builder
+	b.WriteString("<snapshotSet>")
+	if id := q.Get("SnapshotId.1"); id != "" {
+		sn := s.snaps[id]
+		if sn == nil {
+			ec2Error(w, 400, "InvalidSnapshot.NotFound", "The snapshot '"+id+"' does not exist.")
+			return
+		}
+		// Completing takes one poll, as on AWS where the state stays pending for a while.
+		if sn.State == "completing" {
+			sn.polls++
+			if sn.polls > 1 {
+				sn.State = "completed"
+			}
+		}
+		view := *sn
+		if view.State == "completing" {
+			view.State = "pending"
+		}
+		b.WriteString(s.snapshotXML(&view))
+	} else {
+		if q.Get("Owner.1") != "self" || !strings.HasPrefix(q.Get("Filter.1.Name"), "tag:") {
+			fail("want Owner.1=self and a tag filter, got %v", q)
+			return
+		}
+		key := strings.TrimPrefix(q.Get("Filter.1.Name"), "tag:")
+		var ids []string
+		for id := range s.snaps {
+			ids = append(ids, id)
+		}
+		sort.Strings(ids)
+		for _, id := range ids {
+			sn := s.snaps[id]
+			if sn.Tags[key] == q.Get("Filter.1.Value.1") && sn.State != "completing" {
+				b.WriteString(s.snapshotXML(sn))
+			}
+		}
+	}
+	b.WriteString("</snapshotSet>")
+	s.ec2OK(w, action, b.String())
+}
+
+// registerImage serves RegisterImage: checks every parameter as EC2 does and registers the AMI,
+// or answers InvalidAMIName.Duplicate.
+func (s *Server) registerImage(w http.ResponseWriter, q url.Values, fail failFunc) {
+	const action = "RegisterImage"
+	name := q.Get("Name")
+	snapID := q.Get("BlockDeviceMapping.1.Ebs.SnapshotId")
+	sn := s.snaps[snapID]
+	boot := q.Get("BootMode")
+	switch {
+	case name == "" || len(name) > 128:
+		fail("Name %q", name)
+	case q.Get("Architecture") != "x86_64" && q.Get("Architecture") != "arm64":
+		fail("Architecture %q", q.Get("Architecture"))
+	case q.Get("RootDeviceName") != "/dev/xvda" || q.Get("BlockDeviceMapping.1.DeviceName") != "/dev/xvda":
+		fail("root device %q, mapping %q", q.Get("RootDeviceName"), q.Get("BlockDeviceMapping.1.DeviceName"))
+	case sn == nil || sn.State != "completed":
+		fail("snapshot %q is not a completed snapshot", snapID)
+	case q.Get("BlockDeviceMapping.1.Ebs.VolumeType") != "gp3" || q.Get("BlockDeviceMapping.1.Ebs.DeleteOnTermination") != "true":
+		fail("volume type %q, delete on termination %q", q.Get("BlockDeviceMapping.1.Ebs.VolumeType"), q.Get("BlockDeviceMapping.1.Ebs.DeleteOnTermination"))
+	case q.Get("VirtualizationType") != "hvm" || q.Get("EnaSupport") != "true":
+		fail("virtualization %q, ENA %q", q.Get("VirtualizationType"), q.Get("EnaSupport"))
+	case boot != "uefi" && boot != "legacy-bios" && boot != "uefi-preferred":
+		fail("BootMode %q", boot)
+	case q.Has("TpmSupport") && (q.Get("TpmSupport") != "v2.0" || boot == "legacy-bios"):
+		fail("TpmSupport %q with boot mode %s", q.Get("TpmSupport"), boot)
+	case q.Has("ImdsSupport") && q.Get("ImdsSupport") != "v2.0":
+		fail("ImdsSupport %q", q.Get("ImdsSupport"))
+	case q.Has("BlockDeviceMapping.1.Ebs.VolumeSize") && mustInt(q.Get("BlockDeviceMapping.1.Ebs.VolumeSize")) < sn.VolumeSize:
+		fail("volume size %s GiB < snapshot %d GiB", q.Get("BlockDeviceMapping.1.Ebs.VolumeSize"), sn.VolumeSize)
+	default:
+		for _, im := range s.images {
+			if im.Name == name {
+				ec2Error(w, 400, "InvalidAMIName.Duplicate", "AMI name "+name+" is already in use by AMI "+im.ID)
+				return
+			}
+		}
+		im := &Image{ID: s.nextID("ami"), Name: name, Params: q}
+		s.images = append(s.images, im)
+		s.ec2OK(w, action, "<imageId>"+im.ID+"</imageId>")
+	}
+}
+
+// importSnapshot serves ImportSnapshot: the task its client token made, or a new one once the
+// disk container and tag specification check.
+func (s *Server) importSnapshot(w http.ResponseWriter, q url.Values, fail failFunc) {
+	const action = "ImportSnapshot"
+	format, bucket, key := q.Get("DiskContainer.Format"), q.Get("DiskContainer.UserBucket.S3Bucket"), q.Get("DiskContainer.UserBucket.S3Key")
+	token := q.Get("ClientToken")
+	for _, t := range s.tasks {
+		if token != "" && t.token == token {
+			s.ec2OK(w, action, "<importTaskId>"+t.id+"</importTaskId>")
+			return
+		}
+	}
+	if format != "RAW" && format != "VMDK" && format != "VHD" {
+		fail("DiskContainer.Format %q", format)
+		return
+	}
+	if bucket == "" || key == "" || s.ReadObject == nil {
+		fail("bucket %q key %q", bucket, key)
+		return
+	}
+	t := &importTask{id: s.nextID("import-snap"), token: token, format: format, bucket: bucket, key: key,
+		tags: queryTags(q, "TagSpecification.1.Tag")}
+	if q.Get("TagSpecification.1.ResourceType") != "import-snapshot-task" {
+		fail("TagSpecification.1.ResourceType %q", q.Get("TagSpecification.1.ResourceType"))
+		return
+	}
+	s.tasks[t.id] = t
+	s.ec2OK(w, action, "<importTaskId>"+t.id+"</importTaskId><snapshotTaskDetail><status>active</status></snapshotTaskDetail>")
+}
+
+// describeImportSnapshotTasks serves DescribeImportSnapshotTasks: a task is active on its first
+// poll and imports its object on the second (completed, or deleted with the reason).
+func (s *Server) describeImportSnapshotTasks(w http.ResponseWriter, q url.Values, fail failFunc) {
+	const action = "DescribeImportSnapshotTasks"
+	t := s.tasks[q.Get("ImportTaskId.1")]
+	if t == nil {
+		fail("no task %q", q.Get("ImportTaskId.1"))
+		return
+	}
+	t.polls++
+	status, msg := "active", ""
+	if t.polls > 1 && t.snap == "" {
+		// Import: read the object, as AWS does, and make the snapshot from its guest bytes.
+		if err := s.importLocked(t); err != nil {
+			status, msg = "deleted", err.Error()
+		}
+	}
+	if t.snap != "" {
+		status = "completed"
+	}
+	s.ec2OK(w, action, fmt.Sprintf("<importSnapshotTaskSet><item><importTaskId>%s</importTaskId><snapshotTaskDetail><status>%s</status><statusMessage>%s</statusMessage><progress>%d</progress><snapshotId>%s</snapshotId><format>%s</format></snapshotTaskDetail></item></importSnapshotTaskSet>",
+		t.id, status, xmlEscape(msg), min(100, t.polls*50), t.snap, t.format))
+}
+
+// createTags serves CreateTags on a snapshot.
+func (s *Server) createTags(w http.ResponseWriter, q url.Values, fail failFunc) {
+	const action = "CreateTags"
+	sn := s.snaps[q.Get("ResourceId.1")]
+	if sn == nil {
+		fail("no resource %q", q.Get("ResourceId.1"))
+		return
+	}
+	for k, v := range queryTags(q, "Tag") {
+		sn.Tags[k] = v
+	}
+	s.ec2OK(w, action, "<return>true</return>")
 }
 
 func mustInt(s string) int64 {

@@ -174,6 +174,8 @@ func (c *Compute) fail(w http.ResponseWriter, code int, format string, a ...any)
 	fmt.Fprintf(w, `{"error":{"code":%d,"message":%s}}`, code, msg)
 }
 
+// serve checks a Compute Engine request's token and project and routes it to its handler (c.mu
+// held).
 func (c *Compute) serve(w http.ResponseWriter, r *http.Request) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -190,102 +192,122 @@ func (c *Compute) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rest := strings.TrimPrefix(r.URL.Path, prefix)
-	reply := func(v any) {
-		w.Header().Set("Content-Type", "application/json")
-		json.NewEncoder(w).Encode(v)
-	}
-	op := func(name, status string, img *compute.Image) *compute.Operation {
-		o := &compute.Operation{Name: name, Status: status, OperationType: "insert", Kind: "compute#operation",
-			TargetLink: c.URL + prefix + "images/" + img.Name,
-			SelfLink:   c.URL + prefix + "operations/" + name}
-		if status == "DONE" {
-			o.Progress = 100
-		}
-		return o
-	}
 	switch {
 	case r.Method == http.MethodGet && strings.HasPrefix(rest, "images/"):
-		name := strings.TrimPrefix(rest, "images/")
-		img, ok := c.Images[name]
-		if !ok {
-			w.Header().Set("Content-Type", "application/json")
-			w.WriteHeader(404)
-			fmt.Fprintf(w, `{"error":{"code":404,"message":"The resource 'projects/%s/global/images/%s' was not found","errors":[{"reason":"notFound"}]}}`, c.Project, name)
-			return
-		}
-		reply(img)
+		c.getImage(w, strings.TrimPrefix(rest, "images/"))
 	case r.Method == http.MethodPost && rest == "images":
-		id := r.URL.Query().Get("requestId")
-		if !UUIDRE.MatchString(id) {
-			c.fail(w, 400, "requestId %q is not a UUID", id)
-			return
-		}
-		var img compute.Image
-		if err := json.NewDecoder(r.Body).Decode(&img); err != nil {
-			c.fail(w, 400, "images.insert body: %v", err)
-			return
-		}
-		c.Inserts = append(c.Inserts, &img)
-		c.ReqIDs = append(c.ReqIDs, id)
-		if !nameOK(img.Name) {
-			c.fail(w, 400, "image name %q invalid", img.Name)
-			return
-		}
-		if img.RawDisk == nil || !strings.HasPrefix(img.RawDisk.Source, "https://storage.googleapis.com/") {
-			c.fail(w, 400, "rawDisk.Source missing or not a storage.googleapis.com URL: %+v", img.RawDisk)
-			return
-		}
-		if c.Source != nil {
-			if err := c.Source(img.RawDisk.Source); err != nil {
-				c.fail(w, 400, "rawDisk.Source %s: %v", img.RawDisk.Source, err)
-				return
-			}
-		}
-		if img.Architecture != "X86_64" && img.Architecture != "ARM64" {
-			c.fail(w, 400, "architecture %q", img.Architecture)
-			return
-		}
-		for _, f := range img.GuestOsFeatures {
-			if !slices.Contains([]string{"UEFI_COMPATIBLE", "GVNIC", "VIRTIO_SCSI_MULTIQUEUE", "SEV_CAPABLE", "MULTI_IP_SUBNET", "SECURE_BOOT", "WINDOWS", "IDPF"}, f.Type) {
-				c.fail(w, 400, "guestOsFeatures: unknown type %q", f.Type)
-				return
-			}
-		}
-		if _, ok := c.Images[img.Name]; ok {
-			w.Header().Set("Content-Type", "application/json")
-			w.WriteHeader(409)
-			fmt.Fprintf(w, `{"error":{"code":409,"message":"The resource 'projects/%s/global/images/%s' already exists"}}`, c.Project, img.Name)
-			return
-		}
-		name := fmt.Sprintf("operation-%d", len(c.Inserts))
-		c.Ops[name] = &img
-		reply(op(name, "PENDING", &img))
+		c.insertImage(w, r, prefix)
 	case r.Method == http.MethodPost && strings.HasPrefix(rest, "operations/") && strings.HasSuffix(rest, "/wait"):
-		name := strings.TrimSuffix(strings.TrimPrefix(rest, "operations/"), "/wait")
-		img, ok := c.Ops[name]
-		if !ok {
-			c.fail(w, 404, "operation %s unknown", name)
-			return
-		}
-		c.Polls[name]++
-		if c.Polls[name] < 2 {
-			reply(op(name, "PENDING", img)) // PENDING twice (the insert's answer and this), then DONE
-			return
-		}
-		o := op(name, "DONE", img)
-		if c.OpFail != "" {
-			o.Error = &compute.OperationError{Errors: []*compute.OperationErrorErrors{{Code: "INVALID_IMAGE", Message: c.OpFail}}}
-		} else {
-			made := *img
-			made.Status = "READY"
-			made.SelfLink = "https://www.googleapis.com/compute/v1/projects/" + c.Project + "/global/images/" + img.Name
-			made.Kind = "compute#image"
-			c.Images[img.Name] = &made
-		}
-		reply(o)
+		c.waitOperation(w, strings.TrimSuffix(strings.TrimPrefix(rest, "operations/"), "/wait"), prefix)
 	default:
 		c.fail(w, 404, "unexpected call %s %s", r.Method, r.URL.Path)
 	}
+}
+
+// reply answers v as JSON.
+func reply(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(v)
+}
+
+// operation is the global operation name inserting img, in status.
+func (c *Compute) operation(prefix, name, status string, img *compute.Image) *compute.Operation {
+	o := &compute.Operation{Name: name, Status: status, OperationType: "insert", Kind: "compute#operation",
+		TargetLink: c.URL + prefix + "images/" + img.Name,
+		SelfLink:   c.URL + prefix + "operations/" + name}
+	if status == "DONE" {
+		o.Progress = 100
+	}
+	return o
+}
+
+// getImage serves images.get: the image, or GCE's 404.
+func (c *Compute) getImage(w http.ResponseWriter, name string) {
+	img, ok := c.Images[name]
+	if !ok {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(404)
+		fmt.Fprintf(w, `{"error":{"code":404,"message":"The resource 'projects/%s/global/images/%s' was not found","errors":[{"reason":"notFound"}]}}`, c.Project, name)
+		return
+	}
+	reply(w, img)
+}
+
+// insertImage serves images.insert: checks the request as GCE does (a UUID requestId, the name,
+// rawDisk.source, the architecture, known guestOsFeatures), answers 409 for an image that exists,
+// else starts a PENDING operation.
+func (c *Compute) insertImage(w http.ResponseWriter, r *http.Request, prefix string) {
+	id := r.URL.Query().Get("requestId")
+	if !UUIDRE.MatchString(id) {
+		c.fail(w, 400, "requestId %q is not a UUID", id)
+		return
+	}
+	var img compute.Image
+	if err := json.NewDecoder(r.Body).Decode(&img); err != nil {
+		c.fail(w, 400, "images.insert body: %v", err)
+		return
+	}
+	c.Inserts = append(c.Inserts, &img)
+	c.ReqIDs = append(c.ReqIDs, id)
+	if !nameOK(img.Name) {
+		c.fail(w, 400, "image name %q invalid", img.Name)
+		return
+	}
+	if img.RawDisk == nil || !strings.HasPrefix(img.RawDisk.Source, "https://storage.googleapis.com/") {
+		c.fail(w, 400, "rawDisk.Source missing or not a storage.googleapis.com URL: %+v", img.RawDisk)
+		return
+	}
+	if c.Source != nil {
+		if err := c.Source(img.RawDisk.Source); err != nil {
+			c.fail(w, 400, "rawDisk.Source %s: %v", img.RawDisk.Source, err)
+			return
+		}
+	}
+	if img.Architecture != "X86_64" && img.Architecture != "ARM64" {
+		c.fail(w, 400, "architecture %q", img.Architecture)
+		return
+	}
+	for _, f := range img.GuestOsFeatures {
+		if !slices.Contains([]string{"UEFI_COMPATIBLE", "GVNIC", "VIRTIO_SCSI_MULTIQUEUE", "SEV_CAPABLE", "MULTI_IP_SUBNET", "SECURE_BOOT", "WINDOWS", "IDPF"}, f.Type) {
+			c.fail(w, 400, "guestOsFeatures: unknown type %q", f.Type)
+			return
+		}
+	}
+	if _, ok := c.Images[img.Name]; ok {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(409)
+		fmt.Fprintf(w, `{"error":{"code":409,"message":"The resource 'projects/%s/global/images/%s' already exists"}}`, c.Project, img.Name)
+		return
+	}
+	name := fmt.Sprintf("operation-%d", len(c.Inserts))
+	c.Ops[name] = &img
+	reply(w, c.operation(prefix, name, "PENDING", &img))
+}
+
+// waitOperation serves globalOperations.wait: PENDING on the first wait, then DONE with the image
+// made (or with OpFail as the operation's error).
+func (c *Compute) waitOperation(w http.ResponseWriter, name, prefix string) {
+	img, ok := c.Ops[name]
+	if !ok {
+		c.fail(w, 404, "operation %s unknown", name)
+		return
+	}
+	c.Polls[name]++
+	if c.Polls[name] < 2 {
+		reply(w, c.operation(prefix, name, "PENDING", img)) // PENDING twice (the insert's answer and this), then DONE
+		return
+	}
+	o := c.operation(prefix, name, "DONE", img)
+	if c.OpFail != "" {
+		o.Error = &compute.OperationError{Errors: []*compute.OperationErrorErrors{{Code: "INVALID_IMAGE", Message: c.OpFail}}}
+	} else {
+		made := *img
+		made.Status = "READY"
+		made.SelfLink = "https://www.googleapis.com/compute/v1/projects/" + c.Project + "/global/images/" + img.Name
+		made.Kind = "compute#image"
+		c.Images[img.Name] = &made
+	}
+	reply(w, o)
 }
 
 // nameOK: GCE's rule for resource names (RFC 1035 label, at most 63 characters).
