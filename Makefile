@@ -9,7 +9,7 @@ OVMF_VARS ?= /usr/share/OVMF/OVMF_VARS_4M.fd
 # Servers the publish tests start on loopback (installed by `make servers`, cached per machine).
 export IMGFAB_REGISTRY_BIN ?= $(HOME)/.cache/imgfab-bin/registry
 
-.PHONY: all build demo test test-short test-slow bench bench-publish fuzz fixtures debian-fixture servers vet clean
+.PHONY: all build demo test test-short test-slow bench bench-publish fuzz fuzzmin fixtures debian-fixture servers vet clean
 
 all: build
 
@@ -77,6 +77,12 @@ bench-publish: servers
 FUZZTIME ?= 10m
 fuzz:
 	FUZZTIME=$(FUZZTIME) bash testdata/fuzz.sh
+
+# Trims every fuzz corpus to its regression inputs (testdata/fuzzmin.keep) and the fewest bytes that
+# cover the same blocks, checked before anything is removed (git rm). Run after `make fuzz`, then
+# commit the deletions: git commit -m 'fuzz corpora: minimized' -- '*/testdata/fuzz/*'
+fuzzmin:
+	bash testdata/fuzzmin.sh
 
 clean:
 	rm -f $(BIN) demo.qcow2

@@ -6,6 +6,13 @@
 #   FUZZTIME=10m FUZZPARALLEL=1 bash testdata/fuzz.sh [TARGET-REGEXP]
 #
 # FUZZKEEP=0 keeps nothing (a rerun that checks the code, not one that grows the corpus).
+#
+# The corpus this leaves is large (every input that reached new coverage in any run). Trim it after
+# each run and commit the deletions (testdata/README.md, "Fuzz corpora"):
+#
+#   make fuzzmin        # bash testdata/fuzzmin.sh [TARGET-REGEXP]: keeps the regression inputs of
+#                       # testdata/fuzzmin.keep and the fewest bytes that cover the same blocks
+#   git commit -m 'fuzz corpora: minimized' -- '*/testdata/fuzz/*'
 set -euo pipefail
 cd "$(dirname "$0")/.."
 time=${FUZZTIME:-10m}
