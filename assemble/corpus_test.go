@@ -1,0 +1,256 @@
+package assemble_test
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"io/fs"
+	"log"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/registry"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"github.com/imgfab/imgfab/assemble"
+	"github.com/imgfab/imgfab/internal/testtool"
+	"github.com/imgfab/imgfab/testdata/hostile"
+)
+
+// listing is every path under root with its type, size, mode and mtime.
+func listing(t *testing.T, root string) []string {
+	t.Helper()
+	var out []string
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(root, p)
+		out = append(out, fmt.Sprintf("%s %v %d %d", rel, fi.Mode(), fi.Size(), fi.ModTime().UnixNano()))
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("listing %s: %v", root, err)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// TestHostileCorpus runs every case of testdata/hostile through assemble.Run: the outcome its table
+// says (an error naming the layer and entry, or an image that passes every oracle and holds what
+// the case is about), and nothing created anywhere but the output: the working directory, TMPDIR and
+// HOME are fresh empty directories that must stay empty, and the source must not change.
+func TestHostileCorpus(t *testing.T) {
+	debugfs := testtool.Need(t, "debugfs", "e2fsprogs")
+	cases := hostile.Cases()
+	if len(cases) < 30 {
+		t.Fatalf("corpus has %d cases, want at least 30", len(cases))
+	}
+	seen := map[string]bool{}
+	for _, c := range cases {
+		if seen[c.Name] {
+			t.Fatalf("case %s twice", c.Name)
+		}
+		seen[c.Name] = true
+		t.Run(c.Name, func(t *testing.T) {
+			base := t.TempDir()
+			src, out := filepath.Join(base, "src"), filepath.Join(base, "out")
+			for _, d := range []string{src, out} {
+				if err := os.Mkdir(d, 0o755); err != nil {
+					t.Fatal(err)
+				}
+			}
+			source, layers, err := c.Make(src)
+			if err != nil {
+				t.Fatalf("making the input: %v", err)
+			}
+			before := listing(t, src)
+			raw := filepath.Join(out, "disk.raw")
+			p := plan(source, raw)
+			applyArgs(t, &p, c.Args)
+			checkEmpty := sandbox(t, base)
+			res, err := assemble.Run(t.Context(), p)
+			checkEmpty()
+			if after := listing(t, src); strings.Join(after, "\n") != strings.Join(before, "\n") {
+				t.Errorf("the source changed:\nbefore %v\nafter  %v", before, after)
+			}
+			outFiles := listing(t, out)
+			if len(c.Err) > 0 {
+				if err == nil {
+					t.Fatalf("%s: built, want an error", c.What)
+				}
+				msg := err.Error()
+				for _, w := range c.Err {
+					if !strings.Contains(msg, w) {
+						t.Errorf("%s: message lacks %q:\n%s", c.What, w, msg)
+					}
+				}
+				if c.Layer >= 0 && !strings.Contains(msg, "layer "+layers[c.Layer]) {
+					t.Errorf("%s: message does not name layer %d (%s):\n%s", c.What, c.Layer, layers[c.Layer], msg)
+				}
+				if len(outFiles) != 1 { // "." only
+					t.Errorf("%s: left %v in the output directory", c.What, outFiles[1:])
+				}
+				t.Logf("%s → %s", c.What, msg)
+				return
+			}
+			if err != nil {
+				t.Fatalf("%s: %v, want a build", c.What, err)
+			}
+			if len(outFiles) != 2 || !strings.HasPrefix(outFiles[1], "disk.raw ") {
+				t.Errorf("%s: output directory holds %v, want disk.raw only", c.What, outFiles)
+			}
+			checkOracles(t, raw, res)
+			root := res.Partitions[1]
+			fsimg := extract(t, raw, root.Offset, root.Size)
+			for _, ck := range c.Checks {
+				o, _ := exec.Command(debugfs, "-R", ck.Cmd, fsimg).CombinedOutput()
+				if !strings.Contains(string(o), ck.Want) {
+					t.Errorf("%s: debugfs %s: want %q in\n%s", c.What, ck.Cmd, ck.Want, o)
+				}
+			}
+		})
+	}
+}
+
+// faultProxy serves go-containerregistry's registry, with faults injected per request.
+type faultProxy struct {
+	reg   http.Handler
+	mu    sync.Mutex
+	hits  map[string]int
+	fault func(w http.ResponseWriter, r *http.Request, hit int, real *httptest.ResponseRecorder) bool
+}
+
+func (f *faultProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	f.mu.Lock()
+	f.hits[r.Method+" "+r.URL.Path]++
+	hit, fault := f.hits[r.Method+" "+r.URL.Path], f.fault
+	f.mu.Unlock()
+	if fault == nil || r.Method != http.MethodGet {
+		f.reg.ServeHTTP(w, r)
+		return
+	}
+	rec := httptest.NewRecorder()
+	f.reg.ServeHTTP(rec, r)
+	if fault(w, r, hit, rec) {
+		return
+	}
+	for k, v := range rec.Header() {
+		w.Header()[k] = v
+	}
+	w.WriteHeader(rec.Code)
+	w.Write(rec.Body.Bytes())
+}
+
+func (f *faultProxy) set(fault func(w http.ResponseWriter, r *http.Request, hit int, real *httptest.ResponseRecorder) bool) {
+	f.mu.Lock()
+	f.hits, f.fault = make(map[string]int), fault
+	f.mu.Unlock()
+}
+
+// TestRegistryFaultsBuild: a build from a loopback registry that breaks blob downloads off
+// mid-stream and answers 503 gives the same disk as a fault-free build; one that always serves the
+// wrong bytes for a layer fails naming the layer, and leaves nothing.
+func TestRegistryFaultsBuild(t *testing.T) {
+	fp := &faultProxy{reg: registry.New(registry.Logger(log.New(io.Discard, "", 0))), hits: map[string]int{}}
+	srv := httptest.NewServer(fp)
+	defer srv.Close()
+	host := strings.TrimPrefix(srv.URL, "http://")
+	// A layer above 4 MiB is streamed, the small one is read whole: both retry paths run.
+	big := []ent{reg("srv/noise", noiseString(5<<20), 0o644)}
+	dir := writeLayout(t, "f", gz(tarBytes(t, bootEntries())), gz(tarBytes(t, big)))
+	p, err := layout.FromPath(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	idx, _ := p.ImageIndex()
+	m, err := idx.IndexManifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := p.Image(m.Manifests[0].Digest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref, _ := name.ParseReference(host+"/imgfab/faults:1", name.Insecure)
+	if err := remote.Write(ref, img); err != nil {
+		t.Fatal(err)
+	}
+	ls, _ := img.Layers()
+	bigDigest, _ := ls[1].Digest()
+	out := t.TempDir()
+	src := "docker://" + host + "/imgfab/faults:1"
+	insecure := func(path string) (pl assemble.Plan) {
+		pl = plan(src, path)
+		pl.Insecure = true // --insecure
+		return pl
+	}
+	clean := run(t, insecure(filepath.Join(out, "clean.raw")))
+
+	fp.set(func(w http.ResponseWriter, r *http.Request, hit int, real *httptest.ResponseRecorder) bool {
+		switch {
+		case strings.Contains(r.URL.Path, "/blobs/") && hit == 1: // broken off half way
+			for k, v := range real.Header() {
+				w.Header()[k] = v
+			}
+			w.WriteHeader(real.Code)
+			w.Write(real.Body.Bytes()[:real.Body.Len()/2])
+			w.(http.Flusher).Flush()
+			panic(http.ErrAbortHandler)
+		case hit == 2 || strings.Contains(r.URL.Path, "/manifests/") && hit == 1:
+			http.Error(w, "busy", http.StatusServiceUnavailable)
+			return true
+		}
+		return false
+	})
+	faulty := run(t, insecure(filepath.Join(out, "faulty.raw")))
+	if faulty.Outputs[0].SHA256 != clean.Outputs[0].SHA256 {
+		t.Errorf("with faults sha256 %s, without %s", faulty.Outputs[0].SHA256, clean.Outputs[0].SHA256)
+	}
+	fp.mu.Lock()
+	if n := fp.hits["GET /v2/imgfab/faults/blobs/"+bigDigest.String()]; n != 3 {
+		t.Errorf("big layer blob fetched %d times, want 3 (broken, 503, good)", n)
+	}
+	fp.mu.Unlock()
+
+	fp.set(func(w http.ResponseWriter, r *http.Request, hit int, real *httptest.ResponseRecorder) bool {
+		if !strings.HasSuffix(r.URL.Path, bigDigest.String()) {
+			return false
+		}
+		b := bytes.Clone(real.Body.Bytes())
+		b[5] ^= 0x55 // the gzip header's mtime: same length, decompresses the same, wrong digest
+		w.WriteHeader(http.StatusOK)
+		w.Write(b)
+		return true
+	})
+	bad := t.TempDir()
+	if msg := runErr(t, insecure(filepath.Join(bad, "d.raw"))); !strings.Contains(msg, "layer "+bigDigest.String()) || !strings.Contains(msg, "digest mismatch") {
+		t.Errorf("wrong blob: %s", msg)
+	}
+	if ents, _ := os.ReadDir(bad); len(ents) != 0 {
+		t.Errorf("wrong blob: left %v", ents)
+	}
+}
+
+func noiseString(n int) string {
+	b := make([]byte, n)
+	x := uint32(3)
+	for i := range b {
+		x = x*1664525 + 1013904223
+		b[i] = byte(x >> 24)
+	}
+	return string(b)
+}
