@@ -18,6 +18,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/ebs"
 	ebstypes "github.com/aws/aws-sdk-go-v2/service/ebs/types"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
 
 	"github.com/imgfab/imgfab/diskfmt"
 	"github.com/imgfab/imgfab/publish"
@@ -295,6 +296,18 @@ func TestAWSFakeRejectsWrongValues(t *testing.T) {
 		t.Error("a wrong aggregate checksum was accepted")
 	}
 	if p := f.TakeProblems(); len(p) != 1 || !strings.Contains(p[0], "aggregate checksum") {
+		t.Errorf("problems %q", p)
+	}
+	// An EC2 handler records its violation while it holds the server's lock (this hung before).
+	ec := ec2.New(ec2.Options{Region: f.Region, BaseEndpoint: aws.String(f.URL),
+		Credentials: credentials.NewStaticCredentialsProvider(f.AccessKey, f.SecretKey, ""), Retryer: aws.NopRetryer{}})
+	tctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	_, err = ec.RegisterImage(tctx, &ec2.RegisterImageInput{Name: aws.String("web"), Architecture: "sparc"})
+	if err == nil || tctx.Err() != nil {
+		t.Errorf("RegisterImage with Architecture sparc: %v (ctx %v), want a prompt rejection", err, tctx.Err())
+	}
+	if p := f.TakeProblems(); len(p) != 1 || !strings.Contains(p[0], `Architecture "sparc"`) {
 		t.Errorf("problems %q", p)
 	}
 }

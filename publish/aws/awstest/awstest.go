@@ -90,8 +90,10 @@ type Server struct {
 	tokens   map[string]string
 	calls    map[string]int
 	attempts map[string]int
-	problems []string
 	zeroPuts int
+	// problems has its own lock: handlers record a violation while holding mu.
+	pmu      sync.Mutex
+	problems []string
 }
 
 type importTask struct {
@@ -127,8 +129,8 @@ func (s *Server) Env() []string {
 
 // TakeProblems returns the protocol violations recorded so far and forgets them.
 func (s *Server) TakeProblems() []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.pmu.Lock()
+	defer s.pmu.Unlock()
 	p := s.problems
 	s.problems = nil
 	return p
@@ -228,9 +230,9 @@ func (s *Server) Compare(id string, disk io.ReaderAt, size int64) string {
 
 func (s *Server) problem(format string, a ...any) string {
 	msg := fmt.Sprintf(format, a...)
-	s.mu.Lock()
+	s.pmu.Lock()
 	s.problems = append(s.problems, msg)
-	s.mu.Unlock()
+	s.pmu.Unlock()
 	return msg
 }
 
