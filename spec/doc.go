@@ -4,15 +4,18 @@
 // chain, sizes, extra partitions) and where the result goes (outputs, publish targets).
 // docs/CLASSFILE.md is the reference of every key.
 //
-// Parse is strict. The YAML is decoded through yaml.Node, never into a map, so every problem
-// is an *Error naming file:line:col, the dotted path of the value
+// Parse is strict. The YAML (go.yaml.in/yaml/v3) is decoded through yaml.Node, never into a
+// map, so every problem is an *Error naming file:line:col, the dotted path of the value
 // ("classes.web.users[0].uid") and what was expected: an unknown key (with the known ones), a
 // value of the wrong type, a key or class given twice, a value out of range or of the wrong
 // shape, and what only shows across values (two files at one path, a uid used twice, two
 // outputs that name the same file once {class}, {platform} and {arch} are filled in). What can
 // only be checked against the image (a unit that must exist, a time zone, a uid clash with
 // the image's /etc/passwd) is checked at build time; for that, every list item and value that
-// can fail then keeps its Pos, and Errorf makes an error in the same form.
+// can fail then keeps its Pos, and Errorf makes an error in the same form. A YAML syntax error
+// has column 1 (yaml.v3 reports lines only) and the line found by re-reading growing prefixes
+// of the file from where yaml.v3 says the broken mapping began; when that costs more than
+// 16 MiB of parsing, the position is that beginning.
 //
 // A parsed Class gives its outputs per platform (Expand, ExpandPublish), a canonical form
 // (Canonical: sorted-key JSON with the defaults filled in, whose sha256 identifies the class),

@@ -11,11 +11,11 @@ import (
 func TestMalformed(t *testing.T) {
 	const key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGq1hA2Yb+0lq0U2d4sO2mUpQzQbqk5cZ3gWq8v9m0Xx ops@example"
 	cases := []struct {
-		name    string
-		yaml    string
-		pos     string // "line:col"
-		path    string
-		want    string
+		name string
+		yaml string
+		pos  string // "line:col"
+		path string
+		want string
 	}{
 		{"unknown top key", "classes: {}\nversion: 2\n", "2:1", "", `unknown key "version" (known: classes)`},
 		{"no classes", "{}\n", "1:1", "", "no classes"},

@@ -96,14 +96,14 @@ func (d *decoder) fail(n *yaml.Node, path, format string, args ...any) {
 func (d *decoder) document(data []byte) *yaml.Node {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	var doc yaml.Node
-	if err := dec.Decode(&doc); err != nil {
+	if err := decode(dec, &doc); err != nil {
 		if errors.Is(err, io.EOF) {
 			d.failAt(Pos{File: d.file, Line: 1, Col: 1}, "", "empty file: want a mapping with the key classes")
 		}
 		d.failAt(syntaxPos(d.file, data, err), "", "%s", yamlErrMsg(err))
 	}
 	var extra yaml.Node
-	if err := dec.Decode(&extra); err == nil {
+	if err := decode(dec, &extra); err == nil {
 		d.fail(&extra, "", "a second YAML document (after ---): a class file is one document")
 	} else if !errors.Is(err, io.EOF) {
 		d.failAt(syntaxPos(d.file, data, err), "", "%s", yamlErrMsg(err))
@@ -175,12 +175,22 @@ func syntaxPos(file string, data []byte, err error) Pos {
 	return p
 }
 
+// decode is dec.Decode with a panic in the YAML library turned into an error.
+func decode(dec *yaml.Decoder, n *yaml.Node) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("yaml: the YAML library failed: %v", r)
+		}
+	}()
+	return dec.Decode(n)
+}
+
 // decodeAll parses every document of data and returns the first error.
 func decodeAll(data []byte) error {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	for {
 		var n yaml.Node
-		if err := dec.Decode(&n); err != nil {
+		if err := decode(dec, &n); err != nil {
 			if errors.Is(err, io.EOF) {
 				return nil
 			}
@@ -221,6 +231,8 @@ func describe(n *yaml.Node) string {
 		return "a mapping"
 	case yaml.SequenceNode:
 		return "a list"
+	case yaml.AliasNode:
+		return "an alias (*" + n.Value + ")"
 	case yaml.ScalarNode:
 		v := n.Value
 		if len(v) > 40 {

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/imgfab/imgfab/bootloader"
 	"github.com/imgfab/imgfab/partition"
 )
 
@@ -450,5 +451,13 @@ func TestErrorf(t *testing.T) {
 	err := Errorf(u.Pos, "classes.a.units.enable[0]", "%s is not in the image", u.Name)
 	if err.Error() != "x.yaml:4:22: classes.a.units.enable[0]: nope.service is not in the image" {
 		t.Error(err)
+	}
+}
+
+// TestBounds: the bounds spec checks are the ones the build enforces. (assemble's MaxDiskSize,
+// DefaultESPSize and MaxEpoch are not imported here: assemble may come to import spec.)
+func TestBounds(t *testing.T) {
+	if MinESPSize != bootloader.MinESPSize || MaxESPSize != bootloader.MaxESPSize {
+		t.Errorf("ESP bounds %d..%d, bootloader has %d..%d", MinESPSize, MaxESPSize, bootloader.MinESPSize, bootloader.MaxESPSize)
 	}
 }
