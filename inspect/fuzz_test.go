@@ -39,7 +39,8 @@ var fuzzDisk struct {
 }
 
 // smallDisk makes an 8 MiB GPT disk: a FAT12 ESP with systemd-boot files (mtools) and an ext4 root
-// with os-release and a kernel (mke2fs -d).
+// with os-release and a kernel (mke2fs -d). Files go in a fixed order and the volume ids are fixed,
+// so every process fuzzes the same disk (coverage of a corpus input is the same from run to run).
 func smallDisk(t testing.TB) []byte {
 	dir := t.TempDir()
 	disk := filepath.Join(dir, "disk.raw")
@@ -48,14 +49,15 @@ func smallDisk(t testing.TB) []byte {
 	}
 	run(t, testtool.Need(t, "sgdisk", "gdisk"), "-n", "1:2048:+1M", "-t", "1:EF00", "-c", "1:esp", "-n", "2:4096:0", "-t", "2:4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709", "-c", "2:root", disk)
 	esp := filepath.Join(dir, "esp.img")
-	run(t, testtool.Need(t, "mkfs.vfat", "dosfstools"), "-C", esp, "1024")
+	run(t, testtool.Need(t, "mkfs.vfat", "dosfstools"), "-i", "1A2B3C4D", "-C", esp, "1024")
 	mmd, mcopy := testtool.Need(t, "mmd", "mtools"), testtool.Need(t, "mcopy", "mtools")
 	run(t, mmd, "-i", esp, "::/loader", "::/loader/entries", "::/EFI", "::/EFI/BOOT")
-	for p, c := range map[string]string{
-		"loader/loader.conf":    "default e.conf\n",
-		"loader/entries/e.conf": "title T\nversion 1\nlinux /l\ninitrd /i\noptions root=PARTUUID=x rw\n",
-		"EFI/BOOT/BOOTX64.EFI":  "MZ",
+	for _, f := range [][2]string{
+		{"loader/loader.conf", "default e.conf\n"},
+		{"loader/entries/e.conf", "title T\nversion 1\nlinux /l\ninitrd /i\noptions root=PARTUUID=x rw\n"},
+		{"EFI/BOOT/BOOTX64.EFI", "MZ"},
 	} {
+		p, c := f[0], f[1]
 		src := filepath.Join(dir, "src")
 		if err := os.WriteFile(src, []byte(c), 0644); err != nil {
 			t.Fatal(err)
@@ -63,13 +65,15 @@ func smallDisk(t testing.TB) []byte {
 		run(t, mcopy, "-i", esp, src, "::/"+p)
 	}
 	tree := filepath.Join(dir, "tree")
-	for p, c := range map[string]string{"etc/os-release": "PRETTY_NAME=\"Fuzz\"\n", "boot/vmlinuz-1": "k", "boot/initrd.img-1": "i"} {
+	for _, f := range [][2]string{{"boot/initrd.img-1", "i"}, {"boot/vmlinuz-1", "k"}, {"etc/os-release", "PRETTY_NAME=\"Fuzz\"\n"}} {
+		p, c := f[0], f[1]
 		os.MkdirAll(filepath.Join(tree, filepath.Dir(p)), 0755)
 		if err := os.WriteFile(filepath.Join(tree, p), []byte(c), 0644); err != nil {
 			t.Fatal(err)
 		}
 	}
-	run(t, testtool.Need(t, "mke2fs", "e2fsprogs"), "-q", "-t", "ext4", "-b", "1024", "-E", "offset=2097152", "-d", tree, disk, "5000k")
+	run(t, testtool.Need(t, "mke2fs", "e2fsprogs"), "-q", "-t", "ext4", "-b", "1024", "-U", "6a1c0b5e-3f1d-4c2a-9b7e-0d4f5a6b7c8d",
+		"-E", "offset=2097152,hash_seed=0f1e2d3c-4b5a-4968-8776-a5b4c3d2e1f0", "-d", tree, disk, "5000k")
 	e, err := os.ReadFile(esp)
 	if err != nil {
 		t.Fatal(err)
