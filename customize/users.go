@@ -47,6 +47,7 @@ type idRef struct {
 	where string // the new item's Where, or "/etc/passwd:N"
 }
 
+// accounts adds the Config's groups and users to the account databases and makes the users' homes.
 func (b *builder) accounts(c Config) error {
 	if len(c.Users) == 0 && len(c.Groups) == 0 {
 		return nil
@@ -57,150 +58,218 @@ func (b *builder) accounts(c Config) error {
 	} else {
 		where = c.Groups[0].Where
 	}
-	passwd, err := b.loadDB(where, "/etc/passwd", true)
+	a, err := b.loadAccounts(where)
 	if err != nil {
 		return err
 	}
-	group, err := b.loadDB(where, "/etc/group", true)
+	a.index()
+	if err := a.addGroups(c.Groups); err != nil {
+		return err
+	}
+	users, err := a.addUsers(c.Users)
 	if err != nil {
 		return err
 	}
-	shadow, err := b.loadDB(where, "/etc/shadow", false)
-	if err != nil {
+	if err := a.userLines(users); err != nil {
 		return err
 	}
-	gshadow, err := b.loadDB(where, "/etc/gshadow", false)
-	if err != nil {
+	if err := a.save(); err != nil {
 		return err
 	}
+	for _, nu := range users {
+		if err := b.home(nu.u, nu.home, int(nu.uid), int(nu.gid)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
 
-	userNames, uids := map[string]idRef{}, map[uint32]idRef{}
-	passwd.each(func(f []string, line int) {
+// accountDBs is the four account databases being edited, indexed by name and id.
+type accountDBs struct {
+	b                              *builder
+	where                          string // the first user's or group's Where
+	passwd, group, shadow, gshadow *db
+	userNames, groupNames          map[string]idRef
+	uids, gids                     map[uint32]idRef
+	groupLine, gshadowLine         map[string]int // name → index in group.lines, gshadow.lines
+	uidMin, uidMax, gidMin, gidMax int64
+}
+
+// newUser is a user of the Config with its ids and home settled.
+type newUser struct {
+	u        User
+	uid, gid uint32
+	home     string
+}
+
+// loadAccounts reads /etc/passwd and /etc/group (both needed), /etc/shadow and /etc/gshadow.
+func (b *builder) loadAccounts(where string) (*accountDBs, error) {
+	a := &accountDBs{b: b, where: where}
+	var err error
+	if a.passwd, err = b.loadDB(where, "/etc/passwd", true); err != nil {
+		return nil, err
+	}
+	if a.group, err = b.loadDB(where, "/etc/group", true); err != nil {
+		return nil, err
+	}
+	if a.shadow, err = b.loadDB(where, "/etc/shadow", false); err != nil {
+		return nil, err
+	}
+	if a.gshadow, err = b.loadDB(where, "/etc/gshadow", false); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+// index indexes the image's users and groups by name and id, and reads the id ranges of login.defs.
+func (a *accountDBs) index() {
+	a.userNames, a.uids = map[string]idRef{}, map[uint32]idRef{}
+	a.passwd.each(func(f []string, line int) {
 		ref := idRef{name: f[0], where: fmt.Sprintf("/etc/passwd:%d", line)}
-		userNames[f[0]] = ref
+		a.userNames[f[0]] = ref
 		if len(f) > 2 {
 			if n, err := strconv.ParseUint(f[2], 10, 32); err == nil {
-				uids[uint32(n)] = ref
+				a.uids[uint32(n)] = ref
 			}
 		}
 	})
-	groupNames, gids := map[string]idRef{}, map[uint32]idRef{}
-	groupLine := map[string]int{} // name → index in group.lines
-	group.each(func(f []string, line int) {
+	a.groupNames, a.gids = map[string]idRef{}, map[uint32]idRef{}
+	a.groupLine = map[string]int{}
+	a.group.each(func(f []string, line int) {
 		ref := idRef{name: f[0], where: fmt.Sprintf("/etc/group:%d", line)}
-		groupNames[f[0]] = ref
-		groupLine[f[0]] = line - 1
+		a.groupNames[f[0]] = ref
+		a.groupLine[f[0]] = line - 1
 		if len(f) > 2 {
 			if n, err := strconv.ParseUint(f[2], 10, 32); err == nil {
-				gids[uint32(n)] = ref
+				a.gids[uint32(n)] = ref
 			}
 		}
 	})
-	gshadowLine := map[string]int{}
-	gshadow.each(func(f []string, line int) { gshadowLine[f[0]] = line - 1 })
+	a.gshadowLine = map[string]int{}
+	a.gshadow.each(func(f []string, line int) { a.gshadowLine[f[0]] = line - 1 })
+	a.uidMin, a.uidMax = a.b.defNum("UID_MIN", 1000), a.b.defNum("UID_MAX", 60000)
+	a.gidMin, a.gidMax = a.b.defNum("GID_MIN", 1000), a.b.defNum("GID_MAX", 60000)
+}
 
-	clash := func(w, what string, ref idRef) error {
-		if strings.HasPrefix(ref.where, "/etc/") {
-			return errorf(w, "%s clashes with %s (%s)", what, ref.where, ref.name)
+// clash is the error for what (at w) taking a name or id that ref already has.
+func clash(w, what string, ref idRef) error {
+	if strings.HasPrefix(ref.where, "/etc/") {
+		return errorf(w, "%s clashes with %s (%s)", what, ref.where, ref.name)
+	}
+	return errorf(w, "%s clashes with %s at %s", what, ref.name, whereOr(ref.where))
+}
+
+// freeID is the lowest id from lo to hi not in used.
+func freeID(used map[uint32]idRef, lo, hi int64) (uint32, bool) {
+	for id := lo; id <= hi; id++ {
+		if _, taken := used[uint32(id)]; !taken {
+			return uint32(id), true
 		}
-		return errorf(w, "%s clashes with %s at %s", what, ref.name, whereOr(ref.where))
 	}
-	free := func(used map[uint32]idRef, key string, lo, hi int64) (uint32, bool) {
-		for id := lo; id <= hi; id++ {
-			if _, taken := used[uint32(id)]; !taken {
-				return uint32(id), true
-			}
-		}
-		return 0, false
-	}
-	uidMin, uidMax := b.defNum("UID_MIN", 1000), b.defNum("UID_MAX", 60000)
-	gidMin, gidMax := b.defNum("GID_MIN", 1000), b.defNum("GID_MAX", 60000)
+	return 0, false
+}
 
-	addGroup := func(w, name string, gid uint32) {
-		ref := idRef{name: name, where: w}
-		groupNames[name], gids[gid] = ref, ref
-		group.lines = append(group.lines, fmt.Sprintf("%s:x:%d:", name, gid))
-		groupLine[name] = len(group.lines) - 1
-		gshadow.lines = append(gshadow.lines, name+":!::")
-		gshadowLine[name] = len(gshadow.lines) - 1
-		b.op(Op{Op: "group", Path: "/etc/group", Detail: fmt.Sprintf("%s gid %d", name, gid), Where: w})
-	}
+// addGroup appends a group to /etc/group and /etc/gshadow and indexes it.
+func (a *accountDBs) addGroup(w, name string, gid uint32) {
+	ref := idRef{name: name, where: w}
+	a.groupNames[name], a.gids[gid] = ref, ref
+	a.group.lines = append(a.group.lines, fmt.Sprintf("%s:x:%d:", name, gid))
+	a.groupLine[name] = len(a.group.lines) - 1
+	a.gshadow.lines = append(a.gshadow.lines, name+":!::")
+	a.gshadowLine[name] = len(a.gshadow.lines) - 1
+	a.b.op(Op{Op: "group", Path: "/etc/group", Detail: fmt.Sprintf("%s gid %d", name, gid), Where: w})
+}
 
-	for _, g := range c.Groups {
+// addGroups checks the Config's groups, gives each its gid and adds it.
+func (a *accountDBs) addGroups(groups []Group) error {
+	for _, g := range groups {
 		if err := checkName(g.Where, "group", g.Name); err != nil {
 			return err
 		}
-		if ref, ok := groupNames[g.Name]; ok {
+		if ref, ok := a.groupNames[g.Name]; ok {
 			return clash(g.Where, "group "+g.Name, ref)
 		}
 		var gid uint32
 		if g.GID != nil {
 			gid = *g.GID
-			if ref, ok := gids[gid]; ok {
+			if ref, ok := a.gids[gid]; ok {
 				return clash(g.Where, fmt.Sprintf("group %s gid %d", g.Name, gid), ref)
 			}
 		} else {
 			var ok bool
-			if gid, ok = free(gids, "gid", gidMin, gidMax); !ok {
-				return errorf(g.Where, "group %s: no free gid from GID_MIN %d to GID_MAX %d", g.Name, gidMin, gidMax)
+			if gid, ok = freeID(a.gids, a.gidMin, a.gidMax); !ok {
+				return errorf(g.Where, "group %s: no free gid from GID_MIN %d to GID_MAX %d", g.Name, a.gidMin, a.gidMax)
 			}
 		}
-		addGroup(g.Where, g.Name, gid)
+		a.addGroup(g.Where, g.Name, gid)
 	}
+	return nil
+}
 
-	type newUser struct {
-		u        User
-		uid, gid uint32
-		home     string
+// addUsers checks the Config's users and settles their uids, primary groups and homes.
+func (a *accountDBs) addUsers(users []User) ([]newUser, error) {
+	var out []newUser
+	for _, u := range users {
+		if err := a.b.ctx.Err(); err != nil {
+			return nil, fmt.Errorf("customize: users: %w", err)
+		}
+		nu, err := a.addUser(u)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, nu)
 	}
-	var users []newUser
-	for _, u := range c.Users {
-		if err := b.ctx.Err(); err != nil {
-			return fmt.Errorf("customize: users: %w", err)
-		}
-		if err := checkUser(u); err != nil {
-			return err
-		}
-		if ref, ok := userNames[u.Name]; ok {
-			return clash(u.Where, "user "+u.Name, ref)
-		}
-		var uid uint32
-		if u.UID != nil {
-			uid = *u.UID
-			if ref, ok := uids[uid]; ok {
-				return clash(u.Where, fmt.Sprintf("user %s uid %d", u.Name, uid), ref)
-			}
-		} else {
-			var ok bool
-			if uid, ok = free(uids, "uid", uidMin, uidMax); !ok {
-				return errorf(u.Where, "user %s: no free uid from UID_MIN %d to UID_MAX %d", u.Name, uidMin, uidMax)
-			}
-		}
-		ref := idRef{name: u.Name, where: u.Where}
-		userNames[u.Name], uids[uid] = ref, ref
-		var gid uint32
-		if u.GID != nil {
-			gid = *u.GID
-			if _, ok := gids[gid]; !ok {
-				return errorf(u.Where, "user %s: primary gid %d is in neither /etc/group nor this configuration", u.Name, gid)
-			}
-		} else {
-			gid = uid
-			if ref, ok := groupNames[u.Name]; ok {
-				return errorf(u.Where, "user %s: a group %s already exists (%s); give its gid to use it", u.Name, u.Name, whereOr(ref.where))
-			}
-			if ref, ok := gids[gid]; ok {
-				return clash(u.Where, fmt.Sprintf("user %s's own group gid %d", u.Name, gid), ref)
-			}
-			addGroup(u.Where, u.Name, gid)
-		}
-		home := u.Home
-		if home == "" {
-			home = "/home/" + u.Name
-		}
-		users = append(users, newUser{u: u, uid: uid, gid: gid, home: home})
-	}
+	return out, nil
+}
 
+// addUser checks one user, indexes it with its uid, and makes its own group unless a gid is given.
+func (a *accountDBs) addUser(u User) (newUser, error) {
+	if err := checkUser(u); err != nil {
+		return newUser{}, err
+	}
+	if ref, ok := a.userNames[u.Name]; ok {
+		return newUser{}, clash(u.Where, "user "+u.Name, ref)
+	}
+	var uid uint32
+	if u.UID != nil {
+		uid = *u.UID
+		if ref, ok := a.uids[uid]; ok {
+			return newUser{}, clash(u.Where, fmt.Sprintf("user %s uid %d", u.Name, uid), ref)
+		}
+	} else {
+		var ok bool
+		if uid, ok = freeID(a.uids, a.uidMin, a.uidMax); !ok {
+			return newUser{}, errorf(u.Where, "user %s: no free uid from UID_MIN %d to UID_MAX %d", u.Name, a.uidMin, a.uidMax)
+		}
+	}
+	ref := idRef{name: u.Name, where: u.Where}
+	a.userNames[u.Name], a.uids[uid] = ref, ref
+	var gid uint32
+	if u.GID != nil {
+		gid = *u.GID
+		if _, ok := a.gids[gid]; !ok {
+			return newUser{}, errorf(u.Where, "user %s: primary gid %d is in neither /etc/group nor this configuration", u.Name, gid)
+		}
+	} else {
+		gid = uid
+		if ref, ok := a.groupNames[u.Name]; ok {
+			return newUser{}, errorf(u.Where, "user %s: a group %s already exists (%s); give its gid to use it", u.Name, u.Name, whereOr(ref.where))
+		}
+		if ref, ok := a.gids[gid]; ok {
+			return newUser{}, clash(u.Where, fmt.Sprintf("user %s's own group gid %d", u.Name, gid), ref)
+		}
+		a.addGroup(u.Where, u.Name, gid)
+	}
+	home := u.Home
+	if home == "" {
+		home = "/home/" + u.Name
+	}
+	return newUser{u: u, uid: uid, gid: gid, home: home}, nil
+}
+
+// userLines appends the users to /etc/passwd and /etc/shadow and to their supplementary groups.
+func (a *accountDBs) userLines(users []newUser) error {
+	b := a.b
 	days := b.epoch.Unix() / 86400
 	for _, nu := range users {
 		u := nu.u
@@ -208,30 +277,34 @@ func (b *builder) accounts(c Config) error {
 		if shell == "" {
 			shell = "/bin/sh"
 		}
-		passwd.lines = append(passwd.lines, fmt.Sprintf("%s:x:%d:%d:%s:%s:%s", u.Name, nu.uid, nu.gid, u.Comment, nu.home, shell))
+		a.passwd.lines = append(a.passwd.lines, fmt.Sprintf("%s:x:%d:%d:%s:%s:%s", u.Name, nu.uid, nu.gid, u.Comment, nu.home, shell))
 		hash := u.PasswordHash
 		if hash == "" {
 			hash = "!"
 		}
-		shadow.lines = append(shadow.lines, fmt.Sprintf("%s:%s:%d:%d:%d:%d:::", u.Name, hash,
+		a.shadow.lines = append(a.shadow.lines, fmt.Sprintf("%s:%s:%d:%d:%d:%d:::", u.Name, hash,
 			days, b.defNum("PASS_MIN_DAYS", 0), b.defNum("PASS_MAX_DAYS", 99999), b.defNum("PASS_WARN_AGE", 7)))
 		b.op(Op{Op: "user", Path: "/etc/passwd", Detail: fmt.Sprintf("%s uid %d gid %d home %s shell %s", u.Name, nu.uid, nu.gid, nu.home, shell), Where: u.Where})
 		for _, g := range u.Groups {
-			i, ok := groupLine[g]
+			i, ok := a.groupLine[g]
 			if !ok {
 				return errorf(u.Where, "user %s: supplementary group %s is in neither /etc/group nor this configuration", u.Name, g)
 			}
-			group.lines[i] = addMember(group.lines[i], 3, u.Name)
-			if j, ok := gshadowLine[g]; ok {
-				gshadow.lines[j] = addMember(gshadow.lines[j], 3, u.Name)
+			a.group.lines[i] = addMember(a.group.lines[i], 3, u.Name)
+			if j, ok := a.gshadowLine[g]; ok {
+				a.gshadow.lines[j] = addMember(a.gshadow.lines[j], 3, u.Name)
 			}
 			b.op(Op{Op: "group", Path: "/etc/group", Detail: fmt.Sprintf("%s member of %s", u.Name, g), Where: u.Where})
 		}
 	}
+	return nil
+}
 
+// save writes the four databases: passwd and group 0644 root, shadow and gshadow 0640 group shadow.
+func (a *accountDBs) save() error {
 	shadowGID := 0
-	if ref, ok := groupNames["shadow"]; ok {
-		for id, r := range gids {
+	if ref, ok := a.groupNames["shadow"]; ok {
+		for id, r := range a.gids {
 			if r == ref {
 				shadowGID = int(id)
 			}
@@ -241,17 +314,12 @@ func (b *builder) accounts(c Config) error {
 		db   *db
 		mode int64
 		gid  int
-	}{{passwd, 0o644, 0}, {group, 0o644, 0}, {shadow, 0o640, shadowGID}, {gshadow, 0o640, shadowGID}} {
-		name, err := b.place(where, d.db.name)
+	}{{a.passwd, 0o644, 0}, {a.group, 0o644, 0}, {a.shadow, 0o640, shadowGID}, {a.gshadow, 0o640, shadowGID}} {
+		name, err := a.b.place(a.where, d.db.name)
 		if err != nil {
 			return err
 		}
-		if err := b.writeGenerated(where, "users", name, joinLines(d.db.lines), d.mode, 0, d.gid); err != nil {
-			return err
-		}
-	}
-	for _, nu := range users {
-		if err := b.home(nu.u, nu.home, int(nu.uid), int(nu.gid)); err != nil {
+		if err := a.b.writeGenerated(a.where, "users", name, joinLines(d.db.lines), d.mode, 0, d.gid); err != nil {
 			return err
 		}
 	}
