@@ -158,59 +158,19 @@ func (b *builder) timezone(c Config) error {
 
 const unconfiguredFstab = "# UNCONFIGURED FSTAB FOR BASE SYSTEM"
 
+// fstab merges the Config's entries into /etc/fstab and makes their mount points.
 func (b *builder) fstab(c Config) error {
 	if len(c.Fstab) == 0 {
 		return nil
 	}
 	where := c.Fstab[0].Where
-	mounts := map[string]string{}
-	var add []string
-	for _, e := range c.Fstab {
-		for _, f := range []struct{ what, v string }{{"spec", e.Spec}, {"mount", e.Mount}, {"fs", e.FS}, {"options", e.Options}} {
-			if strings.ContainsAny(f.v, " \t\n#") || f.v == "" && f.what != "options" {
-				return errorf(e.Where, "fstab %s %q: empty or with blanks or '#'", f.what, f.v)
-			}
-		}
-		swap := e.Mount == "none" || e.Mount == "swap"
-		if !swap {
-			if _, err := checkPath(e.Where, "fstab mount point", e.Mount); err != nil && e.Mount != "/" {
-				return err
-			}
-		}
-		if e.Dump < 0 || e.Pass < 0 || e.Pass > 2 {
-			return errorf(e.Where, "fstab %s: dump %d, pass %d (want dump ≥ 0, pass 0 to 2)", e.Mount, e.Dump, e.Pass)
-		}
-		if !swap {
-			if w, dup := mounts[e.Mount]; dup {
-				return errorf(e.Where, "fstab mount point %s is also given at %s", e.Mount, whereOr(w))
-			}
-			mounts[e.Mount] = e.Where
-		}
-		opts := e.Options
-		if opts == "" {
-			opts = "defaults"
-		}
-		add = append(add, fmt.Sprintf("%s\t%s\t%s\t%s\t%d\t%d", e.Spec, e.Mount, e.FS, opts, e.Dump, e.Pass))
-	}
-	old, _, ok, err := b.readFile("etc/fstab")
+	mounts, add, err := fstabEntries(c.Fstab)
 	if err != nil {
-		return errorf(where, "fstab: reading /etc/fstab: %v", err)
+		return err
 	}
-	var lines []string
-	replaced := false
-	if ok && !bytes.Contains(old, []byte(unconfiguredFstab)) {
-		for _, l := range splitLines(old) {
-			f := strings.Fields(l)
-			if len(f) >= 2 && !strings.HasPrefix(f[0], "#") {
-				if _, mine := mounts[unescapeFstab(f[1])]; mine {
-					continue // replaced by the Config's line
-				}
-			}
-			lines = append(lines, l)
-		}
-	} else {
-		replaced = ok
-		lines = []string{"# /etc/fstab: static file system information, written by imgfab.", "#", "# <file system>\t<mount point>\t<type>\t<options>\t<dump>\t<pass>"}
+	lines, replaced, err := b.oldFstab(where, mounts)
+	if err != nil {
+		return err
 	}
 	lines = append(lines, add...)
 	name, err := b.place(where, "etc/fstab")
@@ -225,7 +185,67 @@ func (b *builder) fstab(c Config) error {
 		detail = fmt.Sprintf("%d entries, replacing the unconfigured base-system file", len(add))
 	}
 	b.op(Op{Op: "fstab", Path: "/etc/fstab", Detail: detail, Where: where})
-	for _, e := range c.Fstab {
+	return b.mountPoints(c.Fstab)
+}
+
+// fstabEntries checks the entries and formats their lines; mounts maps each mount point (not swap) to its Where.
+func fstabEntries(entries []FstabEntry) (mounts map[string]string, add []string, err error) {
+	mounts = map[string]string{}
+	for _, e := range entries {
+		for _, f := range []struct{ what, v string }{{"spec", e.Spec}, {"mount", e.Mount}, {"fs", e.FS}, {"options", e.Options}} {
+			if strings.ContainsAny(f.v, " \t\n#") || f.v == "" && f.what != "options" {
+				return nil, nil, errorf(e.Where, "fstab %s %q: empty or with blanks or '#'", f.what, f.v)
+			}
+		}
+		swap := e.Mount == "none" || e.Mount == "swap"
+		if !swap {
+			if _, err := checkPath(e.Where, "fstab mount point", e.Mount); err != nil && e.Mount != "/" {
+				return nil, nil, err
+			}
+		}
+		if e.Dump < 0 || e.Pass < 0 || e.Pass > 2 {
+			return nil, nil, errorf(e.Where, "fstab %s: dump %d, pass %d (want dump ≥ 0, pass 0 to 2)", e.Mount, e.Dump, e.Pass)
+		}
+		if !swap {
+			if w, dup := mounts[e.Mount]; dup {
+				return nil, nil, errorf(e.Where, "fstab mount point %s is also given at %s", e.Mount, whereOr(w))
+			}
+			mounts[e.Mount] = e.Where
+		}
+		opts := e.Options
+		if opts == "" {
+			opts = "defaults"
+		}
+		add = append(add, fmt.Sprintf("%s\t%s\t%s\t%s\t%d\t%d", e.Spec, e.Mount, e.FS, opts, e.Dump, e.Pass))
+	}
+	return mounts, add, nil
+}
+
+// oldFstab is the image's /etc/fstab less the lines of mounts, or a fresh header if it has none or an unconfigured one.
+func (b *builder) oldFstab(where string, mounts map[string]string) (lines []string, replaced bool, err error) {
+	old, _, ok, err := b.readFile("etc/fstab")
+	if err != nil {
+		return nil, false, errorf(where, "fstab: reading /etc/fstab: %v", err)
+	}
+	if ok && !bytes.Contains(old, []byte(unconfiguredFstab)) {
+		for _, l := range splitLines(old) {
+			f := strings.Fields(l)
+			if len(f) >= 2 && !strings.HasPrefix(f[0], "#") {
+				if _, mine := mounts[unescapeFstab(f[1])]; mine {
+					continue // replaced by the Config's line
+				}
+			}
+			lines = append(lines, l)
+		}
+		return lines, false, nil
+	}
+	lines = []string{"# /etc/fstab: static file system information, written by imgfab.", "#", "# <file system>\t<mount point>\t<type>\t<options>\t<dump>\t<pass>"}
+	return lines, ok, nil
+}
+
+// mountPoints makes the entries' mount points that the image lacks, and refuses one that is not a directory.
+func (b *builder) mountPoints(entries []FstabEntry) error {
+	for _, e := range entries {
 		if e.Mount == "none" || e.Mount == "swap" || e.Mount == "/" {
 			continue
 		}
