@@ -227,6 +227,7 @@ func (f *unitFile) spec(v string) (string, error) {
 	return s.String(), nil
 }
 
+// enable links a unit (and its Also= units) into /etc/systemd/system as its [Install] section says.
 func (b *builder) enable(u Unit, name string, done map[string]bool, depth int) error {
 	if done[name] {
 		return nil
@@ -239,35 +240,21 @@ func (b *builder) enable(u Unit, name string, done map[string]bool, depth int) e
 	if err != nil {
 		return err
 	}
-	if f.instance == "" && strings.Contains(f.file, "@.") {
-		if di := f.install["DefaultInstance"]; len(di) > 0 {
-			f.instance = di[len(di)-1]
-			f.name = strings.Replace(f.file, "@.", "@"+f.instance+".", 1)
-		} else if len(f.install["WantedBy"])+len(f.install["RequiredBy"]) > 0 {
-			return errorf(u.Where, "unit %s is a template without DefaultInstance=: name an instance (e.g. %s)", name, strings.Replace(f.file, "@.", "@NAME.", 1))
-		}
+	if err := f.defaultInstance(u, name); err != nil {
+		return err
 	}
 	wanted, required, alias, also := f.install["WantedBy"], f.install["RequiredBy"], f.install["Alias"], f.install["Also"]
 	if !f.hasInst || len(wanted)+len(required)+len(alias)+len(also) == 0 {
 		return errorf(u.Where, "unit %s has no installation config (no WantedBy=, RequiredBy=, Alias= or Also= in [Install]): it is not meant to be enabled", name)
 	}
-	var links [][2]string // link name (relative to /etc/systemd/system) → target
-	for _, l := range []struct {
-		vals []string
-		sfx  string
-	}{{wanted, ".wants"}, {required, ".requires"}} {
-		for _, t := range l.vals {
-			t, err := f.spec(t)
-			if err != nil {
-				return errorf(u.Where, "unit %s: %v", name, err)
-			}
-			if err := checkUnitName(Unit{Name: t, Where: u.Where}); err != nil {
-				return err
-			}
-			links = append(links, [2]string{t + l.sfx + "/" + f.name, f.linkTo})
-		}
+	links, err := f.installLinks(u, name)
+	if err != nil {
+		return err
 	}
-	for _, a := range alias {
+	if err := b.enableLinks(u, name, f, links); err != nil {
+		return err
+	}
+	for _, a := range also {
 		a, err := f.spec(a)
 		if err != nil {
 			return errorf(u.Where, "unit %s: %v", name, err)
@@ -275,8 +262,60 @@ func (b *builder) enable(u Unit, name string, done map[string]bool, depth int) e
 		if err := checkUnitName(Unit{Name: a, Where: u.Where}); err != nil {
 			return err
 		}
+		if err := b.enable(Unit{Name: a, Where: u.Where}, a, done, depth+1); err != nil {
+			return fmt.Errorf("%w (from Also= of %s)", err, name)
+		}
+	}
+	return nil
+}
+
+// defaultInstance names a template by its DefaultInstance=, or refuses a template that has none but is wanted.
+func (f *unitFile) defaultInstance(u Unit, name string) error {
+	if f.instance != "" || !strings.Contains(f.file, "@.") {
+		return nil
+	}
+	if di := f.install["DefaultInstance"]; len(di) > 0 {
+		f.instance = di[len(di)-1]
+		f.name = strings.Replace(f.file, "@.", "@"+f.instance+".", 1)
+	} else if len(f.install["WantedBy"])+len(f.install["RequiredBy"]) > 0 {
+		return errorf(u.Where, "unit %s is a template without DefaultInstance=: name an instance (e.g. %s)", name, strings.Replace(f.file, "@.", "@NAME.", 1))
+	}
+	return nil
+}
+
+// installLinks lists the links WantedBy=, RequiredBy= and Alias= ask for: name (relative to /etc/systemd/system) → target.
+func (f *unitFile) installLinks(u Unit, name string) ([][2]string, error) {
+	var links [][2]string
+	for _, l := range []struct {
+		vals []string
+		sfx  string
+	}{{f.install["WantedBy"], ".wants"}, {f.install["RequiredBy"], ".requires"}} {
+		for _, t := range l.vals {
+			t, err := f.spec(t)
+			if err != nil {
+				return nil, errorf(u.Where, "unit %s: %v", name, err)
+			}
+			if err := checkUnitName(Unit{Name: t, Where: u.Where}); err != nil {
+				return nil, err
+			}
+			links = append(links, [2]string{t + l.sfx + "/" + f.name, f.linkTo})
+		}
+	}
+	for _, a := range f.install["Alias"] {
+		a, err := f.spec(a)
+		if err != nil {
+			return nil, errorf(u.Where, "unit %s: %v", name, err)
+		}
+		if err := checkUnitName(Unit{Name: a, Where: u.Where}); err != nil {
+			return nil, err
+		}
 		links = append(links, [2]string{a, f.linkTo})
 	}
+	return links, nil
+}
+
+// enableLinks puts the links in /etc/systemd/system, leaving those already there.
+func (b *builder) enableLinks(u Unit, name string, f *unitFile, links [][2]string) error {
 	for _, l := range links {
 		p, err := b.place(u.Where, etcUnits+"/"+l[0])
 		if err != nil {
@@ -296,18 +335,6 @@ func (b *builder) enable(u Unit, name string, done map[string]bool, depth int) e
 			return err
 		}
 		b.op(Op{Op: "enable", Path: "/" + p, Target: l[1], Detail: f.name, Where: u.Where})
-	}
-	for _, a := range also {
-		a, err := f.spec(a)
-		if err != nil {
-			return errorf(u.Where, "unit %s: %v", name, err)
-		}
-		if err := checkUnitName(Unit{Name: a, Where: u.Where}); err != nil {
-			return err
-		}
-		if err := b.enable(Unit{Name: a, Where: u.Where}, a, done, depth+1); err != nil {
-			return fmt.Errorf("%w (from Also= of %s)", err, name)
-		}
 	}
 	return nil
 }
