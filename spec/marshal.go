@@ -19,99 +19,28 @@ const canonicalVersion = 1
 // the same class give the same bytes whatever their key order, comments, quoting or size
 // spelling ("4GiB" or "4096MiB"); its sha256 is the class's id and cache key.
 func (c *Class) Canonical() []byte {
-	str := func(l []string) []string {
-		if l == nil {
-			return []string{}
-		}
-		return l
-	}
-	platforms := make([]string, len(c.Platforms))
-	for i, p := range c.Platforms {
-		platforms[i] = p.String()
-	}
-	layers := make([]string, len(c.Layers))
-	for i, l := range c.Layers {
-		layers[i] = l.Path
-	}
-	files := make([]map[string]any, len(c.Files))
-	for i, f := range c.Files {
-		m := map[string]any{"path": f.Path, "mode": formatMode(f.Mode), "owner": f.Owner.String()}
-		if f.Source != "" {
-			m["source"] = f.Source
-		} else {
-			m["content"] = f.Content
-		}
-		files[i] = m
-	}
-	dirs := make([]map[string]any, len(c.Directories))
-	for i, d := range c.Directories {
-		dirs[i] = map[string]any{"path": d.Path, "mode": formatMode(d.Mode), "owner": d.Owner.String()}
-	}
-	users := make([]map[string]any, len(c.Users))
-	for i, u := range c.Users {
-		users[i] = map[string]any{
-			"name": u.Name, "uid": u.UID, "gid": u.GID, "primary_group": u.PrimaryGroup,
-			"groups": str(u.Groups), "shell": u.Shell, "home": u.Home,
-			"ssh_authorized_keys": str(u.SSHAuthorizedKeys), "password_hash": u.PasswordHash,
-		}
-	}
-	groups := make([]map[string]any, len(c.Groups))
-	for i, g := range c.Groups {
-		groups[i] = map[string]any{"name": g.Name, "gid": g.GID}
-	}
-	units := func(l []Unit) []string {
-		out := make([]string, len(l))
-		for i, u := range l {
-			out[i] = u.Name
-		}
-		return out
-	}
-	parts := make([]map[string]any, len(c.Partitions))
-	for i, p := range c.Partitions {
-		parts[i] = map[string]any{"mount": p.Mount, "size": p.Size, "fs": p.FS, "label": p.Label, "type": p.Type}
-	}
-	outputs := make([]map[string]any, len(c.Outputs))
-	for i, o := range c.Outputs {
-		format, _ := outputFormat(o)
-		outputs[i] = map[string]any{"path": o.Path, "format": format, "compress": o.Compress}
-	}
-	publish := make([]map[string]any, len(c.Publish))
-	for i, p := range c.Publish {
-		publish[i] = map[string]any{"target": p.Target, "params": p.Params}
-	}
-	boot := c.Boot
-	if boot.Mode == "" {
-		boot.Mode = "auto"
-	}
-	if boot.Table == "" {
-		boot.Table = "gpt"
-	}
-	esp := c.ESPSize
-	if esp == 0 {
-		esp = DefaultESPSize
-	}
 	m := map[string]any{
 		"imgfab_class":      canonicalVersion,
 		"name":              c.Name,
 		"from":              c.From,
-		"platforms":         platforms,
-		"layers":            layers,
+		"platforms":         mapSlice(c.Platforms, Platform.String),
+		"layers":            mapSlice(c.Layers, func(l Layer) string { return l.Path }),
 		"kernel":            map[string]any{"cmdline": c.Kernel.Cmdline},
-		"boot":              map[string]any{"mode": boot.Mode, "table": boot.Table, "uki": boot.UKI, "chain": boot.Chain},
+		"boot":              c.Boot.canonical(),
 		"disk":              map[string]any{"size": c.Disk.Size},
-		"esp_size":          esp,
+		"esp_size":          c.espSize(),
 		"source_date_epoch": c.SourceDateEpoch,
 		"no_journal":        c.NoJournal,
-		"files":             files,
-		"directories":       dirs,
-		"users":             users,
-		"groups":            groups,
+		"files":             mapSlice(c.Files, FileEntry.canonical),
+		"directories":       mapSlice(c.Directories, Directory.canonical),
+		"users":             mapSlice(c.Users, User.canonical),
+		"groups":            mapSlice(c.Groups, Group.canonical),
 		"hostname":          c.Hostname,
 		"timezone":          c.Timezone,
-		"units":             map[string]any{"enable": units(c.Units.Enable), "disable": units(c.Units.Disable), "mask": units(c.Units.Mask)},
-		"partitions":        parts,
-		"outputs":           outputs,
-		"publish":           publish,
+		"units":             c.Units.canonical(),
+		"partitions":        mapSlice(c.Partitions, Partition.canonical),
+		"outputs":           mapSlice(c.Outputs, Output.canonical),
+		"publish":           mapSlice(c.Publish, Publish.canonical),
 	}
 	var b bytes.Buffer
 	enc := json.NewEncoder(&b)
@@ -120,6 +49,91 @@ func (c *Class) Canonical() []byte {
 		panic("spec: canonical form: " + err.Error()) // only strings, numbers and bools
 	}
 	return bytes.TrimSuffix(b.Bytes(), []byte("\n"))
+}
+
+// mapSlice is fn of each element of l, never nil (an empty list is [] in the canonical form).
+func mapSlice[T, V any](l []T, fn func(T) V) []V {
+	out := make([]V, len(l))
+	for i, v := range l {
+		out[i] = fn(v)
+	}
+	return out
+}
+
+// nonNil is l, or an empty list for nil (an empty list is [] in the canonical form).
+func nonNil(l []string) []string {
+	if l == nil {
+		return []string{}
+	}
+	return l
+}
+
+// canonical is the boot section with the mode ("auto") and table ("gpt") defaults filled.
+func (b Boot) canonical() map[string]any {
+	if b.Mode == "" {
+		b.Mode = "auto"
+	}
+	if b.Table == "" {
+		b.Table = "gpt"
+	}
+	return map[string]any{"mode": b.Mode, "table": b.Table, "uki": b.UKI, "chain": b.Chain}
+}
+
+// espSize is the ESP's size, DefaultESPSize when not given.
+func (c *Class) espSize() int64 {
+	if c.ESPSize == 0 {
+		return DefaultESPSize
+	}
+	return c.ESPSize
+}
+
+// canonical is the file entry with its mode and owner filled, and its source or its content.
+func (f FileEntry) canonical() map[string]any {
+	m := map[string]any{"path": f.Path, "mode": formatMode(f.Mode), "owner": f.Owner.String()}
+	if f.Source != "" {
+		m["source"] = f.Source
+	} else {
+		m["content"] = f.Content
+	}
+	return m
+}
+
+// canonical is the directory with its mode and owner filled.
+func (d Directory) canonical() map[string]any {
+	return map[string]any{"path": d.Path, "mode": formatMode(d.Mode), "owner": d.Owner.String()}
+}
+
+// canonical is the user with every field, lists never null.
+func (u User) canonical() map[string]any {
+	return map[string]any{
+		"name": u.Name, "uid": u.UID, "gid": u.GID, "primary_group": u.PrimaryGroup,
+		"groups": nonNil(u.Groups), "shell": u.Shell, "home": u.Home,
+		"ssh_authorized_keys": nonNil(u.SSHAuthorizedKeys), "password_hash": u.PasswordHash,
+	}
+}
+
+// canonical is the group's name and gid.
+func (g Group) canonical() map[string]any { return map[string]any{"name": g.Name, "gid": g.GID} }
+
+// canonical is the three unit lists as lists of names.
+func (u Units) canonical() map[string]any {
+	return map[string]any{"enable": unitNames(u.Enable), "disable": unitNames(u.Disable), "mask": unitNames(u.Mask)}
+}
+
+// canonical is the partition, every field (Parse filled fs and type).
+func (p Partition) canonical() map[string]any {
+	return map[string]any{"mount": p.Mount, "size": p.Size, "fs": p.FS, "label": p.Label, "type": p.Type}
+}
+
+// canonical is the output with its format filled (from the path's extension when not given).
+func (o Output) canonical() map[string]any {
+	format, _ := outputFormat(o)
+	return map[string]any{"path": o.Path, "format": format, "compress": o.Compress}
+}
+
+// canonical is the publish target and its parameters.
+func (p Publish) canonical() map[string]any {
+	return map[string]any{"target": p.Target, "params": p.Params}
 }
 
 // Marshal returns f as a class file; see [File.YAML].
@@ -167,211 +181,265 @@ func strList(l []string) *yaml.Node {
 	return n
 }
 
-func unitList(l []Unit) *yaml.Node {
-	names := make([]string, len(l))
-	for i, u := range l {
-		names[i] = u.Name
-	}
-	return strList(names)
-}
+// unitNames is the units' names.
+func unitNames(l []Unit) []string { return mapSlice(l, func(u Unit) string { return u.Name }) }
 
+func unitList(l []Unit) *yaml.Node { return strList(unitNames(l)) }
+
+// yamlNode is the class's mapping: its sections in the order of docs/CLASSFILE.md, defaults left out.
 func (c *Class) yamlNode() *yaml.Node {
 	m := mapping()
-	add(m, "from", strNode(c.From))
-	if !(len(c.Platforms) == 1 && c.Platforms[0].String() == DefaultPlatform) {
-		ps := make([]string, len(c.Platforms))
-		for i, p := range c.Platforms {
-			ps[i] = p.String()
+	for _, s := range []struct {
+		key  string
+		node *yaml.Node // nil: not given or the default, left out
+	}{
+		{"from", strNode(c.From)},
+		{"platforms", c.platformsYAML()},
+		{"layers", seq(c.Layers, func(l Layer) *yaml.Node { return strNode(l.Path) })},
+		{"kernel", c.Kernel.yamlNode()},
+		{"boot", c.Boot.yamlNode()},
+		{"disk", c.Disk.yamlNode()},
+		{"esp_size", optSize(c.ESPSize)},
+		{"source_date_epoch", optInt(c.SourceDateEpoch)},
+		{"no_journal", optTrue(c.NoJournal)},
+		{"files", seq(c.Files, FileEntry.yamlNode)},
+		{"directories", seq(c.Directories, Directory.yamlNode)},
+		{"users", seq(c.Users, User.yamlNode)},
+		{"groups", seq(c.Groups, Group.yamlNode)},
+		{"hostname", optStr(c.Hostname)},
+		{"timezone", optStr(c.Timezone)},
+		{"units", c.Units.yamlNode()},
+		{"partitions", seq(c.Partitions, Partition.yamlNode)},
+		{"outputs", seq(c.Outputs, Output.yamlNode)},
+		{"publish", seq(c.Publish, Publish.yamlNode)},
+	} {
+		if s.node != nil {
+			add(m, s.key, s.node)
 		}
-		add(m, "platforms", flow(strList(ps)))
-	}
-	if len(c.Layers) > 0 {
-		ls := make([]string, len(c.Layers))
-		for i, l := range c.Layers {
-			ls[i] = l.Path
-		}
-		add(m, "layers", strList(ls))
-	}
-	if c.Kernel.Cmdline != "" {
-		k := mapping()
-		add(k, "cmdline", strNode(c.Kernel.Cmdline))
-		add(m, "kernel", k)
-	}
-	if b := c.Boot; b.Mode != "" || b.Table != "" || b.UKI || b.Chain != "" {
-		n := mapping()
-		if b.Mode != "" {
-			add(n, "mode", strNode(b.Mode))
-		}
-		if b.Table != "" {
-			add(n, "table", strNode(b.Table))
-		}
-		if b.UKI {
-			add(n, "uki", boolNode(true))
-		}
-		if b.Chain != "" {
-			add(n, "chain", strNode(b.Chain))
-		}
-		add(m, "boot", n)
-	}
-	if c.Disk.Size != 0 {
-		n := mapping()
-		add(n, "size", strNode(formatSize(c.Disk.Size)))
-		add(m, "disk", n)
-	}
-	if c.ESPSize != 0 {
-		add(m, "esp_size", strNode(formatSize(c.ESPSize)))
-	}
-	if c.SourceDateEpoch != nil {
-		add(m, "source_date_epoch", intNode(*c.SourceDateEpoch))
-	}
-	if c.NoJournal {
-		add(m, "no_journal", boolNode(true))
-	}
-	if len(c.Files) > 0 {
-		l := &yaml.Node{Kind: yaml.SequenceNode}
-		for _, f := range c.Files {
-			n := mapping()
-			add(n, "path", strNode(f.Path))
-			if f.Source != "" {
-				add(n, "source", strNode(f.Source))
-			} else {
-				add(n, "content", strNode(f.Content))
-			}
-			if f.Mode != DefaultFileMode {
-				add(n, "mode", strNode(formatMode(f.Mode)))
-			}
-			if f.Owner != (Owner{"0", "0"}) {
-				add(n, "owner", strNode(f.Owner.String()))
-			}
-			l.Content = append(l.Content, n)
-		}
-		add(m, "files", l)
-	}
-	if len(c.Directories) > 0 {
-		l := &yaml.Node{Kind: yaml.SequenceNode}
-		for _, d := range c.Directories {
-			n := mapping()
-			add(n, "path", strNode(d.Path))
-			if d.Mode != DefaultDirMode {
-				add(n, "mode", strNode(formatMode(d.Mode)))
-			}
-			if d.Owner != (Owner{"0", "0"}) {
-				add(n, "owner", strNode(d.Owner.String()))
-			}
-			l.Content = append(l.Content, flow(n))
-		}
-		add(m, "directories", l)
-	}
-	if len(c.Users) > 0 {
-		l := &yaml.Node{Kind: yaml.SequenceNode}
-		for _, u := range c.Users {
-			n := mapping()
-			add(n, "name", strNode(u.Name))
-			add(n, "uid", intNode(u.UID))
-			if u.PrimaryGroup == "" {
-				add(n, "gid", intNode(u.GID))
-			}
-			if u.Groups != nil {
-				add(n, "groups", flow(strList(u.Groups)))
-			}
-			if u.Shell != DefaultShell {
-				add(n, "shell", strNode(u.Shell))
-			}
-			if u.Home != "/home/"+u.Name {
-				add(n, "home", strNode(u.Home))
-			}
-			if u.SSHAuthorizedKeys != nil {
-				add(n, "ssh_authorized_keys", strList(u.SSHAuthorizedKeys))
-			}
-			if u.PasswordHash != "!" {
-				add(n, "password_hash", strNode(u.PasswordHash))
-			}
-			l.Content = append(l.Content, n)
-		}
-		add(m, "users", l)
-	}
-	if len(c.Groups) > 0 {
-		l := &yaml.Node{Kind: yaml.SequenceNode}
-		for _, g := range c.Groups {
-			n := mapping()
-			add(n, "name", strNode(g.Name))
-			add(n, "gid", intNode(g.GID))
-			l.Content = append(l.Content, flow(n))
-		}
-		add(m, "groups", l)
-	}
-	if c.Hostname != "" {
-		add(m, "hostname", strNode(c.Hostname))
-	}
-	if c.Timezone != "" {
-		add(m, "timezone", strNode(c.Timezone))
-	}
-	if u := c.Units; u.Enable != nil || u.Disable != nil || u.Mask != nil {
-		n := mapping()
-		for _, kv := range []struct {
-			k string
-			l []Unit
-		}{{"enable", u.Enable}, {"disable", u.Disable}, {"mask", u.Mask}} {
-			if kv.l != nil {
-				add(n, kv.k, flow(unitList(kv.l)))
-			}
-		}
-		add(m, "units", n)
-	}
-	if len(c.Partitions) > 0 {
-		l := &yaml.Node{Kind: yaml.SequenceNode}
-		for _, p := range c.Partitions {
-			n := mapping()
-			if p.Mount != "" {
-				add(n, "mount", strNode(p.Mount))
-			}
-			add(n, "size", strNode(formatSize(p.Size)))
-			if p.FS != "ext4" {
-				add(n, "fs", strNode(p.FS))
-			}
-			if p.Label != "" {
-				add(n, "label", strNode(p.Label))
-			}
-			if p.Type != defaultPartType(p.Mount, p.FS) {
-				add(n, "type", strNode(p.Type))
-			}
-			l.Content = append(l.Content, flow(n))
-		}
-		add(m, "partitions", l)
-	}
-	if len(c.Outputs) > 0 {
-		l := &yaml.Node{Kind: yaml.SequenceNode}
-		for _, o := range c.Outputs {
-			n := mapping()
-			add(n, "path", strNode(o.Path))
-			if o.Format != "" {
-				add(n, "format", strNode(o.Format))
-			}
-			if o.Compress != "" {
-				add(n, "compress", strNode(o.Compress))
-			}
-			l.Content = append(l.Content, flow(n))
-		}
-		add(m, "outputs", l)
-	}
-	if len(c.Publish) > 0 {
-		l := &yaml.Node{Kind: yaml.SequenceNode}
-		for _, p := range c.Publish {
-			n := mapping()
-			add(n, "target", strNode(p.Target))
-			for _, k := range slices.Sorted(maps.Keys(p.Params)) {
-				v := strNode(p.Params[k])
-				switch {
-				case slices.Contains(boolParams, k):
-					v.Tag = "!!bool"
-				case slices.Contains(intParams, k):
-					v.Tag = "!!int"
-				}
-				add(n, k, v)
-			}
-			l.Content = append(l.Content, flow(n))
-		}
-		add(m, "publish", l)
 	}
 	return m
+}
+
+// seq is a sequence of item of each element of l; nil for an empty l.
+func seq[T any](l []T, item func(T) *yaml.Node) *yaml.Node {
+	if len(l) == 0 {
+		return nil
+	}
+	n := &yaml.Node{Kind: yaml.SequenceNode}
+	for _, v := range l {
+		n.Content = append(n.Content, item(v))
+	}
+	return n
+}
+
+// optStr is s as a string node; nil for "".
+func optStr(s string) *yaml.Node {
+	if s == "" {
+		return nil
+	}
+	return strNode(s)
+}
+
+// optSize is a size as a string node ("4GiB"); nil for 0.
+func optSize(n int64) *yaml.Node {
+	if n == 0 {
+		return nil
+	}
+	return strNode(formatSize(n))
+}
+
+// optInt is *v as an int node; nil for nil.
+func optInt(v *int64) *yaml.Node {
+	if v == nil {
+		return nil
+	}
+	return intNode(*v)
+}
+
+// optTrue is true as a bool node; nil for false.
+func optTrue(b bool) *yaml.Node {
+	if !b {
+		return nil
+	}
+	return boolNode(true)
+}
+
+// platformsYAML is the platforms as a flow list; nil for the default [linux/amd64].
+func (c *Class) platformsYAML() *yaml.Node {
+	if len(c.Platforms) == 1 && c.Platforms[0].String() == DefaultPlatform {
+		return nil
+	}
+	return flow(strList(mapSlice(c.Platforms, Platform.String)))
+}
+
+// yamlNode is the kernel section; nil with no cmdline.
+func (k Kernel) yamlNode() *yaml.Node {
+	if k.Cmdline == "" {
+		return nil
+	}
+	n := mapping()
+	add(n, "cmdline", strNode(k.Cmdline))
+	return n
+}
+
+// yamlNode is the boot section's given keys; nil with none.
+func (b Boot) yamlNode() *yaml.Node {
+	if b.Mode == "" && b.Table == "" && !b.UKI && b.Chain == "" {
+		return nil
+	}
+	n := mapping()
+	if b.Mode != "" {
+		add(n, "mode", strNode(b.Mode))
+	}
+	if b.Table != "" {
+		add(n, "table", strNode(b.Table))
+	}
+	if b.UKI {
+		add(n, "uki", boolNode(true))
+	}
+	if b.Chain != "" {
+		add(n, "chain", strNode(b.Chain))
+	}
+	return n
+}
+
+// yamlNode is the disk section; nil with no size.
+func (d Disk) yamlNode() *yaml.Node {
+	if d.Size == 0 {
+		return nil
+	}
+	n := mapping()
+	add(n, "size", strNode(formatSize(d.Size)))
+	return n
+}
+
+// yamlNode is the file entry: path, source or content, and mode and owner unless the defaults.
+func (f FileEntry) yamlNode() *yaml.Node {
+	n := mapping()
+	add(n, "path", strNode(f.Path))
+	if f.Source != "" {
+		add(n, "source", strNode(f.Source))
+	} else {
+		add(n, "content", strNode(f.Content))
+	}
+	if f.Mode != DefaultFileMode {
+		add(n, "mode", strNode(formatMode(f.Mode)))
+	}
+	if f.Owner != (Owner{"0", "0"}) {
+		add(n, "owner", strNode(f.Owner.String()))
+	}
+	return n
+}
+
+// yamlNode is the directory in flow style: path, and mode and owner unless the defaults.
+func (d Directory) yamlNode() *yaml.Node {
+	n := mapping()
+	add(n, "path", strNode(d.Path))
+	if d.Mode != DefaultDirMode {
+		add(n, "mode", strNode(formatMode(d.Mode)))
+	}
+	if d.Owner != (Owner{"0", "0"}) {
+		add(n, "owner", strNode(d.Owner.String()))
+	}
+	return flow(n)
+}
+
+// yamlNode is the user: name, uid, and the other keys unless the defaults.
+func (u User) yamlNode() *yaml.Node {
+	n := mapping()
+	add(n, "name", strNode(u.Name))
+	add(n, "uid", intNode(u.UID))
+	if u.PrimaryGroup == "" {
+		add(n, "gid", intNode(u.GID))
+	}
+	if u.Groups != nil {
+		add(n, "groups", flow(strList(u.Groups)))
+	}
+	if u.Shell != DefaultShell {
+		add(n, "shell", strNode(u.Shell))
+	}
+	if u.Home != "/home/"+u.Name {
+		add(n, "home", strNode(u.Home))
+	}
+	if u.SSHAuthorizedKeys != nil {
+		add(n, "ssh_authorized_keys", strList(u.SSHAuthorizedKeys))
+	}
+	if u.PasswordHash != "!" {
+		add(n, "password_hash", strNode(u.PasswordHash))
+	}
+	return n
+}
+
+// yamlNode is the group in flow style: name and gid.
+func (g Group) yamlNode() *yaml.Node {
+	n := mapping()
+	add(n, "name", strNode(g.Name))
+	add(n, "gid", intNode(g.GID))
+	return flow(n)
+}
+
+// yamlNode is the units section with the lists given (even empty); nil with none.
+func (u Units) yamlNode() *yaml.Node {
+	if u.Enable == nil && u.Disable == nil && u.Mask == nil {
+		return nil
+	}
+	n := mapping()
+	for _, kv := range []struct {
+		k string
+		l []Unit
+	}{{"enable", u.Enable}, {"disable", u.Disable}, {"mask", u.Mask}} {
+		if kv.l != nil {
+			add(n, kv.k, flow(unitList(kv.l)))
+		}
+	}
+	return n
+}
+
+// yamlNode is the partition in flow style: size, and the other keys unless the defaults.
+func (p Partition) yamlNode() *yaml.Node {
+	n := mapping()
+	if p.Mount != "" {
+		add(n, "mount", strNode(p.Mount))
+	}
+	add(n, "size", strNode(formatSize(p.Size)))
+	if p.FS != "ext4" {
+		add(n, "fs", strNode(p.FS))
+	}
+	if p.Label != "" {
+		add(n, "label", strNode(p.Label))
+	}
+	if p.Type != defaultPartType(p.Mount, p.FS) {
+		add(n, "type", strNode(p.Type))
+	}
+	return flow(n)
+}
+
+// yamlNode is the output in flow style: path, and format and compress when given.
+func (o Output) yamlNode() *yaml.Node {
+	n := mapping()
+	add(n, "path", strNode(o.Path))
+	if o.Format != "" {
+		add(n, "format", strNode(o.Format))
+	}
+	if o.Compress != "" {
+		add(n, "compress", strNode(o.Compress))
+	}
+	return flow(n)
+}
+
+// yamlNode is the publish target in flow style: target, then the parameters sorted, typed as the target reads them.
+func (p Publish) yamlNode() *yaml.Node {
+	n := mapping()
+	add(n, "target", strNode(p.Target))
+	for _, k := range slices.Sorted(maps.Keys(p.Params)) {
+		v := strNode(p.Params[k])
+		switch {
+		case slices.Contains(boolParams, k):
+			v.Tag = "!!bool"
+		case slices.Contains(intParams, k):
+			v.Tag = "!!int"
+		}
+		add(n, k, v)
+	}
+	return flow(n)
 }
