@@ -76,20 +76,84 @@ func (d *decoder) file1(root *yaml.Node, f *File) {
 	d.crossFile(f)
 }
 
+// class decodes one class: from, platforms, then each section of classSections given, then the checks across them.
 func (d *decoder) class(k, v *yaml.Node) *Class {
 	path := "classes." + k.Value
 	c := &Class{Name: k.Value, Pos: d.pos(k), Dir: d.dir}
-	fs := d.fields(v, path, classKeys, func(key string) string {
-		switch key {
-		case "password", "ssh_keys", "user":
-			return fmt.Sprintf("unknown key %q (users go in users: [{name: …}])", key)
-		case "platform":
-			return `unknown key "platform": write platforms: [linux/amd64, …]`
-		case "output":
-			return `unknown key "output": write outputs: [{path: …}]`
+	fs := d.fields(v, path, classKeys, refuseClassKey)
+	d.classFrom(c, v, fs, path)
+	d.classPlatforms(c, fs, path)
+	for _, s := range classSections {
+		if f, ok := fs[s.key]; ok {
+			s.decode(d, c, f.val, path+"."+s.key)
 		}
-		return ""
-	})
+	}
+	d.crossClass(c, path)
+	return c
+}
+
+// refuseClassKey is the message for a class key often written by mistake, or "".
+func refuseClassKey(key string) string {
+	switch key {
+	case "password", "ssh_keys", "user":
+		return fmt.Sprintf("unknown key %q (users go in users: [{name: …}])", key)
+	case "platform":
+		return `unknown key "platform": write platforms: [linux/amd64, …]`
+	case "output":
+		return `unknown key "output": write outputs: [{path: …}]`
+	}
+	return ""
+}
+
+// classSections decode a class's optional sections after platforms, in this order (groups before users).
+var classSections = []struct {
+	key    string
+	decode func(d *decoder, c *Class, n *yaml.Node, path string)
+}{
+	{"layers", (*decoder).classLayers},
+	{"kernel", (*decoder).classKernel},
+	{"boot", func(d *decoder, c *Class, n *yaml.Node, path string) { d.boot(n, path, &c.Boot) }},
+	{"disk", (*decoder).classDisk},
+	{"esp_size", (*decoder).classESPSize},
+	{"source_date_epoch", (*decoder).classEpoch},
+	{"no_journal", func(d *decoder, c *Class, n *yaml.Node, path string) { c.NoJournal = d.boolean(n, path) }},
+	{"files", func(d *decoder, c *Class, n *yaml.Node, path string) {
+		c.Files = decodeList(d, n, path, "files ({path, content or source, mode, owner})", (*decoder).fileEntry)
+	}},
+	{"directories", func(d *decoder, c *Class, n *yaml.Node, path string) {
+		c.Directories = decodeList(d, n, path, "directories ({path, mode, owner})", (*decoder).directory)
+	}},
+	{"groups", func(d *decoder, c *Class, n *yaml.Node, path string) {
+		c.Groups = decodeList(d, n, path, "groups ({name, gid})", (*decoder).group)
+	}},
+	{"users", func(d *decoder, c *Class, n *yaml.Node, path string) {
+		c.Users = decodeList(d, n, path, "users ({name, uid, …})", (*decoder).user)
+	}},
+	{"hostname", (*decoder).classHostname},
+	{"timezone", (*decoder).classTimezone},
+	{"units", func(d *decoder, c *Class, n *yaml.Node, path string) { d.units(n, path, &c.Units) }},
+	{"partitions", func(d *decoder, c *Class, n *yaml.Node, path string) {
+		c.Partitions = decodeList(d, n, path, "partitions ({mount, size, fs})", (*decoder).partition)
+	}},
+	{"outputs", func(d *decoder, c *Class, n *yaml.Node, path string) {
+		c.Outputs = decodeList(d, n, path, "outputs ({path, format, compress})", (*decoder).output)
+	}},
+	{"publish", func(d *decoder, c *Class, n *yaml.Node, path string) {
+		c.Publish = decodeList(d, n, path, "publish targets ({target: aws|gcp|azure|oci, …})", (*decoder).publish)
+	}},
+}
+
+// decodeList decodes each item of the list n (of what) with item, at path[i].
+func decodeList[T any](d *decoder, n *yaml.Node, path, what string, item func(*decoder, *yaml.Node, string) T) []T {
+	var out []T
+	for i, it := range d.list(n, path, what) {
+		out = append(out, item(d, it, fmt.Sprintf("%s[%d]", path, i)))
+	}
+	return out
+}
+
+// classFrom decodes the required from: the source image, kept as written and made absolute.
+func (d *decoder) classFrom(c *Class, v *yaml.Node, fs map[string]field, path string) {
 	from, ok := fs["from"]
 	if !ok {
 		d.fail(d.value(v, path), path, "no from: want the source image, e.g. from: oci:./layout:TAG or from: docker://REGISTRY/REPO:TAG")
@@ -101,126 +165,97 @@ func (d *decoder) class(k, v *yaml.Node) *Class {
 		d.fail(from.val, path+".from", "%s", msg)
 	}
 	c.FromAbs = abs
+}
 
-	if f, ok := fs["platforms"]; ok {
-		items := d.list(f.val, path+".platforms", "platforms")
-		if len(items) == 0 {
-			d.fail(f.val, path+".platforms", "an empty list: leave platforms out for [%s] or name at least one", DefaultPlatform)
-		}
-		seen := map[string]bool{}
-		for i, it := range items {
-			p := fmt.Sprintf("%s.platforms[%d]", path, i)
-			s := d.str(it, p)
-			pl, msg := parsePlatform(s)
-			if msg != "" {
-				d.fail(it, p, "%s", msg)
-			}
-			if seen[pl.String()] {
-				d.fail(it, p, "duplicate platform %q", s)
-			}
-			seen[pl.String()] = true
-			pl.Pos = d.pos(it)
-			c.Platforms = append(c.Platforms, pl)
-		}
-	} else {
+// classPlatforms decodes platforms (a non-empty list without duplicates), or fills the default.
+func (d *decoder) classPlatforms(c *Class, fs map[string]field, path string) {
+	f, ok := fs["platforms"]
+	if !ok {
 		c.Platforms = []Platform{{OS: "linux", Arch: "amd64"}}
+		return
 	}
+	items := d.list(f.val, path+".platforms", "platforms")
+	if len(items) == 0 {
+		d.fail(f.val, path+".platforms", "an empty list: leave platforms out for [%s] or name at least one", DefaultPlatform)
+	}
+	seen := map[string]bool{}
+	for i, it := range items {
+		p := fmt.Sprintf("%s.platforms[%d]", path, i)
+		s := d.str(it, p)
+		pl, msg := parsePlatform(s)
+		if msg != "" {
+			d.fail(it, p, "%s", msg)
+		}
+		if seen[pl.String()] {
+			d.fail(it, p, "duplicate platform %q", s)
+		}
+		seen[pl.String()] = true
+		pl.Pos = d.pos(it)
+		c.Platforms = append(c.Platforms, pl)
+	}
+}
 
-	if f, ok := fs["layers"]; ok {
-		ls, pos := d.strs(f.val, path+".layers", "directories or tar files", checkLocalPath)
-		for i, l := range ls {
-			c.Layers = append(c.Layers, Layer{Path: l, Abs: d.abs(l), Pos: pos[i]})
+// classLayers decodes layers: local directories or tar files, kept as written and made absolute.
+func (d *decoder) classLayers(c *Class, n *yaml.Node, path string) {
+	ls, pos := d.strs(n, path, "directories or tar files", checkLocalPath)
+	for i, l := range ls {
+		c.Layers = append(c.Layers, Layer{Path: l, Abs: d.abs(l), Pos: pos[i]})
+	}
+}
+
+// classKernel decodes the kernel section: its cmdline.
+func (d *decoder) classKernel(c *Class, n *yaml.Node, path string) {
+	kf := d.fields(n, path, kernelKeys, nil)
+	if cf, ok := kf["cmdline"]; ok {
+		c.Kernel.Cmdline = d.str(cf.val, path+".cmdline")
+		if msg := checkCmdline(c.Kernel.Cmdline); msg != "" {
+			d.fail(cf.val, path+".cmdline", "%s", msg)
 		}
 	}
-	if f, ok := fs["kernel"]; ok {
-		kf := d.fields(f.val, path+".kernel", kernelKeys, nil)
-		if cf, ok := kf["cmdline"]; ok {
-			c.Kernel.Cmdline = d.str(cf.val, path+".kernel.cmdline")
-			if msg := checkCmdline(c.Kernel.Cmdline); msg != "" {
-				d.fail(cf.val, path+".kernel.cmdline", "%s", msg)
-			}
+}
+
+// classDisk decodes the disk section: its size, 1MiB to MaxDiskSize, rounded to a MiB.
+func (d *decoder) classDisk(c *Class, n *yaml.Node, path string) {
+	df := d.fields(n, path, diskKeys, nil)
+	if sf, ok := df["size"]; ok {
+		size := d.size(sf.val, path+".size")
+		if size < 1<<20 || size > MaxDiskSize {
+			d.fail(sf.val, path+".size", "want a size from 1MiB to %dTiB, got %s", MaxDiskSize>>40, sf.val.Value)
 		}
+		c.Disk = Disk{Size: roundMiB(size), Pos: d.pos(sf.val)}
 	}
-	if f, ok := fs["boot"]; ok {
-		d.boot(f.val, path+".boot", &c.Boot)
+}
+
+// classESPSize decodes esp_size, MinESPSize to MaxESPSize.
+func (d *decoder) classESPSize(c *Class, n *yaml.Node, path string) {
+	size := d.size(n, path)
+	if size < MinESPSize || size > MaxESPSize {
+		d.fail(n, path, "want a size from %dMiB to %dGiB, got %s", MinESPSize>>20, MaxESPSize>>30, n.Value)
 	}
-	if f, ok := fs["disk"]; ok {
-		df := d.fields(f.val, path+".disk", diskKeys, nil)
-		if sf, ok := df["size"]; ok {
-			n := d.size(sf.val, path+".disk.size")
-			if n < 1<<20 || n > MaxDiskSize {
-				d.fail(sf.val, path+".disk.size", "want a size from 1MiB to %dTiB, got %s", MaxDiskSize>>40, sf.val.Value)
-			}
-			c.Disk = Disk{Size: roundMiB(n), Pos: d.pos(sf.val)}
-		}
+	c.ESPSize, c.ESPSizePos = size, d.pos(n)
+}
+
+// classEpoch decodes source_date_epoch, 0 to MaxEpoch.
+func (d *decoder) classEpoch(c *Class, n *yaml.Node, path string) {
+	e := d.integer(n, path, 0, MaxEpoch, fmt.Sprintf("a unix time from 0 to %d (1970-01-01 to 2106-02-07)", int64(MaxEpoch)))
+	c.SourceDateEpoch = &e
+}
+
+// classHostname decodes hostname and checks its shape.
+func (d *decoder) classHostname(c *Class, n *yaml.Node, path string) {
+	c.Hostname = d.str(n, path)
+	if msg := checkHostname(c.Hostname); msg != "" {
+		d.fail(n, path, "%s", msg)
 	}
-	if f, ok := fs["esp_size"]; ok {
-		n := d.size(f.val, path+".esp_size")
-		if n < MinESPSize || n > MaxESPSize {
-			d.fail(f.val, path+".esp_size", "want a size from %dMiB to %dGiB, got %s", MinESPSize>>20, MaxESPSize>>30, f.val.Value)
-		}
-		c.ESPSize, c.ESPSizePos = n, d.pos(f.val)
+}
+
+// classTimezone decodes timezone and checks its shape (not that the zone exists).
+func (d *decoder) classTimezone(c *Class, n *yaml.Node, path string) {
+	c.Timezone = d.str(n, path)
+	c.TimezonePos = d.pos(n)
+	if msg := checkTimezone(c.Timezone); msg != "" {
+		d.fail(n, path, "%s", msg)
 	}
-	if f, ok := fs["source_date_epoch"]; ok {
-		e := d.integer(f.val, path+".source_date_epoch", 0, MaxEpoch, fmt.Sprintf("a unix time from 0 to %d (1970-01-01 to 2106-02-07)", int64(MaxEpoch)))
-		c.SourceDateEpoch = &e
-	}
-	if f, ok := fs["no_journal"]; ok {
-		c.NoJournal = d.boolean(f.val, path+".no_journal")
-	}
-	if f, ok := fs["files"]; ok {
-		for i, it := range d.list(f.val, path+".files", "files ({path, content or source, mode, owner})") {
-			c.Files = append(c.Files, d.fileEntry(it, fmt.Sprintf("%s.files[%d]", path, i)))
-		}
-	}
-	if f, ok := fs["directories"]; ok {
-		for i, it := range d.list(f.val, path+".directories", "directories ({path, mode, owner})") {
-			c.Directories = append(c.Directories, d.directory(it, fmt.Sprintf("%s.directories[%d]", path, i)))
-		}
-	}
-	if f, ok := fs["groups"]; ok {
-		for i, it := range d.list(f.val, path+".groups", "groups ({name, gid})") {
-			c.Groups = append(c.Groups, d.group(it, fmt.Sprintf("%s.groups[%d]", path, i)))
-		}
-	}
-	if f, ok := fs["users"]; ok {
-		for i, it := range d.list(f.val, path+".users", "users ({name, uid, …})") {
-			c.Users = append(c.Users, d.user(it, fmt.Sprintf("%s.users[%d]", path, i)))
-		}
-	}
-	if f, ok := fs["hostname"]; ok {
-		c.Hostname = d.str(f.val, path+".hostname")
-		if msg := checkHostname(c.Hostname); msg != "" {
-			d.fail(f.val, path+".hostname", "%s", msg)
-		}
-	}
-	if f, ok := fs["timezone"]; ok {
-		c.Timezone = d.str(f.val, path+".timezone")
-		c.TimezonePos = d.pos(f.val)
-		if msg := checkTimezone(c.Timezone); msg != "" {
-			d.fail(f.val, path+".timezone", "%s", msg)
-		}
-	}
-	if f, ok := fs["units"]; ok {
-		d.units(f.val, path+".units", &c.Units)
-	}
-	if f, ok := fs["partitions"]; ok {
-		for i, it := range d.list(f.val, path+".partitions", "partitions ({mount, size, fs})") {
-			c.Partitions = append(c.Partitions, d.partition(it, fmt.Sprintf("%s.partitions[%d]", path, i)))
-		}
-	}
-	if f, ok := fs["outputs"]; ok {
-		for i, it := range d.list(f.val, path+".outputs", "outputs ({path, format, compress})") {
-			c.Outputs = append(c.Outputs, d.output(it, fmt.Sprintf("%s.outputs[%d]", path, i)))
-		}
-	}
-	if f, ok := fs["publish"]; ok {
-		for i, it := range d.list(f.val, path+".publish", "publish targets ({target: aws|gcp|azure|oci, …})") {
-			c.Publish = append(c.Publish, d.publish(it, fmt.Sprintf("%s.publish[%d]", path, i)))
-		}
-	}
-	d.crossClass(c, path)
-	return c
 }
 
 func (d *decoder) boot(n *yaml.Node, path string, b *Boot) {
