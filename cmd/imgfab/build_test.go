@@ -2,22 +2,17 @@ package main
 
 import (
 	"archive/tar"
-	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
-	"io"
+	"encoding/json"
 	"os"
-	"os/exec"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/imgfab/imgfab/internal/testtool"
-
-	"github.com/google/go-containerregistry/pkg/v1/static"
-	"github.com/google/go-containerregistry/pkg/v1/tarball"
-	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/imgfab/imgfab/assemble"
 )
 
 func TestUsage(t *testing.T) {
@@ -72,194 +67,129 @@ func contentTree() []ent {
 	return e
 }
 
-// TestBuildContent builds a synthetic image through the whole pipeline and checks the written ext4
-// against the source tar with debugfs, plus every structural oracle.
-func TestBuildContent(t *testing.T) {
-	debugfs := testtool.Need(t, "debugfs", "e2fsprogs")
-	qemuImg := testtool.Need(t, "qemu-img", "qemu-utils")
-	src := writeLayout(t, "content", gz(tarBytes(t, contentTree())))
-	out := t.TempDir()
-	raw, qcow := filepath.Join(out, "disk.raw"), filepath.Join(out, "disk.qcow2")
-	res := build(t, "oci:"+src+":content", "--cmdline", "console=ttyS0", "-o", raw, "-o", qcow)
-	checkOracles(t, raw, res)
-	if o, err := exec.Command(qemuImg, "check", qcow).CombinedOutput(); err != nil {
-		t.Errorf("qemu-img check: %v\n%s", err, o)
+// The pipeline's own behaviour (the written tree, reproducibility, hostile layers, a --size too
+// small, a missing kernel, the hostile corpus, registry faults) is tested in-process in the
+// assemble package. The tests here are the CLI's: flags → Plan, --json, exit codes and messages,
+// stdout, files on disk.
+
+// TestBuildFlags: the flags reach assemble.Run as the Plan they name, the build's defaults are the
+// CLI's, and --json prints the Result with its documented keys: the binary and assemble.Run given
+// the same Plan make the same bytes and the same Result.
+func TestBuildFlags(t *testing.T) {
+	src := writeLayout(t, "f", gz(tarBytes(t, contentTree())))
+	overlay := t.TempDir()
+	if err := os.WriteFile(filepath.Join(overlay, "overlay.txt"), []byte("from --layer\n"), 0o644); err != nil {
+		t.Fatal(err)
 	}
-	if o, err := exec.Command(qemuImg, "compare", "-f", "raw", "-F", "qcow2", raw, qcow).CombinedOutput(); err != nil {
-		t.Errorf("qemu-img compare: %v\n%s", err, o)
+	cliDir, libDir := t.TempDir(), t.TempDir()
+	r := runImgfab(t, []string{"SOURCE_DATE_EPOCH=1"}, "build", "--json", "oci:"+src+":f", "--cmdline", "console=ttyS0 quiet",
+		"--size", "63.5MiB", "--esp-size", "8MiB", "--source-date-epoch", "1700000001", "--no-journal", "--layer", overlay,
+		"--platform", "linux/amd64", "--boot", "uefi", "--table", "gpt",
+		"-o", filepath.Join(cliDir, "d.raw"), "-o", filepath.Join(cliDir, "d.qcow2"))
+	if r.code != 0 {
+		t.Fatalf("exit %d\n%s", r.code, r.stderr)
 	}
-	if !strings.HasPrefix(res.Cmdline, "root=PARTUUID="+strings.ToLower(res.Partitions[1].GUID)+" rw console=ttyS0") {
-		t.Errorf("cmdline %q", res.Cmdline)
+	var keys map[string]any
+	if err := json.Unmarshal([]byte(r.stdout), &keys); err != nil {
+		t.Fatalf("--json output: %v\n%s", err, r.stdout)
 	}
-	if res.Kernel != "/boot/vmlinuz-1.0" || res.Initrd != "/boot/initrd.img-1.0" {
-		t.Errorf("kernel %q initrd %q", res.Kernel, res.Initrd)
-	}
-	root := res.Partitions[1]
-	fsimg := extract(t, raw, root.Offset, root.Size)
-	dfs := func(cmd string) string {
-		o, err := exec.Command(debugfs, "-R", cmd, fsimg).CombinedOutput()
-		if err != nil {
-			t.Fatalf("debugfs %s: %v\n%s", cmd, err, o)
-		}
-		return string(o)
-	}
-	for _, c := range []struct{ cmd, want string }{
-		{"stat /bin/su", "Mode:  04755"},
-		{"stat /bin/su", "Links: 3"},
-		{"stat /bin/su-third", "Links: 3"},
-		{"stat /tmp", "Mode:  01777"},
-		{"stat /srv", "Mode:  02775"},
-		{"stat /srv/data", "User: 70000   Group: 80000"},
-		{"stat /srv/data", "Size: 200000"},
-		{"stat /srv/data", "mtime: 0x5f5e1000:1d6f3454"},
-		{"stat /dev/null", "Device major/minor number: 01:03"},
-		{"stat /dev/big", "Device major/minor number: 300:70000"},
-		{"stat /dev/fifo", "Type: FIFO"},
-		{"stat /bin/sh", `Fast link dest: "busybox"`},
-		{"stat /bin/long", "Size: 101"},
-		{"ea_list /bin/ping", "security.capability (20)"},
-		{"ea_list /bin/ping", `user.note (5) = "hello"`},
-		{"cat /bin/su-again", "su\n"},
-		{"cat /etc/os-release", "imgfab content test"},
-	} {
-		if got := dfs(c.cmd); !strings.Contains(got, c.want) {
-			t.Errorf("debugfs %s: want %q in\n%s", c.cmd, c.want, got)
+	for _, k := range []string{"image", "image_digest", "outputs", "virtual_size", "disk_guid", "partitions", "kernel", "initrd",
+		"kernel_version", "cmdline", "loader", "boot", "source_date_epoch", "rootfs"} {
+		if _, ok := keys[k]; !ok {
+			t.Errorf("--json lacks %q: %s", k, r.stdout)
 		}
 	}
-	data := dfs("cat /srv/data")
-	if !strings.Contains(data, strings.Repeat("0123456789", 20000)) {
-		t.Errorf("/srv/data content differs (%d bytes)", len(data))
+	if outs, _ := keys["outputs"].([]any); len(outs) != 2 {
+		t.Errorf("--json outputs: %v", keys["outputs"])
+	} else if o, _ := outs[0].(map[string]any); o["output"] != filepath.Join(cliDir, "d.raw") || o["format"] != "raw" ||
+		o["sha256"] == nil || o["bytes"] == nil {
+		t.Errorf("--json outputs[0]: %v", o)
+	}
+	var cli assemble.Result
+	if err := json.Unmarshal([]byte(r.stdout), &cli); err != nil {
+		t.Fatalf("--json output: %v\n%s", err, r.stdout)
+	}
+	e := int64(1700000001)
+	lib, err := assemble.Run(t.Context(), assemble.Plan{
+		Source: "oci:" + src + ":f", Platform: "linux/amd64", ExtraLayers: []string{overlay}, Cmdline: "console=ttyS0 quiet",
+		Size: 64 << 20, ESPSize: 8 << 20, SourceDateEpoch: &e, NoJournal: true,
+		Boot:    assemble.BootOptions{Mode: "uefi", Table: "gpt"},
+		Outputs: []assemble.Output{{Path: filepath.Join(libDir, "d.raw")}, {Path: filepath.Join(libDir, "d.qcow2")}},
+	})
+	if err != nil {
+		t.Fatalf("assemble.Run: %v", err)
+	}
+	for i := range lib.Outputs {
+		lib.Outputs[i].Path = cli.Outputs[i].Path
+	}
+	if !reflect.DeepEqual(cli, lib) {
+		t.Errorf("the CLI's result differs from assemble.Run's with the same Plan:\nCLI %+v\nlib %+v", cli, lib)
+	}
+	if cli.Epoch != 1700000001 || !strings.HasSuffix(cli.Cmdline, " rw console=ttyS0 quiet") || cli.VirtualSize != 64<<20 ||
+		cli.Partitions[0].Size != 8<<20 || cli.Loader != "systemd-boot" {
+		t.Errorf("flags not applied: epoch %d, cmdline %q, size %d, ESP %d, loader %q", cli.Epoch, cli.Cmdline, cli.VirtualSize,
+			cli.Partitions[0].Size, cli.Loader)
+	}
+	// With no flag but -o, the CLI's defaults: the Plan cmd/imgfab/build.go documents.
+	def := build(t, "oci:"+src+":f", "--source-date-epoch", "1700000001", "-o", filepath.Join(cliDir, "def.raw"))
+	lib, err = assemble.Run(t.Context(), assemble.Plan{Source: "oci:" + src + ":f", Platform: "linux/amd64", ESPSize: 256 << 20,
+		SourceDateEpoch: &e, Boot: assemble.BootOptions{Mode: "auto", Table: "gpt"},
+		Outputs: []assemble.Output{{Path: filepath.Join(libDir, "def.raw")}}})
+	if err != nil {
+		t.Fatalf("assemble.Run: %v", err)
+	}
+	if def.Outputs[0].SHA256 != lib.Outputs[0].SHA256 {
+		t.Errorf("default flags: sha256 %s, assemble.Run with the documented defaults %s", def.Outputs[0].SHA256, lib.Outputs[0].SHA256)
 	}
 }
 
-// TestReproducible builds the same input twice in different directories: same bytes.
-func TestReproducible(t *testing.T) {
-	src := writeLayout(t, "r", gz(tarBytes(t, contentTree())))
-	var sums [2][2]string
-	for i := range sums {
-		out := t.TempDir()
-		res := build(t, "oci:"+src, "-o", filepath.Join(out, "d.raw"), "-o", filepath.Join(out, "d.qcow2"))
-		sums[i] = [2]string{res.Outputs[0].SHA256, res.Outputs[1].SHA256}
-		if got := fileSum(t, filepath.Join(out, "d.raw")); got != res.Outputs[0].SHA256 {
-			t.Fatalf("--json sha256 %s, file has %s", res.Outputs[0].SHA256, got)
-		}
-	}
-	if sums[0] != sums[1] {
-		t.Fatalf("two builds differ: %v vs %v", sums[0], sums[1])
-	}
-	// A different source date epoch changes the bytes (the epoch reaches the output).
-	out := t.TempDir()
-	res := build(t, "--source-date-epoch", "1700000001", "oci:"+src, "-o", filepath.Join(out, "d.raw"))
-	if res.Outputs[0].SHA256 == sums[0][0] {
-		t.Fatal("--source-date-epoch did not change the output")
-	}
-}
-
-// TestHostileLayers: each hostile input ends with exit 1, a message naming the layer and entry,
-// and nothing at the output path (nor any temporary file beside it).
-func TestHostileLayers(t *testing.T) {
+// TestBuildPipelineError: a build that fails in the pipeline exits 1 with one "imgfab build: "
+// prefix and the pipeline's message, and leaves nothing: no output, no temporary file, nothing in
+// the working directory, TMPDIR or HOME.
+func TestBuildPipelineError(t *testing.T) {
 	good := gz(tarBytes(t, bootEntries()))
-	full := gz(tarBytes(t, append(bootEntries(), reg("big", strings.Repeat("x", 1<<20), 0o644))))
-	cases := []struct {
+	big := make([]byte, 0, 6<<20)
+	for i := 0; len(big) < 6<<20; i++ {
+		big = append(big, byte(i*7919>>3)) // not all zero: zero blocks would become holes
+	}
+	for _, c := range []struct {
 		name  string
-		layer []byte
-		mod   func(dir string) // damages the layout after writing
+		src   string
+		flags []string
 		want  []string
 	}{
-		{"dotdot", gz(tarBytes(t, []ent{reg("../../etc/evil", "x", 0o644)})), nil, []string{"../../etc/evil"}},
-		{"absolute-symlink-write-through", gz(tarBytes(t, []ent{symlink("etc", "/etc"), reg("etc/passwd", "evil", 0o644)})), nil,
-			[]string{"etc/passwd"}},
-		{"hardlink-outside", gz(tarBytes(t, []ent{hardlink("shadow", "../../../etc/shadow")})), nil, []string{"shadow"}},
-		{"truncated-gzip", full[:len(full)/2], nil, []string{"sha256:"}},
-		{"digest-mismatch", good, func(dir string) { corruptBiggestBlob(t, dir) }, []string{"sha256:", "digest"}},
-	}
-	for _, c := range cases {
+		{"hostile-entry", writeLayout(t, "h", good, gz(tarBytes(t, []ent{reg("../../etc/evil", "x", 0o644)}))), nil,
+			[]string{"../../etc/evil"}},
+		{"size-too-small", writeLayout(t, "s", gz(tarBytes(t, append(bootEntries(), reg("big", string(big), 0o644))))),
+			[]string{"--size", "4MiB", "--esp-size", "1MiB"}, []string{"filesystem full", "--size 4 MiB is too small"}},
+	} {
 		t.Run(c.name, func(t *testing.T) {
-			var src string
-			if c.name == "truncated-gzip" {
-				src = writeStaticLayout(t, c.layer)
-			} else {
-				src = writeLayout(t, "h", good, c.layer)
+			base := t.TempDir()
+			out := filepath.Join(base, "out")
+			if err := os.Mkdir(out, 0o755); err != nil {
+				t.Fatal(err)
 			}
-			if c.mod != nil {
-				c.mod(src)
-			}
-			out := t.TempDir()
-			path := filepath.Join(out, "disk.qcow2")
-			r := runImgfab(t, nil, "build", "oci:"+src, "-o", path)
+			args := append(append([]string{"build"}, c.flags...), "oci:"+c.src, "-o", filepath.Join(out, "disk.qcow2"))
+			r, checkEmpty := runSandboxed(t, base, args...)
+			checkEmpty()
 			if r.code != 1 {
 				t.Fatalf("exit %d, want 1\n%s", r.code, r.stderr)
+			}
+			if !strings.HasPrefix(r.stderr, "imgfab build: ") || strings.HasPrefix(r.stderr, "imgfab build: build: ") {
+				t.Errorf("stderr does not start with one \"imgfab build: \": %s", r.stderr)
 			}
 			for _, w := range c.want {
 				if !strings.Contains(r.stderr, w) {
 					t.Errorf("message lacks %q: %s", w, r.stderr)
 				}
 			}
-			ents, _ := os.ReadDir(out)
-			if len(ents) != 0 {
+			if r.stdout != "" {
+				t.Errorf("stdout: %q, want nothing", r.stdout)
+			}
+			if ents, _ := os.ReadDir(out); len(ents) != 0 {
 				t.Errorf("left files in the output directory: %v", ents)
 			}
 		})
-	}
-}
-
-// writeStaticLayout writes a layout whose second layer is the given blob with a matching digest,
-// so only its decompression can fail.
-func writeStaticLayout(t *testing.T, blob []byte) string {
-	good, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
-		return io.NopCloser(bytes.NewReader(gz(tarBytes(t, bootEntries())))), nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return writeLayoutLayers(t, "h", good, static.NewLayer(blob, types.OCILayer))
-}
-
-func corruptBiggestBlob(t *testing.T, dir string) {
-	blobs, _ := filepath.Glob(filepath.Join(dir, "blobs", "sha256", "*"))
-	var biggest string
-	var size int64
-	for _, b := range blobs {
-		st, _ := os.Stat(b)
-		if st.Size() > size {
-			biggest, size = b, st.Size()
-		}
-	}
-	data, _ := os.ReadFile(biggest)
-	data[len(data)/2] ^= 0xff
-	if err := os.WriteFile(biggest, data, 0o644); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// TestSizeTooSmall: an image bigger than --size fails with the numbers and leaves nothing.
-func TestSizeTooSmall(t *testing.T) {
-	big := make([]byte, 0, 6<<20)
-	for i := 0; len(big) < 6<<20; i++ {
-		big = append(big, byte(i*7919>>3)) // not all zero: zero blocks would become holes
-	}
-	src := writeLayout(t, "s", gz(tarBytes(t, append(bootEntries(), reg("big", string(big), 0o644)))))
-	out := t.TempDir()
-	path := filepath.Join(out, "d.raw")
-	r := runImgfab(t, nil, "build", "--size", "4MiB", "--esp-size", "1MiB", "oci:"+src, "-o", path)
-	if r.code != 1 || !strings.Contains(r.stderr, "filesystem full") || !strings.Contains(r.stderr, "--size 4 MiB is too small") {
-		t.Fatalf("exit %d, stderr:\n%s", r.code, r.stderr)
-	}
-	if ents, _ := os.ReadDir(out); len(ents) != 0 {
-		t.Fatalf("left %v", ents)
-	}
-}
-
-// TestMissingKernel: an image without a kernel fails naming the places looked at.
-func TestMissingKernel(t *testing.T) {
-	src := writeLayout(t, "k", gz(tarBytes(t, []ent{reg("etc/hostname", "x\n", 0o644)})))
-	out := t.TempDir()
-	r := runImgfab(t, nil, "build", "oci:"+src, "-o", filepath.Join(out, "d.qcow2"))
-	if r.code != 1 || !strings.Contains(r.stderr, "/boot/vmlinuz-*") || !strings.Contains(r.stderr, "/usr/lib/modules/*/vmlinuz") {
-		t.Fatalf("exit %d, stderr:\n%s", r.code, r.stderr)
-	}
-	if ents, _ := os.ReadDir(out); len(ents) != 0 {
-		t.Fatalf("left %v", ents)
 	}
 }
 
