@@ -17,6 +17,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/imgfab/imgfab/bootloader"
+	"github.com/imgfab/imgfab/customize"
 	"github.com/imgfab/imgfab/diskfmt"
 	"github.com/imgfab/imgfab/layers"
 	"github.com/imgfab/imgfab/partition"
@@ -110,6 +111,10 @@ type Plan struct {
 	Progress        func(Event) // optional
 	Stdout          io.Writer   // where an output "-" goes
 	Boot            BootOptions
+	// Customize, when set, is laid over the image and the extra layers as one generated top
+	// layer (customize.Layer, computed from the image's own files); its digest goes into the
+	// build's seed and Result.Customize. Nil: the build is as without it, byte for byte.
+	Customize *customize.Config
 }
 
 // Event is a progress report. Total is 0 when unknown.
@@ -136,7 +141,8 @@ type Result struct {
 	Boot        BootResult        `json:"boot"`
 	Epoch       int64             `json:"source_date_epoch"`
 	RootFS      RootFSResult      `json:"rootfs"`
-	Warnings    []string          `json:"warnings,omitempty"` // what the build changed or could not do, for a person to read
+	Customize   *CustomizeResult  `json:"customize,omitempty"` // when Plan.Customize is set
+	Warnings    []string          `json:"warnings,omitempty"`  // what the build changed or could not do, for a person to read
 }
 
 // OutputResult describes one written file.
@@ -155,6 +161,13 @@ type PartitionResult struct {
 	GUID   string `json:"guid"`
 	Offset int64  `json:"offset"`
 	Size   int64  `json:"size"`
+}
+
+// CustomizeResult describes the generated customisation layer.
+type CustomizeResult struct {
+	Digest string         `json:"digest"` // "sha256:…" of the uncompressed layer tar
+	Bytes  int64          `json:"bytes"`
+	Ops    []customize.Op `json:"ops"`
 }
 
 // RootFSResult summarises the root filesystem.
@@ -208,9 +221,10 @@ type build struct {
 	espSize    int64
 	platform   v1.Platform
 
-	digest string
-	epoch  int64
-	ls     []layers.Layer
+	digest       string
+	epoch        int64
+	ls           []layers.Layer
+	customDigest string // the generated layer's digest; "" without Plan.Customize
 
 	seed                        []byte
 	diskGUID, espGUID, rootGUID string
@@ -334,12 +348,15 @@ func (b *build) resolve(ctx context.Context) error {
 		}
 		b.ls = append(b.ls, l)
 	}
+	if p.Customize != nil {
+		return b.customize(ctx)
+	}
 	return nil
 }
 
 // deriveIDs derives every identifier from the inputs.
 func (b *build) deriveIDs() {
-	b.seed = buildSeed(b.digest, b.p, b.espSize, b.epoch)
+	b.seed = buildSeed(b.digest, b.p, b.espSize, b.epoch, b.customDigest)
 	b.diskGUID = partition.DeriveGUID(b.seed, "disk")
 	b.espGUID = partition.DeriveGUID(b.seed, "esp")
 	b.rootGUID = partition.DeriveGUID(b.seed, "root")
@@ -501,7 +518,9 @@ func streamTree(ctx context.Context, p *Plan, ls []layers.Layer, fsw *ext4.Write
 }
 
 // buildSeed hashes everything that shapes the disk: the image, the extra layers, the options.
-func buildSeed(digest string, p Plan, espSize, epoch int64) []byte {
+// A customisation layer's digest is added only when there is one, so that builds without it keep
+// their bytes.
+func buildSeed(digest string, p Plan, espSize, epoch int64, customDigest string) []byte {
 	h := sha256.New()
 	fmt.Fprintf(h, "imgfab-seed-v1\x00%s\x00", digest)
 	for _, l := range p.ExtraLayers {
@@ -514,6 +533,9 @@ func buildSeed(digest string, p Plan, espSize, epoch int64) []byte {
 	}
 	fmt.Fprintf(h, "cmdline\x00%s\x00journal\x00%v", p.Cmdline, !p.NoJournal)
 	fmt.Fprintf(h, "\x00boot\x00%s\x00%s\x00%v\x00%s", p.Boot.Mode, p.Boot.Table, p.Boot.UKI, p.Boot.Chain)
+	if customDigest != "" {
+		fmt.Fprintf(h, "\x00customize\x00%s", customDigest)
+	}
 	return h.Sum(nil)
 }
 
