@@ -100,10 +100,15 @@ type Plan struct {
 	Source      string   // oci:DIR[:TAG], docker-archive:FILE, docker://REF or REF
 	Platform    string   // "linux/amd64" when empty
 	ExtraLayers []string // --layer paths, applied on top in order
-	Outputs     []Output
-	Size        int64  // whole disk in bytes (a multiple of 1 MiB); 0: content + headroom
-	ESPSize     int64  // 0: DefaultESPSize
-	Cmdline     string // appended after "root=PARTUUID=<root> rw"
+	// SeedLayers, when not nil, is how the extra layers go into the build's seed instead of their
+	// ExtraLayers paths: a class file's layers as written, relative to the file (the paths it
+	// opens are made absolute), so that its bytes do not depend on the working directory and
+	// equal those of the flags --print-spec turned into it.
+	SeedLayers []string
+	Outputs    []Output
+	Size       int64  // whole disk in bytes (a multiple of 1 MiB); 0: content + headroom
+	ESPSize    int64  // 0: DefaultESPSize
+	Cmdline    string // appended after "root=PARTUUID=<root> rw"
 	// SourceDateEpoch is the time of every timestamp imgfab makes; nil: the image's created time.
 	SourceDateEpoch *int64
 	Insecure        bool // plain-HTTP registry
@@ -523,7 +528,11 @@ func streamTree(ctx context.Context, p *Plan, ls []layers.Layer, fsw *ext4.Write
 func buildSeed(digest string, p Plan, espSize, epoch int64, customDigest string) []byte {
 	h := sha256.New()
 	fmt.Fprintf(h, "imgfab-seed-v1\x00%s\x00", digest)
-	for _, l := range p.ExtraLayers {
+	seedLayers := p.ExtraLayers
+	if p.SeedLayers != nil {
+		seedLayers = p.SeedLayers
+	}
+	for _, l := range seedLayers {
 		fmt.Fprintf(h, "layer\x00%s\x00", l)
 	}
 	var b [8]byte
