@@ -19,6 +19,7 @@ import (
 var errHelp = errors.New("help shown")
 
 const buildHelp = `Usage: imgfab build [flags] SOURCE
+       imgfab build -f FILE [--json] [--insecure] [CLASS...]
 
 Build a bootable disk image (GPT or MBR: a FAT EFI system partition with the boot loaders, kernel
 and initrd, and an ext4 root) from a container image. UEFI boots through systemd-boot, a Unified
@@ -36,6 +37,16 @@ and, for UEFI, systemd-boot (/usr/lib/systemd/boot/efi/systemd-bootx64.efi, Debi
 or the systemd stub for --uki; for BIOS, /usr/lib/grub/i386-pc (Debian: grub-pc-bin).
 The kernel command line is "root=PARTUUID=<root partition> rw" followed by --cmdline.
 
+With -f, the build is described by a class file (imgfab.yaml, docs/CLASSFILE.md): it builds the
+listed classes (all by default), in file order, each once per platform, with the files, users,
+groups, hostname, time zone and systemd units it asks for laid over the image as one generated
+layer. The file sets what the flags would (SOURCE, -o, --size, …): giving them too is a usage
+error. --json then prints one JSON object per line, one per class and platform, with "class" and
+"platform" beside the fields of a plain build's result. Not wired yet: partitions, arm64
+platforms, publish (--push with -f).
+--print-spec prints the class file equivalent to the other flags (class name: --class, default
+"default") and builds nothing; building that file gives the same bytes.
+
 Examples:
   imgfab build oci:./layout:debian --cmdline console=ttyS0 -o disk.qcow2
   imgfab build docker-archive:image.tar --size 4GiB -o disk.raw
@@ -46,6 +57,9 @@ Examples:
   imgfab build oci:./layout --boot hybrid -o disk.raw         # one file, BIOS and UEFI
   imgfab build oci:./layout --boot bios --table mbr -o disk.raw
   imgfab build oci:./layout -o disk.vhd --push 'azure --resource-group rg --storage-account sa --name web-1'
+  imgfab build -f imgfab.yaml                  # every class of the file
+  imgfab build -f imgfab.yaml web --json       # one class
+  imgfab build oci:./layout --cmdline console=ttyS0 -o disk.qcow2 --print-spec > imgfab.yaml
 
 Flags:
 `
@@ -71,6 +85,9 @@ func runBuild(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		uki       = fl.Bool("uki", false, "boot UEFI through a Unified Kernel Image built from the image's systemd stub (linuxx64.efi.stub)")
 		chain     = fl.String("boot-chain", "", "shim: boot UEFI through the image's signed shim and GRUB (Secure Boot)")
 		push      = fl.String("push", "", "after the build, push the first output: 'TARGET FLAGS…' as for imgfab push, e.g. 'aws --name web-1'")
+		file      = fl.StringP("file", "f", "", "build the classes of this class file (imgfab.yaml); the arguments are class names (default: all)")
+		printSpc  = fl.Bool("print-spec", false, "print the class file equivalent to these flags and exit")
+		className = fl.String("class", "", "the class name --print-spec writes (default \"default\")")
 		help      = fl.BoolP("help", "h", false, "show this help")
 	)
 	if err := fl.Parse(args); err != nil {
@@ -79,6 +96,12 @@ func runBuild(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if *help {
 		fmt.Fprint(stdout, buildHelp+fl.FlagUsages())
 		return errHelp
+	}
+	if *file != "" {
+		return runBuildFile(ctx, fl, *file, fl.Args(), *asJSON, *insecure, fl.Changed("push"), stdout, stderr)
+	}
+	if fl.Changed("class") && !*printSpc {
+		return usagef("--class goes with --print-spec (or name classes after -f FILE)")
 	}
 	if fl.NArg() != 1 {
 		return usagef("want exactly one SOURCE, got %d arguments", fl.NArg())
@@ -153,6 +176,12 @@ func runBuild(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return usagef("%s: %q: want %s", epochFrom, epochStr, re.Want)
 		}
 		return usagef("%v", err)
+	}
+	if *printSpc {
+		if fl.Changed("push") || *asJSON {
+			return usagef("--print-spec builds nothing: not with --push or --json (publish is not printed yet)")
+		}
+		return printSpec(plan, *className, stdout)
 	}
 	var pushArgs []string
 	if fl.Changed("push") {

@@ -1,0 +1,339 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/spf13/pflag"
+
+	"github.com/imgfab/imgfab/assemble"
+	"github.com/imgfab/imgfab/customize"
+	"github.com/imgfab/imgfab/spec"
+)
+
+// fileSetFlags are the build flags a class file sets, with the key that sets them: with -f they
+// are a usage error.
+var fileSetFlags = []struct{ flag, key string }{
+	{"output", "outputs"}, {"format", "outputs[].format"}, {"compress", "outputs[].compress"},
+	{"size", "disk.size"}, {"esp-size", "esp_size"}, {"cmdline", "kernel.cmdline"}, {"layer", "layers"},
+	{"platform", "platforms"}, {"source-date-epoch", "source_date_epoch"}, {"no-journal", "no_journal"},
+	{"boot", "boot.mode"}, {"table", "boot.table"}, {"uki", "boot.uki"}, {"boot-chain", "boot.chain"},
+	{"print-spec", "the file itself"}, {"class", "the class names"},
+}
+
+// classRun is one class × platform of a file, as a plan.
+type classRun struct {
+	class    *spec.Class
+	platform spec.Platform
+	plan     assemble.Plan
+}
+
+// classResult is one line of `build -f … --json`: the class, the platform and the build's result.
+type classResult struct {
+	Class    string `json:"class"`
+	Platform string `json:"platform"`
+	assemble.Result
+}
+
+// runBuildFile is `imgfab build -f FILE [CLASS...]`: every listed class (all by default), in
+// file order, once per platform. Every class is turned into plans (and checked) before anything
+// is built.
+func runBuildFile(ctx context.Context, fl *pflag.FlagSet, path string, names []string, asJSON, insecure bool, push bool, stdout, stderr io.Writer) error {
+	var set []string
+	for _, f := range fileSetFlags {
+		if fl.Changed(f.flag) {
+			set = append(set, fmt.Sprintf("--%s (the file's %s)", f.flag, f.key))
+		}
+	}
+	if len(set) > 0 {
+		return usagef("-f %s: the class file sets %s; change the file, or build without -f", path, strings.Join(set, ", "))
+	}
+	if push {
+		return usagef("-f %s: --push with a class file (its publish targets) is not wired yet; build, then run imgfab push", path)
+	}
+	f, err := spec.Load(path)
+	if err != nil {
+		var se *spec.Error
+		if errors.As(err, &se) {
+			return usagef("%v", err)
+		}
+		return usagef("-f: %v", err)
+	}
+	classes := f.Classes
+	if len(names) > 0 {
+		want := map[string]bool{}
+		for _, n := range names {
+			if f.Class(n) == nil && strings.ContainsAny(n, ":/") {
+				return usagef("-f %s: %q: the arguments after -f FILE are class names, not a SOURCE (the file's from: is the source)", path, n)
+			}
+			if f.Class(n) == nil {
+				return usagef("-f %s: no class %q (the file has: %s)", path, n, strings.Join(f.Names(), ", "))
+			}
+			want[n] = true
+		}
+		classes = nil
+		for _, c := range f.Classes {
+			if want[c.Name] {
+				classes = append(classes, c)
+			}
+		}
+	}
+	var runs []classRun
+	for _, c := range classes {
+		for _, pl := range c.Platforms {
+			p, err := classPlan(c, pl)
+			if err != nil {
+				return err
+			}
+			p.Insecure = insecure
+			p.Stdout = stdout
+			runs = append(runs, classRun{c, pl, p})
+		}
+	}
+	enc := json.NewEncoder(stdout)
+	for _, r := range runs {
+		for _, o := range r.plan.Outputs {
+			if o.Path == "-" && (asJSON || len(runs) > 1) {
+				return usagef("%s: an output - (stdout) needs a file with one class and one platform, and no --json", o.Path)
+			}
+		}
+	}
+	for _, r := range runs {
+		// A file's outputs go under directories it names (out/{class}.qcow2): made as needed.
+		for _, o := range r.plan.Outputs {
+			if o.Path != "-" {
+				if err := os.MkdirAll(filepath.Dir(o.Path), 0o777); err != nil {
+					return fmt.Errorf("class %s: %w", r.class.Name, err)
+				}
+			}
+		}
+		prog := newProgress(stderr)
+		r.plan.Progress = prog.event
+		res, err := assemble.Run(ctx, r.plan)
+		prog.done()
+		if err != nil {
+			return fmt.Errorf("class %s (%s): %w", r.class.Name, r.platform, err)
+		}
+		for _, w := range res.Warnings {
+			fmt.Fprintf(stderr, "imgfab build: %s: warning: %s\n", r.class.Name, w)
+		}
+		if asJSON {
+			if err := enc.Encode(classResult{r.class.Name, r.platform.String(), res}); err != nil {
+				return err
+			}
+			continue
+		}
+		for _, o := range res.Outputs {
+			w := stdout
+			if o.Path == "-" {
+				w = stderr
+			}
+			fmt.Fprintf(w, "%s %s: %s: %s, %d MiB virtual, sha256 %s\n", r.class.Name, r.platform, o.Path, o.Format, res.VirtualSize>>20, o.SHA256)
+		}
+	}
+	return nil
+}
+
+// classPlan is the plan of one class for one platform. What a file can say but a build cannot do
+// yet is a usage error naming its position.
+func classPlan(c *spec.Class, pl spec.Platform) (assemble.Plan, error) {
+	if pl.Arch != "amd64" {
+		return assemble.Plan{}, usagef("%s: classes.%s.platforms: %s: arm64 disks are not built yet (issue 14); build linux/amd64 only", pl.Pos, c.Name, pl)
+	}
+	if len(c.Partitions) > 0 {
+		return assemble.Plan{}, usagef("%s: classes.%s.partitions: not supported yet", c.Partitions[0].Pos, c.Name)
+	}
+	p := assemble.Plan{
+		Source:    c.FromAbs,
+		Platform:  pl.String(),
+		Cmdline:   c.Kernel.Cmdline,
+		Size:      c.Disk.Size,
+		ESPSize:   c.ESPSize,
+		NoJournal: c.NoJournal,
+		Boot:      assemble.BootOptions{Mode: c.Boot.Mode, Table: c.Boot.Table, UKI: c.Boot.UKI, Chain: c.Boot.Chain},
+	}
+	// The defaults of the flags, which shape the seed.
+	if p.Boot.Mode == "" {
+		p.Boot.Mode = "auto"
+	}
+	if p.Boot.Table == "" {
+		p.Boot.Table = "gpt"
+	}
+	if p.ESPSize == 0 {
+		p.ESPSize = spec.DefaultESPSize
+	}
+	for _, l := range c.Layers {
+		p.ExtraLayers = append(p.ExtraLayers, l.Abs)
+		p.SeedLayers = append(p.SeedLayers, l.Path)
+	}
+	if c.SourceDateEpoch != nil {
+		e := *c.SourceDateEpoch
+		p.SourceDateEpoch = &e
+	} else if s := os.Getenv("SOURCE_DATE_EPOCH"); s != "" {
+		e, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64)
+		if err != nil || e < 0 || e > assemble.MaxEpoch {
+			return assemble.Plan{}, usagef("SOURCE_DATE_EPOCH: %q: want %s", s, assemble.EpochWant)
+		}
+		p.SourceDateEpoch = &e
+	}
+	for _, o := range c.Expand(pl) {
+		p.Outputs = append(p.Outputs, assemble.Output{Path: o.Path, Format: o.Format, Compress: o.Compress})
+	}
+	cfg, err := classCustomize(c)
+	if err != nil {
+		return assemble.Plan{}, err
+	}
+	p.Customize = cfg
+	if err := p.CheckNumbers(); err != nil {
+		return assemble.Plan{}, usagef("%s: classes.%s: %v", c.Pos, c.Name, err)
+	}
+	return p, nil
+}
+
+// classCustomize is the class's customisation, nil when it has none (the build is then the
+// plain build's, byte for byte).
+func classCustomize(c *spec.Class) (*customize.Config, error) {
+	if len(c.Files) == 0 && len(c.Directories) == 0 && len(c.Users) == 0 && len(c.Groups) == 0 &&
+		c.Hostname == "" && c.Timezone == "" && len(c.Units.Enable)+len(c.Units.Disable)+len(c.Units.Mask) == 0 {
+		return nil, nil
+	}
+	cfg := &customize.Config{Hostname: c.Hostname, HostnameWhere: c.Pos.String(), Timezone: c.Timezone, TimezoneWhere: c.TimezonePos.String()}
+	for _, g := range c.Groups {
+		gid := g.GID
+		cfg.Groups = append(cfg.Groups, customize.Group{Name: g.Name, GID: &gid, Where: g.Pos.String()})
+	}
+	for _, u := range c.Users {
+		uid := u.UID
+		cu := customize.User{Name: u.Name, UID: &uid, Groups: u.Groups, Shell: u.Shell, Home: u.Home,
+			SSHAuthorizedKeys: u.SSHAuthorizedKeys, PasswordHash: u.PasswordHash, Where: u.Pos.String()}
+		if u.PrimaryGroup == "" { // gid written: an existing group
+			gid := u.GID
+			cu.GID = &gid
+		}
+		cfg.Users = append(cfg.Users, cu)
+	}
+	for _, d := range c.Directories {
+		uid, gid, err := classOwner(c, d.Owner, d.Pos, "directories")
+		if err != nil {
+			return nil, err
+		}
+		cfg.Directories = append(cfg.Directories, customize.Directory{Path: d.Path, Mode: d.Mode, UID: uid, GID: gid, Where: d.Pos.String()})
+	}
+	for _, fe := range c.Files {
+		uid, gid, err := classOwner(c, fe.Owner, fe.Pos, "files")
+		if err != nil {
+			return nil, err
+		}
+		cf := customize.File{Path: fe.Path, Mode: fe.Mode, UID: uid, GID: gid, Where: fe.Pos.String()}
+		if fe.Source != "" {
+			cf.Source = fe.SourceAbs
+		} else {
+			cf.Content = []byte(fe.Content)
+		}
+		cfg.Files = append(cfg.Files, cf)
+	}
+	units := func(l []spec.Unit) []customize.Unit {
+		var out []customize.Unit
+		for _, u := range l {
+			out = append(out, customize.Unit{Name: u.Name, Where: u.Pos.String()})
+		}
+		return out
+	}
+	cfg.Units = customize.Units{Enable: units(c.Units.Enable), Disable: units(c.Units.Disable), Mask: units(c.Units.Mask)}
+	return cfg, nil
+}
+
+// classOwner is an owner's uid and gid: numbers, root, or the class's own users and groups.
+// Names that only the image has are not looked up yet.
+func classOwner(c *spec.Class, o spec.Owner, pos spec.Pos, key string) (int, int, error) {
+	uid, ok := ownerID(o.User, func(n string) (uint32, bool) {
+		for _, u := range c.Users {
+			if u.Name == n {
+				return u.UID, true
+			}
+		}
+		return 0, false
+	})
+	if !ok {
+		return 0, 0, usagef("%s: classes.%s.%s: owner %s: user %q is not a number, root or a user of the class (names from the image's /etc/passwd are not looked up yet)", pos, c.Name, key, o, o.User)
+	}
+	gid, ok := ownerID(o.Group, func(n string) (uint32, bool) {
+		for _, g := range c.Groups {
+			if g.Name == n {
+				return g.GID, true
+			}
+		}
+		for _, u := range c.Users {
+			if u.PrimaryGroup == n {
+				return u.GID, true
+			}
+		}
+		return 0, false
+	})
+	if !ok {
+		return 0, 0, usagef("%s: classes.%s.%s: owner %s: group %q is not a number, root or a group of the class (names from the image's /etc/group are not looked up yet)", pos, c.Name, key, o, o.Group)
+	}
+	return int(uid), int(gid), nil
+}
+
+func ownerID(s string, class func(string) (uint32, bool)) (uint32, bool) {
+	switch s {
+	case "", "root":
+		return 0, true
+	}
+	if n, err := strconv.ParseUint(s, 10, 32); err == nil {
+		return uint32(n), true
+	}
+	return class(s)
+}
+
+// printSpec prints the one-class file that builds what the plan builds (`build … --print-spec`).
+// The file is read back before it is printed: what it cannot say is an error.
+func printSpec(p assemble.Plan, name string, stdout io.Writer) error {
+	if name == "" {
+		name = "default"
+	}
+	parts := strings.Split(p.Platform, "/")
+	if len(parts) < 2 || len(parts) > 3 {
+		return usagef("--print-spec: --platform %q: want OS/ARCH[/VARIANT]", p.Platform)
+	}
+	pl := spec.Platform{OS: parts[0], Arch: parts[1]}
+	if len(parts) == 3 {
+		pl.Variant = parts[2]
+	}
+	c := &spec.Class{
+		Name: name, From: p.Source, Platforms: []spec.Platform{pl},
+		Kernel:  spec.Kernel{Cmdline: p.Cmdline},
+		Boot:    spec.Boot{Mode: p.Boot.Mode, Table: p.Boot.Table, UKI: p.Boot.UKI, Chain: p.Boot.Chain},
+		Disk:    spec.Disk{Size: p.Size},
+		ESPSize: p.ESPSize, SourceDateEpoch: p.SourceDateEpoch, NoJournal: p.NoJournal,
+	}
+	if c.Boot.Mode == "auto" {
+		c.Boot.Mode = ""
+	}
+	if c.Boot.Table == "gpt" {
+		c.Boot.Table = ""
+	}
+	if c.ESPSize == spec.DefaultESPSize {
+		c.ESPSize = 0
+	}
+	for _, l := range p.ExtraLayers {
+		c.Layers = append(c.Layers, spec.Layer{Path: l})
+	}
+	for _, o := range p.Outputs {
+		c.Outputs = append(c.Outputs, spec.Output{Path: o.Path, Format: o.Format, Compress: o.Compress})
+	}
+	out := (&spec.File{Classes: []*spec.Class{c}}).YAML()
+	if _, err := spec.Parse("--print-spec", out); err != nil {
+		return usagef("--print-spec: these flags have no class file equivalent: %v", err)
+	}
+	_, err := stdout.Write(out)
+	return err
+}
