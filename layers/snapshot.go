@@ -27,7 +27,7 @@ type SnapshotStat struct {
 // contents kept may total at most MaxSnapshotBytes; past that the error names the cap and the
 // entry. Reading a file whose contents were not kept is an error. The tree implements fs.FS,
 // fs.ReadDirFS, fs.StatFS and fs.ReadLinkFS; Open and Stat follow symlinks inside the tree (an
-// absolute target starts at its root; one that climbs above the root is not followed).
+// absolute target starts at its root; ".." never goes above it, as in a chroot).
 func Snapshot(ctx context.Context, ls []Layer, keep func(name string) bool) (fs.FS, error) {
 	rc := Flatten(ctx, ls)
 	defer rc.Close()
@@ -163,8 +163,8 @@ func (t *snapFS) lookup(name string, follow bool) (*snapNode, error) {
 		case "", ".":
 			continue
 		case "..":
-			if len(stack) == 0 {
-				return nil, fs.ErrNotExist
+			if len(stack) == 0 { // ".." of the root is the root, as in a chroot
+				continue
 			}
 			cur, stack = stack[len(stack)-1], stack[:len(stack)-1]
 			continue
