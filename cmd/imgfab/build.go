@@ -65,136 +65,30 @@ Flags:
 `
 
 func runBuild(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fl := pflag.NewFlagSet("build", pflag.ContinueOnError)
-	fl.SetOutput(io.Discard)
-	var (
-		outputs   = fl.StringArrayP("output", "o", nil, "output file, - for stdout (with --format); the format comes from the extension (.raw, .img, .qcow2, …); may repeat")
-		format    = fl.String("format", "", "output format for every -o: "+strings.Join(diskfmt.Names(), ", ")+" (default: from the extension)")
-		compress  = fl.String("compress", "", "compression for every -o: deflate or zstd (qcow2); zstd, xz or gzip (raw)")
-		size      = fl.String("size", "", "disk size, e.g. 4GiB (default: content + headroom, rounded to MiB)")
-		espSize   = fl.String("esp-size", "256MiB", "EFI system partition size")
-		cmdline   = fl.String("cmdline", "", "kernel command line, appended after root=PARTUUID=... rw")
-		extra     = fl.StringArray("layer", nil, "a directory or tar applied on top of the image; may repeat, applied in order")
-		platform  = fl.String("platform", "linux/amd64", "platform to pick from a multi-platform image")
-		sde       = fl.String("source-date-epoch", "", "unix time of every timestamp imgfab makes (default: $SOURCE_DATE_EPOCH, else the image's created time)")
-		asJSON    = fl.Bool("json", false, "print the result as JSON on stdout")
-		insecure  = fl.Bool("insecure", false, "allow a plain-HTTP registry")
-		noJournal = fl.Bool("no-journal", false, "make the ext4 root without a journal")
-		bootMode  = fl.String("boot", "auto", "uefi, bios, hybrid, or auto: hybrid when the image has GRUB's i386-pc modules (grub-pc-bin), else uefi")
-		table     = fl.String("table", "gpt", "partition table: gpt, or mbr for BIOS-only targets that need it")
-		uki       = fl.Bool("uki", false, "boot UEFI through a Unified Kernel Image built from the image's systemd stub (linuxx64.efi.stub)")
-		chain     = fl.String("boot-chain", "", "shim: boot UEFI through the image's signed shim and GRUB (Secure Boot)")
-		push      = fl.String("push", "", "after the build, push the first output: 'TARGET FLAGS…' as for imgfab push, e.g. 'aws --name web-1'")
-		file      = fl.StringP("file", "f", "", "build the classes of this class file (imgfab.yaml); the arguments are class names (default: all)")
-		printSpc  = fl.Bool("print-spec", false, "print the class file equivalent to these flags and exit")
-		className = fl.String("class", "", "the class name --print-spec writes (default \"default\")")
-		help      = fl.BoolP("help", "h", false, "show this help")
-	)
-	if err := fl.Parse(args); err != nil {
+	f := newBuildFlags()
+	if err := f.fl.Parse(args); err != nil {
 		return usagef("%v", err)
 	}
-	if *help {
-		fmt.Fprint(stdout, buildHelp+fl.FlagUsages())
+	if *f.help {
+		fmt.Fprint(stdout, buildHelp+f.fl.FlagUsages())
 		return errHelp
 	}
-	if *file != "" {
-		return runBuildFile(ctx, fl, *file, fl.Args(), *asJSON, *insecure, fl.Changed("push"), stdout, stderr)
+	if *f.file != "" {
+		return runBuildFile(ctx, f.fl, *f.file, f.fl.Args(), *f.asJSON, *f.insecure, f.fl.Changed("push"), stdout, stderr)
 	}
-	if fl.Changed("class") && !*printSpc {
-		return usagef("--class goes with --print-spec (or name classes after -f FILE)")
-	}
-	if fl.NArg() != 1 {
-		return usagef("want exactly one SOURCE, got %d arguments", fl.NArg())
-	}
-	if len(*outputs) == 0 {
-		return usagef("no output: give -o PATH")
-	}
-	plan := assemble.Plan{
-		Source:      fl.Arg(0),
-		Platform:    *platform,
-		ExtraLayers: *extra,
-		Cmdline:     *cmdline,
-		Insecure:    *insecure,
-		NoJournal:   *noJournal,
-		Boot:        assemble.BootOptions{Mode: *bootMode, Table: *table, UKI: *uki, Chain: *chain},
-	}
-	stdoutUsed := false
-	for _, o := range *outputs {
-		if o == "-" {
-			if *format == "" {
-				return usagef("-o - (stdout) needs --format")
-			}
-			if stdoutUsed || *asJSON {
-				return usagef("-o - (stdout) can be given once and not with --json")
-			}
-			stdoutUsed = true
-		}
-		plan.Outputs = append(plan.Outputs, assemble.Output{Path: o, Format: *format, Compress: *compress})
-	}
-	plan.Stdout = stdout
-	// Parsed here, range-checked by assemble (the one checker), reported in the user's spelling.
-	if *size != "" {
-		n, err := parseSize(*size)
-		if err != nil {
-			return usagef("--size: %v", err)
-		}
-		if n <= assemble.MaxDiskSize && n%(1<<20) != 0 {
-			n = (n + 1<<20 - 1) &^ (1<<20 - 1)
-		}
-		plan.Size = n
-	}
-	n, err := parseSize(*espSize)
+	plan, err := f.plan(stdout)
 	if err != nil {
-		return usagef("--esp-size: %v", err)
+		return err
 	}
-	if n == 0 { // 0 in a Plan means the default
-		return usagef("--esp-size %s: want %s", *espSize, assemble.ESPSizeWant)
-	}
-	plan.ESPSize = n
-	epochStr, epochFrom := *sde, "--source-date-epoch"
-	if epochStr == "" {
-		epochStr, epochFrom = os.Getenv("SOURCE_DATE_EPOCH"), "SOURCE_DATE_EPOCH"
-	}
-	if epochStr != "" {
-		e, err := strconv.ParseInt(strings.TrimSpace(epochStr), 10, 64)
-		if err != nil {
-			return usagef("%s: %q: want %s", epochFrom, epochStr, assemble.EpochWant)
-		}
-		plan.SourceDateEpoch = &e
-	}
-	if err := plan.CheckNumbers(); err != nil {
-		var re *assemble.RangeError
-		if !errors.As(err, &re) {
-			return err
-		}
-		switch re.Field {
-		case "Size":
-			return usagef("--size %s: want %s", *size, re.Want)
-		case "ESPSize":
-			return usagef("--esp-size %s: want %s", *espSize, re.Want)
-		case "SourceDateEpoch":
-			return usagef("%s: %q: want %s", epochFrom, epochStr, re.Want)
-		}
-		return usagef("%v", err)
-	}
-	if *printSpc {
-		if fl.Changed("push") || *asJSON {
+	if *f.printSpc {
+		if f.fl.Changed("push") || *f.asJSON {
 			return usagef("--print-spec builds nothing: not with --push or --json (publish is not printed yet)")
 		}
-		return printSpec(plan, *className, stdout)
+		return printSpec(plan, *f.className, stdout)
 	}
-	var pushArgs []string
-	if fl.Changed("push") {
-		pushArgs = strings.Fields(*push)
-		if len(pushArgs) == 0 {
-			return usagef("--push %q: want a target and its flags, e.g. --push 'aws --name web-1'", *push)
-		}
-		if _, ok := pushTargets[pushArgs[0]]; !ok {
-			return usagef("--push: unknown target %q (known: %s)", pushArgs[0], strings.Join(pushTargetNames(), ", "))
-		}
-		if (*outputs)[0] == "-" {
-			return usagef("--push needs the first -o to be a file")
-		}
+	pushArgs, err := f.pushArgs()
+	if err != nil {
+		return err
 	}
 	prog := newProgress(stderr)
 	plan.Progress = prog.event
@@ -207,22 +101,175 @@ func runBuild(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fmt.Fprintf(stderr, "imgfab build: warning: %s\n", w)
 	}
 	if pushArgs != nil {
-		// The push prints its own result (with --json when build has it).
-		args := append([]string{pushArgs[0], (*outputs)[0]}, pushArgs[1:]...)
-		if *asJSON {
-			args = append(args, "--json")
-			enc := json.NewEncoder(stderr)
-			enc.SetIndent("", "  ")
-			if err := enc.Encode(res); err != nil {
-				return err
-			}
-		}
-		if err := runPush(ctx, args, stdout, stderr); err != nil {
-			return fmt.Errorf("--push %s: %w", pushArgs[0], err)
-		}
-		return nil
+		return f.runPush(ctx, &res, pushArgs, stdout, stderr)
 	}
-	if *asJSON {
+	return report(&res, *f.asJSON, stdout, stderr)
+}
+
+// buildFlags are build's flags, parsed by fl.
+type buildFlags struct {
+	fl                                                      *pflag.FlagSet
+	outputs, extra                                          *[]string
+	format, compress, size, espSize, cmdline, platform, sde *string
+	bootMode, table, chain, push, file, className           *string
+	asJSON, insecure, noJournal, uki, printSpc, help        *bool
+}
+
+func newBuildFlags() *buildFlags {
+	fl := pflag.NewFlagSet("build", pflag.ContinueOnError)
+	fl.SetOutput(io.Discard)
+	return &buildFlags{
+		fl:        fl,
+		outputs:   fl.StringArrayP("output", "o", nil, "output file, - for stdout (with --format); the format comes from the extension (.raw, .img, .qcow2, …); may repeat"),
+		format:    fl.String("format", "", "output format for every -o: "+strings.Join(diskfmt.Names(), ", ")+" (default: from the extension)"),
+		compress:  fl.String("compress", "", "compression for every -o: deflate or zstd (qcow2); zstd, xz or gzip (raw)"),
+		size:      fl.String("size", "", "disk size, e.g. 4GiB (default: content + headroom, rounded to MiB)"),
+		espSize:   fl.String("esp-size", "256MiB", "EFI system partition size"),
+		cmdline:   fl.String("cmdline", "", "kernel command line, appended after root=PARTUUID=... rw"),
+		extra:     fl.StringArray("layer", nil, "a directory or tar applied on top of the image; may repeat, applied in order"),
+		platform:  fl.String("platform", "linux/amd64", "platform to pick from a multi-platform image"),
+		sde:       fl.String("source-date-epoch", "", "unix time of every timestamp imgfab makes (default: $SOURCE_DATE_EPOCH, else the image's created time)"),
+		asJSON:    fl.Bool("json", false, "print the result as JSON on stdout"),
+		insecure:  fl.Bool("insecure", false, "allow a plain-HTTP registry"),
+		noJournal: fl.Bool("no-journal", false, "make the ext4 root without a journal"),
+		bootMode:  fl.String("boot", "auto", "uefi, bios, hybrid, or auto: hybrid when the image has GRUB's i386-pc modules (grub-pc-bin), else uefi"),
+		table:     fl.String("table", "gpt", "partition table: gpt, or mbr for BIOS-only targets that need it"),
+		uki:       fl.Bool("uki", false, "boot UEFI through a Unified Kernel Image built from the image's systemd stub (linuxx64.efi.stub)"),
+		chain:     fl.String("boot-chain", "", "shim: boot UEFI through the image's signed shim and GRUB (Secure Boot)"),
+		push:      fl.String("push", "", "after the build, push the first output: 'TARGET FLAGS…' as for imgfab push, e.g. 'aws --name web-1'"),
+		file:      fl.StringP("file", "f", "", "build the classes of this class file (imgfab.yaml); the arguments are class names (default: all)"),
+		printSpc:  fl.Bool("print-spec", false, "print the class file equivalent to these flags and exit"),
+		className: fl.String("class", "", "the class name --print-spec writes (default \"default\")"),
+		help:      fl.BoolP("help", "h", false, "show this help"),
+	}
+}
+
+// plan turns the flags of a build from one SOURCE into an assemble.Plan.
+func (f *buildFlags) plan(stdout io.Writer) (assemble.Plan, error) {
+	fl := f.fl
+	if fl.Changed("class") && !*f.printSpc {
+		return assemble.Plan{}, usagef("--class goes with --print-spec (or name classes after -f FILE)")
+	}
+	if fl.NArg() != 1 {
+		return assemble.Plan{}, usagef("want exactly one SOURCE, got %d arguments", fl.NArg())
+	}
+	if len(*f.outputs) == 0 {
+		return assemble.Plan{}, usagef("no output: give -o PATH")
+	}
+	plan := assemble.Plan{
+		Source:      fl.Arg(0),
+		Platform:    *f.platform,
+		ExtraLayers: *f.extra,
+		Cmdline:     *f.cmdline,
+		Insecure:    *f.insecure,
+		NoJournal:   *f.noJournal,
+		Boot:        assemble.BootOptions{Mode: *f.bootMode, Table: *f.table, UKI: *f.uki, Chain: *f.chain},
+		Stdout:      stdout,
+	}
+	stdoutUsed := false
+	for _, o := range *f.outputs {
+		if o == "-" {
+			if *f.format == "" {
+				return plan, usagef("-o - (stdout) needs --format")
+			}
+			if stdoutUsed || *f.asJSON {
+				return plan, usagef("-o - (stdout) can be given once and not with --json")
+			}
+			stdoutUsed = true
+		}
+		plan.Outputs = append(plan.Outputs, assemble.Output{Path: o, Format: *f.format, Compress: *f.compress})
+	}
+	return plan, f.numbers(&plan)
+}
+
+// numbers parses the sizes and the epoch into plan; assemble range-checks them (the one checker)
+// and the error is reported in the user's own spelling.
+func (f *buildFlags) numbers(plan *assemble.Plan) error {
+	if *f.size != "" {
+		n, err := parseSize(*f.size)
+		if err != nil {
+			return usagef("--size: %v", err)
+		}
+		if n <= assemble.MaxDiskSize && n%(1<<20) != 0 {
+			n = (n + 1<<20 - 1) &^ (1<<20 - 1)
+		}
+		plan.Size = n
+	}
+	n, err := parseSize(*f.espSize)
+	if err != nil {
+		return usagef("--esp-size: %v", err)
+	}
+	if n == 0 { // 0 in a Plan means the default
+		return usagef("--esp-size %s: want %s", *f.espSize, assemble.ESPSizeWant)
+	}
+	plan.ESPSize = n
+	epochStr, epochFrom := *f.sde, "--source-date-epoch"
+	if epochStr == "" {
+		epochStr, epochFrom = os.Getenv("SOURCE_DATE_EPOCH"), "SOURCE_DATE_EPOCH"
+	}
+	if epochStr != "" {
+		e, err := strconv.ParseInt(strings.TrimSpace(epochStr), 10, 64)
+		if err != nil {
+			return usagef("%s: %q: want %s", epochFrom, epochStr, assemble.EpochWant)
+		}
+		plan.SourceDateEpoch = &e
+	}
+	var re *assemble.RangeError
+	switch err := plan.CheckNumbers(); {
+	case err == nil:
+		return nil
+	case !errors.As(err, &re):
+		return err
+	case re.Field == "Size":
+		return usagef("--size %s: want %s", *f.size, re.Want)
+	case re.Field == "ESPSize":
+		return usagef("--esp-size %s: want %s", *f.espSize, re.Want)
+	case re.Field == "SourceDateEpoch":
+		return usagef("%s: %q: want %s", epochFrom, epochStr, re.Want)
+	default:
+		return usagef("%v", err)
+	}
+}
+
+// pushArgs checks --push: nil when it is not given.
+func (f *buildFlags) pushArgs() ([]string, error) {
+	if !f.fl.Changed("push") {
+		return nil, nil
+	}
+	args := strings.Fields(*f.push)
+	if len(args) == 0 {
+		return nil, usagef("--push %q: want a target and its flags, e.g. --push 'aws --name web-1'", *f.push)
+	}
+	if _, ok := pushTargets[args[0]]; !ok {
+		return nil, usagef("--push: unknown target %q (known: %s)", args[0], strings.Join(pushTargetNames(), ", "))
+	}
+	if (*f.outputs)[0] == "-" {
+		return nil, usagef("--push needs the first -o to be a file")
+	}
+	return args, nil
+}
+
+// runPush runs `imgfab push` on the first output; it prints its own result (with --json when build
+// has it, the build's result going to stderr first).
+func (f *buildFlags) runPush(ctx context.Context, res *assemble.Result, pushArgs []string, stdout, stderr io.Writer) error {
+	args := append([]string{pushArgs[0], (*f.outputs)[0]}, pushArgs[1:]...)
+	if *f.asJSON {
+		args = append(args, "--json")
+		enc := json.NewEncoder(stderr)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(res); err != nil {
+			return err
+		}
+	}
+	if err := runPush(ctx, args, stdout, stderr); err != nil {
+		return fmt.Errorf("--push %s: %w", pushArgs[0], err)
+	}
+	return nil
+}
+
+// report prints a build's result: JSON on stdout, or one line per output.
+func report(res *assemble.Result, asJSON bool, stdout, stderr io.Writer) error {
+	if asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
 		return enc.Encode(res)
