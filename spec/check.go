@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 
@@ -482,8 +483,8 @@ func checkOutputFormat(o Output) string {
 // publishParams are the parameters of each target: the flags of `imgfab push TARGET` in
 // snake_case. Credentials are none of them.
 var publishParams = map[string][]string{
-	"aws":   {"name", "region", "via", "bucket", "tpm", "imdsv2", "boot_mode", "volume_size", "parallel", "part_size"},
-	"gcp":   {"name", "project", "bucket", "object", "family", "chunk_size"},
+	"aws":   {"name", "region", "via", "bucket", "tpm", "imdsv2", "boot_mode", "volume_size", "parallel", "part_size", "poll_interval"},
+	"gcp":   {"name", "project", "bucket", "object", "family", "chunk_size", "poll_interval"},
 	"azure": {"name", "resource_group", "storage_account", "container", "location", "subscription", "hyperv_generation", "upload_only", "parallel"},
 	"oci":   {"ref", "artifact", "insecure"},
 }
@@ -520,6 +521,10 @@ func checkParam(target, key, v string) string {
 	case slices.Contains(intParams, key):
 		if n, err := strconv.ParseInt(v, 10, 64); err != nil || n <= 0 {
 			return fmt.Sprintf("want a positive whole number, got %q", v)
+		}
+	case key == "poll_interval":
+		if d, err := time.ParseDuration(v); err != nil || d <= 0 || d > 10*time.Minute {
+			return fmt.Sprintf("want a duration from 1ms to 10m (e.g. 5s), got %q", v)
 		}
 	case enumParams[key] != nil:
 		if !slices.Contains(enumParams[key], v) {

@@ -74,7 +74,11 @@ func runBuild(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return errHelp
 	}
 	if *f.file != "" {
-		return runBuildFile(ctx, f.fl, *f.file, f.fl.Args(), *f.asJSON, *f.insecure, f.fl.Changed("push"), stdout, stderr)
+		var push *string
+		if f.fl.Changed("push") {
+			push = f.push
+		}
+		return runBuildFile(ctx, f.fl, *f.file, f.fl.Args(), *f.asJSON, *f.insecure, push, stdout, stderr)
 	}
 	plan, err := f.plan(stdout)
 	if err != nil {
@@ -136,7 +140,7 @@ func newBuildFlags() *buildFlags {
 		table:     fl.String("table", "gpt", "partition table: gpt, or mbr for BIOS-only targets that need it"),
 		uki:       fl.Bool("uki", false, "boot UEFI through a Unified Kernel Image built from the image's systemd stub (linuxx64.efi.stub)"),
 		chain:     fl.String("boot-chain", "", "shim: boot UEFI through the image's signed shim and GRUB (Secure Boot)"),
-		push:      fl.String("push", "", "after the build, push the first output: 'TARGET FLAGS…' as for imgfab push, e.g. 'aws --name web-1'"),
+		push:      fl.String("push", "", "after the build, push the first output: 'TARGET FLAGS…' as for imgfab push, e.g. 'aws --name web-1'; with -f: all, or targets separated by commas, runs the classes' publish: entries"),
 		file:      fl.StringP("file", "f", "", "build the classes of this class file (imgfab.yaml); the arguments are class names (default: all)"),
 		printSpc:  fl.Bool("print-spec", false, "print the class file equivalent to these flags and exit"),
 		className: fl.String("class", "", "the class name --print-spec writes (default \"default\")"),

@@ -45,7 +45,7 @@ type classResult struct {
 // runBuildFile is `imgfab build -f FILE [CLASS...]`: every listed class (all by default), in
 // file order, once per platform. Every class is turned into plans (and checked) before anything
 // is built.
-func runBuildFile(ctx context.Context, fl *pflag.FlagSet, path string, names []string, asJSON, insecure bool, push bool, stdout, stderr io.Writer) error {
+func runBuildFile(ctx context.Context, fl *pflag.FlagSet, path string, names []string, asJSON, insecure bool, push *string, stdout, stderr io.Writer) error {
 	var set []string
 	for _, f := range fileSetFlags {
 		if fl.Changed(f.flag) {
@@ -55,8 +55,12 @@ func runBuildFile(ctx context.Context, fl *pflag.FlagSet, path string, names []s
 	if len(set) > 0 {
 		return usagef("-f %s: the class file sets %s; change the file, or build without -f", path, strings.Join(set, ", "))
 	}
-	if push {
-		return usagef("-f %s: --push with a class file (its publish targets) is not wired yet; build, then run imgfab push", path)
+	var pushSel []string
+	if push != nil {
+		var err error
+		if pushSel, err = pushSelection(*push); err != nil {
+			return err
+		}
 	}
 	f, err := spec.Load(path)
 	if err != nil {
@@ -97,6 +101,11 @@ func runBuildFile(ctx context.Context, fl *pflag.FlagSet, path string, names []s
 			runs = append(runs, classRun{c, pl, p})
 		}
 	}
+	if pushSel != nil {
+		if err := checkPushes(path, runs, pushSel); err != nil {
+			return err
+		}
+	}
 	enc := json.NewEncoder(stdout)
 	for _, r := range runs {
 		for _, o := range r.plan.Outputs {
@@ -128,14 +137,19 @@ func runBuildFile(ctx context.Context, fl *pflag.FlagSet, path string, names []s
 			if err := enc.Encode(classResult{r.class.Name, r.platform.String(), res}); err != nil {
 				return err
 			}
-			continue
-		}
-		for _, o := range res.Outputs {
-			w := stdout
-			if o.Path == "-" {
-				w = stderr
+		} else {
+			for _, o := range res.Outputs {
+				w := stdout
+				if o.Path == "-" {
+					w = stderr
+				}
+				fmt.Fprintf(w, "%s %s: %s: %s, %d MiB virtual, sha256 %s\n", r.class.Name, r.platform, o.Path, o.Format, res.VirtualSize>>20, o.SHA256)
 			}
-			fmt.Fprintf(w, "%s %s: %s: %s, %d MiB virtual, sha256 %s\n", r.class.Name, r.platform, o.Path, o.Format, res.VirtualSize>>20, o.SHA256)
+		}
+		if pushSel != nil {
+			if err := runClassPushes(ctx, r, pushSel, asJSON, stdout, stderr); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
