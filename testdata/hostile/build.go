@@ -1,6 +1,6 @@
 // Package hostile generates the hostile-input corpus: broken and malicious images, each with the
 // outcome imgfab build must reach (see Cases and testdata/README.md). Nothing is checked in: every
-// input is made from code into a directory the caller owns. cmd/imgfab/corpus_test.go runs them.
+// input is made from code into a directory the caller owns. assemble/corpus_test.go runs them (through assemble.Run).
 package hostile
 
 import (

@@ -6,7 +6,7 @@ import (
 )
 
 // TestCasesMake makes every case's input (the outcomes are checked end to end by
-// cmd/imgfab's TestHostileCorpus): names are unique, every input can be made, and a case that
+// assemble's TestHostileCorpus): names are unique, every input can be made, and a case that
 // must name a layer has it.
 func TestCasesMake(t *testing.T) {
 	seen := map[string]bool{}
