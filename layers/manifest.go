@@ -308,6 +308,7 @@ type ociImage struct {
 	m       *v1.Manifest
 	cfg     []byte    // checked against m.Config
 	diffIDs []v1.Hash // checked; may be fewer than the layers (ImageLayers does not need them)
+	index   v1.Hash   // the index a registry reference named and this image was picked from; zero: none
 
 	once     sync.Once
 	byDigest map[v1.Hash]int

@@ -14,6 +14,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/imgfab/imgfab/cache"
 	"github.com/imgfab/imgfab/internal/safefile"
 )
 
@@ -25,6 +26,9 @@ type options struct {
 	insecure bool
 	keychain authn.Keychain
 	retry    retryPolicy
+	store    *cache.Store // WithStore; nil: none
+	offline  bool         // WithOffline
+	manifest v1.Hash      // WithManifest; zero: resolve the reference
 }
 
 // WithPlatform picks the image for p out of an index (default linux/amd64). A Variant of ""
@@ -334,6 +338,13 @@ func resolveRemote(ctx context.Context, s string, o *options) (v1.Image, error) 
 	if err != nil {
 		return nil, fmt.Errorf("parsing image reference %q: %w", s, err)
 	}
+	if o.store != nil {
+		if img, ok, err := resolveStored(ctx, ref, o, remoteForStore(ctx, ref, o)); ok {
+			return img, err
+		}
+	} else if o.offline {
+		return nil, fmt.Errorf("%s: offline, and no cache to resolve from", ref)
+	}
 	sizes := newBlobSizes()
 	puller, err := remote.NewPuller(remoteOptions(ctx, o, sizes)...)
 	if err != nil {
@@ -350,7 +361,18 @@ func resolveRemote(ctx context.Context, s string, o *options) (v1.Image, error) 
 	if err := checkManifestDigest(func() ([]byte, error) { return desc.Manifest, nil }, d); err != nil {
 		return nil, fmt.Errorf("fetching %s: manifest %w", ref, err)
 	}
-	w := newWalker(ctx, &remoteSource{repo: ref.Context(), puller: puller, pol: o.retry, sizes: sizes}, o)
+	var src source = &remoteSource{repo: ref.Context(), puller: puller, pol: o.retry, sizes: sizes}
+	if o.store != nil {
+		// The reference's manifest or index goes into the store and its index.json.
+		if _, err := o.store.PutBytes(desc.Manifest); err != nil {
+			return nil, err
+		}
+		if err := o.store.Tag(ref.Name(), v1.Descriptor{MediaType: d.MediaType, Digest: d.Digest, Size: d.Size}); err != nil {
+			return nil, err
+		}
+		src = &storeSource{st: o.store, next: src}
+	}
+	w := newWalker(ctx, src, o)
 	switch d.MediaType {
 	case types.OCIImageIndex, types.DockerManifestList:
 		w.seen[d.Digest] = true
@@ -359,7 +381,11 @@ func resolveRemote(ctx context.Context, s string, o *options) (v1.Image, error) 
 		if err != nil {
 			return nil, err
 		}
-		return w.pickFromIndex(manifests, where)
+		img, err := w.pickFromIndex(manifests, where)
+		if oi, ok := img.(*ociImage); ok {
+			oi.index = d.Digest
+		}
+		return img, err
 	case types.OCIManifestSchema1, types.DockerManifestSchema2:
 		img, err := newOCIImage(ctx, w.src, d, desc.Manifest)
 		if err != nil {
