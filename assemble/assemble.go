@@ -120,6 +120,9 @@ type Plan struct {
 	// layer (customize.Layer, computed from the image's own files); its digest goes into the
 	// build's seed and Result.Customize. Nil: the build is as without it, byte for byte.
 	Customize *customize.Config
+	// Partitions are the extra partitions between the ESP and the root, in order (see
+	// ExtraPartition). Nil: the disk is the ESP and the root, byte for byte as before.
+	Partitions []ExtraPartition
 }
 
 // Event is a progress report. Total is 0 when unknown.
@@ -166,6 +169,10 @@ type PartitionResult struct {
 	GUID   string `json:"guid"`
 	Offset int64  `json:"offset"`
 	Size   int64  `json:"size"`
+	// Of an extra partition: its mount point, filesystem ("ext4", "swap", "none") and ext4 UUID.
+	Mount  string `json:"mount,omitempty"`
+	FS     string `json:"fs,omitempty"`
+	FSUUID string `json:"fs_uuid,omitempty"`
 }
 
 // CustomizeResult describes the generated customisation layer.
@@ -234,6 +241,10 @@ type build struct {
 	seed                        []byte
 	diskGUID, espGUID, rootGUID string
 	fsUUID, hashSeed            [16]byte
+	// partSeed is the seed of the extra partitions' identifiers (derivePartitions); the seed
+	// when there are none.
+	partSeed []byte
+	parts    []*extraPart
 
 	fsw    *ext4.Writer
 	layout partition.Layout
@@ -267,6 +278,9 @@ func planBuild(p Plan) (*build, error) {
 		return nil, err
 	}
 	if err := p.CheckNumbers(); err != nil {
+		return nil, err
+	}
+	if err := checkPartitions(p.Partitions); err != nil {
 		return nil, err
 	}
 	for i, f := range b.formats {
@@ -353,7 +367,7 @@ func (b *build) resolve(ctx context.Context) error {
 		}
 		b.ls = append(b.ls, l)
 	}
-	if p.Customize != nil {
+	if p.Customize != nil || needsFstab(p.Partitions) {
 		return b.customize(ctx)
 	}
 	return nil
@@ -367,20 +381,25 @@ func (b *build) deriveIDs() {
 	b.rootGUID = partition.DeriveGUID(b.seed, "root")
 	b.fsUUID = partition.DeriveUUID(b.seed, "rootfs-uuid")
 	b.hashSeed = partition.DeriveUUID(b.seed, "rootfs-hash-seed")
+	if b.partSeed == nil {
+		b.partSeed = b.seed // no fstab lines: nothing depends on the partitions' identifiers
+	}
+	b.derivePartitions()
 }
 
 // buildRoot streams the layers into the root filesystem on the scratch disk f and lays out the
 // partitions around it. Its errors carry "build: " (sizeHint adds what to do about a full disk).
 func (b *build) buildRoot(ctx context.Context, f *os.File) error {
 	p := &b.p
-	rootOff := partition.Head + b.espSize
+	rootOff := partition.Head + b.espSize + b.extrasSize()
 	var rootSize int64
 	if p.Size != 0 {
-		l, err := partition.Plan(p.Size, b.diskGUID, []partition.Spec{{Name: "esp", Size: b.espSize}, {Name: "root"}})
+		specs := append(append([]partition.Spec{{Name: "esp", Size: b.espSize}}, b.extraSpecs()...), partition.Spec{Name: "root"})
+		l, err := partition.Plan(p.Size, b.diskGUID, specs)
 		if err != nil {
 			return fmt.Errorf("build: --size %d MiB: %w", p.Size/partition.MiB, err)
 		}
-		rootSize = l.Partitions[1].Size
+		rootSize = l.Partitions[len(l.Partitions)-1].Size
 	}
 	fsw, err := ext4.NewWriter(region{f, rootOff}, ext4.Options{
 		Size: rootSize, UUID: b.fsUUID, HashSeed: b.hashSeed, Time: b.epoch, Label: "root", NoJournal: p.NoJournal,
@@ -388,8 +407,18 @@ func (b *build) buildRoot(ctx context.Context, f *os.File) error {
 	if err != nil {
 		return fmt.Errorf("build: root filesystem: %w", err)
 	}
-	if err := streamTree(ctx, p, b.ls, fsw); err != nil {
+	if err := b.openExtras(f); err != nil {
+		return err
+	}
+	r := newRouter(fsw, b.parts, b.epoch)
+	if err := streamTree(ctx, p, b.ls, r.add); err != nil {
 		return sizeHint(err, p.Size, rootSize)
+	}
+	if err := r.finish(); err != nil {
+		return fmt.Errorf("build: %w", err)
+	}
+	if err := b.closeExtras(f); err != nil {
+		return err
 	}
 	if err := fsw.Close(); err != nil {
 		return sizeHint(fmt.Errorf("build: root filesystem: %w", err), p.Size, rootSize)
@@ -397,10 +426,9 @@ func (b *build) buildRoot(ctx context.Context, f *os.File) error {
 	if rootSize == 0 {
 		rootSize = partition.AlignUp(fsw.Size())
 	}
-	b.layout, err = partition.Plan(p.Size, b.diskGUID, []partition.Spec{
-		{Name: "esp", Type: partition.TypeESP, GUID: b.espGUID, Size: b.espSize},
-		{Name: "root-x86-64", Type: partition.TypeRootX86_64, GUID: b.rootGUID, Size: rootSize},
-	})
+	specs := append([]partition.Spec{{Name: "esp", Type: partition.TypeESP, GUID: b.espGUID, Size: b.espSize}}, b.extraSpecs()...)
+	b.layout, err = partition.Plan(p.Size, b.diskGUID, append(specs,
+		partition.Spec{Name: "root-x86-64", Type: partition.TypeRootX86_64, GUID: b.rootGUID, Size: rootSize}))
 	if err != nil {
 		return fmt.Errorf("build: partition layout: %w", err)
 	}
@@ -428,7 +456,7 @@ func (b *build) boot(ctx context.Context, f *os.File) error {
 	b.p.progress(Event{Stage: "esp"})
 	bres, err := installBoot(ctx, f, &b.layout, bootInput{
 		opts: b.p.Boot, tree: tree, kernel: k, cmdline: b.p.Cmdline, seed: b.seed, rootGUID: b.rootGUID,
-		epoch: time.Unix(b.epoch, 0),
+		epoch: time.Unix(b.epoch, 0), mbrSeed: b.partSeed, rootNum: 2 + len(b.parts),
 	})
 	if err != nil {
 		return err
@@ -444,6 +472,7 @@ func (b *build) boot(ctx context.Context, f *os.File) error {
 		res.Partitions = append(res.Partitions, PartitionResult{Number: i + 1, Name: part.Name, Type: part.Type,
 			GUID: part.GUID, Offset: part.Offset, Size: part.Size})
 	}
+	b.fillPartitionResults()
 	return nil
 }
 
@@ -497,8 +526,9 @@ func (b *build) writeOutputs(ctx context.Context, scratch *diskfmt.Output) error
 	return nil
 }
 
-// streamTree flattens the layers and adds every entry to the filesystem writer.
-func streamTree(ctx context.Context, p *Plan, ls []layers.Layer, fsw *ext4.Writer) error {
+// streamTree flattens the layers and adds every entry through add (router.add: to the root
+// filesystem or an extra partition's).
+func streamTree(ctx context.Context, p *Plan, ls []layers.Layer, add func(*tar.Header, io.Reader) error) error {
 	rc := layers.Flatten(ctx, ls)
 	defer rc.Close()
 	tr := tar.NewReader(rc)
@@ -511,11 +541,15 @@ func streamTree(ctx context.Context, p *Plan, ls []layers.Layer, fsw *ext4.Write
 		if err != nil {
 			return fmt.Errorf("build: reading layers: %w", err)
 		}
-		if err := fsw.Add(hdr, tr); err != nil {
-			if l := hdr.PAXRecords[layers.LayerPAXKey]; l != "" {
-				return fmt.Errorf("build: root filesystem: layer %s: entry %q: %w", l, hdr.Name, err)
+		if err := add(hdr, tr); err != nil {
+			where := "root filesystem"
+			if fe, ok := err.(*fsError); ok {
+				where, err = fe.fs, fe.err
 			}
-			return fmt.Errorf("build: root filesystem: entry %q: %w", hdr.Name, err)
+			if l := hdr.PAXRecords[layers.LayerPAXKey]; l != "" {
+				return fmt.Errorf("build: %s: layer %s: entry %q: %w", where, l, hdr.Name, err)
+			}
+			return fmt.Errorf("build: %s: entry %q: %w", where, hdr.Name, err)
 		}
 		done += hdr.Size
 		p.progress(Event{Stage: "rootfs", Item: hdr.Name, Done: done})
@@ -544,6 +578,10 @@ func buildSeed(digest string, p Plan, espSize, epoch int64, customDigest string)
 	fmt.Fprintf(h, "\x00boot\x00%s\x00%s\x00%v\x00%s", p.Boot.Mode, p.Boot.Table, p.Boot.UKI, p.Boot.Chain)
 	if customDigest != "" {
 		fmt.Fprintf(h, "\x00customize\x00%s", customDigest)
+	}
+	// Extra partitions only when there are some, for the same reason.
+	for _, x := range p.Partitions {
+		fmt.Fprintf(h, "\x00partition\x00%s\x00%d\x00%s\x00%s\x00%s", x.Mount, x.Size, x.FS, x.Label, x.Type)
 	}
 	return h.Sum(nil)
 }

@@ -43,6 +43,10 @@ type bootInput struct {
 	seed     []byte
 	rootGUID string
 	epoch    time.Time
+	// mbrSeed derives an MBR disk's signature (the seed but for a class's extra partitions, whose
+	// fstab lines name it); rootNum is the root's partition number.
+	mbrSeed []byte
+	rootNum int
 }
 
 type bootOutput struct {
@@ -66,8 +70,8 @@ func installBoot(ctx context.Context, f *os.File, layout *partition.Layout, in b
 	var sig uint32
 	rootRef := strings.ToLower(in.rootGUID)
 	if table == "mbr" {
-		sig = partition.DiskSignature(in.seed)
-		rootRef = partition.MBRPartUUID(sig, 2)
+		sig = partition.DiskSignature(in.mbrSeed)
+		rootRef = partition.MBRPartUUID(sig, in.rootNum)
 	}
 	out.cmdline = "root=PARTUUID=" + rootRef + " rw"
 	if c := strings.TrimSpace(in.cmdline); c != "" {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"time"
 
@@ -26,7 +27,8 @@ func keepForCustomize(name string) bool {
 	return false
 }
 
-// customize makes the generated top layer: a pre-pass flattens the image and the extra layers
+// customize makes the generated top layer (the Plan's customisation and the extra partitions'
+// fstab lines): a pre-pass flattens the image and the extra layers
 // into a read-only snapshot (layers.Snapshot), customize.Layer computes the layer from it, and
 // the layer goes on top of b.ls. Its digest goes into the seed (deriveIDs) and the result.
 func (b *build) customize(ctx context.Context) error {
@@ -36,9 +38,25 @@ func (b *build) customize(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("customize: reading the image: %w", err)
 	}
-	r, err := customize.Layer(ctx, tree, *p.Customize, time.Unix(b.epoch, 0))
-	if err != nil {
-		return fmt.Errorf("customize: %w", err)
+	var cfg customize.Config
+	var r customize.Result
+	if p.Customize != nil {
+		cfg = *p.Customize
+		if r, err = customize.Layer(ctx, tree, cfg, time.Unix(b.epoch, 0)); err != nil {
+			return fmt.Errorf("customize: %w", err)
+		}
+	}
+	if len(p.Partitions) > 0 {
+		// The partitions' identifiers come from the seed with the user's layer in it: the
+		// fstab lines that name them cannot be (derivePartitions).
+		b.partSeed = buildSeed(b.digest, *p, b.espSize, b.epoch, r.Digest)
+		b.derivePartitions()
+		if fstab := b.fstabEntries(); len(fstab) > 0 {
+			cfg.Fstab = append(slices.Clip(cfg.Fstab), fstab...)
+			if r, err = customize.Layer(ctx, tree, cfg, time.Unix(b.epoch, 0)); err != nil {
+				return fmt.Errorf("customize: %w", err)
+			}
+		}
 	}
 	data := r.Tar
 	b.ls = append(b.ls, layers.Layer{Name: "customize", Open: func() (io.ReadCloser, error) {

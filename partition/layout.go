@@ -10,6 +10,14 @@ const (
 	TypeESP        = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B" // EFI System Partition
 	TypeRootX86_64 = "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709" // Linux root (x86-64)
 	TypeBIOSBoot   = "21686148-6449-6E6F-744E-656564454649" // BIOS boot partition (GRUB core.img)
+
+	// The types of a class's extra partitions (placed between the ESP and the root).
+	TypeVar          = "4D21B016-B534-45C2-A9FB-5C16E091FD2D" // /var
+	TypeVarTmp       = "7EC6F557-3BC5-4ACA-B293-16EF5DF639D1" // /var/tmp
+	TypeHome         = "933AC7E1-2EB4-4F13-B844-0E14E2AEF915" // /home
+	TypeSrv          = "3B8F8425-20E0-4F3B-907F-1A25A76F98E8" // /srv
+	TypeSwap         = "0657FD6D-A4AB-43C4-84E5-0933C84B4F4F" // swap
+	TypeLinuxGeneric = "0FC63DAF-8483-4772-8E79-3D69D8477DE4" // any other Linux filesystem data
 )
 
 const (

@@ -12,6 +12,7 @@ const (
 	MBRTypeESP      = 0xEF // EFI System Partition on an MBR disk (UEFI spec §5.2.2)
 	MBRTypeFAT32LBA = 0x0C // FAT32 with LBA addressing
 	MBRTypeLinux    = 0x83 // Linux native
+	MBRTypeSwap     = 0x82 // Linux swap
 )
 
 // MBR layout facts, from the UEFI spec §5.2.1 "Legacy Master Boot Record" (Table 5-1, 5-2).
@@ -30,8 +31,10 @@ func MBRType(typeGUID string) (byte, error) {
 	switch typeGUID {
 	case TypeESP:
 		return MBRTypeESP, nil
-	case TypeRootX86_64:
+	case TypeRootX86_64, TypeVar, TypeVarTmp, TypeHome, TypeSrv, TypeLinuxGeneric:
 		return MBRTypeLinux, nil
+	case TypeSwap:
+		return MBRTypeSwap, nil
 	}
 	return 0, fmt.Errorf("partition: type %s has no MBR equivalent here", typeGUID)
 }
