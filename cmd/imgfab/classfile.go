@@ -161,9 +161,6 @@ func classPlan(c *spec.Class, pl spec.Platform) (assemble.Plan, error) {
 	if pl.Arch != "amd64" {
 		return assemble.Plan{}, usagef("%s: classes.%s.platforms: %s: arm64 disks are not built yet (issue 14); build linux/amd64 only", pl.Pos, c.Name, pl)
 	}
-	if len(c.Partitions) > 0 {
-		return assemble.Plan{}, usagef("%s: classes.%s.partitions: not supported yet", c.Partitions[0].Pos, c.Name)
-	}
 	p := assemble.Plan{
 		Source:    c.FromAbs,
 		Platform:  pl.String(),
@@ -199,6 +196,10 @@ func classPlan(c *spec.Class, pl spec.Platform) (assemble.Plan, error) {
 	}
 	for _, o := range c.Expand(pl) {
 		p.Outputs = append(p.Outputs, assemble.Output{Path: o.Path, Format: o.Format, Compress: o.Compress})
+	}
+	for _, part := range c.Partitions {
+		p.Partitions = append(p.Partitions, assemble.ExtraPartition{Mount: part.Mount, Size: part.Size, FS: part.FS,
+			Label: part.Label, Type: part.TypeGUID(), Where: part.Pos.String()})
 	}
 	cfg, err := classCustomize(c)
 	if err != nil {
