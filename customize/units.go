@@ -227,17 +227,24 @@ func (f *unitFile) spec(v string) (string, error) {
 	return s.String(), nil
 }
 
-// enable links a unit (and its Also= units) into /etc/systemd/system as its [Install] section says.
-func (b *builder) enable(u Unit, name string, done map[string]bool, depth int) error {
+// visitUnit is the first step of enable and disable, which follow Also= (depth: how many Also=
+// led here): it marks name done and finds its unit file; nil and no error when name was done
+// already (a unit named twice, or an Also= cycle), an error past 16 levels of Also=.
+func (b *builder) visitUnit(u Unit, name string, done map[string]bool, depth int) (*unitFile, error) {
 	if done[name] {
-		return nil
+		return nil, nil
 	}
 	done[name] = true
 	if depth > 16 {
-		return errorf(u.Where, "unit %s: Also= chain deeper than 16", name)
+		return nil, errorf(u.Where, "unit %s: Also= chain deeper than 16", name)
 	}
-	f, err := b.findUnit(u, name)
-	if err != nil {
+	return b.findUnit(u, name)
+}
+
+// enable links a unit (and its Also= units) into /etc/systemd/system as its [Install] section says.
+func (b *builder) enable(u Unit, name string, done map[string]bool, depth int) error {
+	f, err := b.visitUnit(u, name, done, depth)
+	if f == nil || err != nil {
 		return err
 	}
 	if err := f.defaultInstance(u, name); err != nil {
@@ -342,15 +349,8 @@ func (b *builder) enableLinks(u Unit, name string, f *unitFile, links [][2]strin
 // disable removes the links to a unit (and, as systemctl does, to its Also= units) from
 // /etc/systemd/system and its .wants/.requires directories: whiteouts in the layer.
 func (b *builder) disable(u Unit, name string, done map[string]bool, depth int) error {
-	if done[name] {
-		return nil
-	}
-	done[name] = true
-	if depth > 16 {
-		return errorf(u.Where, "unit %s: Also= chain deeper than 16", name)
-	}
-	f, err := b.findUnit(u, name)
-	if err != nil {
+	f, err := b.visitUnit(u, name, done, depth)
+	if f == nil || err != nil {
 		return err
 	}
 	etc, miss, err := b.resolve(etcUnits, true)

@@ -359,6 +359,18 @@ func (az *Target) containerClient() (*container.Client, error) {
 	return container.NewClient(url, az.Credential, o)
 }
 
+// createContainer creates the storage container the blob goes in; one already there is fine.
+func (az *Target) createContainer(ctx context.Context) error {
+	cc, err := az.containerClient()
+	if err == nil {
+		_, err = cc.Create(ctx, nil)
+	}
+	if err != nil && !bloberror.HasCode(err, bloberror.ContainerAlreadyExists) {
+		return az.err("creating container "+az.container(), err)
+	}
+	return nil
+}
+
 // upload makes the page blob hold the plan's VHD and returns its URL.
 func (az *Target) upload(ctx context.Context, plan *vhdPlan, res *publish.Result, p publish.Progress) (string, error) {
 	url := az.blobURL()
@@ -384,12 +396,8 @@ func (az *Target) upload(ctx context.Context, plan *vhdPlan, res *publish.Result
 		res.Details["ranges_resumed"] = strconv.Itoa(len(plan.ranges) - len(todo))
 	case err == nil || isStatus(err, http.StatusNotFound):
 		if err != nil && bloberror.HasCode(err, bloberror.ContainerNotFound) {
-			cc, cerr := az.containerClient()
-			if cerr == nil {
-				_, cerr = cc.Create(ctx, nil)
-			}
-			if cerr != nil && !bloberror.HasCode(cerr, bloberror.ContainerAlreadyExists) {
-				return "", az.err("creating container "+az.container(), cerr)
+			if err := az.createContainer(ctx); err != nil {
+				return "", err
 			}
 		}
 		// Create replaces any blob of that name: its old pages are gone.
@@ -398,12 +406,8 @@ func (az *Target) upload(ctx context.Context, plan *vhdPlan, res *publish.Result
 			HTTPHeaders: &blob.HTTPHeaders{BlobContentType: ptr("application/octet-stream")},
 		})
 		if err != nil && bloberror.HasCode(err, bloberror.ContainerNotFound) {
-			cc, cerr := az.containerClient()
-			if cerr == nil {
-				_, cerr = cc.Create(ctx, nil)
-			}
-			if cerr != nil && !bloberror.HasCode(cerr, bloberror.ContainerAlreadyExists) {
-				return "", az.err("creating container "+az.container(), cerr)
+			if err := az.createContainer(ctx); err != nil {
+				return "", err
 			}
 			_, err = pb.Create(ctx, plan.size, &pageblob.CreateOptions{Metadata: map[string]*string{metaPending: &plan.hash}})
 		}
