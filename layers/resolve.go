@@ -58,7 +58,7 @@ const refNameAnnotation = "org.opencontainers.image.ref.name"
 // available.
 func Resolve(ctx context.Context, source string, opts ...Option) (v1.Image, error) {
 	o := options{platform: v1.Platform{OS: "linux", Architecture: "amd64"}, keychain: authn.DefaultKeychain, retry: defaultRetry}
-	for _, opt := range opts {
+	for _, opt := range append(opts, ctxOpts(ctx)...) {
 		opt(&o)
 	}
 	if err := ctx.Err(); err != nil {

@@ -37,6 +37,21 @@ func WithOffline() Option { return func(o *options) { o.offline = true } }
 // its reference up: from the store when it holds h, else from the registry by digest.
 func WithManifest(h v1.Hash) Option { return func(o *options) { o.manifest = h } }
 
+type ctxOptions struct{}
+
+// WithOptions returns ctx carrying opts: Resolve applies them after its own arguments. It lets a
+// caller that owns the context (cmd/imgfab's class-file builds) give a resolver it does not call
+// directly (assemble.Run's) the store, offline and a pinned manifest, without a field in every
+// plan in between. They change where an image's bytes come from, never which bytes.
+func WithOptions(ctx context.Context, opts ...Option) context.Context {
+	return context.WithValue(ctx, ctxOptions{}, append(ctxOpts(ctx), opts...))
+}
+
+func ctxOpts(ctx context.Context) []Option {
+	o, _ := ctx.Value(ctxOptions{}).([]Option)
+	return o[:len(o):len(o)]
+}
+
 // Pins are the digests an image from Resolve was resolved to: what a lock file records.
 type Pins struct {
 	Index    string   // the index the reference named ("" when it named the manifest)

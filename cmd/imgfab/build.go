@@ -122,6 +122,7 @@ type buildFlags struct {
 func newBuildFlags() *buildFlags {
 	fl := pflag.NewFlagSet("build", pflag.ContinueOnError)
 	fl.SetOutput(io.Discard)
+	addStoreFlags(fl) // --cache, --locked, --offline, --no-cache (cache.go)
 	return &buildFlags{
 		fl:        fl,
 		outputs:   fl.StringArrayP("output", "o", nil, "output file, - for stdout (with --format); the format comes from the extension (.raw, .img, .qcow2, …); may repeat"),

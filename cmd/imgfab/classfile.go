@@ -40,6 +40,7 @@ type classResult struct {
 	Class    string `json:"class"`
 	Platform string `json:"platform"`
 	assemble.Result
+	Cached bool `json:"cached,omitempty"` // the outputs were copied from the cache (cache.go)
 }
 
 // runBuildFile is `imgfab build -f FILE [CLASS...]`: every listed class (all by default), in
@@ -106,6 +107,10 @@ func runBuildFile(ctx context.Context, fl *pflag.FlagSet, path string, names []s
 			return err
 		}
 	}
+	sr, err := newStoreRun(fl, path, insecure, stderr) // the cache, --locked, --offline (cache.go)
+	if err != nil {
+		return err
+	}
 	enc := json.NewEncoder(stdout)
 	for _, r := range runs {
 		for _, o := range r.plan.Outputs {
@@ -125,7 +130,7 @@ func runBuildFile(ctx context.Context, fl *pflag.FlagSet, path string, names []s
 		}
 		prog := newProgress(stderr)
 		r.plan.Progress = prog.event
-		res, err := assemble.Run(ctx, r.plan)
+		res, cached, err := sr.run(ctx, &r)
 		prog.done()
 		if err != nil {
 			return fmt.Errorf("class %s (%s): %w", r.class.Name, r.platform, err)
@@ -134,7 +139,7 @@ func runBuildFile(ctx context.Context, fl *pflag.FlagSet, path string, names []s
 			fmt.Fprintf(stderr, "imgfab build: %s: warning: %s\n", r.class.Name, w)
 		}
 		if asJSON {
-			if err := enc.Encode(classResult{r.class.Name, r.platform.String(), res}); err != nil {
+			if err := enc.Encode(classResult{r.class.Name, r.platform.String(), res, cached}); err != nil {
 				return err
 			}
 		} else {
@@ -143,7 +148,7 @@ func runBuildFile(ctx context.Context, fl *pflag.FlagSet, path string, names []s
 				if o.Path == "-" {
 					w = stderr
 				}
-				fmt.Fprintf(w, "%s %s: %s: %s, %d MiB virtual, sha256 %s\n", r.class.Name, r.platform, o.Path, o.Format, res.VirtualSize>>20, o.SHA256)
+				fmt.Fprintf(w, "%s %s: %s: %s, %d MiB virtual, sha256 %s%s\n", r.class.Name, r.platform, o.Path, o.Format, res.VirtualSize>>20, o.SHA256, cachedNote(cached))
 			}
 		}
 		if pushSel != nil {

@@ -4,6 +4,8 @@
 //	imgfab convert [flags] IN OUT   disk image → another format
 //	imgfab inspect [--json] DISK    what is on a disk image
 //	imgfab push TARGET [flags] DISK upload to AWS, GCP, Azure or an OCI registry
+//	imgfab lock -f FILE             pin a class file's sources in imgfab.lock
+//	imgfab cache ls|prune           the local cache of blobs and finished outputs
 //	imgfab version
 //
 // Exit status: 0 success, 1 failure, 2 usage error.
@@ -43,6 +45,8 @@ var commands = []command{
 	{"convert", "convert a disk image: raw, qcow2, VMDK, VHD or GCE tarball in; any output format out", runConvert},
 	{"inspect", "show the partitions, boot entries, kernel command line and OS of a disk image (any format convert reads)", runInspect},
 	{"push", "upload a disk image to AWS, GCP, Azure or an OCI registry", runPush},
+	{"lock", "resolve a class file's sources and write imgfab.lock; fill the cache", runLock},
+	{"cache", "list (ls) or prune the local cache of blobs and finished outputs", runCache},
 	{"version", "print the version", runVersion},
 }
 
