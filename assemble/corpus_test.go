@@ -3,9 +3,7 @@ package assemble_test
 import (
 	"bytes"
 	"fmt"
-	"io"
 	"io/fs"
-	"log"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -13,15 +11,10 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"sync"
 	"testing"
 
-	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/registry"
-	"github.com/google/go-containerregistry/pkg/v1/layout"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
-
 	"github.com/imgfab/imgfab/assemble"
+	"github.com/imgfab/imgfab/internal/testimage"
 	"github.com/imgfab/imgfab/internal/testtool"
 	"github.com/imgfab/imgfab/testdata/hostile"
 )
@@ -115,7 +108,7 @@ func TestHostileCorpus(t *testing.T) {
 			}
 			checkOracles(t, raw, res)
 			root := res.Partitions[1]
-			fsimg := extract(t, raw, root.Offset, root.Size)
+			fsimg := testtool.Extract(t, raw, root.Offset, root.Size)
 			for _, ck := range c.Checks {
 				o, _ := exec.Command(debugfs, "-R", ck.Cmd, fsimg).CombinedOutput()
 				if !strings.Contains(string(o), ck.Want) {
@@ -126,69 +119,18 @@ func TestHostileCorpus(t *testing.T) {
 	}
 }
 
-// faultProxy serves go-containerregistry's registry, with faults injected per request.
-type faultProxy struct {
-	reg   http.Handler
-	mu    sync.Mutex
-	hits  map[string]int
-	fault func(w http.ResponseWriter, r *http.Request, hit int, real *httptest.ResponseRecorder) bool
-}
-
-func (f *faultProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	f.mu.Lock()
-	f.hits[r.Method+" "+r.URL.Path]++
-	hit, fault := f.hits[r.Method+" "+r.URL.Path], f.fault
-	f.mu.Unlock()
-	if fault == nil || r.Method != http.MethodGet {
-		f.reg.ServeHTTP(w, r)
-		return
-	}
-	rec := httptest.NewRecorder()
-	f.reg.ServeHTTP(rec, r)
-	if fault(w, r, hit, rec) {
-		return
-	}
-	for k, v := range rec.Header() {
-		w.Header()[k] = v
-	}
-	w.WriteHeader(rec.Code)
-	w.Write(rec.Body.Bytes())
-}
-
-func (f *faultProxy) set(fault func(w http.ResponseWriter, r *http.Request, hit int, real *httptest.ResponseRecorder) bool) {
-	f.mu.Lock()
-	f.hits, f.fault = make(map[string]int), fault
-	f.mu.Unlock()
-}
-
 // TestRegistryFaultsBuild: a build from a loopback registry that breaks blob downloads off
 // mid-stream and answers 503 gives the same disk as a fault-free build; one that always serves the
 // wrong bytes for a layer fails naming the layer, and leaves nothing.
 func TestRegistryFaultsBuild(t *testing.T) {
-	fp := &faultProxy{reg: registry.New(registry.Logger(log.New(io.Discard, "", 0))), hits: map[string]int{}}
+	fp := testimage.NewFaultyRegistry()
 	srv := httptest.NewServer(fp)
 	defer srv.Close()
 	host := strings.TrimPrefix(srv.URL, "http://")
 	// A layer above 4 MiB is streamed, the small one is read whole: both retry paths run.
-	big := []ent{reg("srv/noise", noiseString(5<<20), 0o644)}
-	dir := writeLayout(t, "f", gz(tarBytes(t, bootEntries())), gz(tarBytes(t, big)))
-	p, err := layout.FromPath(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	idx, _ := p.ImageIndex()
-	m, err := idx.IndexManifest()
-	if err != nil {
-		t.Fatal(err)
-	}
-	img, err := p.Image(m.Manifests[0].Digest)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ref, _ := name.ParseReference(host+"/imgfab/faults:1", name.Insecure)
-	if err := remote.Write(ref, img); err != nil {
-		t.Fatal(err)
-	}
+	big := []testimage.Entry{testimage.Reg("srv/noise", noiseString(5<<20), 0o644)}
+	dir := testimage.WriteLayout(t, "f", testimage.GzipTar(t, testimage.BootEntries()), testimage.GzipTar(t, big))
+	img := testimage.PushLayout(t, dir, host+"/imgfab/faults:1")
 	ls, _ := img.Layers()
 	bigDigest, _ := ls[1].Digest()
 	out := t.TempDir()
@@ -200,16 +142,11 @@ func TestRegistryFaultsBuild(t *testing.T) {
 	}
 	clean := run(t, insecure(filepath.Join(out, "clean.raw")))
 
-	fp.set(func(w http.ResponseWriter, r *http.Request, hit int, real *httptest.ResponseRecorder) bool {
+	fp.ResetHits()
+	fp.SetFault(func(w http.ResponseWriter, r *http.Request, hit int, real *httptest.ResponseRecorder) bool {
 		switch {
 		case strings.Contains(r.URL.Path, "/blobs/") && hit == 1: // broken off half way
-			for k, v := range real.Header() {
-				w.Header()[k] = v
-			}
-			w.WriteHeader(real.Code)
-			w.Write(real.Body.Bytes()[:real.Body.Len()/2])
-			w.(http.Flusher).Flush()
-			panic(http.ErrAbortHandler)
+			testimage.DropAfterHalf(w, real)
 		case hit == 2 || strings.Contains(r.URL.Path, "/manifests/") && hit == 1:
 			http.Error(w, "busy", http.StatusServiceUnavailable)
 			return true
@@ -220,13 +157,12 @@ func TestRegistryFaultsBuild(t *testing.T) {
 	if faulty.Outputs[0].SHA256 != clean.Outputs[0].SHA256 {
 		t.Errorf("with faults sha256 %s, without %s", faulty.Outputs[0].SHA256, clean.Outputs[0].SHA256)
 	}
-	fp.mu.Lock()
-	if n := fp.hits["GET /v2/imgfab/faults/blobs/"+bigDigest.String()]; n != 3 {
+	if n := fp.Hits()["GET /v2/imgfab/faults/blobs/"+bigDigest.String()]; n != 3 {
 		t.Errorf("big layer blob fetched %d times, want 3 (broken, 503, good)", n)
 	}
-	fp.mu.Unlock()
 
-	fp.set(func(w http.ResponseWriter, r *http.Request, hit int, real *httptest.ResponseRecorder) bool {
+	fp.ResetHits()
+	fp.SetFault(func(w http.ResponseWriter, r *http.Request, hit int, real *httptest.ResponseRecorder) bool {
 		if !strings.HasSuffix(r.URL.Path, bigDigest.String()) {
 			return false
 		}

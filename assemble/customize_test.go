@@ -11,24 +11,26 @@ import (
 
 	"github.com/imgfab/imgfab/assemble"
 	"github.com/imgfab/imgfab/customize"
+	"github.com/imgfab/imgfab/internal/testimage"
+	"github.com/imgfab/imgfab/internal/testtool"
 	"github.com/imgfab/imgfab/rootfs/ext4"
 )
 
 const testKey = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGq1hA2Yb+0lq0U2d4sO2mUpQzQbqk5cZ3gWq8v9m0Xx ops@example"
 
 // customTree is a small image with the account databases and one installable unit.
-func customTree() []ent {
-	e := bootEntries()
+func customTree() []testimage.Entry {
+	e := testimage.BootEntries()
 	return append(e,
-		dir("etc/", 0o755),
-		reg("etc/passwd", "root:x:0:0:root:/root:/bin/sh\n", 0o644),
-		reg("etc/group", "root:x:0:\nsudo:x:27:\n", 0o644),
-		reg("etc/shadow", "root:*:19000:0:99999:7:::\n", 0o640),
-		reg("etc/gshadow", "root:*::\nsudo:*::\n", 0o640),
-		reg("etc/hostname", "localhost\n", 0o644),
-		dir("usr/lib/systemd/system/", 0o755),
-		reg("usr/lib/systemd/system/hello.service", "[Unit]\nDescription=hello\n[Service]\nExecStart=/bin/true\n[Install]\nWantedBy=multi-user.target\n", 0o644),
-		dir("home/", 0o755),
+		testimage.Dir("etc/", 0o755),
+		testimage.Reg("etc/passwd", "root:x:0:0:root:/root:/bin/sh\n", 0o644),
+		testimage.Reg("etc/group", "root:x:0:\nsudo:x:27:\n", 0o644),
+		testimage.Reg("etc/shadow", "root:*:19000:0:99999:7:::\n", 0o640),
+		testimage.Reg("etc/gshadow", "root:*::\nsudo:*::\n", 0o640),
+		testimage.Reg("etc/hostname", "localhost\n", 0o644),
+		testimage.Dir("usr/lib/systemd/system/", 0o755),
+		testimage.Reg("usr/lib/systemd/system/hello.service", "[Unit]\nDescription=hello\n[Service]\nExecStart=/bin/true\n[Install]\nWantedBy=multi-user.target\n", 0o644),
+		testimage.Dir("home/", 0o755),
 	)
 }
 
@@ -61,7 +63,7 @@ func openRoot(t *testing.T, raw string, res assemble.Result) fs.FS {
 // TestCustomizeLayer builds with Plan.Customize and checks the generated layer in the root
 // filesystem, the result, the seed and reproducibility.
 func TestCustomizeLayer(t *testing.T) {
-	src := writeLayout(t, "custom", gz(tarBytes(t, customTree())))
+	src := testimage.WriteLayout(t, "custom", testimage.GzipTar(t, customTree()))
 	out := t.TempDir()
 	raw := filepath.Join(out, "disk.raw")
 	p := plan("oci:"+src+":custom", raw)
@@ -106,13 +108,13 @@ func TestCustomizeLayer(t *testing.T) {
 	if l, err := fsys.(fs.ReadLinkFS).ReadLink("etc/systemd/system/multi-user.target.wants/hello.service"); err != nil || l != "/usr/lib/systemd/system/hello.service" {
 		t.Errorf("wants link %q, %v", l, err)
 	}
-	sum := fileSum(t, raw)
+	sum := testtool.FileSum(t, raw)
 
 	// Again: the same bytes.
 	raw2 := filepath.Join(out, "again.raw")
 	p.Outputs = []assemble.Output{{Path: raw2}}
 	res2 := run(t, p)
-	if fileSum(t, raw2) != sum || res2.Customize.Digest != res.Customize.Digest {
+	if testtool.FileSum(t, raw2) != sum || res2.Customize.Digest != res.Customize.Digest {
 		t.Errorf("a rebuild gave other bytes")
 	}
 	// Without the customisation: other identifiers (the layer is in the seed).
@@ -126,7 +128,7 @@ func TestCustomizeLayer(t *testing.T) {
 
 // TestCustomizeErrors: an error of the customisation names the step and the item.
 func TestCustomizeErrors(t *testing.T) {
-	src := writeLayout(t, "custom", gz(tarBytes(t, customTree())))
+	src := testimage.WriteLayout(t, "custom", testimage.GzipTar(t, customTree()))
 	p := plan("oci:"+src+":custom", filepath.Join(t.TempDir(), "disk.raw"))
 	p.Customize = &customize.Config{Units: customize.Units{Enable: []customize.Unit{{Name: "nope.service", Where: "imgfab.yaml:9:17"}}}}
 	msg := runErr(t, p)

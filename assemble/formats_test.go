@@ -5,6 +5,8 @@ import (
 	"runtime"
 	"strconv"
 	"testing"
+
+	"github.com/imgfab/imgfab/internal/testtool"
 )
 
 // TestReproducibleEveryFormat (issue 3, "Done when" 3): the demo built into every format in one
@@ -31,7 +33,7 @@ func TestReproducibleEveryFormat(t *testing.T) {
 		}()
 		var sums []string
 		for _, o := range p.Outputs {
-			sums = append(sums, fileSum(t, o.Path))
+			sums = append(sums, testtool.FileSum(t, o.Path))
 		}
 		if i == 0 {
 			first = sums

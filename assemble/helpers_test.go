@@ -2,34 +2,21 @@ package assemble_test
 
 // Helpers of the pipeline tests: synthetic OCI layouts, the cached fixtures, assemble.Run with the
 // options `imgfab build` gives by default, and the structural oracles (sgdisk, fsck.vfat, e2fsck).
-// The image helpers are the same as cmd/imgfab's (image_test.go), so both packages' tests build the
-// same inputs.
+// The images are internal/testimage's, as cmd/imgfab's tests build them, so both packages' tests
+// build the same inputs; the oracles are internal/testtool's.
 
 import (
-	"archive/tar"
-	"bytes"
-	"compress/gzip"
-	"crypto/sha256"
-	"encoding/hex"
-	"fmt"
-	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
-	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/empty"
-	"github.com/google/go-containerregistry/pkg/v1/layout"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/static"
-	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/imgfab/imgfab/assemble"
+	"github.com/imgfab/imgfab/internal/testimage"
 	"github.com/imgfab/imgfab/internal/testtool"
 )
 
@@ -143,65 +130,14 @@ func sandbox(t *testing.T, base string) func() {
 	}
 }
 
-func fileSum(t testing.TB, path string) string {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		t.Fatal(err)
-	}
-	return hex.EncodeToString(h.Sum(nil))
-}
-
-// extract copies [off, off+size) of a file into a new sparse file, for oracles that take a
-// whole-file filesystem (e2fsck, fsck.vfat).
-func extract(t testing.TB, path string, off, size int64) string {
-	t.Helper()
-	out := filepath.Join(t.TempDir(), fmt.Sprintf("part-%d.img", off))
-	cmd := exec.Command("dd", "if="+path, "of="+out, "bs=1M", "iflag=skip_bytes,count_bytes",
-		fmt.Sprintf("skip=%d", off), fmt.Sprintf("count=%d", size), "conv=sparse", "status=none")
-	if o, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("dd: %v\n%s", err, o)
-	}
-	if err := os.Truncate(out, size); err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
-// checkOracles runs every structural oracle on a raw disk built by assemble.Run.
+// checkOracles is testtool.CheckDisk on a raw disk built by assemble.Run.
 func checkOracles(t *testing.T, raw string, res assemble.Result) {
 	t.Helper()
-	e2fsck := testtool.Need(t, "e2fsck", "e2fsprogs")
-	fsck := testtool.Need(t, "fsck.vfat", "dosfstools")
-	sgdisk := testtool.Need(t, "sgdisk", "gdisk")
-	if out, err := exec.Command(sgdisk, "-v", raw).CombinedOutput(); err != nil || !strings.Contains(string(out), "No problems found") {
-		t.Errorf("sgdisk -v: %v\n%s", err, out)
+	parts := make([]testtool.Part, len(res.Partitions))
+	for i, p := range res.Partitions {
+		parts[i] = testtool.Part{Name: p.Name, Offset: p.Offset, Size: p.Size}
 	}
-	// ESP and root, plus the BIOS boot partition of a hybrid or BIOS image (no filesystem).
-	if len(res.Partitions) < 2 || len(res.Partitions) > 3 || res.Partitions[0].Name != "esp" || res.Partitions[1].Name != "root-x86-64" ||
-		len(res.Partitions) == 3 && res.Partitions[2].Name != "bios" {
-		t.Fatalf("want esp, root-x86-64 [, bios], got %+v", res.Partitions)
-	}
-	esp, root := res.Partitions[0], res.Partitions[1]
-	if out, err := exec.Command(fsck, "-n", extract(t, raw, esp.Offset, esp.Size)).CombinedOutput(); err != nil {
-		t.Errorf("fsck.vfat -n: %v\n%s", err, out)
-	}
-	out, err := exec.Command(e2fsck, "-fn", extract(t, raw, root.Offset, root.Size)).CombinedOutput()
-	if err != nil {
-		t.Errorf("e2fsck -fn: %v\n%s", err, out)
-	}
-	// EXT4.md §13.1: nothing but the pass lines and the summary.
-	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
-		if strings.HasPrefix(line, "e2fsck ") || strings.HasPrefix(line, "Pass ") || strings.Contains(line, " files (") && strings.HasSuffix(line, " blocks") {
-			continue
-		}
-		t.Errorf("e2fsck -fn printed %q", line)
-	}
+	testtool.CheckDisk(t, raw, parts)
 }
 
 // emptyDir fails when dir holds anything.
@@ -212,162 +148,11 @@ func emptyDir(t *testing.T, dir string) {
 	}
 }
 
-// ent is one tar entry of a synthetic layer.
-type ent struct {
-	hdr  tar.Header
-	body string
-}
-
-func reg(name, body string, mode int64) ent {
-	return ent{tar.Header{Typeflag: tar.TypeReg, Name: name, Mode: mode, Size: int64(len(body)), ModTime: time.Unix(1600000000, 0)}, body}
-}
-func dir(name string, mode int64) ent {
-	return ent{hdr: tar.Header{Typeflag: tar.TypeDir, Name: name, Mode: mode, ModTime: time.Unix(1600000000, 0)}}
-}
-func symlink(name, target string) ent {
-	return ent{hdr: tar.Header{Typeflag: tar.TypeSymlink, Name: name, Linkname: target, Mode: 0o777, ModTime: time.Unix(1600000000, 0)}}
-}
-func hardlink(name, target string) ent {
-	return ent{hdr: tar.Header{Typeflag: tar.TypeLink, Name: name, Linkname: target, ModTime: time.Unix(1600000000, 0)}}
-}
-
-// bootEntries is the minimum a tree needs for a build to succeed (a fake kernel and loader:
-// enough for the filesystem checks, not for a boot).
-func bootEntries() []ent {
-	return []ent{
-		dir("boot/", 0o755),
-		reg("boot/vmlinuz-1.0", "not really a kernel", 0o644),
-		reg("boot/initrd.img-1.0", "not really an initrd", 0o644),
-		dir("usr/", 0o755), dir("usr/lib/", 0o755), dir("usr/lib/systemd/", 0o755), dir("usr/lib/systemd/boot/", 0o755),
-		dir("usr/lib/systemd/boot/efi/", 0o755),
-		reg("usr/lib/systemd/boot/efi/systemd-bootx64.efi", "MZ not really systemd-boot", 0o644),
-	}
-}
-
-// contentTree exercises every kind of entry the ext4 writer must carry through the whole pipeline.
-func contentTree() []ent {
-	mt := time.Unix(1600000000, 123456789)
-	e := bootEntries()
-	e = append(e,
-		dir("etc/", 0o755),
-		reg("etc/os-release", "PRETTY_NAME=\"imgfab content test\"\n", 0o644),
-		dir("bin/", 0o755),
-		ent{tar.Header{Typeflag: tar.TypeReg, Name: "bin/su", Mode: 0o4755, Uid: 0, Gid: 0, Size: 3, ModTime: mt}, "su\n"},
-		ent{tar.Header{Typeflag: tar.TypeReg, Name: "bin/ping", Mode: 0o755, Size: 5, ModTime: mt, Format: tar.FormatPAX,
-			PAXRecords: map[string]string{"SCHILY.xattr.security.capability": "\x01\x00\x00\x02\x00\x20\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00",
-				"SCHILY.xattr.user.note": "hello"}}, "ping\n"},
-		hardlink("bin/su-again", "bin/su"),
-		hardlink("bin/su-third", "bin/su"),
-		symlink("bin/sh", "busybox"),
-		symlink("bin/long", "/"+strings.Repeat("x", 100)),
-		ent{hdr: tar.Header{Typeflag: tar.TypeDir, Name: "tmp/", Mode: 0o1777, ModTime: mt}},
-		ent{hdr: tar.Header{Typeflag: tar.TypeDir, Name: "srv/", Mode: 0o2775, Uid: 70000, Gid: 80000, ModTime: mt}},
-		ent{tar.Header{Typeflag: tar.TypeReg, Name: "srv/data", Mode: 0o640, Uid: 70000, Gid: 80000, Size: 200000, ModTime: mt, Format: tar.FormatPAX},
-			strings.Repeat("0123456789", 20000)},
-		dir("dev/", 0o755),
-		ent{hdr: tar.Header{Typeflag: tar.TypeChar, Name: "dev/null", Mode: 0o666, Devmajor: 1, Devminor: 3, ModTime: mt}},
-		ent{hdr: tar.Header{Typeflag: tar.TypeBlock, Name: "dev/big", Mode: 0o600, Devmajor: 300, Devminor: 70000, ModTime: mt}},
-		ent{hdr: tar.Header{Typeflag: tar.TypeFifo, Name: "dev/fifo", Mode: 0o644, ModTime: mt}},
-	)
-	return e
-}
-
-func tarBytes(t testing.TB, ents []ent) []byte {
-	t.Helper()
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	for _, e := range ents {
-		h := e.hdr
-		if h.Format == 0 && len(h.PAXRecords) > 0 {
-			h.Format = tar.FormatPAX
-		}
-		if err := tw.WriteHeader(&h); err != nil {
-			t.Fatalf("tar header %s: %v", h.Name, err)
-		}
-		if _, err := io.WriteString(tw, e.body); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := tw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return buf.Bytes()
-}
-
-func gz(b []byte) []byte {
-	var buf bytes.Buffer
-	zw := gzip.NewWriter(&buf)
-	zw.Write(b)
-	zw.Close()
-	return buf.Bytes()
-}
-
-// writeLayout writes an OCI layout holding one image made of the given layer blobs (already
-// compressed as wanted) and returns its directory. tag is the ref.name annotation.
-func writeLayout(t testing.TB, tag string, blobs ...[]byte) string {
-	t.Helper()
-	var ls []v1.Layer
-	for _, b := range blobs {
-		l, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil },
-			tarball.WithMediaType(types.OCILayer))
-		if err != nil {
-			t.Fatal(err)
-		}
-		ls = append(ls, l)
-	}
-	return writeLayoutLayers(t, tag, ls...)
-}
-
-// writeLayoutLayers is writeLayout for ready layers.
-func writeLayoutLayers(t testing.TB, tag string, ls ...v1.Layer) string {
-	t.Helper()
-	return writeLayoutCreated(t, tag, time.Unix(1650000000, 0), ls...)
-}
-
-// writeLayoutCreated is writeLayoutLayers with the config's created time.
-func writeLayoutCreated(t testing.TB, tag string, created time.Time, ls ...v1.Layer) string {
-	t.Helper()
-	img := mutate.MediaType(empty.Image, types.OCIManifestSchema1)
-	img = mutate.ConfigMediaType(img, types.OCIConfigJSON)
-	for _, l := range ls {
-		var err error
-		img, err = mutate.Append(img, mutate.Addendum{Layer: l, MediaType: types.OCILayer})
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	cf, err := img.ConfigFile()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cf = cf.DeepCopy()
-	cf.Architecture, cf.OS = "amd64", "linux"
-	cf.Created = v1.Time{Time: created}
-	img, err = mutate.ConfigFile(img, cf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	p, err := layout.Write(dir, empty.Index)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.AppendImage(img, layout.WithAnnotations(map[string]string{"org.opencontainers.image.ref.name": tag})); err != nil {
-		t.Fatal(err)
-	}
-	return dir
-}
-
 // writeStaticLayout writes a layout whose second layer is the given blob with a matching digest,
 // so only its decompression can fail.
 func writeStaticLayout(t *testing.T, blob []byte) string {
-	good, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
-		return io.NopCloser(bytes.NewReader(gz(tarBytes(t, bootEntries())))), nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return writeLayoutLayers(t, "h", good, static.NewLayer(blob, types.OCILayer))
+	good := testimage.Layer(t, testimage.GzipTar(t, testimage.BootEntries()))
+	return testimage.WriteLayoutLayers(t, "h", good, static.NewLayer(blob, types.OCILayer))
 }
 
 func corruptBiggestBlob(t *testing.T, dir string) {

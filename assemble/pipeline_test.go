@@ -1,9 +1,7 @@
 package assemble_test
 
 import (
-	"bytes"
 	"errors"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,10 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/v1/tarball"
-	"github.com/google/go-containerregistry/pkg/v1/types"
-
 	"github.com/imgfab/imgfab/assemble"
+	"github.com/imgfab/imgfab/internal/testimage"
 	"github.com/imgfab/imgfab/internal/testtool"
 	"github.com/imgfab/imgfab/rootfs/ext4"
 )
@@ -24,7 +20,7 @@ import (
 func TestBuildContent(t *testing.T) {
 	debugfs := testtool.Need(t, "debugfs", "e2fsprogs")
 	qemuImg := testtool.Need(t, "qemu-img", "qemu-utils")
-	src := writeLayout(t, "content", gz(tarBytes(t, contentTree())))
+	src := testimage.WriteLayout(t, "content", testimage.GzipTar(t, testimage.ContentTree()))
 	out := t.TempDir()
 	raw, qcow := filepath.Join(out, "disk.raw"), filepath.Join(out, "disk.qcow2")
 	p := plan("oci:"+src+":content", raw, qcow)
@@ -44,7 +40,7 @@ func TestBuildContent(t *testing.T) {
 		t.Errorf("kernel %q initrd %q", res.Kernel, res.Initrd)
 	}
 	root := res.Partitions[1]
-	fsimg := extract(t, raw, root.Offset, root.Size)
+	fsimg := testtool.Extract(t, raw, root.Offset, root.Size)
 	dfs := func(cmd string) string {
 		o, err := exec.Command(debugfs, "-R", cmd, fsimg).CombinedOutput()
 		if err != nil {
@@ -83,13 +79,13 @@ func TestBuildContent(t *testing.T) {
 
 // TestReproducible builds the same input twice in different directories: same bytes.
 func TestReproducible(t *testing.T) {
-	src := writeLayout(t, "r", gz(tarBytes(t, contentTree())))
+	src := testimage.WriteLayout(t, "r", testimage.GzipTar(t, testimage.ContentTree()))
 	var sums [2][2]string
 	for i := range sums {
 		out := t.TempDir()
 		res := run(t, plan("oci:"+src, filepath.Join(out, "d.raw"), filepath.Join(out, "d.qcow2")))
 		sums[i] = [2]string{res.Outputs[0].SHA256, res.Outputs[1].SHA256}
-		if got := fileSum(t, filepath.Join(out, "d.raw")); got != res.Outputs[0].SHA256 {
+		if got := testtool.FileSum(t, filepath.Join(out, "d.raw")); got != res.Outputs[0].SHA256 {
 			t.Fatalf("Result sha256 %s, file has %s", res.Outputs[0].SHA256, got)
 		}
 	}
@@ -109,18 +105,18 @@ func TestReproducible(t *testing.T) {
 // TestHostileLayers: each hostile input ends with an error naming the layer and entry, and nothing
 // at the output path (nor any temporary file beside it, in TMPDIR, HOME or the working directory).
 func TestHostileLayers(t *testing.T) {
-	good := gz(tarBytes(t, bootEntries()))
-	full := gz(tarBytes(t, append(bootEntries(), reg("big", strings.Repeat("x", 1<<20), 0o644))))
+	good := testimage.GzipTar(t, testimage.BootEntries())
+	full := testimage.GzipTar(t, append(testimage.BootEntries(), testimage.Reg("big", strings.Repeat("x", 1<<20), 0o644)))
 	cases := []struct {
 		name  string
 		layer []byte
 		mod   func(dir string) // damages the layout after writing
 		want  []string
 	}{
-		{"dotdot", gz(tarBytes(t, []ent{reg("../../etc/evil", "x", 0o644)})), nil, []string{"../../etc/evil"}},
-		{"absolute-symlink-write-through", gz(tarBytes(t, []ent{symlink("etc", "/etc"), reg("etc/passwd", "evil", 0o644)})), nil,
+		{"dotdot", testimage.GzipTar(t, []testimage.Entry{testimage.Reg("../../etc/evil", "x", 0o644)}), nil, []string{"../../etc/evil"}},
+		{"absolute-symlink-write-through", testimage.GzipTar(t, []testimage.Entry{testimage.Symlink("etc", "/etc"), testimage.Reg("etc/passwd", "evil", 0o644)}), nil,
 			[]string{"etc/passwd"}},
-		{"hardlink-outside", gz(tarBytes(t, []ent{hardlink("shadow", "../../../etc/shadow")})), nil, []string{"shadow"}},
+		{"hardlink-outside", testimage.GzipTar(t, []testimage.Entry{testimage.Hardlink("shadow", "../../../etc/shadow")}), nil, []string{"shadow"}},
 		{"truncated-gzip", full[:len(full)/2], nil, []string{"sha256:"}},
 		{"digest-mismatch", good, func(dir string) { corruptBiggestBlob(t, dir) }, []string{"sha256:", "digest"}},
 	}
@@ -130,7 +126,7 @@ func TestHostileLayers(t *testing.T) {
 			if c.name == "truncated-gzip" {
 				src = writeStaticLayout(t, c.layer)
 			} else {
-				src = writeLayout(t, "h", good, c.layer)
+				src = testimage.WriteLayout(t, "h", good, c.layer)
 			}
 			if c.mod != nil {
 				c.mod(src)
@@ -162,7 +158,7 @@ func TestSizeTooSmall(t *testing.T) {
 	for i := 0; len(big) < 6<<20; i++ {
 		big = append(big, byte(i*7919>>3)) // not all zero: zero blocks would become holes
 	}
-	src := writeLayout(t, "s", gz(tarBytes(t, append(bootEntries(), reg("big", string(big), 0o644)))))
+	src := testimage.WriteLayout(t, "s", testimage.GzipTar(t, append(testimage.BootEntries(), testimage.Reg("big", string(big), 0o644))))
 	out := t.TempDir()
 	p := plan("oci:"+src, filepath.Join(out, "d.raw"))
 	p.Size, p.ESPSize = 4<<20, 1<<20 // --size 4MiB --esp-size 1MiB
@@ -180,7 +176,7 @@ func TestSizeTooSmall(t *testing.T) {
 
 // TestMissingKernel: an image without a kernel fails naming the places looked at.
 func TestMissingKernel(t *testing.T) {
-	src := writeLayout(t, "k", gz(tarBytes(t, []ent{reg("etc/hostname", "x\n", 0o644)})))
+	src := testimage.WriteLayout(t, "k", testimage.GzipTar(t, []testimage.Entry{testimage.Reg("etc/hostname", "x\n", 0o644)}))
 	out := t.TempDir()
 	msg := runErr(t, plan("oci:"+src, filepath.Join(out, "d.qcow2")))
 	if !strings.Contains(msg, "/boot/vmlinuz-*") || !strings.Contains(msg, "/usr/lib/modules/*/vmlinuz") {
@@ -194,7 +190,7 @@ func TestMissingKernel(t *testing.T) {
 // TestSizeMoreThanFormatHolds: a Size the output format cannot hold fails before any work, naming
 // the output.
 func TestSizeMoreThanFormatHolds(t *testing.T) {
-	src := writeLayout(t, "n", gz(tarBytes(t, bootEntries())))
+	src := testimage.WriteLayout(t, "n", testimage.GzipTar(t, testimage.BootEntries()))
 	out := t.TempDir()
 	p := plan("oci:"+src, filepath.Join(out, "d.vhd"))
 	p.Size = 3 << 40 // --size 3TiB
@@ -211,14 +207,9 @@ func TestSizeMoreThanFormatHolds(t *testing.T) {
 // image's created time before 1970 is clamped to 0 with a warning in the Result.
 func TestEarlyEpochClampedOnESP(t *testing.T) {
 	mdir := testtool.Need(t, "mdir", "mtools")
-	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
-		return io.NopCloser(bytes.NewReader(gz(tarBytes(t, bootEntries())))), nil
-	}, tarball.WithMediaType(types.OCILayer))
-	if err != nil {
-		t.Fatal(err)
-	}
-	zero := writeLayoutCreated(t, "z", time.Time{}.Add(time.Second), layer) // 0001-01-01T00:00:01Z
-	epoch0 := writeLayout(t, "e", gz(tarBytes(t, bootEntries())))
+	layer := testimage.Layer(t, testimage.GzipTar(t, testimage.BootEntries()))
+	zero := testimage.WriteLayoutCreated(t, "z", time.Time{}.Add(time.Second), layer) // 0001-01-01T00:00:01Z
+	epoch0 := testimage.WriteLayout(t, "e", testimage.GzipTar(t, testimage.BootEntries()))
 	for _, c := range []struct {
 		name, src string
 		epoch     *int64

@@ -83,20 +83,6 @@ func run(t testing.TB, name string, args ...string) ([]byte, int) {
 	return out, 0
 }
 
-func fileSHA(t testing.TB, path string) [32]byte {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		t.Fatal(err)
-	}
-	return [32]byte(h.Sum(nil))
-}
-
 const (
 	kib = int64(1) << 10
 	mib = int64(1) << 20
@@ -282,7 +268,7 @@ func TestQcow2Random(t *testing.T) {
 		if err := WriteFile(ctx, rawOut, raw{}, openDisk(t, rawPath)); err != nil {
 			t.Fatal(err)
 		}
-		if fileSHA(t, rawOut) != fileSHA(t, rawPath) {
+		if testtool.FileSHA256(t, rawOut) != testtool.FileSHA256(t, rawPath) {
 			t.Errorf("case %d: raw output differs", i)
 		}
 	}
@@ -311,7 +297,7 @@ func TestQcow2Reproducible(t *testing.T) {
 			if err := WriteFile(ctx, out, qcow2{}, openDisk(t, in)); err != nil {
 				t.Fatal(err)
 			}
-			if fileSHA(t, out) != sums[0] {
+			if testtool.FileSHA256(t, out) != sums[0] {
 				t.Errorf("qcow2 to a file differs from qcow2 to a buffer")
 			}
 		}
@@ -423,12 +409,12 @@ func TestRaw(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
 			in := makeSparse(t, dir, tc.size, tc.pieces)
-			want := fileSHA(t, in)
+			want := testtool.FileSHA256(t, in)
 			out := filepath.Join(dir, "out.img")
 			if err := WriteFile(ctx, out, raw{}, openDisk(t, in)); err != nil {
 				t.Fatal(err)
 			}
-			if got := fileSHA(t, out); got != want {
+			if got := testtool.FileSHA256(t, out); got != want {
 				t.Errorf("raw file sha256 %x, want %x", got, want)
 			}
 			if bi, bo := dataBytes(t, in), dataBytes(t, out); bo > bi {
@@ -466,7 +452,7 @@ func TestRawZeroDataBecomesHoles(t *testing.T) {
 	if err := WriteFile(context.Background(), out, raw{}, openDisk(t, in)); err != nil {
 		t.Fatal(err)
 	}
-	if fileSHA(t, out) != fileSHA(t, in) {
+	if testtool.FileSHA256(t, out) != testtool.FileSHA256(t, in) {
 		t.Fatal("raw output differs from input")
 	}
 	if b := stBlocks(t, out); b*512 > 1*mib {
@@ -490,7 +476,7 @@ func TestRawOverwritesOldContent(t *testing.T) {
 	if err := (raw{}).Write(context.Background(), f, openDisk(t, in)); err != nil {
 		t.Fatal(err)
 	}
-	if fileSHA(t, outPath) != fileSHA(t, in) {
+	if testtool.FileSHA256(t, outPath) != testtool.FileSHA256(t, in) {
 		t.Error("raw over an old file: output differs from input")
 	}
 }

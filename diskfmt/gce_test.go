@@ -22,16 +22,8 @@ import (
 // paddedSHA is the sha256 of a raw file followed by zeros up to size.
 func paddedSHA(t *testing.T, path string, size int64) [32]byte {
 	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
 	h := sha256.New()
-	n, err := io.Copy(h, f)
-	if err != nil {
-		t.Fatal(err)
-	}
+	n := testtool.HashFile(t, h, path)
 	for n < size {
 		m := min(size-n, int64(len(zeros)))
 		h.Write(zeros[:m])

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/imgfab/imgfab/internal/testtool"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/golden.sha256 from what the writers make now")
@@ -48,7 +50,7 @@ func TestGolden(t *testing.T) {
 		if err := WriteFile(ctx, out, f, d); err != nil {
 			t.Fatalf("%s %s: %v", o.name, o.compress, err)
 		}
-		sum := fmt.Sprintf("%x", fileSHA(t, out))
+		sum := fmt.Sprintf("%x", testtool.FileSHA256(t, out))
 		key := o.name
 		if o.compress != "" {
 			key += "+" + o.compress

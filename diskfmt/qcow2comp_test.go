@@ -295,7 +295,7 @@ func TestQcow2CompressedDeterministic(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			sums = append(sums, fileSHA(t, out))
+			sums = append(sums, testtool.FileSHA256(t, out))
 			if i == 0 {
 				h := sha256.New()
 				if err := f.Write(ctx, struct{ io.Writer }{h}, openDisk(t, rawPath)); err != nil {

@@ -63,7 +63,7 @@ func TestRawCompressedCLI(t *testing.T) {
 			if err := cmd.Run(); err != nil {
 				t.Fatalf("%s -d -c: %v: %s", rc.tool, err, stderr.Bytes())
 			}
-			if [32]byte(h.Sum(nil)) != fileSHA(t, rawPath) {
+			if [32]byte(h.Sum(nil)) != testtool.FileSHA256(t, rawPath) {
 				t.Errorf("%s -d of %s differs from the raw disk", rc.tool, out)
 			}
 			// The output is a stream: the same bytes to a non-file writer, and with GOMAXPROCS 1.
@@ -74,7 +74,7 @@ func TestRawCompressedCLI(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if sha256.Sum256(buf.Bytes()) != fileSHA(t, out) {
+			if sha256.Sum256(buf.Bytes()) != testtool.FileSHA256(t, out) {
 				t.Errorf("output to a buffer with GOMAXPROCS=1 differs from the file output")
 			}
 		})

@@ -230,7 +230,7 @@ func TestVHDReproducible(t *testing.T) {
 		if err := WriteFile(ctx, out, f, openDisk(t, a)); err != nil {
 			t.Fatal(err)
 		}
-		if fileSHA(t, out) != s0 {
+		if testtool.FileSHA256(t, out) != s0 {
 			t.Errorf("%s: to a file differs from to a hash", f.Name())
 		}
 	}

@@ -257,7 +257,7 @@ func TestVMDKReproducible(t *testing.T) {
 	if err := WriteFile(ctx, out, vmdk{}, openDisk(t, a)); err != nil {
 		t.Fatal(err)
 	}
-	if fileSHA(t, out) != s0 {
+	if testtool.FileSHA256(t, out) != s0 {
 		t.Errorf("vmdk to a file differs from vmdk to a hash")
 	}
 	old := runtime.GOMAXPROCS(1)

@@ -9,69 +9,27 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log"
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/static"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/imgfab/imgfab/internal/testimage"
 )
-
-// fault decides what a request gets: ok=false serves it normally. hit counts the requests of this
-// method and path so far, this one included.
-type fault func(w http.ResponseWriter, r *http.Request, hit int, real *httptest.ResponseRecorder) (handled bool)
-
-// faultyRegistry is go-containerregistry's registry on loopback behind a fault injector.
-type faultyRegistry struct {
-	reg   http.Handler
-	mu    sync.Mutex
-	hits  map[string]int
-	fault fault
-}
-
-func (f *faultyRegistry) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	f.mu.Lock()
-	key := r.Method + " " + r.URL.Path
-	f.hits[key]++
-	hit, fault := f.hits[key], f.fault
-	f.mu.Unlock()
-	if fault == nil || r.Method != http.MethodGet {
-		f.reg.ServeHTTP(w, r)
-		return
-	}
-	rec := httptest.NewRecorder()
-	f.reg.ServeHTTP(rec, r)
-	if fault(w, r, hit, rec) {
-		return
-	}
-	for k, v := range rec.Header() {
-		w.Header()[k] = v
-	}
-	w.WriteHeader(rec.Code)
-	w.Write(rec.Body.Bytes())
-}
-
-func (f *faultyRegistry) count(key string) int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.hits[key]
-}
 
 // retryFixture pushes an image with a small layer and a big one (streamed: above wholeBlobMax)
 // and returns its reference, the registry and the two layer blobs' paths on it.
 type retryFixture struct {
 	ref          string
-	reg          *faultyRegistry
+	reg          *testimage.FaultyRegistry
 	small, big   string // "/v2/test/blobs/sha256:…"
 	smallD, bigD v1.Hash
 	blobs        [2][]byte // small, big
@@ -112,7 +70,7 @@ func newRetryFixture(t *testing.T) *retryFixture {
 		d, _ := l.Digest()
 		ds = append(ds, d)
 	}
-	f := &faultyRegistry{reg: registry.New(registry.Logger(log.New(io.Discard, "", 0))), hits: make(map[string]int)}
+	f := testimage.NewFaultyRegistry()
 	srv := httptest.NewServer(f)
 	t.Cleanup(srv.Close)
 	host := strings.TrimPrefix(srv.URL, "http://")
@@ -150,18 +108,6 @@ func flattenSum(ref string) (string, error) {
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
-// dropAfterHalf sends the headers and half the body, then breaks the connection.
-func dropAfterHalf(w http.ResponseWriter, real *httptest.ResponseRecorder) {
-	for k, v := range real.Header() {
-		w.Header()[k] = v
-	}
-	w.WriteHeader(real.Code)
-	b := real.Body.Bytes()
-	w.Write(b[:len(b)/2])
-	w.(http.Flusher).Flush()
-	panic(http.ErrAbortHandler)
-}
-
 func TestRegistryFaults(t *testing.T) {
 	fx := newRetryFixture(t)
 	want, err := flattenSum(fx.ref)
@@ -171,34 +117,32 @@ func TestRegistryFaults(t *testing.T) {
 	isBlob := func(r *http.Request) bool { return r.URL.Path == fx.small || r.URL.Path == fx.big }
 
 	t.Run("drop-mid-blob", func(t *testing.T) {
-		before := fx.reg.count("GET " + fx.big)
-		fx.reg.fault = func(w http.ResponseWriter, r *http.Request, hit int, real *httptest.ResponseRecorder) bool {
+		before := fx.reg.Hits()["GET "+fx.big]
+		fx.reg.SetFault(func(w http.ResponseWriter, r *http.Request, hit int, real *httptest.ResponseRecorder) bool {
 			if isBlob(r) && hit <= before+2 && (r.URL.Path == fx.big || hit <= 2) {
-				dropAfterHalf(w, real)
+				testimage.DropAfterHalf(w, real)
 			}
 			return false
-		}
-		defer func() { fx.reg.fault = nil }()
+		})
+		defer fx.reg.SetFault(nil)
 		got, err := flattenSum(fx.ref)
 		if err != nil || got != want {
 			t.Fatalf("sum %s err %v; fault-free %s", got, err, want)
 		}
-		if n := fx.reg.count("GET " + fx.big); n-before != 3 {
+		if n := fx.reg.Hits()["GET "+fx.big]; n-before != 3 {
 			t.Errorf("big blob fetched %d times, want 3 (2 broken + 1)", n-before)
 		}
 	})
 	// go-containerregistry's remote image keeps a config it read half way; ours fetches it again.
 	t.Run("drop-config", func(t *testing.T) {
-		fx.reg.mu.Lock()
-		fx.reg.hits = make(map[string]int)
-		fx.reg.mu.Unlock()
-		fx.reg.fault = func(w http.ResponseWriter, r *http.Request, hit int, real *httptest.ResponseRecorder) bool {
+		fx.reg.ResetHits()
+		fx.reg.SetFault(func(w http.ResponseWriter, r *http.Request, hit int, real *httptest.ResponseRecorder) bool {
 			if strings.Contains(r.URL.Path, "/blobs/") && !isBlob(r) && hit == 1 {
-				dropAfterHalf(w, real)
+				testimage.DropAfterHalf(w, real)
 			}
 			return false
-		}
-		defer func() { fx.reg.fault = nil }()
+		})
+		defer fx.reg.SetFault(nil)
 		img, err := Resolve(context.Background(), fx.ref, WithInsecure(), WithRetry(3, time.Millisecond))
 		if err != nil {
 			t.Fatal(err)
@@ -207,14 +151,12 @@ func TestRegistryFaults(t *testing.T) {
 		if err != nil || cf.Architecture != "amd64" && cf.Architecture != "" {
 			t.Fatalf("config after a broken read: %+v, %v", cf, err)
 		}
-		fx.reg.mu.Lock()
 		n := 0
-		for k, v := range fx.reg.hits {
+		for k, v := range fx.reg.Hits() {
 			if strings.Contains(k, "/blobs/") && !strings.HasSuffix(k, fx.small) && !strings.HasSuffix(k, fx.big) {
 				n += v
 			}
 		}
-		fx.reg.mu.Unlock()
 		if n != 2 {
 			t.Errorf("config blob fetched %d times, want 2 (broken, good)", n)
 		}
@@ -224,7 +166,7 @@ func TestRegistryFaults(t *testing.T) {
 		}
 	})
 	t.Run("503-and-429", func(t *testing.T) {
-		fx.reg.fault = func(w http.ResponseWriter, r *http.Request, hit int, real *httptest.ResponseRecorder) bool {
+		fx.reg.SetFault(func(w http.ResponseWriter, r *http.Request, hit int, real *httptest.ResponseRecorder) bool {
 			if hit%2 == 1 { // every other request of each path, manifests and config too
 				code := http.StatusServiceUnavailable
 				if isBlob(r) {
@@ -234,21 +176,21 @@ func TestRegistryFaults(t *testing.T) {
 				return true
 			}
 			return false
-		}
-		defer func() { fx.reg.fault = nil }()
+		})
+		defer fx.reg.SetFault(nil)
 		got, err := flattenSum(fx.ref)
 		if err != nil || got != want {
 			t.Fatalf("sum %s err %v; fault-free %s", got, err, want)
 		}
 	})
 	t.Run("drop-always", func(t *testing.T) {
-		fx.reg.fault = func(w http.ResponseWriter, r *http.Request, hit int, real *httptest.ResponseRecorder) bool {
+		fx.reg.SetFault(func(w http.ResponseWriter, r *http.Request, hit int, real *httptest.ResponseRecorder) bool {
 			if r.URL.Path == fx.big {
-				dropAfterHalf(w, real)
+				testimage.DropAfterHalf(w, real)
 			}
 			return false
-		}
-		defer func() { fx.reg.fault = nil }()
+		})
+		defer fx.reg.SetFault(nil)
 		_, err := flattenSum(fx.ref)
 		if err == nil || !strings.Contains(err.Error(), fx.bigD.String()) || !strings.Contains(err.Error(), "after 3 attempt(s)") {
 			t.Fatalf("want an error naming %s and 3 attempts, got %v", fx.bigD, err)
@@ -277,8 +219,8 @@ func TestRegistryFaults(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			path, serve := *c.blob, c.serve
-			before := fx.reg.count("GET " + path)
-			fx.reg.fault = func(w http.ResponseWriter, r *http.Request, hit int, real *httptest.ResponseRecorder) bool {
+			before := fx.reg.Hits()["GET "+path]
+			fx.reg.SetFault(func(w http.ResponseWriter, r *http.Request, hit int, real *httptest.ResponseRecorder) bool {
 				if r.URL.Path != path {
 					return false
 				}
@@ -287,26 +229,26 @@ func TestRegistryFaults(t *testing.T) {
 				w.WriteHeader(http.StatusOK)
 				w.Write(b)
 				return true
-			}
-			defer func() { fx.reg.fault = nil }()
+			})
+			defer fx.reg.SetFault(nil)
 			_, err := flattenSum(fx.ref)
 			var de *DigestError
 			if !errors.As(err, &de) || de.Layer != c.d.String() || !strings.Contains(err.Error(), c.want) {
 				t.Fatalf("want a DigestError for %s with %q, got %v", c.d, c.want, err)
 			}
-			if n := fx.reg.count("GET " + path); n-before != c.fetch {
+			if n := fx.reg.Hits()["GET "+path]; n-before != c.fetch {
 				t.Errorf("blob fetched %d times, want %d (%v)", n-before, c.fetch, err)
 			}
 		})
 	}
 	t.Run("no-splice", func(t *testing.T) {
-		before := fx.reg.count("GET " + fx.big)
-		fx.reg.fault = func(w http.ResponseWriter, r *http.Request, hit int, real *httptest.ResponseRecorder) bool {
+		before := fx.reg.Hits()["GET "+fx.big]
+		fx.reg.SetFault(func(w http.ResponseWriter, r *http.Request, hit int, real *httptest.ResponseRecorder) bool {
 			if r.URL.Path != fx.big {
 				return false
 			}
 			if hit == before+1 {
-				dropAfterHalf(w, real)
+				testimage.DropAfterHalf(w, real)
 			}
 			// Fetched again: other bytes at the start.
 			b := append([]byte(nil), real.Body.Bytes()...)
@@ -315,8 +257,8 @@ func TestRegistryFaults(t *testing.T) {
 			w.WriteHeader(http.StatusOK)
 			w.Write(b)
 			return true
-		}
-		defer func() { fx.reg.fault = nil }()
+		})
+		defer fx.reg.SetFault(nil)
 		_, err := flattenSum(fx.ref)
 		if err == nil || !strings.Contains(err.Error(), "not spliced") || !strings.Contains(err.Error(), fx.bigD.String()) {
 			t.Fatalf("want a no-splice error naming %s, got %v", fx.bigD, err)
@@ -324,20 +266,20 @@ func TestRegistryFaults(t *testing.T) {
 	})
 	// Not transient: a missing blob is not retried.
 	t.Run("404-not-retried", func(t *testing.T) {
-		before := fx.reg.count("GET " + fx.small)
-		fx.reg.fault = func(w http.ResponseWriter, r *http.Request, hit int, real *httptest.ResponseRecorder) bool {
+		before := fx.reg.Hits()["GET "+fx.small]
+		fx.reg.SetFault(func(w http.ResponseWriter, r *http.Request, hit int, real *httptest.ResponseRecorder) bool {
 			if r.URL.Path == fx.small {
 				http.Error(w, `{"errors":[{"code":"BLOB_UNKNOWN","message":"gone"}]}`, http.StatusNotFound)
 				return true
 			}
 			return false
-		}
-		defer func() { fx.reg.fault = nil }()
+		})
+		defer fx.reg.SetFault(nil)
 		_, err := flattenSum(fx.ref)
 		if err == nil || !strings.Contains(err.Error(), fx.smallD.String()) || !strings.Contains(err.Error(), "after 1 attempt(s)") {
 			t.Fatalf("want an error naming %s after 1 attempt, got %v", fx.smallD, err)
 		}
-		if n := fx.reg.count("GET " + fx.small); n-before != 1 {
+		if n := fx.reg.Hits()["GET "+fx.small]; n-before != 1 {
 			t.Errorf("missing blob fetched %d times, want 1", n-before)
 		}
 	})

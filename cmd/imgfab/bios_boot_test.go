@@ -22,7 +22,7 @@ func TestDemoBootsHybrid(t *testing.T) {
 	args := []string{"oci:" + src + ":demo", "--boot", "hybrid", "--cmdline", "console=ttyS0 imgfab.test"}
 	build(t, append(args, "-o", a)...)
 	build(t, append(args, "-o", b)...)
-	if fileSum(t, a) != fileSum(t, b) {
+	if testtool.FileSum(t, a) != testtool.FileSum(t, b) {
 		t.Error("two hybrid builds differ")
 	}
 	if s := bootBIOS(t, a, "raw", 4*time.Minute); !strings.Contains(s, "IMGFAB-BOOT-OK") {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"archive/tar"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -10,9 +9,9 @@ import (
 	"reflect"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/imgfab/imgfab/assemble"
+	"github.com/imgfab/imgfab/internal/testimage"
 )
 
 func TestUsage(t *testing.T) {
@@ -39,34 +38,6 @@ func TestUsage(t *testing.T) {
 	}
 }
 
-// contentTree exercises every kind of entry the ext4 writer must carry through the whole pipeline.
-func contentTree() []ent {
-	mt := time.Unix(1600000000, 123456789)
-	e := bootEntries()
-	e = append(e,
-		dir("etc/", 0o755),
-		reg("etc/os-release", "PRETTY_NAME=\"imgfab content test\"\n", 0o644),
-		dir("bin/", 0o755),
-		ent{tar.Header{Typeflag: tar.TypeReg, Name: "bin/su", Mode: 0o4755, Uid: 0, Gid: 0, Size: 3, ModTime: mt}, "su\n"},
-		ent{tar.Header{Typeflag: tar.TypeReg, Name: "bin/ping", Mode: 0o755, Size: 5, ModTime: mt, Format: tar.FormatPAX,
-			PAXRecords: map[string]string{"SCHILY.xattr.security.capability": "\x01\x00\x00\x02\x00\x20\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00",
-				"SCHILY.xattr.user.note": "hello"}}, "ping\n"},
-		hardlink("bin/su-again", "bin/su"),
-		hardlink("bin/su-third", "bin/su"),
-		symlink("bin/sh", "busybox"),
-		symlink("bin/long", "/"+strings.Repeat("x", 100)),
-		ent{hdr: tar.Header{Typeflag: tar.TypeDir, Name: "tmp/", Mode: 0o1777, ModTime: mt}},
-		ent{hdr: tar.Header{Typeflag: tar.TypeDir, Name: "srv/", Mode: 0o2775, Uid: 70000, Gid: 80000, ModTime: mt}},
-		ent{tar.Header{Typeflag: tar.TypeReg, Name: "srv/data", Mode: 0o640, Uid: 70000, Gid: 80000, Size: 200000, ModTime: mt, Format: tar.FormatPAX},
-			strings.Repeat("0123456789", 20000)},
-		dir("dev/", 0o755),
-		ent{hdr: tar.Header{Typeflag: tar.TypeChar, Name: "dev/null", Mode: 0o666, Devmajor: 1, Devminor: 3, ModTime: mt}},
-		ent{hdr: tar.Header{Typeflag: tar.TypeBlock, Name: "dev/big", Mode: 0o600, Devmajor: 300, Devminor: 70000, ModTime: mt}},
-		ent{hdr: tar.Header{Typeflag: tar.TypeFifo, Name: "dev/fifo", Mode: 0o644, ModTime: mt}},
-	)
-	return e
-}
-
 // The pipeline's own behaviour (the written tree, reproducibility, hostile layers, a --size too
 // small, a missing kernel, the hostile corpus, registry faults) is tested in-process in the
 // assemble package. The tests here are the CLI's: flags → Plan, --json, exit codes and messages,
@@ -76,7 +47,7 @@ func contentTree() []ent {
 // CLI's, and --json prints the Result with its documented keys: the binary and assemble.Run given
 // the same Plan make the same bytes and the same Result.
 func TestBuildFlags(t *testing.T) {
-	src := writeLayout(t, "f", gz(tarBytes(t, contentTree())))
+	src := testimage.WriteLayout(t, "f", testimage.GzipTar(t, testimage.ContentTree()))
 	overlay := t.TempDir()
 	if err := os.WriteFile(filepath.Join(overlay, "overlay.txt"), []byte("from --layer\n"), 0o644); err != nil {
 		t.Fatal(err)
@@ -147,7 +118,7 @@ func TestBuildFlags(t *testing.T) {
 // prefix and the pipeline's message, and leaves nothing: no output, no temporary file, nothing in
 // the working directory, TMPDIR or HOME.
 func TestBuildPipelineError(t *testing.T) {
-	good := gz(tarBytes(t, bootEntries()))
+	good := testimage.GzipTar(t, testimage.BootEntries())
 	big := make([]byte, 0, 6<<20)
 	for i := 0; len(big) < 6<<20; i++ {
 		big = append(big, byte(i*7919>>3)) // not all zero: zero blocks would become holes
@@ -158,9 +129,9 @@ func TestBuildPipelineError(t *testing.T) {
 		flags []string
 		want  []string
 	}{
-		{"hostile-entry", writeLayout(t, "h", good, gz(tarBytes(t, []ent{reg("../../etc/evil", "x", 0o644)}))), nil,
+		{"hostile-entry", testimage.WriteLayout(t, "h", good, testimage.GzipTar(t, []testimage.Entry{testimage.Reg("../../etc/evil", "x", 0o644)})), nil,
 			[]string{"../../etc/evil"}},
-		{"size-too-small", writeLayout(t, "s", gz(tarBytes(t, append(bootEntries(), reg("big", string(big), 0o644))))),
+		{"size-too-small", testimage.WriteLayout(t, "s", testimage.GzipTar(t, append(testimage.BootEntries(), testimage.Reg("big", string(big), 0o644)))),
 			[]string{"--size", "4MiB", "--esp-size", "1MiB"}, []string{"filesystem full", "--size 4 MiB is too small"}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -195,7 +166,7 @@ func TestBuildPipelineError(t *testing.T) {
 
 // TestStdout: -o - streams the same bytes a file output holds; it needs --format.
 func TestStdout(t *testing.T) {
-	src := writeLayout(t, "o", gz(tarBytes(t, contentTree())))
+	src := testimage.WriteLayout(t, "o", testimage.GzipTar(t, testimage.ContentTree()))
 	out := t.TempDir()
 	res := build(t, "oci:"+src, "-o", filepath.Join(out, "d.raw"), "-o", filepath.Join(out, "d.qcow2"))
 	for i, format := range []string{"raw", "qcow2"} {

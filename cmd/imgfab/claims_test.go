@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/imgfab/imgfab/internal/testimage"
 	"github.com/imgfab/imgfab/internal/testtool"
 )
 
@@ -194,7 +195,7 @@ func TestClaimedSizesBounded(t *testing.T) {
 	gnuTime := testtool.Need(t, "time", "time")
 	dir := t.TempDir()
 	// A real disk: GPT, FAT ESP and ext4 root of the tiny boot image, then each format of it.
-	src := writeLayout(t, "c", gz(tarBytes(t, bootEntries())))
+	src := testimage.WriteLayout(t, "c", testimage.GzipTar(t, testimage.BootEntries()))
 	raw := filepath.Join(dir, "disk.raw")
 	if r := runImgfab(t, []string{"SOURCE_DATE_EPOCH=1700000000"}, "build", "--esp-size", "8MiB", "oci:"+src, "-o", raw); r.code != 0 {
 		t.Fatalf("build: %s", r.stderr)

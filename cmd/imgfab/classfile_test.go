@@ -40,7 +40,7 @@ func classLines(t *testing.T, out string) []classResult {
 
 func sha(t *testing.T, path string) string {
 	t.Helper()
-	return fileSum(t, path)
+	return testtool.FileSum(t, path)
 }
 
 // TestClassFileDemo builds examples/demo.yaml (its source pointed at the fixture, its outputs

@@ -7,13 +7,14 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/imgfab/imgfab/internal/testimage"
 	"github.com/imgfab/imgfab/publish/aws/awstest"
 )
 
 // The CLI defects of issue #11, one test each.
 
 func TestPushFlagBlank(t *testing.T) {
-	src := writeLayout(t, "p", gz(tarBytes(t, bootEntries())))
+	src := testimage.WriteLayout(t, "p", testimage.GzipTar(t, testimage.BootEntries()))
 	out := t.TempDir()
 	for _, v := range []string{"  ", ""} {
 		r := runImgfab(t, nil, "build", "oci:"+src, "-o", filepath.Join(out, "d.raw"), "--push", v)
@@ -58,7 +59,7 @@ func TestHelpForEveryCommand(t *testing.T) {
 }
 
 func TestErrorNamesCommandOnce(t *testing.T) {
-	src := writeLayout(t, "k", gz(tarBytes(t, []ent{reg("etc/hostname", "x\n", 0o644)})))
+	src := testimage.WriteLayout(t, "k", testimage.GzipTar(t, []testimage.Entry{testimage.Reg("etc/hostname", "x\n", 0o644)}))
 	r := runImgfab(t, nil, "build", "oci:"+src, "-o", filepath.Join(t.TempDir(), "d.raw"))
 	if r.code != 1 || strings.Contains(r.stderr, "build: build:") || !strings.HasPrefix(r.stderr, "imgfab build: ") {
 		t.Errorf("exit %d, stderr %q (want one 'imgfab build: ' prefix)", r.code, r.stderr)
@@ -69,7 +70,7 @@ func TestErrorNamesCommandOnce(t *testing.T) {
 // the snapshot.
 func TestPushSaysWhatItDoes(t *testing.T) {
 	disk := filepath.Join(t.TempDir(), "d.qcow2")
-	src := writeLayout(t, "q", gz(tarBytes(t, bootEntries())))
+	src := testimage.WriteLayout(t, "q", testimage.GzipTar(t, testimage.BootEntries()))
 	build(t, "oci:"+src, "-o", disk)
 	f := awstest.New(t)
 	r := runImgfab(t, awsEnv(f), "push", "aws", disk, "--name", "said", "--poll-interval", "1ms")

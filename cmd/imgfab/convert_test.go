@@ -68,7 +68,7 @@ func convertOutputs() []convertOut {
 func roundTrip(t *testing.T, raw string, skip ...string) {
 	qimg := testtool.Need(t, "qemu-img", "qemu-utils")
 	dir := t.TempDir()
-	want := fileSum(t, raw)
+	want := testtool.FileSum(t, raw)
 	for _, o := range convertOutputs() {
 		t.Run(o.format+o.compress, func(t *testing.T) {
 			if slices.Contains(skip, o.format+o.compress) {
@@ -94,7 +94,7 @@ func roundTrip(t *testing.T, raw string, skip ...string) {
 			if r := runImgfab(t, nil, "convert", mid, back); r.code != 0 {
 				t.Fatalf("imgfab convert %s %s: exit %d\n%s", mid, back, r.code, r.stderr)
 			}
-			if got := fileSum(t, back); got != want {
+			if got := testtool.FileSum(t, back); got != want {
 				t.Fatalf("raw → %s → raw: sha256 %s, want %s", o.format, got, want)
 			}
 		})

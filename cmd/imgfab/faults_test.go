@@ -23,6 +23,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/imgfab/imgfab/internal/testimage"
 	"github.com/imgfab/imgfab/internal/testtool"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -78,13 +79,13 @@ func writeBigLayout(t *testing.T, dataMiB int) string {
 	h := sha256.New()
 	bw := bufio.NewWriterSize(io.MultiWriter(f, h), 1<<20)
 	tw := tar.NewWriter(bw)
-	ents := append(bootEntries(), dir("data/", 0o755))
+	ents := append(testimage.BootEntries(), testimage.Dir("data/", 0o755))
 	for _, e := range ents {
-		hdr := e.hdr
+		hdr := e.Hdr
 		if err := tw.WriteHeader(&hdr); err != nil {
 			t.Fatal(err)
 		}
-		io.WriteString(tw, e.body)
+		io.WriteString(tw, e.Body)
 	}
 	buf := make([]byte, 8<<20)
 	x := uint64(0x9e3779b97f4a7c15)
@@ -297,7 +298,7 @@ func checkKillState(t *testing.T, outDir string, kt *killTarget, prev map[string
 			}
 			continue
 		}
-		switch got := fileSum(t, p); got {
+		switch got := testtool.FileSum(t, p); got {
 		case kt.want[o]:
 			complete++
 		case prev[o]:
@@ -366,7 +367,7 @@ func killLoop(t *testing.T, rng *rand.Rand, kt *killTarget, n int, outDir, cwd, 
 			if err := os.Link(master, p); err != nil {
 				t.Fatal(err)
 			}
-			prev[o] = fileSum(t, master)
+			prev[o] = testtool.FileSum(t, master)
 		}
 		delay := time.Duration(rng.Int64N(int64(kt.dur) * 95 / 100))
 		r := runKilled(t, outDir, tmp, delay, kt.args...)
@@ -381,7 +382,7 @@ func killLoop(t *testing.T, rng *rand.Rand, kt *killTarget, n int, outDir, cwd, 
 		}
 		temps, complete := checkKillState(t, outDir, kt, prev)
 		for o, sum := range prev {
-			if got := fileSum(t, filepath.Join(prevDir, fmt.Sprintf("%s-%d", o, attempt))); got != sum {
+			if got := testtool.FileSum(t, filepath.Join(prevDir, fmt.Sprintf("%s-%d", o, attempt))); got != sum {
 				t.Errorf("%s: the previous %s was written to (sha256 %s, was %s)", kt.name, o, got, sum)
 			}
 		}
@@ -433,7 +434,7 @@ func calibrate(t *testing.T, kt *killTarget, outDir, cwd, tmp string) {
 			kt.dur = d
 		}
 		for _, o := range kt.outputs {
-			sum := fileSum(t, filepath.Join(outDir, o))
+			sum := testtool.FileSum(t, filepath.Join(outDir, o))
 			if i == 1 && sum != kt.want[o] {
 				t.Fatalf("%s: %s is not reproducible: sha256 %s then %s", kt.name, o, kt.want[o], sum)
 			}
@@ -473,7 +474,7 @@ func TestKillNine(t *testing.T) {
 	if _, err := os.Stat(input); err != nil {
 		t.Fatalf("no raw disk to convert: %v", err)
 	}
-	inSum := fileSum(t, input)
+	inSum := testtool.FileSum(t, input)
 	t.Run("convert", func(t *testing.T) {
 		for i, f := range []string{"qcow2", "vmdk"} {
 			outDir, out := t.TempDir(), "disk."+f
@@ -482,7 +483,7 @@ func TestKillNine(t *testing.T) {
 			killLoop(t, rng, kt, n/2+i*(n%2), outDir, cwd, tmp)
 		}
 	})
-	if got := fileSum(t, input); got != inSum {
+	if got := testtool.FileSum(t, input); got != inSum {
 		t.Errorf("convert changed its input: sha256 %s, was %s", got, inSum)
 	}
 	if got := dirState(t, src); got != srcState {

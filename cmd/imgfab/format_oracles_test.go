@@ -71,11 +71,11 @@ func checkFormat(t *testing.T, raw, out, format string) {
 	case "raw.zst", "raw.xz", "raw.gz":
 		tool := map[string]string{"raw.zst": "zstd", "raw.xz": "xz", "raw.gz": "gzip"}[format]
 		testtool.Need(t, tool, map[string]string{"zstd": "zstd", "xz": "xz-utils", "gzip": "gzip"}[tool])
-		if got, want := pipeSum(t, tool, "-dc", out), fileSum(t, raw); got != want {
+		if got, want := pipeSum(t, tool, "-dc", out), testtool.FileSum(t, raw); got != want {
 			t.Errorf("%s -dc gives sha256 %s, want the raw's %s", tool, got, want)
 		}
 	case "raw":
-		if got, want := fileSum(t, out), fileSum(t, raw); got != want {
+		if got, want := testtool.FileSum(t, out), testtool.FileSum(t, raw); got != want {
 			t.Errorf("raw output sha256 %s, want %s", got, want)
 		}
 	default:
@@ -195,7 +195,7 @@ func TestConvertReproducible(t *testing.T) {
 			if r := runImgfab(t, env, append([]string{"convert", raw, out}, c...)...); r.code != 0 {
 				t.Fatalf("convert %v %v: exit %d\n%s", c, env, r.code, r.stderr)
 			}
-			sums = append(sums, fileSum(t, out))
+			sums = append(sums, testtool.FileSum(t, out))
 		}
 		if i == 0 {
 			first = sums

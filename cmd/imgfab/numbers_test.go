@@ -1,23 +1,20 @@
 package main
 
 import (
-	"bytes"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/v1/tarball"
-	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/imgfab/imgfab/internal/testimage"
 )
 
 // TestNumbersRangeChecked: every size flag and SOURCE_DATE_EPOCH is checked against what the
 // formats it feeds can hold: a usage error naming the flag and the range, never a wrapped value
 // or an error blaming something else.
 func TestNumbersRangeChecked(t *testing.T) {
-	src := writeLayout(t, "n", gz(tarBytes(t, bootEntries())))
+	src := testimage.WriteLayout(t, "n", testimage.GzipTar(t, testimage.BootEntries()))
 	out := t.TempDir()
 	for _, c := range []struct {
 		args []string
@@ -63,14 +60,9 @@ func TestNumbersRangeChecked(t *testing.T) {
 // What an early epoch does to the disk (the ESP dated 1980-01-01, the epoch clamped to 0, the
 // warning in the Result): assemble TestEarlyEpochClampedOnESP.
 func TestEarlyEpochCLI(t *testing.T) {
-	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
-		return io.NopCloser(bytes.NewReader(gz(tarBytes(t, bootEntries())))), nil
-	}, tarball.WithMediaType(types.OCILayer))
-	if err != nil {
-		t.Fatal(err)
-	}
-	zero := writeLayoutCreated(t, "z", time.Time{}.Add(time.Second), layer) // 0001-01-01T00:00:01Z
-	epoch0 := writeLayout(t, "e", gz(tarBytes(t, bootEntries())))
+	layer := testimage.Layer(t, testimage.GzipTar(t, testimage.BootEntries()))
+	zero := testimage.WriteLayoutCreated(t, "z", time.Time{}.Add(time.Second), layer) // 0001-01-01T00:00:01Z
+	epoch0 := testimage.WriteLayout(t, "e", testimage.GzipTar(t, testimage.BootEntries()))
 	for _, c := range []struct {
 		name, src string
 		env       []string
@@ -98,7 +90,7 @@ func TestEarlyEpochCLI(t *testing.T) {
 // TestLookalikeTempKept: a user's file named like imgfab's temporary files, next to the output,
 // is never removed (imgfab removes only files it created itself).
 func TestLookalikeTempKept(t *testing.T) {
-	src := writeLayout(t, "l", gz(tarBytes(t, bootEntries())))
+	src := testimage.WriteLayout(t, "l", testimage.GzipTar(t, testimage.BootEntries()))
 	out := t.TempDir()
 	mine := filepath.Join(out, ".d.raw.imgfab-tmp-0123456789abcdef")
 	if err := os.WriteFile(mine, []byte("the user's"), 0o600); err != nil {

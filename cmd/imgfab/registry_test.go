@@ -6,10 +6,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/registry"
-	"github.com/google/go-containerregistry/pkg/v1/layout"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/imgfab/imgfab/internal/testimage"
 )
 
 // TestBuildFromRegistry pushes an image to a real OCI registry (go-containerregistry's, on
@@ -19,30 +17,8 @@ func TestBuildFromRegistry(t *testing.T) {
 	srv := httptest.NewServer(registry.New())
 	defer srv.Close()
 	host := strings.TrimPrefix(srv.URL, "http://")
-	dir := writeLayout(t, "reg", gz(tarBytes(t, contentTree())))
-	p, err := layout.FromPath(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	idx, err := p.ImageIndex()
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := idx.IndexManifest()
-	if err != nil {
-		t.Fatal(err)
-	}
-	img, err := p.Image(m.Manifests[0].Digest)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ref, err := name.ParseReference(host+"/imgfab/test:1", name.Insecure)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := remote.Write(ref, img); err != nil {
-		t.Fatal(err)
-	}
+	dir := testimage.WriteLayout(t, "reg", testimage.GzipTar(t, testimage.ContentTree()))
+	testimage.PushLayout(t, dir, host+"/imgfab/test:1")
 	out := t.TempDir()
 	fromLayout := build(t, "oci:"+dir, "-o", filepath.Join(out, "layout.raw"))
 	for _, src := range []string{"docker://" + host + "/imgfab/test:1", host + "/imgfab/test:1"} {

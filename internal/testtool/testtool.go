@@ -1,6 +1,7 @@
 // Package testtool finds what tests need from outside the Go code: the programs used as oracles
 // (e2fsck, qemu-img, sgdisk, …; imgfab itself never runs them) and the fixtures built by the
-// scripts under testdata/.
+// scripts under testdata/; and the checks built on them that several packages' tests share
+// (oracle.go: a file's sha256, a partition copied out, the structural oracles of a built disk).
 //
 // A missing tool fails the test under CI (CI set in the environment: .ci/run installs every
 // tool, so a missing one is a broken install that must not pass silently) and skips it elsewhere,

@@ -1,0 +1,100 @@
+package testtool
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"hash"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// HashFile writes the contents of the file path into h and returns their length.
+func HashFile(t testing.TB, h hash.Hash, path string) int64 {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	n, err := io.Copy(h, f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// FileSHA256 is the sha256 of the file path.
+func FileSHA256(t testing.TB, path string) [32]byte {
+	t.Helper()
+	h := sha256.New()
+	HashFile(t, h, path)
+	return [32]byte(h.Sum(nil))
+}
+
+// FileSum is the sha256 of the file path in hex, as imgfab reports an output's.
+func FileSum(t testing.TB, path string) string {
+	t.Helper()
+	s := FileSHA256(t, path)
+	return hex.EncodeToString(s[:])
+}
+
+// Extract copies [off, off+size) of a file into a new sparse file, for oracles that take a
+// whole-file filesystem (e2fsck, fsck.vfat).
+func Extract(t testing.TB, path string, off, size int64) string {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), fmt.Sprintf("part-%d.img", off))
+	cmd := exec.Command("dd", "if="+path, "of="+out, "bs=1M", "iflag=skip_bytes,count_bytes",
+		fmt.Sprintf("skip=%d", off), fmt.Sprintf("count=%d", size), "conv=sparse", "status=none")
+	if o, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("dd: %v\n%s", err, o)
+	}
+	if err := os.Truncate(out, size); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// Part is a partition of a disk image: its name and where it is.
+type Part struct {
+	Name         string
+	Offset, Size int64
+}
+
+// CheckDisk runs every structural oracle on a raw GPT disk as imgfab builds it (parts as the
+// build reports them: the ESP, the x86-64 root, and a hybrid or BIOS image's BIOS boot partition):
+// sgdisk -v on the table, fsck.vfat -n on the ESP, and e2fsck -fn on the root, which must print
+// nothing but its pass lines and summary (EXT4.md §13.1).
+func CheckDisk(t *testing.T, raw string, parts []Part) {
+	t.Helper()
+	e2fsck := Need(t, "e2fsck", "e2fsprogs")
+	fsck := Need(t, "fsck.vfat", "dosfstools")
+	sgdisk := Need(t, "sgdisk", "gdisk")
+	if out, err := exec.Command(sgdisk, "-v", raw).CombinedOutput(); err != nil || !strings.Contains(string(out), "No problems found") {
+		t.Errorf("sgdisk -v: %v\n%s", err, out)
+	}
+	// ESP and root, plus the BIOS boot partition of a hybrid or BIOS image (no filesystem).
+	if len(parts) < 2 || len(parts) > 3 || parts[0].Name != "esp" || parts[1].Name != "root-x86-64" ||
+		len(parts) == 3 && parts[2].Name != "bios" {
+		t.Fatalf("want esp, root-x86-64 [, bios], got %+v", parts)
+	}
+	esp, root := parts[0], parts[1]
+	if out, err := exec.Command(fsck, "-n", Extract(t, raw, esp.Offset, esp.Size)).CombinedOutput(); err != nil {
+		t.Errorf("fsck.vfat -n: %v\n%s", err, out)
+	}
+	out, err := exec.Command(e2fsck, "-fn", Extract(t, raw, root.Offset, root.Size)).CombinedOutput()
+	if err != nil {
+		t.Errorf("e2fsck -fn: %v\n%s", err, out)
+	}
+	// EXT4.md §13.1: nothing but the pass lines and the summary.
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		if strings.HasPrefix(line, "e2fsck ") || strings.HasPrefix(line, "Pass ") || strings.Contains(line, " files (") && strings.HasSuffix(line, " blocks") {
+			continue
+		}
+		t.Errorf("e2fsck -fn printed %q", line)
+	}
+}
