@@ -5,20 +5,14 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/google/go-containerregistry/pkg/name"
-	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/imgfab/imgfab/publish"
 	"github.com/imgfab/imgfab/publish/oci/ocitest"
@@ -43,9 +37,7 @@ func pushOCICLI(t *testing.T, env []string, args ...string) publish.Result {
 // a raw disk arrives as the qcow2 `imgfab convert` makes; the digest is reproducible; a rerun
 // uploads nothing; --artifact gives the OCI artifact manifest.
 func TestPushOCI(t *testing.T) {
-	srv := httptest.NewServer(ocitest.Registry())
-	defer srv.Close()
-	host := strings.TrimPrefix(srv.URL, "http://")
+	host := ocitest.Serve(t, ocitest.Registry())
 	dir := t.TempDir()
 	src := "oci:" + fixture(t, "demo/oci", "mkdemo.sh") + ":demo"
 	qc := filepath.Join(dir, "demo.qcow2")
@@ -94,31 +86,13 @@ func TestPushOCI(t *testing.T) {
 
 	// --artifact.
 	ra := pushOCICLI(t, nil, "--artifact", qc, host+"/disks/demo:1")
-	ref, _ := name.ParseReference(host+"/disks/demo:1", name.Insecure)
-	desc, err := remote.Get(ref)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var m v1.Manifest
-	if err := json.Unmarshal(desc.Manifest, &m); err != nil {
-		t.Fatal(err)
-	}
-	if desc.Digest.String() != ra.ID || m.ArtifactType != "application/vnd.imgfab.disk.v1" ||
+	digest, m, body := ocitest.PullManifest(t, host+"/disks/demo:1")
+	if digest != ra.ID || m.ArtifactType != "application/vnd.imgfab.disk.v1" ||
 		m.Config.MediaType != "application/vnd.oci.empty.v1+json" || len(m.Layers) != 1 ||
 		m.Layers[0].MediaType != "application/vnd.imgfab.disk.qcow2" || m.Annotations["io.imgfab.disk.boot-modes"] == "" {
-		t.Errorf("artifact manifest %s:\n%s", desc.Digest, desc.Manifest)
+		t.Errorf("artifact manifest %s:\n%s", digest, body)
 	}
-	l, err := remote.Layer(ref.Context().Digest(m.Layers[0].Digest.String()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	rc, err := l.Compressed()
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, _ := io.ReadAll(rc)
-	rc.Close()
-	if !bytes.Equal(got, want) {
+	if got := ocitest.PullBlob(t, host+"/disks/demo:1", m.Layers[0].Digest.String()); !bytes.Equal(got, want) {
 		t.Errorf("pulled artifact blob: %d bytes, differs from the qcow2 (%d)", len(got), len(want))
 	}
 
@@ -141,31 +115,13 @@ func TestPushOCI(t *testing.T) {
 // the push fails with a 401, again without the password.
 func TestPushOCICredentials(t *testing.T) {
 	const user, secret = "imgfab", "Xq7-imgfab-S3CRET-9d1e"
-	inner := ocitest.Registry()
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		u, p, ok := r.BasicAuth()
-		if !ok || u != user || p != secret {
-			w.Header().Set("WWW-Authenticate", `Basic realm="imgfab-test"`)
-			w.WriteHeader(http.StatusUnauthorized)
-			fmt.Fprint(w, `{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}`)
-			return
-		}
-		inner.ServeHTTP(w, r)
-	}))
-	defer srv.Close()
-	host := strings.TrimPrefix(srv.URL, "http://")
+	host := ocitest.Serve(t, ocitest.BasicAuth(ocitest.Registry(), user, secret))
 	dir := t.TempDir()
 	qc := filepath.Join(dir, "demo.qcow2")
 	build(t, "oci:"+fixture(t, "demo/oci", "mkdemo.sh")+":demo", "-o", qc)
 
 	env := func(pass string) []string {
-		home := t.TempDir()
-		dc := filepath.Join(home, ".docker")
-		os.MkdirAll(dc, 0o700)
-		cfg := fmt.Sprintf(`{"auths":{%q:{"auth":%q}}}`, host, base64.StdEncoding.EncodeToString([]byte(user+":"+pass)))
-		if err := os.WriteFile(filepath.Join(dc, "config.json"), []byte(cfg), 0o600); err != nil {
-			t.Fatal(err)
-		}
+		home, dc := ocitest.DockerConfig(t, host, user, pass)
 		return []string{"HOME=" + home, "DOCKER_CONFIG=" + dc}
 	}
 	leaks := func(r runResult) {
@@ -257,23 +213,11 @@ http:
 		t.Errorf("rerun: %+v, want existing %s", r, res.ID)
 	}
 	ra := pushOCICLI(t, nil, "--artifact", qc, addr+"/disks/demo:1")
-	ref, _ := name.ParseReference(addr+"/disks/demo:1", name.Insecure)
-	desc, err := remote.Get(ref)
-	if err != nil || desc.Digest.String() != ra.ID {
-		t.Fatalf("artifact: %v, digest %v want %s", err, desc, ra.ID)
+	digest, m, _ := ocitest.PullManifest(t, addr+"/disks/demo:1")
+	if digest != ra.ID {
+		t.Fatalf("artifact: digest %s want %s", digest, ra.ID)
 	}
-	var m v1.Manifest
-	json.Unmarshal(desc.Manifest, &m)
-	l2, err := remote.Layer(ref.Context().Digest(m.Layers[0].Digest.String()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	rc, err := l2.Compressed()
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, _ := io.ReadAll(rc)
-	rc.Close()
+	got := ocitest.PullBlob(t, addr+"/disks/demo:1", m.Layers[0].Digest.String())
 	if !bytes.Equal(got, want) || m.ArtifactType != "application/vnd.imgfab.disk.v1" {
 		t.Errorf("artifact: blob %d bytes (want %d), artifactType %q", len(got), len(want), m.ArtifactType)
 	}

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
-	"encoding/json"
 	"fmt"
 	"io"
 	"math/rand"
@@ -17,8 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/name"
-	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
@@ -56,13 +53,16 @@ func testDisk(t *testing.T, dir string) (string, diskfmt.Image) {
 	return raw, img
 }
 
-// toQcow2 converts img with diskfmt into dir/name and returns the path.
-func toQcow2(t *testing.T, img diskfmt.Image, path string) string {
+// testQcow2 writes testDisk converted with diskfmt into dir/disk.qcow2 and returns the path and
+// its bytes.
+func testQcow2(t *testing.T, dir string) (string, []byte) {
 	t.Helper()
+	_, img := testDisk(t, dir)
 	q, err := diskfmt.Lookup("qcow2")
 	if err != nil {
 		t.Fatal(err)
 	}
+	path := filepath.Join(dir, "disk.qcow2")
 	f, err := os.Create(path)
 	if err != nil {
 		t.Fatal(err)
@@ -71,7 +71,8 @@ func toQcow2(t *testing.T, img diskfmt.Image, path string) string {
 		t.Fatal(err)
 	}
 	f.Close()
-	return path
+	want, _ := os.ReadFile(path)
+	return path, want
 }
 
 func openArt(t *testing.T, path string) publish.Artifact {
@@ -87,13 +88,9 @@ func openArt(t *testing.T, path string) publish.Artifact {
 var fast = remote.Backoff{Duration: 10 * time.Millisecond, Factor: 2, Steps: 6}
 
 func TestOCIContainerDisk(t *testing.T) {
-	srv := httptest.NewServer(ocitest.Registry())
-	defer srv.Close()
-	host := strings.TrimPrefix(srv.URL, "http://")
+	host := ocitest.Serve(t, ocitest.Registry())
 	dir := t.TempDir()
-	_, raw := testDisk(t, dir)
-	qc := toQcow2(t, raw, filepath.Join(dir, "disk.qcow2"))
-	want, _ := os.ReadFile(qc)
+	qc, want := testQcow2(t, dir)
 
 	var events []publish.Event
 	push := func(ref, path string) publish.Result {
@@ -152,29 +149,17 @@ func TestOCIContainerDisk(t *testing.T) {
 }
 
 func TestOCIArtifact(t *testing.T) {
-	srv := httptest.NewServer(ocitest.Registry())
-	defer srv.Close()
-	host := strings.TrimPrefix(srv.URL, "http://")
+	host := ocitest.Serve(t, ocitest.Registry())
 	dir := t.TempDir()
-	_, raw := testDisk(t, dir)
-	qc := toQcow2(t, raw, filepath.Join(dir, "disk.qcow2"))
-	want, _ := os.ReadFile(qc)
+	qc, want := testQcow2(t, dir)
 	o := &Target{Ref: host + "/disks/d:1", Insecure: true, Artifact: true, Backoff: fast}
 	res, err := o.Push(context.Background(), openArt(t, qc), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, _ := name.ParseReference(o.Ref, name.Insecure)
-	desc, err := remote.Get(r)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if desc.Digest.String() != res.ID {
-		t.Errorf("tag at %s, push said %s", desc.Digest, res.ID)
-	}
-	var m v1.Manifest
-	if err := json.Unmarshal(desc.Manifest, &m); err != nil {
-		t.Fatal(err)
+	digest, m, _ := ocitest.PullManifest(t, o.Ref)
+	if digest != res.ID {
+		t.Errorf("tag at %s, push said %s", digest, res.ID)
 	}
 	if m.SchemaVersion != 2 || m.MediaType != types.OCIManifestSchema1 || m.ArtifactType != ArtifactType {
 		t.Errorf("manifest: schema %d media type %s artifactType %s", m.SchemaVersion, m.MediaType, m.ArtifactType)
@@ -190,28 +175,12 @@ func TestOCIArtifact(t *testing.T) {
 	if m.Annotations[AnnotationFormat] != "qcow2" || m.Annotations[AnnotationVirtualSize] != "8388608" || m.Annotations[AnnotationBootModes] != "bios,uefi" {
 		t.Errorf("annotations: %v", m.Annotations)
 	}
-	l, err := remote.Layer(r.Context().Digest(m.Layers[0].Digest.String()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	rc, err := l.Compressed()
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, _ := io.ReadAll(rc)
-	rc.Close()
-	if !bytes.Equal(got, want) {
+	if got := ocitest.PullBlob(t, o.Ref, m.Layers[0].Digest.String()); !bytes.Equal(got, want) {
 		t.Errorf("pulled blob: %d bytes, differs from the disk (%d)", len(got), len(want))
 	}
-	cfg, err := remote.Layer(r.Context().Digest(m.Config.Digest.String()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	rc, _ = cfg.Compressed()
-	if b, _ := io.ReadAll(rc); string(b) != "{}" {
+	if b := ocitest.PullBlob(t, o.Ref, m.Config.Digest.String()); string(b) != "{}" {
 		t.Errorf("config blob %q, want {}", b)
 	}
-	rc.Close()
 	res2, err := o.Push(context.Background(), openArt(t, qc), nil)
 	if err != nil || !res2.Existing || res2.ID != res.ID {
 		t.Errorf("rerun: %+v %v", res2, err)
@@ -283,9 +252,7 @@ func (f *faulty) record(s string) {
 
 func TestOCIFaults(t *testing.T) {
 	dir := t.TempDir()
-	_, raw := testDisk(t, dir)
-	qc := toQcow2(t, raw, filepath.Join(dir, "disk.qcow2"))
-	want, _ := os.ReadFile(qc)
+	qc, want := testQcow2(t, dir)
 	for _, artifact := range []bool{false, true} {
 		f := &faulty{h: ocitest.Registry()}
 		srv := httptest.NewServer(f)
@@ -303,26 +270,11 @@ func TestOCIFaults(t *testing.T) {
 		f.off = true
 		f.mu.Unlock()
 		if artifact {
-			r, _ := name.ParseReference(host+"/vms/f:1", name.Insecure)
-			desc, err := remote.Get(r)
-			if err != nil {
-				t.Fatal(err)
+			if digest, _, _ := ocitest.PullManifest(t, host+"/vms/f:1"); digest != res.ID {
+				t.Errorf("tag at %s, push said %s", digest, res.ID)
 			}
-			if desc.Digest.String() != res.ID {
-				t.Errorf("tag at %s, push said %s", desc.Digest, res.ID)
-			}
-			l, err := remote.Layer(r.Context().Digest(res.Details["layer_digest"]))
-			if err != nil {
-				t.Fatal(err)
-			}
-			rc, err := l.Compressed()
-			if err != nil {
-				t.Fatal(err)
-			}
-			got, err := io.ReadAll(rc)
-			rc.Close()
-			if err != nil || !bytes.Equal(got, want) {
-				t.Errorf("pulled artifact blob differs (%d bytes, %v)", len(got), err)
+			if got := ocitest.PullBlob(t, host+"/vms/f:1", res.Details["layer_digest"]); !bytes.Equal(got, want) {
+				t.Errorf("pulled artifact blob differs (%d bytes)", len(got))
 			}
 		} else {
 			_, _, es := ocitest.PullContainerDisk(t, host+"/vms/f:1")
@@ -332,47 +284,24 @@ func TestOCIFaults(t *testing.T) {
 	}
 }
 
-// basicAuth wraps a registry with HTTP basic auth for user:pass.
-func basicAuth(h http.Handler, user, pass string) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		u, p, ok := r.BasicAuth()
-		if !ok || u != user || p != pass {
-			w.Header().Set("WWW-Authenticate", `Basic realm="imgfab-test"`)
-			w.WriteHeader(http.StatusUnauthorized)
-			fmt.Fprint(w, `{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}`)
-			return
-		}
-		h.ServeHTTP(w, r)
-	})
-}
-
-// writeDockerConfig points HOME and DOCKER_CONFIG at a new ~/.docker/config.json holding
+// useDockerConfig points HOME and DOCKER_CONFIG at a new ~/.docker/config.json holding
 // user:pass for host.
-func writeDockerConfig(t *testing.T, host, user, pass string) {
+func useDockerConfig(t *testing.T, host, user, pass string) {
 	t.Helper()
-	home := t.TempDir()
-	dc := filepath.Join(home, ".docker")
-	os.MkdirAll(dc, 0o700)
-	cfg := fmt.Sprintf(`{"auths":{%q:{"auth":%q}}}`, host, base64.StdEncoding.EncodeToString([]byte(user+":"+pass)))
-	if err := os.WriteFile(filepath.Join(dc, "config.json"), []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	home, dc := ocitest.DockerConfig(t, host, user, pass)
 	t.Setenv("HOME", home)
 	t.Setenv("DOCKER_CONFIG", dc)
 }
 
 func TestOCICredentials(t *testing.T) {
 	const user, secret = "imgfab", "S3cr3t-Pa55word-imgfab-7731"
-	srv := httptest.NewServer(basicAuth(ocitest.Registry(), user, secret))
-	defer srv.Close()
-	host := strings.TrimPrefix(srv.URL, "http://")
+	host := ocitest.Serve(t, ocitest.BasicAuth(ocitest.Registry(), user, secret))
 	dir := t.TempDir()
-	_, raw := testDisk(t, dir)
-	qc := toQcow2(t, raw, filepath.Join(dir, "disk.qcow2"))
+	qc, _ := testQcow2(t, dir)
 
 	var seen strings.Builder
 	prog := func(e publish.Event) { fmt.Fprintf(&seen, "%+v\n", e) }
-	writeDockerConfig(t, host, user, secret)
+	useDockerConfig(t, host, user, secret)
 	o := &Target{Ref: host + "/vms/c:1", Insecure: true, Backoff: fast}
 	res, err := o.Push(context.Background(), openArt(t, qc), prog)
 	if err != nil {
@@ -390,7 +319,7 @@ func TestOCICredentials(t *testing.T) {
 
 	// A wrong password: a clear 401 without the password.
 	wrong := secret + "-wrong"
-	writeDockerConfig(t, host, user, wrong)
+	useDockerConfig(t, host, user, wrong)
 	o.Ref = host + "/vms/c:2"
 	_, err = o.Push(context.Background(), openArt(t, qc), prog)
 	if err == nil {
@@ -425,8 +354,7 @@ func TestOCICancel(t *testing.T) {
 	defer srv.Close()
 	host := strings.TrimPrefix(srv.URL, "http://")
 	dir := t.TempDir()
-	_, raw := testDisk(t, dir)
-	qc := toQcow2(t, raw, filepath.Join(dir, "disk.qcow2"))
+	qc, _ := testQcow2(t, dir)
 	o := &Target{Ref: host + "/vms/x:1", Insecure: true, Backoff: fast}
 	_, err := o.Push(ctx, openArt(t, qc), nil)
 	if err == nil || !strings.Contains(err.Error(), "context canceled") || !strings.Contains(err.Error(), "oci: upload") {
@@ -473,9 +401,7 @@ func BenchmarkOCIPush(b *testing.B) {
 			}
 			defer qimg.Close()
 			a := publish.Artifact{Path: qc, Image: qimg}
-			srv := httptest.NewServer(ocitest.Registry())
-			defer srv.Close()
-			host := strings.TrimPrefix(srv.URL, "http://")
+			host := ocitest.Serve(b, ocitest.Registry())
 			b.SetBytes(fi.Size())
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {

@@ -1,14 +1,22 @@
 // Package ocitest holds what the tests of imgfab's OCI target share: an in-process registry
-// (go-containerregistry's, quiet) and a puller that checks a KubeVirt containerDisk as KubeVirt
-// reads it. For tests only.
+// (go-containerregistry's, quiet), optionally behind basic auth, with the Docker config that
+// holds the credentials; a puller that checks a KubeVirt containerDisk as KubeVirt reads it; and
+// pullers of an artifact's manifest and blobs. For tests only.
 package ocitest
 
 import (
 	"archive/tar"
 	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
 	"io"
 	"log"
 	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -20,6 +28,86 @@ import (
 // Registry returns an in-memory OCI distribution registry handler that does not log.
 func Registry() http.Handler {
 	return registry.New(registry.Logger(log.New(io.Discard, "", 0)))
+}
+
+// Serve serves h on loopback until the test ends and returns its host:port.
+func Serve(t testing.TB, h http.Handler) string {
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	return strings.TrimPrefix(srv.URL, "http://")
+}
+
+// BasicAuth wraps a registry with HTTP basic auth for user:pass: anything else gets a 401 with
+// the registry's error body.
+func BasicAuth(h http.Handler, user, pass string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		u, p, ok := r.BasicAuth()
+		if !ok || u != user || p != pass {
+			w.Header().Set("WWW-Authenticate", `Basic realm="imgfab-test"`)
+			w.WriteHeader(http.StatusUnauthorized)
+			fmt.Fprint(w, `{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}`)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// DockerConfig writes, in a new temporary home, .docker/config.json holding user:pass for host,
+// and returns the home and the .docker directory (for HOME and DOCKER_CONFIG).
+func DockerConfig(t testing.TB, host, user, pass string) (home, dir string) {
+	t.Helper()
+	home = t.TempDir()
+	dir = filepath.Join(home, ".docker")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	cfg := fmt.Sprintf(`{"auths":{%q:{"auth":%q}}}`, host, base64.StdEncoding.EncodeToString([]byte(user+":"+pass)))
+	if err := os.WriteFile(filepath.Join(dir, "config.json"), []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return home, dir
+}
+
+// PullManifest gets the manifest ref points at (plain HTTP allowed): its digest, decoded and as
+// served.
+func PullManifest(t testing.TB, ref string) (string, *v1.Manifest, []byte) {
+	t.Helper()
+	r, err := name.ParseReference(ref, name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	desc, err := remote.Get(r)
+	if err != nil {
+		t.Fatalf("getting %s: %v", ref, err)
+	}
+	var m v1.Manifest
+	if err := json.Unmarshal(desc.Manifest, &m); err != nil {
+		t.Fatal(err)
+	}
+	return desc.Digest.String(), &m, desc.Manifest
+}
+
+// PullBlob pulls the blob digest ("sha256:…") of ref's repository as stored (not decompressed).
+func PullBlob(t testing.TB, ref, digest string) []byte {
+	t.Helper()
+	r, err := name.ParseReference(ref, name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := remote.Layer(r.Context().Digest(digest))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc, err := l.Compressed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	b, err := io.ReadAll(rc)
+	if err != nil {
+		t.Fatalf("pulling blob %s: %v", digest, err)
+	}
+	return b
 }
 
 // Entry is one entry of a pulled layer.
