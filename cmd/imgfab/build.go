@@ -80,6 +80,11 @@ func runBuild(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		return runBuildFile(ctx, f.fl, *f.file, f.fl.Args(), *f.asJSON, *f.insecure, push, stdout, stderr)
 	}
+	for _, name := range []string{"cache", "locked", "offline", "no-cache"} {
+		if f.fl.Changed(name) {
+			return usagef("--%s goes with -f FILE (a class file's sources are what it caches and locks)", name)
+		}
+	}
 	plan, err := f.plan(stdout)
 	if err != nil {
 		return err

@@ -26,6 +26,8 @@ func TestUsage(t *testing.T) {
 		{[]string{"build", "oci:x"}, 2, "no output"},
 		{[]string{"build", "--bogus", "oci:x", "-o", "a.raw"}, 2, "unknown flag"},
 		{[]string{"build", "--size", "lots", "oci:x", "-o", "a.raw"}, 2, "bad size"},
+		{[]string{"build", "--offline", "oci:x", "-o", "a.raw"}, 2, "--offline goes with -f FILE"},
+		{[]string{"build", "--cache", "/tmp/c", "oci:x", "-o", "a.raw"}, 2, "--cache goes with -f FILE"},
 		{[]string{"build", "--help"}, 0, "Examples:"},
 		{[]string{"version"}, 0, "imgfab "},
 		{[]string{"build", "oci:/nonexistent", "-o", filepath.Join(t.TempDir(), "a.raw")}, 1, "nonexistent"},

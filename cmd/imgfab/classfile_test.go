@@ -197,7 +197,7 @@ func TestClassFileCustomize(t *testing.T) {
 	if sum != res.Outputs[0].SHA256 {
 		t.Errorf("sha256 %s, result says %s", sum, res.Outputs[0].SHA256)
 	}
-	if code, _, errs := imgfabIn(t, "build", "-f", file); code != 0 {
+	if code, _, errs := imgfabIn(t, "build", "-f", file, "--no-cache"); code != 0 { // built again, not copied
 		t.Fatalf("rebuild: exit %d: %s", code, errs)
 	}
 	if sha(t, raw) != sum {

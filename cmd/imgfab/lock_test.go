@@ -21,12 +21,6 @@ import (
 
 // The tests of this binary never use the user's cache: class-file builds keep their outputs in
 // the cache by default.
-func init() {
-	if d, err := os.MkdirTemp("", "imgfab-test-cache-"); err == nil {
-		os.Setenv("XDG_CACHE_HOME", d)
-	}
-}
-
 // countingRegistry is go-containerregistry's registry on a fixed loopback address that can be
 // stopped and started again (its content kept), counting blob GETs.
 type countingRegistry struct {

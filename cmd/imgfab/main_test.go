@@ -24,6 +24,12 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
+	// Class-file builds keep blobs and outputs in $XDG_CACHE_HOME/imgfab: the tests' own, never
+	// the user's, removed at the end.
+	if err := os.Setenv("XDG_CACHE_HOME", filepath.Join(dir, "cache")); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
 	imgfabBin = filepath.Join(dir, "imgfab")
 	cmd := exec.Command("go", "build", "-o", imgfabBin, ".")
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
