@@ -197,8 +197,22 @@ func prefix(where string) string {
 	return where + ": "
 }
 
+// ItemError is an item of the Config that does not fit the image (a unit it lacks, a uid it
+// already has, …), at the item's Where: the fix is in the class file, and the CLI reports it as
+// an error in that file.
+type ItemError struct {
+	Where string // "imgfab.yaml:12:7"
+	Msg   string
+}
+
+func (e *ItemError) Error() string { return e.Where + ": " + e.Msg }
+
+// errorf is an *ItemError for an item with a position, else a plain error.
 func errorf(where, format string, args ...any) error {
-	return fmt.Errorf(prefix(where)+format, args...)
+	if where == "" {
+		return fmt.Errorf(prefix(where)+format, args...)
+	}
+	return &ItemError{Where: where, Msg: fmt.Sprintf(format, args...)}
 }
 
 // checkPath validates an absolute path from the Config and returns it relative to the root.

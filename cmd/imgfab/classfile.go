@@ -133,6 +133,10 @@ func runBuildFile(ctx context.Context, fl *pflag.FlagSet, path string, names []s
 		res, cached, err := sr.run(ctx, &r)
 		prog.done()
 		if err != nil {
+			var ie *customize.ItemError
+			if errors.As(err, &ie) { // the file asks for what the image cannot give: exit 2
+				return usagef("%v (class %s, %s)", ie, r.class.Name, r.platform)
+			}
 			return fmt.Errorf("class %s (%s): %w", r.class.Name, r.platform, err)
 		}
 		for _, w := range res.Warnings {
