@@ -66,6 +66,7 @@ bench: build
 	bash testdata/bench.sh
 	bash testdata/bench-formats.sh
 	bash testdata/bench-scale.sh
+	bash testdata/bench-classes.sh
 	$(MAKE) bench-publish
 
 # Uploads to local servers (Azurite, in-process S3/EBS/GCS/registry fakes): zero blocks skipped,

@@ -119,8 +119,50 @@ func sparseCopy(dst, src *os.File) (string, int64, error) {
 }
 
 // PutFile stores the file at path as a blob (holes kept) and returns its digest and size. want,
-// when not empty, is the sha256 (hex) the caller computed: a file that changed since is refused.
+// when not empty, is the sha256 (hex) the caller computed while writing it: the blob is then a
+// hard link to the file where the store is on the same filesystem (no second copy of a disk;
+// were the file changed in place later, CopyOut's check finds it and the output is built
+// again), else a copy, refused if its bytes no longer match.
 func (s *Store) PutFile(path, want string) (v1.Hash, int64, error) {
+	if want != "" {
+		if h, n, ok := s.linkFile(path, want); ok {
+			return h, n, nil
+		}
+	}
+	return s.copyFile(path, want)
+}
+
+// linkFile stores path as blob want by a hard link; false when it cannot (another filesystem, a
+// store that already has the blob is handled by copyFile).
+func (s *Store) linkFile(path, want string) (v1.Hash, int64, bool) {
+	h := v1.Hash{Algorithm: "sha256", Hex: want}
+	if s.Has(h) {
+		return v1.Hash{}, 0, false
+	}
+	fi, err := os.Lstat(path)
+	if err != nil || !fi.Mode().IsRegular() {
+		return v1.Hash{}, 0, false
+	}
+	tmp, err := createTemp(filepath.Join(s.Dir, "blobs", "sha256"), "output")
+	if err != nil {
+		return v1.Hash{}, 0, false
+	}
+	name := tmp.Name()
+	tmp.Close()
+	os.Remove(name)
+	if err := os.Link(path, name); err != nil {
+		return v1.Hash{}, 0, false
+	}
+	if err := os.Rename(name, s.BlobPath(h)); err != nil {
+		os.Remove(name)
+		return v1.Hash{}, 0, false
+	}
+	syncDir(filepath.Dir(s.BlobPath(h)))
+	return h, fi.Size(), true
+}
+
+// copyFile stores a copy of path, hashed as it is read.
+func (s *Store) copyFile(path, want string) (v1.Hash, int64, error) {
 	src, err := os.Open(path)
 	if err != nil {
 		return v1.Hash{}, 0, err
