@@ -11,6 +11,7 @@ import (
 	"io/fs"
 	"path"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -40,22 +41,27 @@ type Config struct {
 
 // File is a file written into the image. Content holds it inline; else Source names a host file
 // to copy (a regular file). Mode holds Unix permission bits (07777 at most); 0 means 0644.
+//
+// The owner is UID:GID, or, where User or Group is set, that name's id in the image's own
+// /etc/passwd or /etc/group (e.g. www-data, whose uid differs between distributions).
 type File struct {
-	Path     string
-	Content  []byte
-	Source   string
-	Mode     uint32
-	UID, GID int
-	Where    string
+	Path        string
+	Content     []byte
+	Source      string
+	Mode        uint32
+	UID, GID    int
+	User, Group string
+	Where       string
 }
 
 // Directory is a directory made (or whose mode and owner are set) in the image. Mode 0 means
 // 0755.
 type Directory struct {
-	Path     string
-	Mode     uint32
-	UID, GID int
-	Where    string
+	Path        string
+	Mode        uint32
+	UID, GID    int
+	User, Group string // names looked up in the image, as for File
+	Where       string
 }
 
 // Group is a group added to /etc/group and /etc/gshadow. A nil GID takes the first free gid
@@ -342,6 +348,11 @@ func (b *builder) directories(c Config) error {
 		} else if ok && n.kind != kDir {
 			return errorf(d.Where, "directory %s: the image has a %s there", d.Path, n.kindName())
 		}
+		uid, gid, err := b.owner(d.Where, d.UID, d.GID, d.User, d.Group)
+		if err != nil {
+			return err
+		}
+		d.UID, d.GID = uid, gid
 		if err := b.put(&entry{name: name, typ: tar.TypeDir, mode: mode, uid: d.UID, gid: d.GID, where: d.Where, explicit: true, what: "directories"}); err != nil {
 			return err
 		}
@@ -392,12 +403,54 @@ func (b *builder) files(c Config) error {
 		} else if ok && n.kind == kDir {
 			return errorf(f.Where, "file %s: the image has a directory there", f.Path)
 		}
+		uid, gid, err := b.owner(f.Where, f.UID, f.GID, f.User, f.Group)
+		if err != nil {
+			return err
+		}
+		f.UID, f.GID = uid, gid
 		if err := b.put(&entry{name: name, typ: tar.TypeReg, mode: mode, uid: f.UID, gid: f.GID, data: data, where: f.Where, explicit: true, what: "files"}); err != nil {
 			return err
 		}
 		b.op(Op{Op: "file", Path: "/" + name, Detail: fmt.Sprintf("%d bytes, %04o %d:%d", len(data), mode, f.UID, f.GID), Where: f.Where})
 	}
 	return nil
+}
+
+// owner is uid:gid, with user and group, when named, looked up in the image's /etc/passwd and
+// /etc/group.
+func (b *builder) owner(where string, uid, gid int, user, group string) (int, int, error) {
+	var err error
+	if user != "" {
+		if uid, err = b.imageID(where, "/etc/passwd", "user", user); err != nil {
+			return 0, 0, err
+		}
+	}
+	if group != "" {
+		if gid, err = b.imageID(where, "/etc/group", "group", group); err != nil {
+			return 0, 0, err
+		}
+	}
+	return uid, gid, nil
+}
+
+// imageID is the id (third field) of name in the image's account database p.
+func (b *builder) imageID(where, p, what, name string) (int, error) {
+	d, err := b.loadDB(where, p, true)
+	if err != nil {
+		return 0, err
+	}
+	id := -1
+	d.each(func(f []string, _ int) {
+		if id < 0 && len(f) > 2 && f[0] == name {
+			if n, err := strconv.ParseUint(f[2], 10, 32); err == nil {
+				id = int(n)
+			}
+		}
+	})
+	if id < 0 {
+		return 0, errorf(where, "owner: no %s %q in the image's %s", what, name, p)
+	}
+	return id, nil
 }
 
 func readSource(where, p string, room int64) ([]byte, error) {

@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"os"
 	"os/exec"
@@ -430,4 +431,36 @@ func links(t *testing.T, dir string) map[string]string {
 		t.Fatal(err)
 	}
 	return out
+}
+
+// TestOwnerNames: an owner named by the image's own accounts (a service user whose uid differs
+// between distributions) is looked up in its /etc/passwd and /etc/group; a name it lacks is an
+// ItemError at the item's position.
+func TestOwnerNames(t *testing.T) {
+	root := baseTree(t)
+	c := Config{
+		Files:       []File{{Path: "/etc/app.conf", Content: []byte("x\n"), User: "alice", Group: "sudo", Where: "f:1:1"}},
+		Directories: []Directory{{Path: "/srv/app", GID: 7, User: "bin", Where: "f:2:1"}},
+	}
+	res, err := Layer(context.Background(), os.DirFS(root), c, epoch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ents := readTar(t, res.Tar)
+	if h := ents["etc/app.conf"].hdr; h.Uid != 1000 || h.Gid != 27 {
+		t.Errorf("/etc/app.conf owner %d:%d, want 1000:27 (alice:sudo)", h.Uid, h.Gid)
+	}
+	if h := ents["srv/app"].hdr; h.Uid != 2 || h.Gid != 7 {
+		t.Errorf("/srv/app owner %d:%d, want 2:7 (bin, gid as given)", h.Uid, h.Gid)
+	}
+	for _, bad := range []Config{
+		{Files: []File{{Path: "/etc/a", User: "www-data", Where: "f:3:4"}}},
+		{Directories: []Directory{{Path: "/srv/b", Group: "nogroup", Where: "f:3:4"}}},
+	} {
+		_, err := Layer(context.Background(), os.DirFS(root), bad, epoch)
+		var ie *ItemError
+		if !errors.As(err, &ie) || ie.Where != "f:3:4" || !strings.Contains(err.Error(), "owner: no ") {
+			t.Errorf("%+v: %v, want an ItemError at f:3:4 naming the missing owner", bad, err)
+		}
+	}
 }

@@ -244,18 +244,12 @@ func classCustomize(c *spec.Class) (*customize.Config, error) {
 		cfg.Users = append(cfg.Users, cu)
 	}
 	for _, d := range c.Directories {
-		uid, gid, err := classOwner(c, d.Owner, d.Pos, "directories")
-		if err != nil {
-			return nil, err
-		}
-		cfg.Directories = append(cfg.Directories, customize.Directory{Path: d.Path, Mode: d.Mode, UID: uid, GID: gid, Where: d.Pos.String()})
+		uid, gid, user, group := classOwner(c, d.Owner)
+		cfg.Directories = append(cfg.Directories, customize.Directory{Path: d.Path, Mode: d.Mode, UID: uid, GID: gid, User: user, Group: group, Where: d.Pos.String()})
 	}
 	for _, fe := range c.Files {
-		uid, gid, err := classOwner(c, fe.Owner, fe.Pos, "files")
-		if err != nil {
-			return nil, err
-		}
-		cf := customize.File{Path: fe.Path, Mode: fe.Mode, UID: uid, GID: gid, Where: fe.Pos.String()}
+		uid, gid, user, group := classOwner(c, fe.Owner)
+		cf := customize.File{Path: fe.Path, Mode: fe.Mode, UID: uid, GID: gid, User: user, Group: group, Where: fe.Pos.String()}
 		if fe.Source != "" {
 			cf.Source = fe.SourceAbs
 		} else {
@@ -274,21 +268,22 @@ func classCustomize(c *spec.Class) (*customize.Config, error) {
 	return cfg, nil
 }
 
-// classOwner is an owner's uid and gid: numbers, root, or the class's own users and groups.
-// Names that only the image has are not looked up yet.
-func classOwner(c *spec.Class, o spec.Owner, pos spec.Pos, key string) (int, int, error) {
-	uid, ok := ownerID(o.User, func(n string) (uint32, bool) {
+// classOwner is an owner's uid and gid (numbers, root, or the class's own users and groups),
+// or the names to look up in the image's /etc/passwd and /etc/group at build time.
+func classOwner(c *spec.Class, o spec.Owner) (uid, gid int, user, group string) {
+	if id, ok := ownerID(o.User, func(n string) (uint32, bool) {
 		for _, u := range c.Users {
 			if u.Name == n {
 				return u.UID, true
 			}
 		}
 		return 0, false
-	})
-	if !ok {
-		return 0, 0, usagef("%s: classes.%s.%s: owner %s: user %q is not a number, root or a user of the class (names from the image's /etc/passwd are not looked up yet)", pos, c.Name, key, o, o.User)
+	}); ok {
+		uid = int(id)
+	} else {
+		user = o.User
 	}
-	gid, ok := ownerID(o.Group, func(n string) (uint32, bool) {
+	if id, ok := ownerID(o.Group, func(n string) (uint32, bool) {
 		for _, g := range c.Groups {
 			if g.Name == n {
 				return g.GID, true
@@ -300,11 +295,12 @@ func classOwner(c *spec.Class, o spec.Owner, pos spec.Pos, key string) (int, int
 			}
 		}
 		return 0, false
-	})
-	if !ok {
-		return 0, 0, usagef("%s: classes.%s.%s: owner %s: group %q is not a number, root or a group of the class (names from the image's /etc/group are not looked up yet)", pos, c.Name, key, o, o.Group)
+	}); ok {
+		gid = int(id)
+	} else {
+		group = o.Group
 	}
-	return int(uid), int(gid), nil
+	return uid, gid, user, group
 }
 
 func ownerID(s string, class func(string) (uint32, bool)) (uint32, bool) {
