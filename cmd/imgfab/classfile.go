@@ -47,14 +47,8 @@ type classResult struct {
 // file order, once per platform. Every class is turned into plans (and checked) before anything
 // is built.
 func runBuildFile(ctx context.Context, fl *pflag.FlagSet, path string, names []string, asJSON, insecure bool, push *string, stdout, stderr io.Writer) error {
-	var set []string
-	for _, f := range fileSetFlags {
-		if fl.Changed(f.flag) {
-			set = append(set, fmt.Sprintf("--%s (the file's %s)", f.flag, f.key))
-		}
-	}
-	if len(set) > 0 {
-		return usagef("-f %s: the class file sets %s; change the file, or build without -f", path, strings.Join(set, ", "))
+	if err := noFileSetFlags(fl, path); err != nil {
+		return err
 	}
 	var pushSel []string
 	if push != nil {
@@ -71,36 +65,13 @@ func runBuildFile(ctx context.Context, fl *pflag.FlagSet, path string, names []s
 		}
 		return usagef("-f: %v", err)
 	}
-	classes := f.Classes
-	if len(names) > 0 {
-		want := map[string]bool{}
-		for _, n := range names {
-			if f.Class(n) == nil && strings.ContainsAny(n, ":/") {
-				return usagef("-f %s: %q: the arguments after -f FILE are class names, not a SOURCE (the file's from: is the source)", path, n)
-			}
-			if f.Class(n) == nil {
-				return usagef("-f %s: no class %q (the file has: %s)", path, n, strings.Join(f.Names(), ", "))
-			}
-			want[n] = true
-		}
-		classes = nil
-		for _, c := range f.Classes {
-			if want[c.Name] {
-				classes = append(classes, c)
-			}
-		}
+	classes, err := pickClasses(f, path, names)
+	if err != nil {
+		return err
 	}
-	var runs []classRun
-	for _, c := range classes {
-		for _, pl := range c.Platforms {
-			p, err := classPlan(c, pl)
-			if err != nil {
-				return err
-			}
-			p.Insecure = insecure
-			p.Stdout = stdout
-			runs = append(runs, classRun{c, pl, p})
-		}
+	runs, err := planRuns(classes, insecure, asJSON, stdout)
+	if err != nil {
+		return err
 	}
 	if pushSel != nil {
 		if err := checkPushes(path, runs, pushSel); err != nil {
@@ -113,53 +84,113 @@ func runBuildFile(ctx context.Context, fl *pflag.FlagSet, path string, names []s
 	}
 	enc := json.NewEncoder(stdout)
 	for _, r := range runs {
-		for _, o := range r.plan.Outputs {
-			if o.Path == "-" && (asJSON || len(runs) > 1) {
-				return usagef("%s: an output - (stdout) needs a file with one class and one platform, and no --json", o.Path)
-			}
-		}
-	}
-	for _, r := range runs {
-		// A file's outputs go under directories it names (out/{class}.qcow2): made as needed.
-		for _, o := range r.plan.Outputs {
-			if o.Path != "-" {
-				if err := os.MkdirAll(filepath.Dir(o.Path), 0o777); err != nil {
-					return fmt.Errorf("class %s: %w", r.class.Name, err)
-				}
-			}
-		}
-		prog := newProgress(stderr)
-		r.plan.Progress = prog.event
-		res, cached, err := sr.run(ctx, &r)
-		prog.done()
-		if err != nil {
-			var ie *customize.ItemError
-			if errors.As(err, &ie) { // the file asks for what the image cannot give: exit 2
-				return usagef("%v (class %s, %s)", ie, r.class.Name, r.platform)
-			}
-			return fmt.Errorf("class %s (%s): %w", r.class.Name, r.platform, err)
-		}
-		for _, w := range res.Warnings {
-			fmt.Fprintf(stderr, "imgfab build: %s: warning: %s\n", r.class.Name, w)
-		}
-		if asJSON {
-			if err := enc.Encode(classResult{r.class.Name, r.platform.String(), res, cached}); err != nil {
-				return err
-			}
-		} else {
-			for _, o := range res.Outputs {
-				w := stdout
-				if o.Path == "-" {
-					w = stderr
-				}
-				fmt.Fprintf(w, "%s %s: %s: %s, %d MiB virtual, sha256 %s%s\n", r.class.Name, r.platform, o.Path, o.Format, res.VirtualSize>>20, o.SHA256, cachedNote(cached))
-			}
+		if err := buildRun(ctx, sr, r, enc, asJSON, stdout, stderr); err != nil {
+			return err
 		}
 		if pushSel != nil {
 			if err := runClassPushes(ctx, r, pushSel, asJSON, stdout, stderr); err != nil {
 				return err
 			}
 		}
+	}
+	return nil
+}
+
+// noFileSetFlags refuses the build flags a class file sets.
+func noFileSetFlags(fl *pflag.FlagSet, path string) error {
+	var set []string
+	for _, f := range fileSetFlags {
+		if fl.Changed(f.flag) {
+			set = append(set, fmt.Sprintf("--%s (the file's %s)", f.flag, f.key))
+		}
+	}
+	if len(set) > 0 {
+		return usagef("-f %s: the class file sets %s; change the file, or build without -f", path, strings.Join(set, ", "))
+	}
+	return nil
+}
+
+// pickClasses is the classes named on the command line, in file order (all when none is).
+func pickClasses(f *spec.File, path string, names []string) ([]*spec.Class, error) {
+	if len(names) == 0 {
+		return f.Classes, nil
+	}
+	want := map[string]bool{}
+	for _, n := range names {
+		if f.Class(n) == nil && strings.ContainsAny(n, ":/") {
+			return nil, usagef("-f %s: %q: the arguments after -f FILE are class names, not a SOURCE (the file's from: is the source)", path, n)
+		}
+		if f.Class(n) == nil {
+			return nil, usagef("-f %s: no class %q (the file has: %s)", path, n, strings.Join(f.Names(), ", "))
+		}
+		want[n] = true
+	}
+	var classes []*spec.Class
+	for _, c := range f.Classes {
+		if want[c.Name] {
+			classes = append(classes, c)
+		}
+	}
+	return classes, nil
+}
+
+// planRuns turns every class × platform into a plan, checked before anything is built.
+func planRuns(classes []*spec.Class, insecure, asJSON bool, stdout io.Writer) ([]classRun, error) {
+	var runs []classRun
+	for _, c := range classes {
+		for _, pl := range c.Platforms {
+			p, err := classPlan(c, pl)
+			if err != nil {
+				return nil, err
+			}
+			p.Insecure = insecure
+			p.Stdout = stdout
+			runs = append(runs, classRun{c, pl, p})
+		}
+	}
+	for _, r := range runs {
+		for _, o := range r.plan.Outputs {
+			if o.Path == "-" && (asJSON || len(runs) > 1) {
+				return nil, usagef("%s: an output - (stdout) needs a file with one class and one platform, and no --json", o.Path)
+			}
+		}
+	}
+	return runs, nil
+}
+
+// buildRun builds one class × platform (or copies it from the cache) and prints its result.
+func buildRun(ctx context.Context, sr *storeRun, r classRun, enc *json.Encoder, asJSON bool, stdout, stderr io.Writer) error {
+	// A file's outputs go under directories it names (out/{class}.qcow2): made as needed.
+	for _, o := range r.plan.Outputs {
+		if o.Path != "-" {
+			if err := os.MkdirAll(filepath.Dir(o.Path), 0o777); err != nil {
+				return fmt.Errorf("class %s: %w", r.class.Name, err)
+			}
+		}
+	}
+	prog := newProgress(stderr)
+	r.plan.Progress = prog.event
+	res, cached, err := sr.run(ctx, &r)
+	prog.done()
+	if err != nil {
+		var ie *customize.ItemError
+		if errors.As(err, &ie) { // the file asks for what the image cannot give: exit 2
+			return usagef("%v (class %s, %s)", ie, r.class.Name, r.platform)
+		}
+		return fmt.Errorf("class %s (%s): %w", r.class.Name, r.platform, err)
+	}
+	for _, w := range res.Warnings {
+		fmt.Fprintf(stderr, "imgfab build: %s: warning: %s\n", r.class.Name, w)
+	}
+	if asJSON {
+		return enc.Encode(classResult{r.class.Name, r.platform.String(), res, cached})
+	}
+	for _, o := range res.Outputs {
+		w := stdout
+		if o.Path == "-" {
+			w = stderr
+		}
+		fmt.Fprintf(w, "%s %s: %s: %s, %d MiB virtual, sha256 %s%s\n", r.class.Name, r.platform, o.Path, o.Format, res.VirtualSize>>20, o.SHA256, cachedNote(cached))
 	}
 	return nil
 }
