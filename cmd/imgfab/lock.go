@@ -125,27 +125,6 @@ func writeLock(path string, l *lockFile) error {
 	return err
 }
 
-// selectClasses is the classes named (all when none), in file order.
-func selectClasses(f *spec.File, path string, names []string) ([]*spec.Class, error) {
-	if len(names) == 0 {
-		return f.Classes, nil
-	}
-	want := map[string]bool{}
-	for _, n := range names {
-		if f.Class(n) == nil {
-			return nil, usagef("-f %s: no class %q (the file has: %s)", path, n, strings.Join(f.Names(), ", "))
-		}
-		want[n] = true
-	}
-	var out []*spec.Class
-	for _, c := range f.Classes {
-		if want[c.Name] {
-			out = append(out, c)
-		}
-	}
-	return out, nil
-}
-
 func runLock(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fl := pflag.NewFlagSet("lock", pflag.ContinueOnError)
 	fl.SetOutput(io.Discard)
@@ -171,7 +150,7 @@ func runLock(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		}
 		return usagef("-f: %v", err)
 	}
-	classes, err := selectClasses(f, *file, fl.Args())
+	classes, err := pickClasses(f, *file, fl.Args())
 	if err != nil {
 		return err
 	}
