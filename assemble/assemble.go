@@ -10,6 +10,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/imgfab/imgfab/internal/iox"
@@ -19,6 +21,7 @@ import (
 	"github.com/imgfab/imgfab/bootloader"
 	"github.com/imgfab/imgfab/customize"
 	"github.com/imgfab/imgfab/diskfmt"
+	"github.com/imgfab/imgfab/firstboot"
 	"github.com/imgfab/imgfab/layers"
 	"github.com/imgfab/imgfab/partition"
 	"github.com/imgfab/imgfab/rootfs"
@@ -123,6 +126,15 @@ type Plan struct {
 	// Partitions are the extra partitions between the ESP and the root, in order (see
 	// ExtraPartition). Nil: the disk is the ESP and the root, byte for byte as before.
 	Partitions []ExtraPartition
+	// FirstBoot says which first-boot preparations to leave out (package firstboot: growth,
+	// identity, fstab). The zero value does them all.
+	FirstBoot FirstBootOptions
+}
+
+// FirstBootOptions switch off first-boot preparations (firstboot.Options).
+type FirstBootOptions struct {
+	Keep   []string // operation names (firstboot.Operations) or "all"
+	NoGrow bool
 }
 
 // Event is a progress report. Total is 0 when unknown.
@@ -150,6 +162,7 @@ type Result struct {
 	Epoch       int64             `json:"source_date_epoch"`
 	RootFS      RootFSResult      `json:"rootfs"`
 	Customize   *CustomizeResult  `json:"customize,omitempty"` // when Plan.Customize is set
+	FirstBoot   *firstboot.Result `json:"first_boot,omitempty"` // what was prepared for the first boot
 	Warnings    []string          `json:"warnings,omitempty"`  // what the build changed or could not do, for a person to read
 }
 
@@ -283,6 +296,9 @@ func planBuild(p Plan) (*build, error) {
 	if err := checkPartitions(p.Partitions); err != nil {
 		return nil, err
 	}
+	if err := firstboot.CheckKeep(p.FirstBoot.Keep); err != nil {
+		return nil, err
+	}
 	for i, f := range b.formats {
 		if max := diskfmt.MaxSize(f.Name()); max > 0 && p.Size > max {
 			return nil, fmt.Errorf("output %s: --size %d MiB is more than %s holds (%d MiB)", p.Outputs[i].Path, p.Size>>20, f.Name(), max>>20)
@@ -411,7 +427,15 @@ func (b *build) buildRoot(ctx context.Context, f *os.File) error {
 		return err
 	}
 	r := newRouter(fsw, b.parts, b.epoch)
-	if err := streamTree(ctx, p, b.ls, r.add); err != nil {
+	prep, err := b.preparer()
+	if err != nil {
+		return fmt.Errorf("build: %w", err)
+	}
+	add := func(h *tar.Header, body io.Reader) error { return prep.Entry(h, body, r.add) }
+	if err := streamTree(ctx, p, b.ls, add); err != nil {
+		return sizeHint(err, p.Size, rootSize)
+	}
+	if err := b.finishFirstBoot(prep, r.add); err != nil {
 		return sizeHint(err, p.Size, rootSize)
 	}
 	if err := r.finish(); err != nil {
@@ -576,6 +600,9 @@ func buildSeed(digest string, p Plan, espSize, epoch int64, customDigest string)
 	}
 	fmt.Fprintf(h, "cmdline\x00%s\x00journal\x00%v", p.Cmdline, !p.NoJournal)
 	fmt.Fprintf(h, "\x00boot\x00%s\x00%s\x00%v\x00%s", p.Boot.Mode, p.Boot.Table, p.Boot.UKI, p.Boot.Chain)
+	keep := slices.Clone(p.FirstBoot.Keep)
+	slices.Sort(keep)
+	fmt.Fprintf(h, "\x00firstboot\x00%v\x00%s", !p.FirstBoot.NoGrow, strings.Join(slices.Compact(keep), ","))
 	if customDigest != "" {
 		fmt.Fprintf(h, "\x00customize\x00%s", customDigest)
 	}

@@ -227,20 +227,41 @@ func (b *builder) oldFstab(where string, mounts map[string]string) (lines []stri
 	if err != nil {
 		return nil, false, errorf(where, "fstab: reading /etc/fstab: %v", err)
 	}
+	if !ok {
+		old = nil
+	}
+	lines, replaced = keepFstabLines(old, ok, func(m string) bool { _, mine := mounts[m]; return mine })
+	return lines, replaced, nil
+}
+
+// keepFstabLines is an fstab's lines less those whose mount point drop names, or a fresh header
+// when there is no file (ok false) or debootstrap's unconfigured one (replaced true).
+func keepFstabLines(old []byte, ok bool, drop func(mount string) bool) (lines []string, replaced bool) {
 	if ok && !bytes.Contains(old, []byte(unconfiguredFstab)) {
 		for _, l := range splitLines(old) {
 			f := strings.Fields(l)
-			if len(f) >= 2 && !strings.HasPrefix(f[0], "#") {
-				if _, mine := mounts[unescapeFstab(f[1])]; mine {
-					continue // replaced by the Config's line
-				}
+			if len(f) >= 2 && !strings.HasPrefix(f[0], "#") && drop(unescapeFstab(f[1])) {
+				continue // replaced by a new line
 			}
 			lines = append(lines, l)
 		}
-		return lines, false, nil
+		return lines, false
 	}
 	lines = []string{"# /etc/fstab: static file system information, written by imgfab.", "#", "# <file system>\t<mount point>\t<type>\t<options>\t<dump>\t<pass>"}
-	return lines, ok, nil
+	return lines, ok
+}
+
+// MergeFstab is the fstab old (ok false: the image has none) with entries added, replacing the
+// lines that mount the same points, as a Config's Fstab is merged; replaced reports that old was
+// debootstrap's unconfigured file. The first-boot preparation (package firstboot) uses it for
+// the root and the ESP.
+func MergeFstab(old []byte, ok bool, entries []FstabEntry) (merged []byte, replaced bool, err error) {
+	mounts, add, err := fstabEntries(entries)
+	if err != nil {
+		return nil, false, err
+	}
+	lines, replaced := keepFstabLines(old, ok, func(m string) bool { _, mine := mounts[m]; return mine })
+	return joinLines(append(lines, add...)), replaced, nil
 }
 
 // mountPoints makes the entries' mount points that the image lacks, and refuses one that is not a directory.
