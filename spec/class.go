@@ -11,8 +11,9 @@ import (
 
 var (
 	fileKeys      = []string{"classes"}
-	classKeys     = []string{"from", "platforms", "layers", "kernel", "boot", "disk", "esp_size", "source_date_epoch", "no_journal", "files", "directories", "users", "groups", "hostname", "timezone", "units", "partitions", "outputs", "publish"}
+	classKeys     = []string{"from", "platforms", "layers", "kernel", "boot", "disk", "esp_size", "source_date_epoch", "no_journal", "first_boot", "files", "directories", "users", "groups", "hostname", "timezone", "units", "partitions", "outputs", "publish"}
 	kernelKeys    = []string{"cmdline"}
+	firstBootKeys = []string{"grow", "keep"}
 	bootKeys      = []string{"mode", "table", "uki", "chain"}
 	diskKeys      = []string{"size"}
 	fileEntryKeys = []string{"path", "content", "source", "mode", "owner"}
@@ -117,6 +118,7 @@ var classSections = []struct {
 	{"esp_size", (*decoder).classESPSize},
 	{"source_date_epoch", (*decoder).classEpoch},
 	{"no_journal", func(d *decoder, c *Class, n *yaml.Node, path string) { c.NoJournal = d.boolean(n, path) }},
+	{"first_boot", (*decoder).classFirstBoot},
 	{"files", func(d *decoder, c *Class, n *yaml.Node, path string) {
 		c.Files = decodeList(d, n, path, "files ({path, content or source, mode, owner})", (*decoder).fileEntry)
 	}},
@@ -211,6 +213,17 @@ func (d *decoder) classKernel(c *Class, n *yaml.Node, path string) {
 		if msg := checkCmdline(c.Kernel.Cmdline); msg != "" {
 			d.fail(cf.val, path+".cmdline", "%s", msg)
 		}
+	}
+}
+
+// classFirstBoot decodes first_boot: grow (default true) and keep, a list of operation names.
+func (d *decoder) classFirstBoot(c *Class, n *yaml.Node, path string) {
+	f := d.fields(n, path, firstBootKeys, nil)
+	if g, ok := f["grow"]; ok {
+		c.FirstBoot.NoGrow = !d.boolean(g.val, path+".grow")
+	}
+	if k, ok := f["keep"]; ok {
+		c.FirstBoot.Keep, c.FirstBoot.KeepPos = d.strs(k.val, path+".keep", "keep (operation names)", nil)
 	}
 }
 

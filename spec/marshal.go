@@ -42,6 +42,9 @@ func (c *Class) Canonical() []byte {
 		"outputs":           mapSlice(c.Outputs, Output.canonical),
 		"publish":           mapSlice(c.Publish, Publish.canonical),
 	}
+	if fb := c.FirstBoot.canonical(); fb != nil {
+		m["first_boot"] = fb
+	}
 	var b bytes.Buffer
 	enc := json.NewEncoder(&b)
 	enc.SetEscapeHTML(false)
@@ -202,6 +205,7 @@ func (c *Class) yamlNode() *yaml.Node {
 		{"esp_size", optSize(c.ESPSize)},
 		{"source_date_epoch", optInt(c.SourceDateEpoch)},
 		{"no_journal", optTrue(c.NoJournal)},
+		{"first_boot", c.FirstBoot.yamlNode()},
 		{"files", seq(c.Files, FileEntry.yamlNode)},
 		{"directories", seq(c.Directories, Directory.yamlNode)},
 		{"users", seq(c.Users, User.yamlNode)},
@@ -279,6 +283,36 @@ func (k Kernel) yamlNode() *yaml.Node {
 	}
 	n := mapping()
 	add(n, "cmdline", strNode(k.Cmdline))
+	return n
+}
+
+// canonical is the first_boot section; nil (left out of the canonical form, so that a class
+// without one keeps its id) when it is the default.
+func (f FirstBoot) canonical() any {
+	if !f.NoGrow && len(f.Keep) == 0 {
+		return nil
+	}
+	keep := slices.Clone(f.Keep)
+	slices.Sort(keep)
+	return map[string]any{"grow": !f.NoGrow, "keep": slices.Compact(keep)}
+}
+
+// yamlNode is the first_boot section's given keys; nil with none.
+func (f FirstBoot) yamlNode() *yaml.Node {
+	if !f.NoGrow && len(f.Keep) == 0 {
+		return nil
+	}
+	n := mapping()
+	if f.NoGrow {
+		add(n, "grow", boolNode(false))
+	}
+	if len(f.Keep) > 0 {
+		k := &yaml.Node{Kind: yaml.SequenceNode, Style: yaml.FlowStyle}
+		for _, s := range f.Keep {
+			k.Content = append(k.Content, strNode(s))
+		}
+		add(n, "keep", k)
+	}
 	return n
 }
 

@@ -98,6 +98,8 @@ type Class struct {
 	SourceDateEpoch *int64
 	// NoJournal makes the ext4 root without a journal.
 	NoJournal bool
+	// FirstBoot switches off first-boot preparations (imgfab build --no-grow, --keep).
+	FirstBoot FirstBoot
 
 	Files       []FileEntry
 	Directories []Directory
@@ -276,4 +278,12 @@ type Publish struct {
 	// {arch}. Credentials are never parameters: they come from the environment, as for push.
 	Params map[string]string
 	Pos    Pos
+}
+
+// FirstBoot is the first_boot section: which of the first-boot preparations to leave out
+// (package firstboot). The zero value does them all.
+type FirstBoot struct {
+	NoGrow  bool     // grow: false
+	Keep    []string // operation names, checked by the build (firstboot.CheckKeep)
+	KeepPos []Pos
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/imgfab/imgfab/assemble"
 	"github.com/imgfab/imgfab/diskfmt"
+	"github.com/imgfab/imgfab/firstboot"
 )
 
 var errHelp = errors.New("help shown")
@@ -120,8 +121,10 @@ type buildFlags struct {
 	fl                                                      *pflag.FlagSet
 	outputs, extra                                          *[]string
 	format, compress, size, espSize, cmdline, platform, sde *string
-	bootMode, table, chain, push, file, className           *string
+	bootMode, table, chain, push, file, className, target   *string
 	asJSON, insecure, noJournal, uki, printSpc, help        *bool
+	noGrow                                                  *bool
+	keep                                                    *[]string
 }
 
 func newBuildFlags() *buildFlags {
@@ -150,6 +153,9 @@ func newBuildFlags() *buildFlags {
 		file:      fl.StringP("file", "f", "", "build the classes of this class file (imgfab.yaml); the arguments are class names (default: all)"),
 		printSpc:  fl.Bool("print-spec", false, "print the class file equivalent to these flags and exit"),
 		className: fl.String("class", "", "the class name --print-spec writes (default \"default\")"),
+		noGrow:    fl.Bool("no-grow", false, "leave the root at the image's size: no growth to the disk on first boot"),
+		keep:      fl.StringSlice("keep", nil, "first-boot operations not to do, comma-separated: "+strings.Join(firstboot.Operations, ", ")+", or all"),
+		target:    fl.String("target", "", "check the first output for this target after the build (as imgfab check --target): aws, aws-arm64, gcp, azure, kubevirt, openstack, vmware, metal"),
 		help:      fl.BoolP("help", "h", false, "show this help"),
 	}
 }
@@ -175,6 +181,10 @@ func (f *buildFlags) plan(stdout io.Writer) (assemble.Plan, error) {
 		NoJournal:   *f.noJournal,
 		Boot:        assemble.BootOptions{Mode: *f.bootMode, Table: *f.table, UKI: *f.uki, Chain: *f.chain},
 		Stdout:      stdout,
+		FirstBoot:   assemble.FirstBootOptions{NoGrow: *f.noGrow, Keep: *f.keep},
+	}
+	if err := firstboot.CheckKeep(*f.keep); err != nil {
+		return plan, usagef("--keep: %v", err)
 	}
 	stdoutUsed := false
 	for _, o := range *f.outputs {

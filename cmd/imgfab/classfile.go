@@ -15,6 +15,7 @@ import (
 
 	"github.com/imgfab/imgfab/assemble"
 	"github.com/imgfab/imgfab/customize"
+	"github.com/imgfab/imgfab/firstboot"
 	"github.com/imgfab/imgfab/spec"
 )
 
@@ -24,6 +25,7 @@ var fileSetFlags = []struct{ flag, key string }{
 	{"output", "outputs"}, {"format", "outputs[].format"}, {"compress", "outputs[].compress"},
 	{"size", "disk.size"}, {"esp-size", "esp_size"}, {"cmdline", "kernel.cmdline"}, {"layer", "layers"},
 	{"platform", "platforms"}, {"source-date-epoch", "source_date_epoch"}, {"no-journal", "no_journal"},
+	{"no-grow", "first_boot.grow"}, {"keep", "first_boot.keep"},
 	{"boot", "boot.mode"}, {"table", "boot.table"}, {"uki", "boot.uki"}, {"boot-chain", "boot.chain"},
 	{"print-spec", "the file itself"}, {"class", "the class names"},
 }
@@ -209,6 +211,12 @@ func classPlan(c *spec.Class, pl spec.Platform) (assemble.Plan, error) {
 		ESPSize:   c.ESPSize,
 		NoJournal: c.NoJournal,
 		Boot:      assemble.BootOptions{Mode: c.Boot.Mode, Table: c.Boot.Table, UKI: c.Boot.UKI, Chain: c.Boot.Chain},
+		FirstBoot: assemble.FirstBootOptions{NoGrow: c.FirstBoot.NoGrow, Keep: c.FirstBoot.Keep},
+	}
+	for i, k := range c.FirstBoot.Keep {
+		if err := firstboot.CheckKeep([]string{k}); err != nil {
+			return assemble.Plan{}, usagef("%s: classes.%s.first_boot.keep[%d]: %v", c.FirstBoot.KeepPos[i], c.Name, i, err)
+		}
 	}
 	// The defaults of the flags, which shape the seed.
 	if p.Boot.Mode == "" {
@@ -365,6 +373,7 @@ func printSpec(p assemble.Plan, name string, stdout io.Writer) error {
 		Boot:    spec.Boot{Mode: p.Boot.Mode, Table: p.Boot.Table, UKI: p.Boot.UKI, Chain: p.Boot.Chain},
 		Disk:    spec.Disk{Size: p.Size},
 		ESPSize: p.ESPSize, SourceDateEpoch: p.SourceDateEpoch, NoJournal: p.NoJournal,
+		FirstBoot: spec.FirstBoot{NoGrow: p.FirstBoot.NoGrow, Keep: p.FirstBoot.Keep},
 	}
 	if c.Boot.Mode == "auto" {
 		c.Boot.Mode = ""
