@@ -18,7 +18,9 @@ const growpartUnit = "imgfab-growpart.service"
 
 // growpartService runs the image's growpart (cloud-guest-utils) on the partition that holds the
 // root filesystem, found through sysfs from the root's device number, before systemd-growfs
-// resizes the filesystem. growpart exits 1 when there is nothing to grow ("NOCHANGE").
+// resizes the filesystem (systemd-growfs@-.service, as systemd 252's fstab generator names it;
+// systemd-growfs-root.service in later versions). growpart exits 1 when there is nothing to
+// grow ("NOCHANGE").
 const growpartService = `# Written by imgfab: on boot, grow the root partition into the free space after it with the
 # image's growpart (cloud-guest-utils; MBR and GPT); systemd-growfs then grows the filesystem
 # (x-systemd.growfs in /etc/fstab).
@@ -28,7 +30,7 @@ Documentation=man:growpart(1)
 DefaultDependencies=no
 Conflicts=shutdown.target
 After=systemd-remount-fs.service
-Before=systemd-growfs-root.service local-fs.target shutdown.target
+Before=systemd-growfs@-.service systemd-growfs-root.service local-fs.target shutdown.target
 ConditionVirtualization=!container
 
 [Service]

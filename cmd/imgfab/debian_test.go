@@ -27,7 +27,9 @@ func TestDebianBootsMultiUser(t *testing.T) {
 			src := fixture(t, "debian/"+variant, "mkdebian.sh")
 			out := t.TempDir()
 			qcow, raw := filepath.Join(out, "disk.qcow2"), filepath.Join(out, "disk.raw")
-			res := build(t, "oci:"+src+":debian", "--layer", check, "--cmdline", "console=ttyS0", "-o", qcow, "-o", raw)
+			// --keep hostname: IMGFAB-HOSTNAME-OK checks layer 2's /etc/hostname over layer 1's,
+			// which the first-boot preparation would otherwise reset to localhost.
+			res := build(t, "oci:"+src+":debian", "--layer", check, "--keep", "hostname", "--cmdline", "console=ttyS0", "-o", qcow, "-o", raw)
 			checkOracles(t, raw, res)
 			serial := bootUEFI(t, qcow, "qcow2", 10*time.Minute)
 			for _, want := range []string{"IMGFAB-MULTIUSER active", "IMGFAB-WHITEOUT-OK", "IMGFAB-OPAQUE-OK",
@@ -79,7 +81,7 @@ func TestDebianBootsHybrid(t *testing.T) {
 	}
 	out := t.TempDir()
 	qcow, raw := filepath.Join(out, "disk.qcow2"), filepath.Join(out, "disk.raw")
-	res := build(t, "oci:"+src+":debian", "--layer", check, "--layer", grub, "--cmdline", "console=ttyS0",
+	res := build(t, "oci:"+src+":debian", "--layer", check, "--layer", grub, "--keep", "hostname", "--cmdline", "console=ttyS0",
 		"--source-date-epoch", "1700000000", "-o", qcow, "-o", raw)
 	if res.Boot.Mode != "hybrid" || res.Boot.BIOSLoader != "grub" || res.Boot.UEFILoader != "systemd-boot" {
 		t.Fatalf("--boot auto with grub-pc modules: boot %+v, want hybrid (grub + systemd-boot)", res.Boot)

@@ -28,6 +28,11 @@ type vm struct {
 	// markers: stop qemu once every one has appeared on the serial console (or at the timeout)
 	// and return the log; none: wait for qemu to power off, failing the test at the timeout.
 	markers []string
+	// bus is how the disk is attached: "" or "virtio" (virtio-blk), "nvme" (as on AWS Nitro),
+	// "scsi" (virtio-scsi, as on GCE).
+	bus string
+	// persist writes the guest's changes to the disk (else they are discarded: snapshot=on).
+	persist bool
 }
 
 // boot runs the vm and returns its serial log. The one qemu helper of the boot tests.
@@ -67,7 +72,22 @@ func boot(t *testing.T, m vm) string {
 	default:
 		t.Fatalf("vm: firmware %q", m.firmware)
 	}
-	args = append(args, "-drive", "if=virtio,format="+m.format+",file="+m.disk+",snapshot=on", "-serial", "file:"+log)
+	drive := "format=" + m.format + ",file=" + m.disk
+	if !m.persist {
+		drive += ",snapshot=on"
+	}
+	switch m.bus {
+	case "", "virtio":
+		args = append(args, "-drive", "if=virtio,"+drive)
+	case "nvme":
+		args = append(args, "-drive", "if=none,id=d0,"+drive, "-device", "nvme,serial=imgfab0,drive=d0,bootindex=1")
+	case "scsi":
+		args = append(args, "-device", "virtio-scsi-pci,id=scsi0", "-drive", "if=none,id=d0,"+drive,
+			"-device", "scsi-hd,drive=d0,bus=scsi0.0,bootindex=1")
+	default:
+		t.Fatalf("vm: bus %q", m.bus)
+	}
+	args = append(args, "-serial", "file:"+log)
 	ctx, cancel := context.WithTimeout(context.Background(), m.timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, qemu, args...)
