@@ -228,6 +228,7 @@ func (p *Preparer) classify(name string, hdr *tar.Header) (string, action) {
 	case name == "etc/fstab" && p.on[OpFstab]:
 		if !reg {
 			p.warn("first boot: /etc/fstab is a %s, not a regular file: the root and ESP lines are not added", typeName(hdr.Typeflag))
+			p.on[OpFstab] = false // left alone: Finish writes no /etc/fstab beside it
 			return "", pass
 		}
 		return OpFstab, hold
@@ -431,7 +432,7 @@ func (p *Preparer) grow(add func(*tar.Header, io.Reader) error) (growfs bool, er
 		p.warn("first boot: the root will not grow to its disk: the image has no systemd-growfs (systemd) to resize the filesystem, and not cloud-init with growpart; install systemd, or cloud-init and cloud-guest-utils, or build with --no-grow")
 		return false, nil
 	case p.has("repart.d") && p.o.Table == "gpt":
-		p.did(OpGrow, "/etc/repart.d", "the image's own repart.d definitions; the root's filesystem grows with x-systemd.growfs")
+		p.did(OpGrow, "etc/repart.d", "the image's own repart.d definitions; the root's filesystem grows with x-systemd.growfs")
 		return true, nil
 	case repart && p.o.Table == "gpt":
 		if err := p.addFile(add, "etc/repart.d/"+repartConf, []byte(repartRoot), 0o644); err != nil {

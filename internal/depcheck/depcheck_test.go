@@ -18,12 +18,14 @@ const module = "github.com/imgfab/imgfab/"
 // a new edge must be added here on purpose.
 var allowed = map[string][]string{
 	// cmd/imgfab: cache and layers for lock (digests, filling the store) and the output cache.
-	"cmd/imgfab": {"spec", "customize", "assemble", "bootloader", "diskfmt", "inspect", "publish/...", "internal/...", "cache", "layers"},
+	"cmd/imgfab": {"spec", "customize", "firstboot", "assemble", "bootloader", "diskfmt", "inspect", "publish/...", "internal/...", "cache", "layers"},
 	// cache: the content store, below layers; imports nothing of the module.
 	"cache":     {"internal/..."},
 	"spec":      {"diskfmt", "internal/..."}, // the class file: data, checked against the format names
-	"assemble":  {"customize", "layers", "rootfs/...", "bootloader", "partition", "diskfmt", "internal/..."},
+	"assemble":  {"customize", "firstboot", "layers", "rootfs/...", "bootloader", "partition", "diskfmt", "internal/..."},
 	"customize": {"internal/..."}, // reads the image through fs.FS, writes a tar layer
+	// firstboot: edits the build's tar stream; merges /etc/fstab with customize.MergeFstab.
+	"firstboot": {"customize", "internal/..."},
 	// layers: registry blobs are read and written through the store.
 	"layers":       {"cache", "internal/..."},
 	"rootfs":       {"internal/..."},
