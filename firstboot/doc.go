@@ -22,7 +22,7 @@
 //     becomes a symlink to it where the image has /var/lib/dbus.
 //   - ssh-hostkeys: /etc/ssh/ssh_host_* are removed. Where the image has sshd and no way of its
 //     own to make them (Fedora's sshd-keygen@.service), imgfab-ssh-keygen.service runs the
-//     image's `ssh-keygen -A` before sshd starts, whenever a key is missing.
+//     image's `ssh-keygen -A` before sshd starts, on a boot that finds no host key.
 //   - random-seed: /var/lib/systemd/random-seed, /var/lib/urandom/random-seed, /var/lib/random-seed.
 //   - credentials: /var/lib/systemd/credential.secret (the host key of systemd-creds).
 //   - logfiles: files under /var/log are emptied (kept, with their modes: wtmp, btmp, lastlog);

@@ -87,6 +87,8 @@ type Preparer struct {
 	dropped map[string]bool
 	fstab   []byte
 	fstabOK bool
+	// fstabHdr is the image's /etc/fstab entry: the merged file keeps its mode, owner and time.
+	fstabHdr *tar.Header
 	hasEtc  bool
 	// machineIDHdr is the image's /etc/machine-id (nil: none), machineIDOld its content.
 	machineIDHdr *tar.Header
@@ -258,7 +260,8 @@ func (p *Preparer) hold(name string, hdr *tar.Header, body io.Reader) error {
 	if len(data) > MaxFstab {
 		return fmt.Errorf("first boot: /etc/fstab is more than %d bytes", MaxFstab)
 	}
-	p.fstab, p.fstabOK = data, true
+	h := *hdr
+	p.fstab, p.fstabOK, p.fstabHdr = data, true, &h
 	return nil
 }
 
@@ -313,7 +316,10 @@ func (p *Preparer) has(names ...string) bool {
 }
 
 func (p *Preparer) did(op, name, detail string) {
-	p.res.Ops = append(p.res.Ops, Op{Op: op, Path: "/" + name, Detail: detail})
+	if name != "" {
+		name = "/" + name
+	}
+	p.res.Ops = append(p.res.Ops, Op{Op: op, Path: name, Detail: detail})
 }
 
 func (p *Preparer) warn(format string, args ...any) {
@@ -411,6 +417,9 @@ func (p *Preparer) finishGrowAndFstab(add func(*tar.Header, io.Reader) error) er
 		}
 	}
 	if !p.on[OpFstab] || !p.hasEtc {
+		if growfs {
+			p.warn("first boot: the root partition grows but its filesystem does not: x-systemd.growfs goes on the root's /etc/fstab line, which --keep fstab leaves out; add the line yourself or build with --no-grow")
+		}
 		return nil
 	}
 	return p.writeFstab(add, growfs)
@@ -478,7 +487,12 @@ func (p *Preparer) writeFstab(add func(*tar.Header, io.Reader) error, growfs boo
 	if err != nil {
 		return fmt.Errorf("first boot: /etc/fstab: %w", err)
 	}
-	if err := p.addFile(add, "etc/fstab", merged, 0o644); err != nil {
+	if h := p.fstabHdr; h != nil {
+		h.Typeflag, h.Size = tar.TypeReg, int64(len(merged))
+		if err := wrap(add(h, bytes.NewReader(merged)), "etc/fstab"); err != nil {
+			return err
+		}
+	} else if err := p.addFile(add, "etc/fstab", merged, 0o644); err != nil {
 		return err
 	}
 	detail := "root"
