@@ -52,6 +52,7 @@ servers:
 debian-fixture:
 	bash testdata/mkdebian.sh >/dev/null
 	sh testdata/mkdebian-sb.sh >/dev/null
+	sh testdata/mkdebian-cloud.sh >/dev/null
 
 # Quick: no qemu boot, no Debian fixture.
 test-short:
