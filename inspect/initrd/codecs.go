@@ -3,6 +3,7 @@ package initrd
 import (
 	"compress/bzip2"
 	"errors"
+	"fmt"
 	"io"
 
 	"github.com/klauspost/compress/gzip"
@@ -95,4 +96,13 @@ func (b *bzip2Reader) Read(p []byte) (int, error) {
 		return n, io.EOF
 	}
 	return n, err
+}
+
+// limitErr marks a decoder's refusal of a window or dictionary over our limit as ErrLimit.
+func limitErr(err error) error {
+	var dict *lzma.ErrDictSize
+	if errors.Is(err, zstd.ErrWindowSizeExceeded) || errors.As(err, &dict) {
+		return fmt.Errorf("%w: %w", err, ErrLimit)
+	}
+	return err
 }
