@@ -7,7 +7,9 @@
 // structures it needs: the MBR and GPT (header and entry array, both CRC32-checked; the backup header
 // when the primary is damaged), the first 64 KiB of each partition for its magic numbers, the FAT
 // directories and small files of the ESP, and a few inodes and directories of the root filesystem
-// (through rootfs/ext4's reader). It never scans the disk and runs no outside program.
+// (through rootfs/ext4's reader). It never scans the disk and runs no outside program. Open (open.go)
+// hands the ESP and the root filesystem out as read-only fs.FS for callers that read files (package
+// check), and OpenInitrd the default entry's initrd (BLS, UKI .initrd section, GRUB).
 //
 // # Our own FAT reader
 //
@@ -41,6 +43,8 @@
 // warning in the Report, never a panic. Shared or repeated references are budgeted: directory
 // entries may name the same clusters, so one FAT reader reads at most 16 MiB in all, and a file's
 // cluster chain that loops back is found within a few times the loop's length (Brent), not after
-// the size its entry claims. The container formats bound the guest data the same way (diskfmt,
+// the size its entry claims. The ESP that Open hands out may read twice its partition's size
+// (files read whole: an initrd, a UKI) plus that budget. The container formats bound the guest
+// data the same way (diskfmt,
 // "# Limits").
 package inspect

@@ -3,6 +3,7 @@
 //	imgfab build [flags] SOURCE     container image → bootable disk (raw, qcow2, vmdk, vhd, gce, …)
 //	imgfab convert [flags] IN OUT   disk image → another format
 //	imgfab inspect [--json] DISK    what is on a disk image
+//	imgfab check DISK --target T    whether a disk image fits a target (aws, gcp, azure, …)
 //	imgfab push TARGET [flags] DISK upload to AWS, GCP, Azure or an OCI registry
 //	imgfab lock -f FILE             pin a class file's sources in imgfab.lock
 //	imgfab cache ls|prune           the local cache of blobs and finished outputs
@@ -44,6 +45,7 @@ var commands = []command{
 	{"build", "build a bootable disk image from a container image", runBuild},
 	{"convert", "convert a disk image: raw, qcow2, VMDK, VHD or GCE tarball in; any output format out", runConvert},
 	{"inspect", "show the partitions, boot entries, kernel command line and OS of a disk image (any format convert reads)", runInspect},
+	{"check", "say whether a disk image fits a target (aws, gcp, azure, kubevirt, …) before it is uploaded", runCheck},
 	{"push", "upload a disk image to AWS, GCP, Azure or an OCI registry", runPush},
 	{"lock", "resolve a class file's sources and write imgfab.lock; fill the cache", runLock},
 	{"cache", "list (ls) or prune the local cache of blobs and finished outputs", runCache},

@@ -18,7 +18,7 @@ const module = "github.com/imgfab/imgfab/"
 // a new edge must be added here on purpose.
 var allowed = map[string][]string{
 	// cmd/imgfab: cache and layers for lock (digests, filling the store) and the output cache.
-	"cmd/imgfab": {"spec", "customize", "firstboot", "assemble", "bootloader", "diskfmt", "inspect", "publish/...", "internal/...", "cache", "layers"},
+	"cmd/imgfab": {"spec", "customize", "firstboot", "assemble", "bootloader", "diskfmt", "inspect", "check", "publish/...", "internal/...", "cache", "layers"},
 	// cache: the content store, below layers; imports nothing of the module.
 	"cache":     {"internal/..."},
 	"spec":      {"diskfmt", "internal/..."}, // the class file: data, checked against the format names
