@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/imgfab/imgfab/assemble"
 	"github.com/imgfab/imgfab/internal/testtool"
 )
 
@@ -48,7 +49,12 @@ func TestFirstBootCattle(t *testing.T) {
 			dir := t.TempDir()
 			img := filepath.Join(dir, "disk.qcow2")
 			res := build(t, append([]string{"oci:" + src + ":debian", "--layer", layer, "--cmdline", "console=ttyS0", "-o", img}, c.args...)...)
-			root := res.Partitions[len(res.Partitions)-1]
+			var root assemble.PartitionResult
+			for _, p := range res.Partitions {
+				if strings.HasPrefix(p.Name, "root-") {
+					root = p
+				}
+			}
 			if c.firmware == "bios" && res.Boot.Table != "mbr" {
 				t.Fatalf("table %q, want mbr", res.Boot.Table)
 			}
