@@ -42,7 +42,7 @@ func TestHostile(t *testing.T) {
 	small := newc("070701", file("a", "data"))
 	aligned := func(b []byte) []byte { return cat(b, zeros((4-len(b)%4)%4)) }
 	lzmaBig := cat([]byte{0x5d, 0, 0, 0, 0xff}, bytes.Repeat([]byte{0xff}, 8), zeros(32)) // 4 GiB dictionary
-	zstdBig := []byte{0x28, 0xb5, 0x2f, 0xfd, 0x00, 0xf8, 0x01, 0x00, 0x00}             // window 2^31, one empty raw block
+	zstdBig := []byte{0x28, 0xb5, 0x2f, 0xfd, 0x00, 0xf8, 0x01, 0x00, 0x00}               // window 2^31, one empty raw block
 	tight := defaultLimits
 	tight.bytes, tight.pad, tight.segments, tight.link = 1<<20, 64, 3, 16
 	few := defaultLimits
