@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/imgfab/imgfab/assemble"
+	"github.com/imgfab/imgfab/check"
 	"github.com/imgfab/imgfab/diskfmt"
 	"github.com/imgfab/imgfab/firstboot"
 )
@@ -75,6 +76,9 @@ func runBuild(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return errHelp
 	}
 	if *f.file != "" {
+		if f.fl.Changed("target") {
+			return usagef("--target goes with a plain build (check a class's output with imgfab check DISK --target T)")
+		}
 		var push *string
 		if f.fl.Changed("push") {
 			push = f.push
@@ -113,7 +117,34 @@ func runBuild(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if pushArgs != nil {
 		return f.runPush(ctx, &res, pushArgs, stdout, stderr)
 	}
-	return report(&res, *f.asJSON, stdout, stderr)
+	if err := report(&res, *f.asJSON, stdout, stderr); err != nil || *f.target == "" {
+		return err
+	}
+	return f.checkBuilt(ctx, plan, stdout, stderr)
+}
+
+// checkBuilt runs imgfab check on the first file output for --target: the report goes to stdout,
+// or to stderr under --json (stdout holds the build's result). A failing rule is exit status 1;
+// the outputs stay.
+func (f *buildFlags) checkBuilt(ctx context.Context, plan assemble.Plan, stdout, stderr io.Writer) error {
+	w := stdout
+	if *f.asJSON {
+		w = stderr
+	}
+	for _, o := range plan.Outputs {
+		if o.Path == "-" {
+			continue
+		}
+		failed, err := checkDisk(ctx, *f.target, o.Path, w, false)
+		if err != nil {
+			return fmt.Errorf("check %s: %w", o.Path, err)
+		}
+		if failed != nil {
+			return fmt.Errorf("check %s: %w", o.Path, failed)
+		}
+		return nil
+	}
+	return nil
 }
 
 // buildFlags are build's flags, parsed by fl.
@@ -155,7 +186,7 @@ func newBuildFlags() *buildFlags {
 		className: fl.String("class", "", "the class name --print-spec writes (default \"default\")"),
 		noGrow:    fl.Bool("no-grow", false, "leave the root at the image's size: no growth to the disk on first boot"),
 		keep:      fl.StringSlice("keep", nil, "first-boot operations not to do, comma-separated: "+strings.Join(firstboot.Operations, ", ")+", or all"),
-		target:    fl.String("target", "", "check the first output for this target after the build (as imgfab check --target): aws, aws-arm64, gcp, azure, kubevirt, openstack, vmware, metal"),
+		target:    fl.String("target", "", "check the first output for this target after the build (as imgfab check --target): "+strings.Join(check.Targets(), ", ")),
 		help:      fl.BoolP("help", "h", false, "show this help"),
 	}
 }
@@ -185,6 +216,9 @@ func (f *buildFlags) plan(stdout io.Writer) (assemble.Plan, error) {
 	}
 	if err := firstboot.CheckKeep(*f.keep); err != nil {
 		return plan, usagef("--keep: %v", err)
+	}
+	if t := *f.target; t != "" && !isCheckTarget(t) {
+		return plan, usagef("--target %q: want one of %s", t, strings.Join(check.Targets(), ", "))
 	}
 	stdoutUsed := false
 	for _, o := range *f.outputs {
