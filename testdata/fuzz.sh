@@ -21,7 +21,7 @@ only=${1:-.}
 cache=$(go env GOCACHE)/fuzz
 module=$(go list -m)
 status=0
-for pkg in ./layers ./rootfs/ext4 ./diskfmt ./inspect ./internal/deflate; do
+for pkg in ./layers ./rootfs/ext4 ./diskfmt ./inspect ./inspect/initrd ./internal/deflate; do
 	for target in $(go test -list '^Fuzz' "$pkg" | grep '^Fuzz' || true); do
 		echo "$target" | grep -Eq "$only" || continue
 		echo "== $pkg $target for $time (parallel $par)"

@@ -20,7 +20,7 @@
 // name from the header's name size unchecked (up to 4 GiB), slices name[:size-1] (a panic at 0),
 // reads the 110-byte header with one Read (not ReadFull) and stops at the first trailer;
 // u-root's pkg/cpio wants an io.ReaderAt, allocates the name size likewise and reads only 070701.
-// The newc part is ~150 lines here, with the limits below and errors that name the field.
+// The newc part is ~200 lines here, with the limits below and errors that name the field.
 // Decompression is klauspost/compress (gzip, zstd), ulikunitz/xz (xz, lzma), compress/bzip2 and
 // pierrec/lz4 (whose reader takes the legacy format). A compressed stream's end is found from its
 // own framing (frame.go walks zstd frames and xz streams) so that no decoder reads into the next
