@@ -2,16 +2,16 @@
 // and kernel versions (Summarize, for `imgfab check`), or every entry and its data (Reader).
 //
 // An initramfs is a concatenation of segments, read as the kernel's unpacker reads them
-// (init/initramfs.c, unpack_to_rootfs): an uncompressed newc cpio archive (magic 070701, or 070702
-// whose check field is the sum of a regular file's data bytes, verified here), starting 4-aligned, or a
-// compressed stream whose content is one or more newc archives: gzip, zstd, xz, lz4 (the legacy
-// `lz4 -l` format), lzma and bzip2; zero padding may come between and after them. Early-microcode
-// initrds (Debian, Fedora) are an uncompressed archive then a compressed one. Each archive ends
-// with the entry TRAILER!!!; each compressed stream is one segment, as in the kernel: one gzip
-// member, one zstd frame, one xz stream (lz4 has no end marker and runs to the end of the input;
-// bzip2 streams back to back are read as one segment).
-// Anything else where a segment or archive should start is an error naming its offset and first
-// bytes, as are lzo (which the kernel knows) and cpio formats other than newc.
+// (init/initramfs.c, unpack_to_rootfs): an uncompressed newc cpio archive (magic 070701, or
+// 070702 whose check field is the sum of a regular file's data bytes, verified here), starting
+// 4-aligned, or a compressed stream whose content is one or more newc archives: gzip, zstd, xz,
+// lz4 (the legacy `lz4 -l` format), lzma and bzip2; zero padding may come between and after them.
+// Early-microcode initrds (Debian, Fedora) are an uncompressed archive then a compressed one. Each
+// archive ends with the entry TRAILER!!!; each compressed stream is one segment, as in the kernel:
+// one gzip member, one zstd frame, one xz stream (lz4 has no end marker and runs to the end of the
+// input; bzip2 streams back to back are read as one segment). Anything else where a segment or
+// archive should start is an error naming its offset and first bytes, as are lzo (which the
+// kernel knows) and cpio formats other than newc.
 //
 // # Our own reader
 //
