@@ -33,7 +33,7 @@ fi
 : >"$work/drop"
 : >"$work/summary"
 go build -o "$work/fuzzmin" ./testdata/fuzzmin
-for pkg in ./layers ./rootfs/ext4 ./diskfmt ./inspect ./internal/deflate; do
+for pkg in ./layers ./rootfs/ext4 ./diskfmt ./inspect ./inspect/initrd ./internal/deflate; do
 	bin=$work/$(echo "${pkg#./}" | tr / _).test
 	built=0
 	for target in $(go test -list '^Fuzz' "$pkg" | grep '^Fuzz' || true); do
