@@ -245,6 +245,7 @@ type build struct {
 	scratchFor string           // the scratch disk is this output's temporary file, or beside it
 	espSize    int64
 	platform   v1.Platform
+	arch       bootloader.Arch // from the platform; the image config must agree
 
 	digest       string
 	epoch        int64
@@ -287,9 +288,6 @@ func planBuild(p Plan) (*build, error) {
 		}
 		b.formats[i] = f
 	}
-	if err := p.Boot.Validate(); err != nil {
-		return nil, err
-	}
 	if err := p.CheckNumbers(); err != nil {
 		return nil, err
 	}
@@ -318,6 +316,12 @@ func planBuild(p Plan) (*build, error) {
 		return nil, fmt.Errorf("--platform %q: %w", platform, err)
 	}
 	b.platform = *plat
+	if b.arch, err = bootloader.ArchFor(plat.Architecture); err != nil {
+		return nil, fmt.Errorf("--platform %s: %w", platform, err)
+	}
+	if err := p.Boot.ValidateFor(b.arch); err != nil {
+		return nil, err
+	}
 	// The scratch disk: the first output's temporary file when it is raw, else a scratch file
 	// beside the first file output, or in the temporary directory when everything goes to stdout
 	// (removed unless committed).
@@ -362,6 +366,9 @@ func (b *build) resolve(ctx context.Context) error {
 	cfg, err := img.ConfigFile()
 	if err != nil {
 		return fmt.Errorf("image config: %w", err)
+	}
+	if err := b.checkArch(cfg.Architecture); err != nil {
+		return err
 	}
 	var warns []string
 	if p.SourceDateEpoch != nil {
@@ -451,8 +458,9 @@ func (b *build) buildRoot(ctx context.Context, f *os.File) error {
 		rootSize = partition.AlignUp(fsw.Size())
 	}
 	specs := append([]partition.Spec{{Name: "esp", Type: partition.TypeESP, GUID: b.espGUID, Size: b.espSize}}, b.extraSpecs()...)
+	rootType, rootName, _ := partition.RootType(b.arch.Name)
 	b.layout, err = partition.Plan(p.Size, b.diskGUID, append(specs,
-		partition.Spec{Name: "root-x86-64", Type: partition.TypeRootX86_64, GUID: b.rootGUID, Size: rootSize}))
+		partition.Spec{Name: rootName, Type: rootType, GUID: b.rootGUID, Size: rootSize}))
 	if err != nil {
 		return fmt.Errorf("build: partition layout: %w", err)
 	}
@@ -480,7 +488,7 @@ func (b *build) boot(ctx context.Context, f *os.File) error {
 	b.p.progress(Event{Stage: "esp"})
 	bres, err := installBoot(ctx, f, &b.layout, bootInput{
 		opts: b.p.Boot, tree: tree, kernel: k, cmdline: b.p.Cmdline, seed: b.seed, rootGUID: b.rootGUID,
-		epoch: time.Unix(b.epoch, 0), mbrSeed: b.partSeed, rootNum: 2 + len(b.parts),
+		epoch: time.Unix(b.epoch, 0), mbrSeed: b.partSeed, rootNum: 2 + len(b.parts), arch: b.arch,
 	})
 	if err != nil {
 		return err

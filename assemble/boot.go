@@ -47,6 +47,7 @@ type bootInput struct {
 	// fstab lines name it); rootNum is the root's partition number.
 	mbrSeed []byte
 	rootNum int
+	arch    bootloader.Arch
 }
 
 type bootOutput struct {
@@ -62,7 +63,7 @@ func installBoot(ctx context.Context, f *os.File, layout *partition.Layout, in b
 	if err := o.Validate(); err != nil {
 		return bootOutput{}, err
 	}
-	mode, table := o.Resolve(in.tree)
+	mode, table := o.ResolveFor(in.tree, in.arch)
 	bios := mode != "uefi"
 	out := bootOutput{BootResult: BootResult{Mode: mode, Table: table}}
 
@@ -77,7 +78,7 @@ func installBoot(ctx context.Context, f *os.File, layout *partition.Layout, in b
 	if c := strings.TrimSpace(in.cmdline); c != "" {
 		out.cmdline += " " + c
 	}
-	cfg := bootloader.Config{Tree: in.tree, Kernel: in.kernel, Options: out.cmdline, Epoch: in.epoch}
+	cfg := bootloader.Config{Tree: in.tree, Kernel: in.kernel, Options: out.cmdline, Epoch: in.epoch, Arch: in.arch}
 	setup, err := o.Plan(mode, cfg, espLabel)
 	if err != nil {
 		return out, err

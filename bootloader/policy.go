@@ -40,14 +40,29 @@ func (o Options) Validate() error {
 	return nil
 }
 
+// ValidateFor checks the options against the architecture too: BIOS boot is x86 only.
+func (o Options) ValidateFor(a Arch) error {
+	if err := o.Validate(); err != nil {
+		return err
+	}
+	a = a.orDefault()
+	if !a.BIOS && (o.Mode == "bios" || o.Mode == "hybrid") {
+		return fmt.Errorf("--boot %s: %s has no BIOS boot (UEFI only): use --boot uefi or auto", o.Mode, a.Name)
+	}
+	return nil
+}
+
 // Resolve settles "auto" and the defaults for the tree: the boot mode ("uefi", "bios" or
 // "hybrid": hybrid when the tree has GRUB's BIOS modules and no UKI or shim chain is asked for)
 // and the partition table ("gpt" or "mbr").
-func (o Options) Resolve(tree fs.FS) (mode, table string) {
+func (o Options) Resolve(tree fs.FS) (mode, table string) { return o.ResolveFor(tree, AMD64) }
+
+// ResolveFor is Resolve for an architecture: auto is uefi where it has no BIOS boot.
+func (o Options) ResolveFor(tree fs.FS, a Arch) (mode, table string) {
 	mode = o.Mode
 	if mode == "" || mode == "auto" {
 		mode = "uefi"
-		if HasGRUBBIOS(tree) && !o.UKI && o.Chain == "" {
+		if a.orDefault().BIOS && HasGRUBBIOS(tree) && !o.UKI && o.Chain == "" {
 			mode = "hybrid"
 		}
 	}

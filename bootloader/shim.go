@@ -15,26 +15,31 @@ import (
 
 // ShimPaths are where the distribution's signed shim is looked for (Debian/Ubuntu package
 // shim-signed), in order.
-var ShimPaths = []string{"usr/lib/shim/shimx64.efi.signed"}
+var ShimPaths = AMD64.shimPaths()
 
 // SignedGrubPaths are where the distribution's signed monolithic GRUB is looked for (Debian/Ubuntu
 // package grub-efi-amd64-signed), in order.
-var SignedGrubPaths = []string{"usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed"}
+var SignedGrubPaths = AMD64.signedGrubPaths()
 
 // MokManagerPaths are where shim's MokManager is looked for (Debian: shim-helpers-amd64-signed;
 // Ubuntu ships it in shim-signed). Optional.
-var MokManagerPaths = []string{"usr/lib/shim/mmx64.efi.signed"}
+var MokManagerPaths = AMD64.mokManagerPaths()
 
 // ShimNotFoundError lists where the signed shim and GRUB were looked for.
 type ShimNotFoundError struct {
 	Missing string // "shim" or "GRUB"
 	Looked  []string
+	Deb     string // Debian's architecture name ("" is amd64)
 }
 
 func (e *ShimNotFoundError) Error() string {
 	pkg := "shim-signed"
 	if e.Missing == "GRUB" {
-		pkg = "grub-efi-amd64-signed"
+		deb := e.Deb
+		if deb == "" {
+			deb = "amd64"
+		}
+		pkg = "grub-efi-" + deb + "-signed"
 	}
 	return fmt.Sprintf("--boot-chain shim: no signed %s in the image (install %s); looked at: /%s",
 		e.Missing, pkg, strings.Join(e.Looked, ", /"))
@@ -64,18 +69,19 @@ func (e *ShimNotFoundError) Error() string {
 // build-efi-images) then sources $prefix/grub.cfg when $prefix exists, else $cmdpath/grub.cfg.
 // GRUB sets $root to the prefix's device, the ESP, so grub.cfg names the kernel by ESP path.
 func PlanShim(cfg Config) ([]FileSpec, Entry, error) {
-	shim, err := firstTreeFile(cfg.Tree, ShimPaths, "/EFI/BOOT/BOOTX64.EFI")
+	a := cfg.Arch.orDefault()
+	shim, err := firstTreeFile(cfg.Tree, a.shimPaths(), a.RemovableLoader())
 	if err != nil {
-		return nil, Entry{}, &ShimNotFoundError{Missing: "shim", Looked: ShimPaths}
+		return nil, Entry{}, &ShimNotFoundError{Missing: "shim", Looked: a.shimPaths(), Deb: a.Deb}
 	}
-	grub, err := firstTreeFile(cfg.Tree, SignedGrubPaths, "/EFI/BOOT/grubx64.efi")
+	grub, err := firstTreeFile(cfg.Tree, a.signedGrubPaths(), "/EFI/BOOT/grub"+a.EFI+".efi")
 	if err != nil {
-		return nil, Entry{}, &ShimNotFoundError{Missing: "GRUB", Looked: SignedGrubPaths}
+		return nil, Entry{}, &ShimNotFoundError{Missing: "GRUB", Looked: a.signedGrubPaths(), Deb: a.Deb}
 	}
 	if cfg.Kernel.Linux == "" {
 		return nil, Entry{}, fmt.Errorf("--boot-chain shim: no kernel")
 	}
-	prefix, err := grubPrefix(cfg.Tree, strings.TrimPrefix(grubSource(cfg.Tree), "/"))
+	prefix, err := grubPrefix(cfg.Tree, strings.TrimPrefix(grubSource(cfg.Tree, a), "/"))
 	if err != nil {
 		return nil, Entry{}, fmt.Errorf("--boot-chain shim: %w", err)
 	}
@@ -90,9 +96,9 @@ func PlanShim(cfg Config) ([]FileSpec, Entry, error) {
 		}
 	}
 	dir := "/imgfab/" + cfg.Kernel.Version
-	e := Entry{Loader: "/EFI/BOOT/BOOTX64.EFI", Linux: dir + "/linux", Options: cfg.Options}
+	e := Entry{Loader: a.RemovableLoader(), Linux: dir + "/linux", Options: cfg.Options}
 	files := []FileSpec{shim, grub}
-	if mm, err := firstTreeFile(cfg.Tree, MokManagerPaths, "/EFI/BOOT/mmx64.efi"); err == nil {
+	if mm, err := firstTreeFile(cfg.Tree, a.mokManagerPaths(), "/EFI/BOOT/mm"+a.EFI+".efi"); err == nil {
 		files = append(files, mm)
 	}
 	kernel, err := treeFile(cfg.Tree, cfg.Kernel.Linux, e.Linux)
@@ -151,13 +157,13 @@ func firstTreeFile(tree fs.FS, paths []string, dst string) (FileSpec, error) {
 	return FileSpec{}, err
 }
 
-func grubSource(tree fs.FS) string {
-	for _, p := range SignedGrubPaths {
+func grubSource(tree fs.FS, a Arch) string {
+	for _, p := range a.signedGrubPaths() {
 		if isRegularFile(tree, p) {
 			return p
 		}
 	}
-	return SignedGrubPaths[0]
+	return a.signedGrubPaths()[0]
 }
 
 // GRUB module area constants (grub include/grub/kernel.h).

@@ -11,11 +11,9 @@ import (
 	"github.com/imgfab/imgfab/rootfs"
 )
 
-// SystemdBootPaths are where the loader binary is looked for in the image, in order.
-var SystemdBootPaths = []string{
-	"usr/lib/systemd/boot/efi/systemd-bootx64.efi",
-	"lib/systemd/boot/efi/systemd-bootx64.efi",
-}
+// SystemdBootPaths are where the x86-64 loader binary is looked for in the image, in order
+// (Arch gives every architecture's).
+var SystemdBootPaths = AMD64.systemdBootPaths()
 
 // Config is what an ESP with systemd-boot needs.
 type Config struct {
@@ -26,6 +24,7 @@ type Config struct {
 	Epoch   time.Time     // all FAT timestamps
 	EntryID string        // entry file name without ".conf"; default "imgfab-" + kernel version
 	Serial  uint32        // FAT volume serial of the ESP (InstallSystemdBoot)
+	Arch    Arch          // the image's architecture; the zero value is AMD64
 }
 
 // Entry describes what was installed, for --json and tests.
@@ -51,15 +50,19 @@ func PlanSystemdBoot(cfg Config) ([]FileSpec, Entry, error) {
 	var loader FileSpec
 	var err error
 	found := false
-	for _, p := range SystemdBootPaths {
-		loader, err = treeFile(cfg.Tree, p, "/EFI/BOOT/BOOTX64.EFI")
+	src := ""
+	for _, p := range cfg.Arch.systemdBootPaths() {
+		loader, err = treeFile(cfg.Tree, p, cfg.Arch.RemovableLoader())
 		if err == nil {
-			found = true
+			found, src = true, p
 			break
 		}
 	}
 	if !found {
-		return nil, Entry{}, &LoaderNotFoundError{Looked: SystemdBootPaths}
+		return nil, Entry{}, &LoaderNotFoundError{Looked: cfg.Arch.systemdBootPaths()}
+	}
+	if err := cfg.Arch.checkMachine(cfg.Tree, src, "systemd-boot"); err != nil {
+		return nil, Entry{}, err
 	}
 	if cfg.Kernel.Linux == "" {
 		return nil, Entry{}, fmt.Errorf("systemd-boot: no kernel")
@@ -84,14 +87,14 @@ func PlanSystemdBoot(cfg Config) ([]FileSpec, Entry, error) {
 	}
 	// Boot Loader Specification: kernel and initrd below /ENTRY-TOKEN/VERSION/ on the same partition.
 	dir := "/imgfab/" + cfg.Kernel.Version
-	e := Entry{Loader: "/EFI/BOOT/BOOTX64.EFI", Conf: "/loader/entries/" + id + ".conf", Linux: dir + "/linux", Options: cfg.Options}
-	kernel, err := treeFile(cfg.Tree, cfg.Kernel.Linux, e.Linux)
+	e := Entry{Loader: cfg.Arch.RemovableLoader(), Conf: "/loader/entries/" + id + ".conf", Linux: dir + "/linux", Options: cfg.Options}
+	kernel, err := kernelFile(cfg, e.Linux)
 	if err != nil {
-		return nil, Entry{}, fmt.Errorf("systemd-boot: kernel: %w", err)
+		return nil, Entry{}, fmt.Errorf("systemd-boot: %w", err)
 	}
 	files := []FileSpec{loader}
 	second := loader
-	second.Path = "/EFI/systemd/systemd-bootx64.efi"
+	second.Path = cfg.Arch.systemdBootESP()
 	files = append(files, second, kernel)
 	if cfg.Kernel.Initrd != "" {
 		e.Initrd = dir + "/initrd"

@@ -11,11 +11,9 @@ import (
 	"strings"
 )
 
-// UKIStubPaths are where the systemd EFI stub (package systemd-boot-efi) is looked for, in order.
-var UKIStubPaths = []string{
-	"usr/lib/systemd/boot/efi/linuxx64.efi.stub",
-	"lib/systemd/boot/efi/linuxx64.efi.stub",
-}
+// UKIStubPaths are where the x86-64 systemd EFI stub (package systemd-boot-efi) is looked for, in
+// order (Arch gives every architecture's).
+var UKIStubPaths = AMD64.stubPaths()
 
 // StubNotFoundError lists where the systemd stub was looked for.
 type StubNotFoundError struct{ Looked []string }
@@ -80,22 +78,25 @@ type uki struct {
 // opened; the kernel and initrd are then streamed from the tree.
 func PlanUKI(cfg Config) ([]FileSpec, Entry, error) {
 	stubPath := ""
-	for _, p := range UKIStubPaths {
+	for _, p := range cfg.Arch.stubPaths() {
 		if isRegularFile(cfg.Tree, p) {
 			stubPath = p
 			break
 		}
 	}
 	if stubPath == "" {
-		return nil, Entry{}, &StubNotFoundError{Looked: UKIStubPaths}
+		return nil, Entry{}, &StubNotFoundError{Looked: cfg.Arch.stubPaths()}
 	}
 	if cfg.Kernel.Linux == "" {
 		return nil, Entry{}, errors.New("uki: no kernel")
 	}
 	var loader FileSpec
 	haveLoader := false
-	for _, p := range SystemdBootPaths {
-		if l, err := treeFile(cfg.Tree, p, "/EFI/BOOT/BOOTX64.EFI"); err == nil {
+	for _, p := range cfg.Arch.systemdBootPaths() {
+		if l, err := treeFile(cfg.Tree, p, cfg.Arch.RemovableLoader()); err == nil {
+			if err := cfg.Arch.checkMachine(cfg.Tree, p, "systemd-boot"); err != nil {
+				return nil, Entry{}, err
+			}
 			loader, haveLoader = l, true
 			break
 		}
@@ -111,7 +112,7 @@ func PlanUKI(cfg Config) ([]FileSpec, Entry, error) {
 	if err != nil {
 		return nil, Entry{}, err
 	}
-	e := Entry{Loader: "/EFI/BOOT/BOOTX64.EFI", Linux: "/EFI/BOOT/BOOTX64.EFI", Options: cfg.Options}
+	e := Entry{Loader: cfg.Arch.RemovableLoader(), Linux: cfg.Arch.RemovableLoader(), Options: cfg.Options}
 	var files []FileSpec
 	if haveLoader {
 		// Boot Loader Specification, "Type #2 EFI Unified Kernel Images": .efi files in
@@ -119,7 +120,7 @@ func PlanUKI(cfg Config) ([]FileSpec, Entry, error) {
 		// `default` is a glob matched against entry ids (loader.conf(5)).
 		e.Linux = "/EFI/Linux/" + id + ".efi"
 		second := loader
-		second.Path = "/EFI/systemd/systemd-bootx64.efi"
+		second.Path = cfg.Arch.systemdBootESP()
 		files = append(files, loader, second, u.fileSpec(e.Linux),
 			bytesFile("/loader/loader.conf", []byte("default "+id+".efi\ntimeout 0\nconsole-mode keep\neditor no\n")))
 	} else {
@@ -146,7 +147,7 @@ func alignUp32(v, a uint32) uint32 { return (v + a - 1) / a * a }
 // finds them by name); .linux goes last because its VirtualSize (the kernel's SizeOfImage) is
 // larger than its raw data, so nothing may follow it in memory.
 func buildUKI(cfg Config, stubPath string) (*uki, error) {
-	st, err := readStub(cfg.Tree, stubPath)
+	st, err := readStub(cfg.Tree, stubPath, cfg.Arch.orDefault())
 	if err != nil {
 		return nil, err
 	}
@@ -179,9 +180,9 @@ type peStub struct {
 	firstRaw       uint32 // start of the first section's raw data
 }
 
-// readStub reads and checks the stub at stubPath: an x86-64 PE32+ image with power-of-two
+// readStub reads and checks the stub at stubPath: a PE32+ image of the image's architecture with power-of-two
 // alignments and none of the sections a UKI adds.
-func readStub(tree fs.FS, stubPath string) (*peStub, error) {
+func readStub(tree fs.FS, stubPath string, arch Arch) (*peStub, error) {
 	stub, err := fs.ReadFile(tree, stubPath)
 	if err != nil {
 		return nil, fmt.Errorf("uki: reading stub /%s: %w", stubPath, err)
@@ -191,8 +192,8 @@ func readStub(tree fs.FS, stubPath string) (*peStub, error) {
 		return nil, fmt.Errorf("uki: stub /%s is not a PE image: %w", stubPath, err)
 	}
 	opt, ok := pf.OptionalHeader.(*pe.OptionalHeader64)
-	if !ok || pf.Machine != pe.IMAGE_FILE_MACHINE_AMD64 {
-		return nil, fmt.Errorf("uki: stub /%s is not an x86-64 PE32+ image (machine %#x)", stubPath, pf.Machine)
+	if !ok || pf.Machine != arch.PEMachine {
+		return nil, fmt.Errorf("uki: stub /%s is not an %s PE32+ image (%s), but the image is %s (its config's architecture)", stubPath, arch.Machine, MachineName(pf.Machine), arch.Name)
 	}
 	salign, falign := opt.SectionAlignment, opt.FileAlignment
 	if salign == 0 || falign == 0 || salign&(salign-1) != 0 || falign&(falign-1) != 0 {
@@ -257,13 +258,15 @@ func ukiSections(cfg Config) ([]ukiPart, error) {
 		src := cfg.Kernel.Initrd
 		parts = append(parts, ukiPart{name: ".initrd", size: st.Size(), open: func() (io.ReadCloser, error) { return cfg.Tree.Open(src) }})
 	}
-	ksize, kimage, err := kernelImageSize(cfg.Tree, cfg.Kernel.Linux)
+	k, err := readKernel(cfg.Tree, cfg.Arch, cfg.Kernel.Linux)
 	if err != nil {
 		return nil, fmt.Errorf("uki: %w", err)
 	}
-	ksrc := cfg.Kernel.Linux
-	parts = append(parts, ukiPart{name: ".linux", size: ksize, open: func() (io.ReadCloser, error) { return cfg.Tree.Open(ksrc) },
-		vsize: uint32(max(int64(kimage), ksize)), chars: scnCntCode | scnMemRead})
+	if k.machine == 0 || k.sizeOfImage == 0 {
+		return nil, fmt.Errorf("uki: kernel /%s is not an EFI-stub PE32+ image (CONFIG_EFI_STUB)", cfg.Kernel.Linux)
+	}
+	parts = append(parts, ukiPart{name: ".linux", size: k.size, open: func() (io.ReadCloser, error) { return k.open(cfg.Tree) },
+		vsize: uint32(max(int64(k.sizeOfImage), k.size)), chars: scnCntCode | scnMemRead})
 	return parts, nil
 }
 
@@ -370,34 +373,6 @@ func readOSRelease(tree fs.FS) ([]byte, error) {
 		return b, nil
 	}
 	return nil, errors.New("no /etc/os-release or /usr/lib/os-release in the image (.osrel needs one)")
-}
-
-// kernelImageSize returns the kernel file's size and its PE SizeOfImage, reading only its headers.
-func kernelImageSize(tree fs.FS, p string) (int64, uint32, error) {
-	st, err := fs.Stat(tree, p)
-	if err != nil {
-		return 0, 0, fmt.Errorf("kernel: %w", err)
-	}
-	f, err := tree.Open(p)
-	if err != nil {
-		return 0, 0, fmt.Errorf("kernel: %w", err)
-	}
-	defer f.Close()
-	// A bzImage's PE headers and section table sit in its first sectors (Linux
-	// arch/x86/boot/header.S: pe_header follows the MS-DOS stub, the section table follows it).
-	hdr := make([]byte, min(st.Size(), 64<<10))
-	if _, err := io.ReadFull(f, hdr); err != nil {
-		return 0, 0, fmt.Errorf("kernel /%s: reading its header: %w", p, err)
-	}
-	kf, err := pe.NewFile(bytes.NewReader(hdr))
-	if err != nil {
-		return 0, 0, fmt.Errorf("kernel /%s is not an EFI-stub PE image (CONFIG_EFI_STUB): %w", p, err)
-	}
-	opt, ok := kf.OptionalHeader.(*pe.OptionalHeader64)
-	if !ok {
-		return 0, 0, fmt.Errorf("kernel /%s is not a PE32+ image", p)
-	}
-	return st.Size(), opt.SizeOfImage, nil
 }
 
 // fileSpec returns the UKI as one ESP file whose content is produced on the fly.

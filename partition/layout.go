@@ -9,6 +9,7 @@ import (
 const (
 	TypeESP        = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B" // EFI System Partition
 	TypeRootX86_64 = "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709" // Linux root (x86-64)
+	TypeRootARM64  = "B921B045-1DF0-41C3-AF44-4C6F280D3FAE" // Linux root (arm64)
 	TypeBIOSBoot   = "21686148-6449-6E6F-744E-656564454649" // BIOS boot partition (GRUB core.img)
 
 	// The types of a class's extra partitions (placed between the ESP and the root).

@@ -31,7 +31,7 @@ func MBRType(typeGUID string) (byte, error) {
 	switch typeGUID {
 	case TypeESP:
 		return MBRTypeESP, nil
-	case TypeRootX86_64, TypeVar, TypeVarTmp, TypeHome, TypeSrv, TypeLinuxGeneric:
+	case TypeRootX86_64, TypeRootARM64, TypeVar, TypeVarTmp, TypeHome, TypeSrv, TypeLinuxGeneric:
 		return MBRTypeLinux, nil
 	case TypeSwap:
 		return MBRTypeSwap, nil

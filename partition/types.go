@@ -3,12 +3,22 @@ package partition
 // typeNames names GPT partition types: the UAPI Discoverable Partitions Specification's names
 // where it has them, else the usual short names. The one table of type GUIDs: the writer uses the
 // Type constants, inspect names what it reads with TypeName.
+// rootTypes are the Discoverable Partitions root types by OCI architecture.
+var rootTypes = map[string]string{"amd64": TypeRootX86_64, "arm64": TypeRootARM64}
+
+// RootType is the root partition's type GUID and name for an OCI architecture ("amd64",
+// "arm64"); ok is false for one without a type here.
+func RootType(arch string) (guid, name string, ok bool) {
+	guid, ok = rootTypes[arch]
+	return guid, typeNames[guid], ok
+}
+
 var typeNames = map[string]string{
 	TypeESP:                                "esp",
 	"BC13C2FF-59E6-4262-A352-B275FD6F7172": "xbootldr",
 	TypeRootX86_64:                         "root-x86-64",
 	"44479540-F297-41B2-9AF7-D131D5F0458A": "root-x86",
-	"B921B045-1DF0-41C3-AF44-4C6F280D3FAE": "root-arm64",
+	TypeRootARM64:                          "root-arm64",
 	"69DAD710-2CE4-4E3C-B16C-21A1D49ABED3": "root-arm",
 	"8484680C-9521-48C6-9C11-B0720656F69E": "usr-x86-64",
 	"75250D76-8CC6-458E-BD66-BD47CC81A812": "usr-x86",
