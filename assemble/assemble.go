@@ -161,9 +161,9 @@ type Result struct {
 	Boot        BootResult        `json:"boot"`
 	Epoch       int64             `json:"source_date_epoch"`
 	RootFS      RootFSResult      `json:"rootfs"`
-	Customize   *CustomizeResult  `json:"customize,omitempty"` // when Plan.Customize is set
+	Customize   *CustomizeResult  `json:"customize,omitempty"`  // when Plan.Customize is set
 	FirstBoot   *firstboot.Result `json:"first_boot,omitempty"` // what was prepared for the first boot
-	Warnings    []string          `json:"warnings,omitempty"`  // what the build changed or could not do, for a person to read
+	Warnings    []string          `json:"warnings,omitempty"`   // what the build changed or could not do, for a person to read
 }
 
 // OutputResult describes one written file.
