@@ -315,10 +315,10 @@ func kernelVersion(ra io.ReaderAt) string {
 func readBootFiles(f *fatFS, boot *Boot) error {
 	var errs []error
 	if boot.Fallback {
-		if ff, err := f.open("EFI/BOOT/BOOTX64.EFI"); err != nil {
+		if ff, err := f.open(boot.FallbackPath); err != nil {
 			errs = append(errs, err)
 		} else {
-			l, err := classifyEFI(ff, "EFI/BOOT/BOOTX64.EFI")
+			l, err := classifyEFI(ff, boot.FallbackPath)
 			if err != nil && l.Kind == "unknown" && l.UKI == nil && strings.Contains(err.Error(), "not a PE image") {
 				err = nil // a file that is no PE image is simply an unknown loader
 			}
@@ -326,7 +326,7 @@ func readBootFiles(f *fatFS, boot *Boot) error {
 				errs = append(errs, err)
 			}
 			if l.Kind == "unknown" {
-				if e, err := f.lookup("EFI/BOOT/grubx64.efi"); err == nil && !e.dir {
+				if e, err := f.lookup("EFI/BOOT/grub" + boot.EFISuffix + ".efi"); err == nil && !e.dir {
 					l.Kind = "shim" // shim's DEFAULT_LOADER, looked up beside it
 				}
 			}
@@ -665,12 +665,14 @@ func resolveBoot(rep *Report, bios *BIOSBoot, esp *fatFS) *Entry {
 	}
 	var loaders []string
 	if bios != nil {
+		rep.Architecture = "amd64" // BIOS boot code is x86
 		rep.BootModes = append(rep.BootModes, "bios")
 		rep.BIOSLoader = bios.Loader
 		loaders = append(loaders, bios.Loader)
 	}
 	var uefiDef *Entry
 	if boot != nil && boot.Fallback {
+		rep.Architecture = map[string]string{"x64": "amd64", "aa64": "arm64"}[boot.EFISuffix]
 		rep.BootModes = append([]string{"uefi"}, rep.BootModes...)
 		kind := "unknown"
 		if boot.EFILoader != nil {
@@ -687,9 +689,9 @@ func resolveBoot(rep *Report, bios *BIOSBoot, esp *fatFS) *Entry {
 			uefiDef = boot.EFILoader.UKI
 			uefiDef.Default = true
 		case "shim", "grub":
-			exe := "/EFI/BOOT/BOOTX64.EFI"
+			exe := "/" + boot.FallbackPath
 			if kind == "shim" {
-				exe = "/EFI/BOOT/grubx64.efi"
+				exe = "/EFI/BOOT/grub" + boot.EFISuffix + ".efi"
 			}
 			if esp != nil {
 				if p := efiGRUBConfig(esp, exe, boot); p != "" {

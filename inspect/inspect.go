@@ -62,6 +62,9 @@ type Report struct {
 	Root *Root `json:"root,omitempty"`
 	// OS is the root filesystem's /etc/os-release (or /usr/lib/os-release).
 	OS *OSRelease `json:"os,omitempty"`
+	// Architecture is the disk's, from its removable-media UEFI loader: "amd64" (BOOTX64.EFI),
+	// "arm64" (BOOTAA64.EFI); "amd64" for a BIOS-only disk (BIOS boot is x86); "" when neither.
+	Architecture string `json:"architecture,omitempty"`
 	// Warnings are the parts that could not be read; the rest of the report stands.
 	Warnings []string `json:"warnings,omitempty"`
 }
@@ -92,8 +95,13 @@ type Filesystem struct {
 // Boot describes the EFI system partition.
 type Boot struct {
 	ESP int `json:"esp"` // partition number
-	// Fallback is true when EFI/BOOT/BOOTX64.EFI (the removable-media loader path) is present.
+	// Fallback is true when EFI/BOOT/BOOTX64.EFI or BOOTAA64.EFI (the removable-media loader
+	// path) is present.
 	Fallback bool `json:"efi_fallback"`
+	// FallbackPath is that loader's path ("EFI/BOOT/BOOTAA64.EFI"); EFISuffix its architecture's
+	// UEFI suffix ("x64", "aa64").
+	FallbackPath string `json:"efi_fallback_path,omitempty"`
+	EFISuffix    string `json:"-"`
 	// Default is loader.conf's "default" pattern.
 	Default string `json:"default,omitempty"`
 	// Entries are the Boot Loader Specification entries: type #1 in loader/entries/*.conf and type #2
@@ -340,8 +348,12 @@ func readESP(r io.ReaderAt, size int64) (*Boot, string, error) {
 	}
 	boot := &Boot{Entries: []Entry{}}
 	var errs []error
-	if e, err := f.lookup("EFI/BOOT/BOOTX64.EFI"); err == nil && !e.dir {
-		boot.Fallback = true
+	for _, a := range []string{"x64", "aa64"} {
+		p := "EFI/BOOT/BOOT" + strings.ToUpper(a) + ".EFI"
+		if e, err := f.lookup(p); err == nil && !e.dir {
+			boot.Fallback, boot.FallbackPath, boot.EFISuffix = true, p, a
+			break
+		}
 	}
 	loader := ""
 	if _, err := f.lookup("EFI/systemd"); err == nil {

@@ -92,6 +92,9 @@ func printReport(w io.Writer, name string, r inspect.Report) {
 	}
 	if r.BootMode != "" {
 		fmt.Fprintf(w, "boot mode: %s", r.BootMode)
+		if r.Architecture != "" {
+			fmt.Fprintf(w, " (%s)", r.Architecture)
+		}
 		if r.UEFILoader != "" {
 			fmt.Fprintf(w, "; uefi %s", r.UEFILoader)
 		}
