@@ -261,17 +261,17 @@ func checkStorage(f *Facts, t *Target) verdict {
 	if len(missing) == 0 {
 		return pass("%s", strings.Join(found, ", "))
 	}
-	msg := fmt.Sprintf("%s is neither in %s nor built into %s: on %s the root disk is not found and the boot stops in the initramfs",
-		join(missing, "and"), initrdName(f), kernelName(f), t.Name)
+	msg := fmt.Sprintf("%s %s neither in %s nor built into %s: on %s the root disk is not found and the boot stops in the initramfs",
+		join(missing, "and"), isAre(missing), initrdName(f), kernelName(f), t.Name)
 	if f.Initrd == nil {
 		why := f.InitrdError
 		if why == "" {
 			why = "the entry has none"
 		}
-		msg = fmt.Sprintf("%s is not built into %s and no initrd was read (%s): on %s the root disk is not found", join(missing, "and"), kernelName(f), why, t.Name)
+		msg = fmt.Sprintf("%s %s not built into %s and no initrd was read (%s): on %s the root disk is not found", join(missing, "and"), isAre(missing), kernelName(f), why, t.Name)
 	}
 	if len(onlyLoadable) > 0 {
-		msg += fmt.Sprintf(" (%s is only a module on the root filesystem, which cannot be reached without it)", join(onlyLoadable, "and"))
+		msg += fmt.Sprintf(" (%s %s only a module on the root filesystem, which cannot be reached without the driver)", join(onlyLoadable, "and"), isAre(onlyLoadable))
 	}
 	return bad(Fail, msg, fmt.Sprintf("add %s to the initrd (Debian: list them in /etc/initramfs-tools/modules and run update-initramfs -u in the image) or use a kernel with them built in", strings.Join(first, " ")))
 }
@@ -293,8 +293,8 @@ func checkNetwork(f *Facts, t *Target) verdict {
 		found = append(found, got)
 	}
 	if len(missing) > 0 {
-		return bad(Fail, fmt.Sprintf("%s is neither in %s, built into %s, nor a module under lib/modules on the root filesystem: on %s the machine has no network",
-			join(missing, "and"), initrdName(f), kernelName(f), t.Name),
+		return bad(Fail, fmt.Sprintf("%s %s neither in %s, built into %s, nor a module under lib/modules on the root filesystem: on %s the machine has no network",
+			join(missing, "and"), isAre(missing), initrdName(f), kernelName(f), t.Name),
 			"install a kernel that has the driver (Debian's linux-image-amd64 does), or add the module to the image")
 	}
 	if t.PreferNetwork != "" && f.modulePlace(t.PreferNetwork) == "" {
@@ -448,7 +448,7 @@ func checkGrow(f *Facts, t *Target) verdict {
 	if fsys == "" {
 		missing = append(missing, "its filesystem")
 	}
-	return bad(Warn, fmt.Sprintf("nothing grows %s on first boot: on a %s disk larger than the image the space after the root stays unused", join(missing, "nor"), t.Name),
+	return bad(Warn, fmt.Sprintf("nothing grows %s on first boot: on %s, a disk larger than the image keeps the space after the root unused", join(missing, "nor"), t.Name),
 		"build without --no-grow (imgfab sets up systemd-repart or growpart and systemd-growfs); the image needs systemd-repart or cloud-guest-utils")
 }
 
@@ -629,6 +629,14 @@ func checkSize(f *Facts, t *Target) verdict {
 
 func ceilDiv(a, b int64) int64 { return (a + b - 1) / b }
 
+// isAre is the verb for a list of names.
+func isAre(names []string) string {
+	if len(names) == 1 {
+		return "is"
+	}
+	return "are"
+}
+
 func checkGCETarball(f *Facts, t *Target) verdict {
 	c := f.Container
 	switch {
@@ -655,8 +663,8 @@ func checkAzureVHD(f *Facts, t *Target) verdict {
 		return skip("a %s file, not a VHD: imgfab push azure converts it (for az or azcopy: imgfab convert DISK disk.vhd)", c.Format)
 	case c.VirtualSize%mib != 0:
 		return bad(Fail, fmt.Sprintf("the VHD's virtual size is %d bytes, not a whole number of MiB: Azure refuses it", c.VirtualSize), fix)
-	case c.FileSize != 0 && c.FileSize != c.VirtualSize+512:
-		return bad(Fail, fmt.Sprintf("the VHD file is %d bytes, not its %d-byte virtual size and the 512-byte footer", c.FileSize, c.VirtualSize), fix)
+	case c.FileSize != 0 && (c.FileSize < c.VirtualSize+512 || (c.FileSize-512)%mib != 0):
+		return bad(Fail, fmt.Sprintf("the VHD file is %d bytes, not a whole number of MiB of data and the 512-byte footer", c.FileSize), fix)
 	}
 	return pass("a fixed VHD of %d MiB", c.VirtualSize/mib)
 }

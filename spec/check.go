@@ -483,10 +483,10 @@ func checkOutputFormat(o Output) string {
 // publishParams are the parameters of each target: the flags of `imgfab push TARGET` in
 // snake_case. Credentials are none of them.
 var publishParams = map[string][]string{
-	"aws":   {"name", "region", "via", "bucket", "tpm", "imdsv2", "boot_mode", "volume_size", "parallel", "part_size", "poll_interval"},
-	"gcp":   {"name", "project", "bucket", "object", "family", "chunk_size", "poll_interval"},
-	"azure": {"name", "resource_group", "storage_account", "container", "location", "subscription", "hyperv_generation", "upload_only", "parallel"},
-	"oci":   {"ref", "artifact", "insecure"},
+	"aws":   {"name", "region", "via", "bucket", "tpm", "imdsv2", "boot_mode", "volume_size", "parallel", "part_size", "poll_interval", "no_check"},
+	"gcp":   {"name", "project", "bucket", "object", "family", "chunk_size", "poll_interval", "no_check"},
+	"azure": {"name", "resource_group", "storage_account", "container", "location", "subscription", "hyperv_generation", "upload_only", "parallel", "no_check"},
+	"oci":   {"ref", "artifact", "insecure", "no_check"},
 }
 
 var publishRequired = map[string][]string{
@@ -499,7 +499,7 @@ var publishRequired = map[string][]string{
 func publishTargetNames() []string { return slices.Sorted(maps.Keys(publishParams)) }
 
 var (
-	boolParams = []string{"tpm", "imdsv2", "upload_only", "artifact", "insecure"}
+	boolParams = []string{"tpm", "imdsv2", "upload_only", "artifact", "insecure", "no_check"}
 	intParams  = []string{"volume_size", "parallel", "part_size", "chunk_size"}
 	enumParams = map[string][]string{
 		"via":               {"ebs", "s3"}, // aws; azure's only value is the default

@@ -6,12 +6,15 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/spf13/pflag"
 
 	"github.com/imgfab/imgfab/check"
 	"github.com/imgfab/imgfab/diskfmt"
+	"github.com/imgfab/imgfab/publish"
+	"github.com/imgfab/imgfab/publish/oci"
 )
 
 const checkHelp = `Usage: imgfab check [--json] DISK --target TARGET
@@ -185,4 +188,73 @@ func printCheck(w io.Writer, rep check.Report) {
 			fmt.Fprintf(w, "%ssource: %s\n", pad, r.Source)
 		}
 	}
+}
+
+// pushCheckTarget is the check target of a push, and the format the push converts the disk into
+// before sending it ("" when it sends the file as it is): aws (aws-arm64 for a disk whose only
+// loader is arm64's) sends the guest bytes; gcp a GCE tarball (a tarball as it is); azure a fixed
+// VHD of whole MiB (such a VHD as it is); oci a KubeVirt containerDisk in qcow2 (--artifact: the
+// file as it is).
+func pushCheckTarget(t publish.Target, f *check.Facts) (target, convertedTo string) {
+	c := f.Container
+	switch t.Name() {
+	case "aws":
+		if slices.Contains(f.BootModes, "uefi-aa64") && !slices.Contains(f.BootModes, "uefi-x64") && !slices.Contains(f.BootModes, "bios") {
+			return "aws-arm64", ""
+		}
+		return "aws", ""
+	case "gcp":
+		if c.Format != "gce" {
+			return "gcp", "gce"
+		}
+		return "gcp", ""
+	case "azure":
+		const footer, mib = 512, 1 << 20
+		if c.Format == "vhd" && c.FileSize > footer && (c.FileSize-footer)%mib == 0 && c.FileSize-footer >= c.VirtualSize {
+			return "azure", "" // publish/azure sends such a file as it is
+		}
+		return "azure", "vhd"
+	case "oci":
+		if o, ok := t.(*oci.Target); ok && o.Artifact || c.Format == "qcow2" {
+			return "kubevirt", ""
+		}
+		return "kubevirt", "qcow2"
+	}
+	return "", ""
+}
+
+// checkBeforePush runs imgfab check for the push's target on the opened disk. A failing rule
+// stops the push before any request: the failures are printed on stderr and the error says how
+// to skip the check; warnings are one line on stderr.
+func checkBeforePush(ctx context.Context, t publish.Target, a publish.Artifact, stderr io.Writer) error {
+	f, err := gatherImage(ctx, a.Image, a.Path)
+	if err != nil {
+		return fmt.Errorf("checking the disk before the upload: %w (--no-check skips the check)", err)
+	}
+	target, conv := pushCheckTarget(t, f)
+	if target == "" {
+		return nil
+	}
+	f.Container.ConvertedTo = conv
+	rep, err := check.Check(ctx, f, target)
+	if err != nil {
+		return err
+	}
+	if rep.Failed() {
+		fmt.Fprintf(stderr, "imgfab push %s: %s does not pass imgfab check --target %s; nothing was sent:\n", t.Name(), a.Path, target)
+		for _, r := range rep.Failures() {
+			fmt.Fprintf(stderr, "  FAIL %s: %s\n       fix: %s\n", r.ID, r.Message, r.Fix)
+		}
+		return fmt.Errorf("%v (imgfab check %s --target %s shows every rule; --no-check pushes anyway)", &checkFailed{target: target, n: rep.Summary.Fail}, a.Path, target)
+	}
+	if rep.Summary.Warn > 0 {
+		var ids []string
+		for _, r := range rep.Rules {
+			if r.Status == check.Warn {
+				ids = append(ids, r.ID)
+			}
+		}
+		fmt.Fprintf(stderr, "imgfab push %s: check for %s: warnings: %s (imgfab check %s --target %s)\n", t.Name(), target, strings.Join(ids, ", "), a.Path, target)
+	}
+	return nil
 }

@@ -29,8 +29,8 @@ func TestClassFilePush(t *testing.T) {
 		"    kernel: {cmdline: console=ttyS0}\n" +
 		"    outputs: [{path: \"out/{class}.qcow2\"}]\n" +
 		"    publish:\n" +
-		"      - {target: aws, name: \"{class}-{arch}\", poll_interval: 1ms}\n" +
-		"      - {target: oci, ref: \"" + host + "/vms/{class}:{arch}\", insecure: true}\n"
+		"      - {target: aws, name: \"{class}-{arch}\", poll_interval: 1ms, no_check: true}\n" +
+		"      - {target: oci, ref: \"" + host + "/vms/{class}:{arch}\", insecure: true, no_check: true}\n"
 	if err := os.WriteFile(file, []byte(body), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -77,7 +77,7 @@ func TestClassFilePush(t *testing.T) {
 	}
 	c := sf.Class("worker")
 	pushes := classPushes(c, c.Platforms[0], "d.qcow2", []string{"oci"}, true)
-	if len(pushes) != 1 || !slices.Equal(pushes[0], []string{"oci", "d.qcow2", host + "/vms/worker:amd64", "--insecure=true", "--json"}) {
+	if len(pushes) != 1 || !slices.Equal(pushes[0], []string{"oci", "d.qcow2", host + "/vms/worker:amd64", "--insecure=true", "--no-check=true", "--json"}) {
 		t.Errorf("oci push arguments %q", pushes)
 	}
 }

@@ -73,7 +73,7 @@ func TestPushSaysWhatItDoes(t *testing.T) {
 	src := testimage.WriteLayout(t, "q", testimage.GzipTar(t, testimage.BootEntries()))
 	build(t, "oci:"+src, "-o", disk)
 	f := awstest.New(t)
-	r := runImgfab(t, awsEnv(f), "push", "aws", disk, "--name", "said", "--poll-interval", "1ms")
+	r := runImgfab(t, awsEnv(f), "push", "aws", disk, "--no-check", "--name", "said", "--poll-interval", "1ms")
 	if r.code != 0 {
 		t.Fatalf("push: exit %d: %s", r.code, r.stderr)
 	}
@@ -91,7 +91,7 @@ func TestPushAWSNoCredentials(t *testing.T) {
 	if err := os.WriteFile(disk, make([]byte, 1<<20), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(imgfabBin, "push", "aws", disk, "--name", "n", "--region", "eu-west-1", "--boot-mode", "uefi",
+	cmd := exec.Command(imgfabBin, "push", "aws", disk, "--no-check", "--name", "n", "--region", "eu-west-1", "--boot-mode", "uefi",
 		"--endpoint-ebs", "http://127.0.0.1:1", "--endpoint-ec2", "http://127.0.0.1:1")
 	home := t.TempDir()
 	// No credentials anywhere, and no instance metadata service to ask (it would be a request

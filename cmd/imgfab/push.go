@@ -40,6 +40,9 @@ Targets:
   oci     a registry: KubeVirt containerDisk (or --artifact)
           imgfab push oci DISK REGISTRY/REPO:TAG
 
+Before anything is sent, the disk is checked for the target (imgfab check: aws or aws-arm64,
+gcp, azure, kubevirt for oci): a failing rule stops the push; --no-check skips the check.
+
 Credentials come from each provider's standard chain (environment, shared config, instance
 metadata; ~/.docker/config.json for registries) and are never printed or stored.
 Run 'imgfab push TARGET --help' for a target's flags.
@@ -69,14 +72,20 @@ func pushTargetNames() []string {
 	return names
 }
 
-// pushDisk opens disk, pushes it to t with progress on stderr and prints the result. The text
-// of an error goes through redactEnv with secretEnv (belt and braces: publish redacts too).
-func pushDisk(ctx context.Context, t publish.Target, disk string, stdout, stderr io.Writer, asJSON bool, secretEnv ...string) error {
+// pushDisk opens disk, checks it for t's target (imgfab check; not with noCheck), pushes it to
+// t with progress on stderr and prints the result. The text of an error goes through redactEnv
+// with secretEnv (belt and braces: publish redacts too).
+func pushDisk(ctx context.Context, t publish.Target, disk string, stdout, stderr io.Writer, asJSON, noCheck bool, secretEnv ...string) error {
 	a, closeDisk, err := openArtifact(ctx, disk)
 	if err != nil {
 		return err
 	}
 	defer closeDisk()
+	if !noCheck {
+		if err := checkBeforePush(ctx, t, a, stderr); err != nil {
+			return err
+		}
+	}
 	prog := newPushProgress(stderr)
 	// Said before the first request, which may wait on a slow or retrying endpoint.
 	fmt.Fprintf(stderr, "imgfab push: %s: uploading %s (%s, %d MiB virtual)…\n", t.Name(), disk, a.Image.Format(), a.Image.Size()>>20)

@@ -64,6 +64,7 @@ func pushAWS(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fl.StringVar(&t.EndpointS3, "endpoint-s3", os.Getenv("IMGFAB_AWS_ENDPOINT_S3"), "S3 endpoint URL (path-style)")
 	fl.DurationVar(&t.PollInterval, "poll-interval", 0, "time between snapshot/import status polls (default 5s)")
 	asJSON := fl.Bool("json", false, "print the result as JSON")
+	noCheck := fl.Bool("no-check", false, "push without running imgfab check for aws (or aws-arm64) first")
 	help := fl.BoolP("help", "h", false, "show this help")
 	if err := fl.Parse(args); err != nil {
 		return usagef("push aws: %v", err)
@@ -106,7 +107,7 @@ func pushAWS(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if t.Tags, err = parseKV("push aws", "--tag", *tags); err != nil {
 		return err
 	}
-	return pushDisk(ctx, t, fl.Arg(0), stdout, stderr, *asJSON, awsSecretEnv...)
+	return pushDisk(ctx, t, fl.Arg(0), stdout, stderr, *asJSON, *noCheck, awsSecretEnv...)
 }
 
 // awsSecretEnv are the environment variables whose values never appear in imgfab's output.

@@ -28,7 +28,7 @@ func TestPushAWS(t *testing.T) {
 		build(t, "oci:"+fixture(t, c.fixture, c.script)+":demo", "-o", disk)
 		f := awstest.New(t)
 		name := "imgfab-" + c.boot
-		args := []string{"push", "aws", disk, "--name", name, "--json", "--poll-interval", "1ms", "--tag", "owner=ci", "--imdsv2"}
+		args := []string{"push", "aws", disk, "--no-check", "--name", name, "--json", "--poll-interval", "1ms", "--tag", "owner=ci", "--imdsv2"}
 		r := runImgfab(t, awsEnv(f), args...)
 		if r.code != 0 {
 			t.Fatalf("push aws %s: exit %d\n%s", c.fixture, r.code, r.stderr)
@@ -56,7 +56,7 @@ func TestPushAWS(t *testing.T) {
 			t.Errorf("%s: RegisterImage BootMode %q ImdsSupport %q ENA %q", c.fixture, q.Get("BootMode"), q.Get("ImdsSupport"), q.Get("EnaSupport"))
 		}
 
-		r2 := runImgfab(t, awsEnv(f), "push", "aws", disk, "--name", name, "--poll-interval", "1ms")
+		r2 := runImgfab(t, awsEnv(f), "push", "aws", disk, "--no-check", "--name", name, "--poll-interval", "1ms")
 		if r2.code != 0 || !strings.Contains(r2.stdout, res.ID) || !strings.Contains(r2.stdout, "already there") {
 			t.Errorf("rerun: exit %d\n%s%s", r2.code, r2.stdout, r2.stderr)
 		}
@@ -73,13 +73,13 @@ func TestPushAWSNoSecretInOutput(t *testing.T) {
 	build(t, "oci:"+fixture(t, "demo/oci", "mkdemo.sh")+":demo", "-o", disk)
 	f := awstest.New(t)
 	f.SecretKey = secret
-	ok := runImgfab(t, awsEnv(f), "push", "aws", disk, "--name", "s", "--json", "--poll-interval", "1ms")
+	ok := runImgfab(t, awsEnv(f), "push", "aws", disk, "--no-check", "--name", "s", "--json", "--poll-interval", "1ms")
 	if ok.code != 0 {
 		t.Fatalf("push: exit %d\n%s", ok.code, ok.stderr)
 	}
 	env := append(awsEnv(f), "AWS_SESSION_TOKEN=a-recognisable-token-55aa")
 	f.SecretKey = "the-server-wants-another-secret"
-	bad := runImgfab(t, env, "push", "aws", disk, "--name", "t", "--poll-interval", "1ms")
+	bad := runImgfab(t, env, "push", "aws", disk, "--no-check", "--name", "t", "--poll-interval", "1ms")
 	if bad.code != 1 || !strings.Contains(bad.stderr, "403") {
 		t.Errorf("push with a refused secret: exit %d\n%s", bad.code, bad.stderr)
 	}

@@ -56,6 +56,7 @@ func pushAzure(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fl.StringVar(&t.BlobEndpoint, "blob-endpoint", "", "blob service URL (default https://ACCOUNT.blob.core.windows.net/; Azurite: http://127.0.0.1:PORT/devstoreaccount1)")
 	fl.StringVar(&t.ARMEndpoint, "arm-endpoint", "", "resource manager URL (default https://management.azure.com/)")
 	asJSON := fl.Bool("json", false, "print the result as JSON")
+	noCheck := fl.Bool("no-check", false, "push without running imgfab check for azure first")
 	help := fl.BoolP("help", "h", false, "show this help")
 	if err := fl.Parse(args); err != nil {
 		return usagef("push azure: %v", err)
@@ -90,7 +91,7 @@ func pushAzure(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		}
 		t.Credential = cred
 	}
-	return pushDisk(ctx, t, fl.Arg(0), stdout, stderr, *asJSON, azureSecretEnv...)
+	return pushDisk(ctx, t, fl.Arg(0), stdout, stderr, *asJSON, *noCheck, azureSecretEnv...)
 }
 
 // azureSecretEnv are the environment variables whose values never appear in imgfab's output.

@@ -17,7 +17,7 @@ import (
 
 func pushAzureJSON(t *testing.T, env []string, args ...string) publish.Result {
 	t.Helper()
-	r := runImgfab(t, env, append([]string{"push", "azure", "--json", "--upload-only", "--storage-account", azuretest.Account}, args...)...)
+	r := runImgfab(t, env, append([]string{"push", "azure", "--no-check", "--json", "--upload-only", "--storage-account", azuretest.Account}, args...)...)
 	if r.code != 0 {
 		t.Fatalf("imgfab push azure %s: exit %d\n%s", strings.Join(args, " "), r.code, r.stderr)
 	}
@@ -111,7 +111,7 @@ func TestPushAzureNoSecret(t *testing.T) {
 		{"--upload-only"},
 		{"--resource-group", "rg", "--location", "westeurope", "--subscription", "sub", "--arm-endpoint", "https://127.0.0.1:1/"},
 	} {
-		r := runImgfab(t, env, append([]string{"push", "azure", vhd, "--storage-account", azuretest.Account, "--name", "s", "--blob-endpoint", ep, "--json"}, args...)...)
+		r := runImgfab(t, env, append([]string{"push", "azure", vhd, "--no-check", "--storage-account", azuretest.Account, "--name", "s", "--blob-endpoint", ep, "--json"}, args...)...)
 		if r.code == 0 {
 			t.Fatalf("push with a wrong key succeeded: %s", r.stdout)
 		}

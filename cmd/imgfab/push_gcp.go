@@ -53,6 +53,7 @@ func pushGCP(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	storageEP := fl.String("storage-endpoint", os.Getenv("IMGFAB_GCP_ENDPOINT_STORAGE"), "Cloud Storage JSON API URL, e.g. http://127.0.0.1:4443/storage/v1/")
 	computeEP := fl.String("compute-endpoint", os.Getenv("IMGFAB_GCP_ENDPOINT_COMPUTE"), "Compute Engine API URL, e.g. http://127.0.0.1:8080/compute/v1/")
 	asJSON := fl.Bool("json", false, "print the result as JSON")
+	noCheck := fl.Bool("no-check", false, "push without running imgfab check for gcp first")
 	help := fl.BoolP("help", "h", false, "show this help")
 	if err := fl.Parse(args); err != nil {
 		return usagef("push gcp: %v", err)
@@ -84,5 +85,5 @@ func pushGCP(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if *computeEP != "" {
 		t.ComputeOptions = append(t.ComputeOptions, option.WithEndpoint(*computeEP))
 	}
-	return pushDisk(ctx, t, fl.Arg(0), stdout, stderr, *asJSON)
+	return pushDisk(ctx, t, fl.Arg(0), stdout, stderr, *asJSON, *noCheck)
 }

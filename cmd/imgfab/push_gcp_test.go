@@ -52,7 +52,7 @@ func TestPushGCP(t *testing.T) {
 		disk, name string
 		want       []byte
 	}{{qc, "demo-qcow2", wantConv}, {tgz, "demo-tgz", wantTgz}} {
-		r := runImgfab(t, env, "push", "gcp", c.disk, "--bucket", "bkt", "--name", c.name, "--family", "demo",
+		r := runImgfab(t, env, "push", "gcp", c.disk, "--no-check", "--bucket", "bkt", "--name", c.name, "--family", "demo",
 			"--label", "owner=ci", "--json", "--poll-interval", "1ms", "--chunk-size", "1")
 		outs = append(outs, r)
 		if r.code != 0 {
@@ -80,7 +80,7 @@ func TestPushGCP(t *testing.T) {
 		if !slices.Equal(feats, []string{"UEFI_COMPATIBLE", "GVNIC", "VIRTIO_SCSI_MULTIQUEUE"}) || ins.Family != "demo" || ins.Labels["owner"] != "ci" {
 			t.Errorf("%s: insert features %v family %q labels %v", c.name, feats, ins.Family, ins.Labels)
 		}
-		r2 := runImgfab(t, env, "push", "gcp", c.disk, "--bucket", "bkt", "--name", c.name)
+		r2 := runImgfab(t, env, "push", "gcp", c.disk, "--no-check", "--bucket", "bkt", "--name", c.name)
 		outs = append(outs, r2)
 		if r2.code != 0 || !strings.Contains(r2.stdout, "already there") {
 			t.Errorf("%s rerun: exit %d\n%s%s", c.name, r2.code, r2.stdout, r2.stderr)
@@ -92,7 +92,7 @@ func TestPushGCP(t *testing.T) {
 
 	// build --push.
 	r := runImgfab(t, env, "build", src, "-o", filepath.Join(dir, "b.tar.gz"),
-		"--push", "gcp --bucket bkt --name demo-build --poll-interval 1ms")
+		"--push", "gcp --no-check --bucket bkt --name demo-build --poll-interval 1ms")
 	outs = append(outs, r)
 	if r.code != 0 {
 		t.Fatalf("build --push gcp: exit %d\n%s", r.code, r.stderr)
@@ -104,7 +104,7 @@ func TestPushGCP(t *testing.T) {
 	// A wrong token: refused with the status, and still no secret in the output.
 	gcs.Token = "another-token"
 	cs.Token = ""
-	bad := runImgfab(t, env, "push", "gcp", qc, "--bucket", "bkt", "--name", "refused", "--poll-interval", "1ms")
+	bad := runImgfab(t, env, "push", "gcp", qc, "--no-check", "--bucket", "bkt", "--name", "refused", "--poll-interval", "1ms")
 	outs = append(outs, bad)
 	if bad.code != 1 || !strings.Contains(bad.stderr, "401") {
 		t.Errorf("refused token: exit %d\n%s", bad.code, bad.stderr)

@@ -43,6 +43,7 @@ func pushOCI(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		artifact = fl.Bool("artifact", false, "push an OCI artifact (the disk as one blob) instead of a containerDisk")
 		insecure = fl.Bool("insecure", false, "allow a plain-HTTP registry (a loopback test registry)")
 		asJSON   = fl.Bool("json", false, "print the result as JSON")
+		noCheck  = fl.Bool("no-check", false, "push without running imgfab check for kubevirt first")
 		help     = fl.BoolP("help", "h", false, "show this help")
 	)
 	if err := fl.Parse(args); err != nil {
@@ -64,5 +65,5 @@ func pushOCI(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		created = time.Unix(n, 0)
 	}
 	t := &oci.Target{Ref: fl.Arg(1), Artifact: *artifact, Insecure: *insecure, Created: created}
-	return pushDisk(ctx, t, fl.Arg(0), stdout, stderr, *asJSON)
+	return pushDisk(ctx, t, fl.Arg(0), stdout, stderr, *asJSON, *noCheck)
 }

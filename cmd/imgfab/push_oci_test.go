@@ -21,7 +21,7 @@ import (
 // pushOCI runs imgfab push oci ... --json and decodes the result.
 func pushOCICLI(t *testing.T, env []string, args ...string) publish.Result {
 	t.Helper()
-	r := runImgfab(t, env, append([]string{"push", "oci", "--json", "--insecure"}, args...)...)
+	r := runImgfab(t, env, append([]string{"push", "oci", "--no-check", "--json", "--insecure"}, args...)...)
 	if r.code != 0 {
 		t.Fatalf("imgfab push oci %s: exit %d\n%s", strings.Join(args, " "), r.code, r.stderr)
 	}
@@ -60,7 +60,7 @@ func TestPushOCI(t *testing.T) {
 	if r3 := pushOCICLI(t, nil, qc, host+"/vms/demo:1"); r3.ID != res.ID || !r3.Existing {
 		t.Errorf("rerun: %s existing=%v, want %s existing", r3.ID, r3.Existing, res.ID)
 	}
-	r := runImgfab(t, nil, "push", "oci", "--insecure", qc, host+"/vms/demo:1")
+	r := runImgfab(t, nil, "push", "oci", "--no-check", "--insecure", qc, host+"/vms/demo:1")
 	if r.code != 0 || !strings.Contains(r.stdout, res.ID) || !strings.Contains(r.stdout, "already there") {
 		t.Errorf("plain rerun: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
@@ -97,7 +97,7 @@ func TestPushOCI(t *testing.T) {
 	}
 
 	// imgfab build --push: the same disk, so the same digest, already there.
-	r = runImgfab(t, nil, "build", src, "-o", filepath.Join(dir, "again.qcow2"), "--push", "oci "+host+"/vms/demo:1 --insecure")
+	r = runImgfab(t, nil, "build", src, "-o", filepath.Join(dir, "again.qcow2"), "--push", "oci "+host+"/vms/demo:1 --insecure --no-check")
 	if r.code != 0 || !strings.Contains(r.stdout, res.ID+" ("+host+"/vms/demo:1), already there") {
 		t.Errorf("build --push: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
@@ -134,13 +134,13 @@ func TestPushOCICredentials(t *testing.T) {
 		}
 	}
 	for _, args := range [][]string{{qc, host + "/vms/c:1"}, {"--artifact", qc, host + "/vms/c:a"}} {
-		r := runImgfab(t, env(secret), append([]string{"push", "oci", "--insecure", "--json"}, args...)...)
+		r := runImgfab(t, env(secret), append([]string{"push", "oci", "--no-check", "--insecure", "--json"}, args...)...)
 		if r.code != 0 {
 			t.Errorf("push %v with credentials: exit %d\n%s", args, r.code, r.stderr)
 		}
 		leaks(r)
 	}
-	r := runImgfab(t, env(secret+"-wrong"), "push", "oci", "--insecure", qc, host+"/vms/c:2")
+	r := runImgfab(t, env(secret+"-wrong"), "push", "oci", "--no-check", "--insecure", qc, host+"/vms/c:2")
 	if r.code != 1 || !strings.Contains(r.stderr, "401") && !strings.Contains(r.stderr, "UNAUTHORIZED") {
 		t.Errorf("wrong password: exit %d, want 1 and a 401\n%s", r.code, r.stderr)
 	}

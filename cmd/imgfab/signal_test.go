@@ -79,7 +79,7 @@ func TestSignalEndsSlowWork(t *testing.T) {
 		{"convert-8TiB-to-vhd-int", syscall.SIGINT, []string{"convert", huge, "OUT/disk.raw.zst"}},
 		{"build-hanging-registry", syscall.SIGTERM, []string{"build", "--insecure", "docker://" + hang + "/img:1", "-o", "OUT/disk.qcow2"}},
 		{"build-hanging-registry-int", syscall.SIGINT, []string{"build", "--insecure", hang + "/img:1", "-o", "OUT/disk.raw"}},
-		{"push-oci-hanging-registry", syscall.SIGTERM, []string{"push", "oci", "--insecure", small, hang + "/vm:1"}},
+		{"push-oci-hanging-registry", syscall.SIGTERM, []string{"push", "oci", "--no-check", "--insecure", small, hang + "/vm:1"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
