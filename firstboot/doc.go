@@ -31,8 +31,9 @@
 //   - bash-history: /root/.bash_history and /home/*/.bash_history.
 //   - tmp-files: the contents of /tmp and /var/tmp.
 //   - hostname: /etc/hostname says "localhost", so that a machine takes its name from DHCP or its
-//     cloud's metadata (a debootstrapped tree carries the build host's name). Off when the class
-//     sets a hostname (Options.KeepHostname).
+//     cloud's metadata (a debootstrapped tree carries the build host's name) — in an image that
+//     has a way to (systemd, cloud-init); elsewhere the image's name is kept, as nothing would
+//     give one at boot. Off when the class sets a hostname (Options.KeepHostname).
 //   - fstab: /etc/fstab mounts the root (fsck pass 1) and the ESP (pass 2) by filesystem UUID,
 //     merged into the image's file (debootstrap's "# UNCONFIGURED FSTAB FOR BASE SYSTEM" is
 //     replaced, other lines kept). The ESP goes where the image's tools look for it: /efi when

@@ -90,6 +90,9 @@ type Preparer struct {
 	// fstabHdr is the image's /etc/fstab entry: the merged file keeps its mode, owner and time.
 	fstabHdr *tar.Header
 	hasEtc  bool
+	// hostnameHdr is the image's /etc/hostname (nil: none), hostnameOld its content.
+	hostnameHdr *tar.Header
+	hostnameOld []byte
 	// machineIDHdr is the image's /etc/machine-id (nil: none), machineIDOld its content.
 	machineIDHdr *tar.Header
 	machineIDOld string
@@ -181,8 +184,6 @@ func (p *Preparer) Entry(hdr *tar.Header, body io.Reader, add func(*tar.Header, 
 		h.Size = 0
 		p.did(op, name, fmt.Sprintf("emptied (%d bytes)", hdr.Size))
 		return add(&h, bytes.NewReader(nil))
-	case replace:
-		return p.replace(op, name, hdr, body, add)
 	case hold:
 		return p.hold(name, hdr, body)
 	}
@@ -195,7 +196,6 @@ const (
 	pass action = iota
 	drop
 	empty
-	replace
 	hold
 )
 
@@ -226,7 +226,7 @@ func (p *Preparer) classify(name string, hdr *tar.Header) (string, action) {
 	case (strings.HasPrefix(name, "tmp/") || strings.HasPrefix(name, "var/tmp/")) && p.on[OpTmpFiles]:
 		return OpTmpFiles, drop
 	case name == "etc/hostname" && p.on[OpHostname] && notDir:
-		return OpHostname, replace
+		return OpHostname, hold
 	case name == "etc/fstab" && p.on[OpFstab]:
 		if !reg {
 			p.warn("first boot: /etc/fstab is a %s, not a regular file: the root and ESP lines are not added", typeName(hdr.Typeflag))
@@ -241,6 +241,18 @@ func (p *Preparer) classify(name string, hdr *tar.Header) (string, action) {
 // hold keeps /etc/fstab or /etc/machine-id for Finish, which writes them once the whole image
 // has been seen (machine-id's content depends on whether the image runs systemd).
 func (p *Preparer) hold(name string, hdr *tar.Header, body io.Reader) error {
+	if name == "etc/hostname" {
+		old, err := io.ReadAll(io.LimitReader(body, maxHostnameFile+1))
+		if err != nil {
+			return fmt.Errorf("first boot: reading /etc/hostname: %w", err)
+		}
+		if len(old) > maxHostnameFile {
+			return fmt.Errorf("first boot: /etc/hostname is more than %d bytes", maxHostnameFile)
+		}
+		h := *hdr
+		p.hostnameHdr, p.hostnameOld = &h, old
+		return nil
+	}
 	if name == "etc/machine-id" {
 		old, err := io.ReadAll(io.LimitReader(body, 4096))
 		if err != nil {
@@ -278,23 +290,28 @@ func isLease(dir, base string) bool {
 	return false
 }
 
-// replace writes "localhost" in place of the image's /etc/hostname.
-func (p *Preparer) replace(op, name string, hdr *tar.Header, body io.Reader, add func(*tar.Header, io.Reader) error) error {
+// maxHostnameFile bounds the /etc/hostname held back (a name is at most 64 bytes).
+const maxHostnameFile = 64 << 10
+
+// finishHostname writes "localhost" in place of the image's /etc/hostname where the image has a
+// way to take its name at boot (systemd: from DHCP or hostnamectl; cloud-init: from its
+// metadata); elsewhere (a busybox image) the image's own is kept, as nothing would replace it.
+func (p *Preparer) finishHostname(add func(*tar.Header, io.Reader) error) error {
+	h, old := p.hostnameHdr, p.hostnameOld
+	if h == nil {
+		return nil
+	}
 	data := []byte("localhost\n")
-	old, err := io.ReadAll(io.LimitReader(body, 4096))
-	if err != nil {
-		return fmt.Errorf("first boot: reading /%s: %w", name, err)
+	named := p.has("usr/lib/systemd/systemd", "lib/systemd/systemd", "usr/bin/cloud-init")
+	if !named || (h.Typeflag == tar.TypeReg || h.Typeflag == tar.TypeRegA) && bytes.Equal(old, data) {
+		return wrap(add(h, bytes.NewReader(old)), "etc/hostname")
 	}
-	if (hdr.Typeflag == tar.TypeReg || hdr.Typeflag == tar.TypeRegA) && hdr.Size <= 4096 && bytes.Equal(old, data) {
-		return add(hdr, bytes.NewReader(old))
-	}
-	h := *hdr
-	if h.Typeflag != tar.TypeReg {
-		h = tar.Header{Name: hdr.Name, Mode: 0o644, ModTime: hdr.ModTime, Format: hdr.Format}
+	if h.Typeflag != tar.TypeReg && h.Typeflag != tar.TypeRegA {
+		h = &tar.Header{Name: h.Name, Mode: 0o644, ModTime: h.ModTime, Format: h.Format}
 	}
 	h.Typeflag, h.Size, h.Linkname = tar.TypeReg, int64(len(data)), ""
-	p.did(op, name, fmt.Sprintf("%q (was %q)", "localhost", strings.TrimSpace(string(old))))
-	return add(&h, bytes.NewReader(data))
+	p.did(OpHostname, "etc/hostname", fmt.Sprintf("%q (was %q)", "localhost", strings.TrimSpace(string(old))))
+	return wrap(add(h, bytes.NewReader(data)), "etc/hostname")
 }
 
 // machineID is /etc/machine-id's content: systemd's first-boot marker where the image runs
@@ -329,7 +346,7 @@ func (p *Preparer) warn(format string, args ...any) {
 // Finish adds what the operations add (the held-back /etc/fstab merged, units, links) through
 // add, and returns what was done.
 func (p *Preparer) Finish(add func(*tar.Header, io.Reader) error) (Result, error) {
-	steps := []func(add func(*tar.Header, io.Reader) error) error{p.finishMachineID, p.finishSSH, p.finishGrowAndFstab}
+	steps := []func(add func(*tar.Header, io.Reader) error) error{p.finishHostname, p.finishMachineID, p.finishSSH, p.finishGrowAndFstab}
 	for _, s := range steps {
 		if err := s(add); err != nil {
 			return p.res, err

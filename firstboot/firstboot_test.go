@@ -226,7 +226,6 @@ var (
 	sshUnit   = strings.ReplaceAll(sshKeygenService, "@KEYGEN@", "/usr/bin/ssh-keygen")
 	debianOut = []ent{
 		dir("boot"), dir("etc"),
-		reg("etc/hostname", "localhost\n"),
 		reg("etc/ssh/sshd_config", "Port 22\n"),
 		dir("tmp"),
 		reg("usr/bin/ssh-keygen", "elf"), reg("usr/bin/systemd-repart", "elf"),
@@ -235,6 +234,7 @@ var (
 		dir("var/lib/dbus"),
 		reg("var/log/dpkg.log", "").mode(0o640).owner(0, 4).at(logAt), // emptied, its header kept
 		// Finish:
+		reg("etc/hostname", "localhost\n"),                   // the image's header, rewritten
 		reg("etc/machine-id", "uninitialized\n").mode(0o444), // the image's header, rewritten
 		ours(symlink("var/lib/dbus/machine-id", "/etc/machine-id")),
 		unit(sshKeygenUnit, sshUnit),
@@ -244,7 +244,6 @@ var (
 		ours(dir("boot/efi")),
 	}
 	debianOps = []Op{
-		{OpHostname, "/etc/hostname", `"localhost" (was "buildhost")`},
 		{OpSSHHostKeys, "/etc/ssh/ssh_host_ed25519_key", "removed"},
 		{OpSSHHostKeys, "/etc/ssh/ssh_host_ed25519_key.pub", "removed"},
 		{OpSSHHostKeys, "/etc/ssh/ssh_host_rsa_key", "removed"},
@@ -259,6 +258,7 @@ var (
 		{OpLogFiles, "/var/log/dpkg.log", "emptied (10 bytes)"},
 		{OpLogFiles, "/var/log/journal/x/system.journal", "removed"},
 		{OpTmpFiles, "/var/tmp/y", "removed"},
+		{OpHostname, "/etc/hostname", `"localhost" (was "buildhost")`},
 		{OpMachineID, "/etc/machine-id", `"uninitialized" (was "` + oldID + `")`},
 		{OpMachineID, "/var/lib/dbus/machine-id", "→ /etc/machine-id"},
 		{OpSSHHostKeys, "/" + unitDir + sshKeygenUnit, "added, enabled in multi-user.target"},
@@ -550,6 +550,28 @@ func TestOdd(t *testing.T) {
 				equal(t, "ops", out.res.Ops, c.ops)
 			}
 			warned(t, out.res.Warnings, c.warn)
+		})
+	}
+}
+
+// TestHostnameWithoutSystemd: an image with no way to take a name at boot (a busybox image) keeps
+// its own /etc/hostname; with systemd or cloud-init it becomes localhost.
+func TestHostnameWithoutSystemd(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		with []ent
+		want string
+	}{
+		{"busybox", nil, "imgfab-demo\n"},
+		{"systemd", []ent{reg("usr/lib/systemd/systemd", "elf")}, "localhost\n"},
+		{"cloud-init", []ent{reg("usr/bin/cloud-init", "py")}, "localhost\n"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			in := append([]ent{dir("etc"), reg("etc/hostname", "imgfab-demo\n")}, c.with...)
+			out := mustRun(t, opts(), in)
+			if got := byName(t, out.all)["etc/hostname"]; got.Body != c.want || got.MTime != old.Unix() {
+				t.Errorf("/etc/hostname %q (mtime %d), want %q with the image's header", got.Body, got.MTime, c.want)
+			}
 		})
 	}
 }
