@@ -44,8 +44,10 @@ listed classes (all by default), in file order, each once per platform, with the
 groups, hostname, time zone and systemd units it asks for laid over the image as one generated
 layer. The file sets what the flags would (SOURCE, -o, --size, …): giving them too is a usage
 error. --json then prints one JSON object per line, one per class and platform, with "class" and
-"platform" beside the fields of a plain build's result. Not wired yet: partitions, arm64
-platforms, publish (--push with -f).
+"platform" beside the fields of a plain build's result.
+
+--platform linux/amd64,linux/arm64 builds one disk per platform (arm64 on any machine: nothing of
+the image runs at build time); each -o path then holds {arch} (or {platform}), e.g. disk-{arch}.qcow2.
 --print-spec prints the class file equivalent to the other flags (class name: --class, default
 "default") and builds nothing; building that file gives the same bytes.
 
@@ -99,6 +101,15 @@ func runBuild(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return usagef("--print-spec builds nothing: not with --push or --json (publish is not printed yet)")
 		}
 		return printSpec(plan, *f.className, stdout)
+	}
+	if platforms, err := splitPlatforms(*f.platform); err != nil {
+		return err
+	} else if len(platforms) > 1 {
+		plans, err := platformPlans(plan, platforms)
+		if err != nil {
+			return err
+		}
+		return f.buildPlatforms(ctx, plans, stdout, stderr)
 	}
 	pushArgs, err := f.pushArgs()
 	if err != nil {
@@ -171,7 +182,7 @@ func newBuildFlags() *buildFlags {
 		espSize:   fl.String("esp-size", "256MiB", "EFI system partition size"),
 		cmdline:   fl.String("cmdline", "", "kernel command line, appended after root=PARTUUID=... rw"),
 		extra:     fl.StringArray("layer", nil, "a directory or tar applied on top of the image; may repeat, applied in order"),
-		platform:  fl.String("platform", "linux/amd64", "platform to pick from a multi-platform image"),
+		platform:  fl.String("platform", "linux/amd64", "platform to pick from a multi-platform image; several, comma-separated, build one disk each ({arch} in -o paths); without it a single-platform image builds for its own architecture"),
 		sde:       fl.String("source-date-epoch", "", "unix time of every timestamp imgfab makes (default: $SOURCE_DATE_EPOCH, else the image's created time)"),
 		asJSON:    fl.Bool("json", false, "print the result as JSON on stdout"),
 		insecure:  fl.Bool("insecure", false, "allow a plain-HTTP registry"),
@@ -205,7 +216,7 @@ func (f *buildFlags) plan(stdout io.Writer) (assemble.Plan, error) {
 	}
 	plan := assemble.Plan{
 		Source:      fl.Arg(0),
-		Platform:    *f.platform,
+		Platform:    f.platformGiven(),
 		ExtraLayers: *f.extra,
 		Cmdline:     *f.cmdline,
 		Insecure:    *f.insecure,
@@ -336,4 +347,13 @@ func report(res *assemble.Result, asJSON bool, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stdout, "%s: %s, %d MiB virtual, sha256 %s\n", o.Path, o.Format, res.VirtualSize>>20, o.SHA256)
 	}
 	return nil
+}
+
+// platformGiven is --platform when given; "" lets the build take a single-platform image's own
+// architecture (an index still resolves for linux/amd64).
+func (f *buildFlags) platformGiven() string {
+	if f.fl.Changed("platform") {
+		return *f.platform
+	}
+	return ""
 }

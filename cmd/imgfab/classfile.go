@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/imgfab/imgfab/assemble"
+	"github.com/imgfab/imgfab/bootloader"
 	"github.com/imgfab/imgfab/customize"
 	"github.com/imgfab/imgfab/firstboot"
 	"github.com/imgfab/imgfab/spec"
@@ -200,8 +201,8 @@ func buildRun(ctx context.Context, sr *storeRun, r classRun, enc *json.Encoder, 
 // classPlan is the plan of one class for one platform. What a file can say but a build cannot do
 // yet is a usage error naming its position.
 func classPlan(c *spec.Class, pl spec.Platform) (assemble.Plan, error) {
-	if pl.Arch != "amd64" {
-		return assemble.Plan{}, usagef("%s: classes.%s.platforms: %s: arm64 disks are not built yet (issue 14); build linux/amd64 only", pl.Pos, c.Name, pl)
+	if _, err := bootloader.ArchFor(pl.Arch); err != nil {
+		return assemble.Plan{}, usagef("%s: classes.%s.platforms: %s: %v", pl.Pos, c.Name, pl, err)
 	}
 	p := assemble.Plan{
 		Source:    c.FromAbs,
@@ -359,16 +360,24 @@ func printSpec(p assemble.Plan, name string, stdout io.Writer) error {
 	if name == "" {
 		name = "default"
 	}
-	parts := strings.Split(p.Platform, "/")
-	if len(parts) < 2 || len(parts) > 3 {
-		return usagef("--print-spec: --platform %q: want OS/ARCH[/VARIANT]", p.Platform)
+	platform := p.Platform
+	if platform == "" {
+		platform = "linux/amd64"
 	}
-	pl := spec.Platform{OS: parts[0], Arch: parts[1]}
-	if len(parts) == 3 {
-		pl.Variant = parts[2]
+	var pls []spec.Platform
+	for _, one := range strings.Split(platform, ",") {
+		parts := strings.Split(one, "/")
+		if len(parts) < 2 || len(parts) > 3 {
+			return usagef("--print-spec: --platform %q: want OS/ARCH[/VARIANT]", p.Platform)
+		}
+		pl := spec.Platform{OS: parts[0], Arch: parts[1]}
+		if len(parts) == 3 {
+			pl.Variant = parts[2]
+		}
+		pls = append(pls, pl)
 	}
 	c := &spec.Class{
-		Name: name, From: p.Source, Platforms: []spec.Platform{pl},
+		Name: name, From: p.Source, Platforms: pls,
 		Kernel:  spec.Kernel{Cmdline: p.Cmdline},
 		Boot:    spec.Boot{Mode: p.Boot.Mode, Table: p.Boot.Table, UKI: p.Boot.UKI, Chain: p.Boot.Chain},
 		Disk:    spec.Disk{Size: p.Size},

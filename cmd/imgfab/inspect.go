@@ -109,7 +109,7 @@ func printReport(w io.Writer, name string, r inspect.Report) {
 	if b := r.Boot; b != nil {
 		fmt.Fprintf(w, "boot: %s on partition %d", orDash(r.Loader), b.ESP)
 		if b.Fallback {
-			fmt.Fprint(w, ", EFI/BOOT/BOOTX64.EFI present")
+			fmt.Fprintf(w, ", %s present", b.FallbackPath)
 		}
 		fmt.Fprintln(w)
 		for _, e := range b.Entries {
