@@ -2,6 +2,7 @@ package publish
 
 import (
 	"context"
+	"fmt"
 	"strings"
 
 	"github.com/imgfab/imgfab/diskfmt"
@@ -13,7 +14,31 @@ type Artifact struct {
 	Image diskfmt.Image // the same disk opened for reading (guest bytes, extents, virtual size)
 	// BootModes the disk supports: "uefi", "bios" (from `imgfab inspect` / the build result).
 	BootModes []string
-	Arch      string // "x86_64" (default) or "arm64"
+	// Arch is the disk's CPU architecture as `imgfab inspect` reports it
+	// (inspect.Report.Architecture): "amd64" or "arm64"; empty means "amd64". The kernel's names
+	// "x86_64" and "aarch64" are taken as the same. Every target carries it: AWS RegisterImage
+	// Architecture x86_64 or arm64 (arm64 with BootMode uefi), GCE images.insert architecture
+	// X86_64 or ARM64, Azure an image definition of architecture x64 or Arm64 (Hyper-V V2), the
+	// OCI platform linux/amd64 or linux/arm64. Use Architecture to read it.
+	Arch string
+}
+
+// The architectures an Artifact can have (Artifact.Arch, as Go and OCI name them).
+const (
+	AMD64 = "amd64"
+	ARM64 = "arm64"
+)
+
+// Architecture returns a.Arch as AMD64 or ARM64 ("" and "x86_64" are AMD64, "aarch64" is ARM64);
+// any other value is an error naming it.
+func (a Artifact) Architecture() (string, error) {
+	switch a.Arch {
+	case "", AMD64, "x86_64":
+		return AMD64, nil
+	case ARM64, "aarch64":
+		return ARM64, nil
+	}
+	return "", fmt.Errorf("architecture %q: want amd64 or arm64", a.Arch)
 }
 
 // Boots reports whether the artifact boots in mode ("uefi" or "bios").

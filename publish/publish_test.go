@@ -27,3 +27,18 @@ func TestStepErrorWraps(t *testing.T) {
 		t.Error("NewStepError(nil) is not nil")
 	}
 }
+
+// TestArtifactArchitecture: empty and the kernel's names map to amd64 and arm64; anything else
+// is an error naming it.
+func TestArtifactArchitecture(t *testing.T) {
+	for arch, want := range map[string]string{"": "amd64", "amd64": "amd64", "x86_64": "amd64", "arm64": "arm64", "aarch64": "arm64"} {
+		if got, err := (Artifact{Arch: arch}).Architecture(); got != want || err != nil {
+			t.Errorf("Arch %q: %q, %v; want %q", arch, got, err, want)
+		}
+	}
+	for _, arch := range []string{"sparc", "AMD64", "arm", "i386"} {
+		if got, err := (Artifact{Arch: arch}).Architecture(); err == nil || got != "" || err.Error() != fmt.Sprintf("architecture %q: want amd64 or arm64", arch) {
+			t.Errorf("Arch %q: %q, %v; want an error naming it", arch, got, err)
+		}
+	}
+}

@@ -140,6 +140,10 @@ func (t *Target) Push(ctx context.Context, a publish.Artifact, p publish.Progres
 	if img, err := r.findImage(ctx); err != nil {
 		return publish.Result{}, err
 	} else if img != nil {
+		if got := string(img.Architecture); got != "" && got != arch {
+			return publish.Result{}, fmt.Errorf("aws: AMI %s named %s is %s, this disk is %s: give another image name",
+				aws.ToString(img.ImageId), tc.ImageName, got, arch)
+		}
 		res.ID = aws.ToString(img.ImageId)
 		res.Existing = true
 		for _, m := range img.BlockDeviceMappings {
@@ -189,16 +193,14 @@ func (t *Target) check(a publish.Artifact) (bootMode, arch string, volGiB int64,
 	if a.Image == nil {
 		return "", "", 0, fmt.Errorf("aws: artifact has no image")
 	}
-	if bootMode, err = t.bootMode(a); err != nil {
+	goarch, err := a.Architecture()
+	if err != nil {
+		return "", "", 0, fmt.Errorf("aws: %w", err)
+	}
+	if bootMode, err = t.bootMode(a, goarch); err != nil {
 		return "", "", 0, err
 	}
-	arch = a.Arch
-	if arch == "" {
-		arch = "x86_64"
-	}
-	if arch != "x86_64" && arch != "arm64" {
-		return "", "", 0, fmt.Errorf("aws: architecture %q: want x86_64 or arm64", arch)
-	}
+	arch = ec2Arch(goarch)
 	size := a.Image.Size()
 	minGiB := (size + 1<<30 - 1) >> 30
 	volGiB = t.VolumeSizeGiB
@@ -238,9 +240,29 @@ func (r *run) snapshot(ctx context.Context, a publish.Artifact, volGiB int64) (s
 	return snap, nil
 }
 
-// bootMode chooses the AMI boot mode from the flag or what the disk boots.
-func (t *Target) bootMode(a publish.Artifact) (string, error) {
+// ec2Arch is the RegisterImage Architecture of a publish architecture (AMD64 or ARM64).
+func ec2Arch(arch string) string {
+	if arch == publish.ARM64 {
+		return string(ec2types.ArchitectureValuesArm64)
+	}
+	return string(ec2types.ArchitectureValuesX8664)
+}
+
+// bootMode chooses the AMI boot mode from the flag or what the disk boots. An arm64 AMI is always
+// uefi: Graviton instances boot UEFI only.
+func (t *Target) bootMode(a publish.Artifact, arch string) (string, error) {
 	mode := t.BootMode
+	if arch == publish.ARM64 {
+		switch mode {
+		case "", "auto", "uefi":
+		default:
+			return "", fmt.Errorf("aws: boot mode %q with architecture arm64: Graviton instances boot UEFI only (give uefi or auto)", mode)
+		}
+		if len(a.BootModes) > 0 && !a.Boots("uefi") {
+			return "", fmt.Errorf("aws: architecture arm64 boots UEFI only, but the disk boots %v", a.BootModes)
+		}
+		return "uefi", nil
+	}
 	switch mode {
 	case "", "auto":
 		switch uefi, bios := a.Boots("uefi"), a.Boots("bios"); {

@@ -26,5 +26,9 @@
 //   - A snapshot started through the EBS direct APIs errors out after 60 minutes without a put.
 //   - Via "s3" needs the vmimport service role in the account and a bucket in the region; parts
 //     are at least 5 MiB and at most 10,000 (the part size is raised to fit).
-//   - Architectures x86_64 and arm64; TPM (NitroTPM) needs a UEFI boot mode.
+//   - The AMI's architecture is the disk's (Artifact.Arch): x86_64 for amd64, arm64 for arm64.
+//     An arm64 AMI is always registered with boot mode uefi (Graviton boots UEFI only): with
+//     arm64, an explicit legacy-bios or uefi-preferred, or a disk known to boot only BIOS, is an
+//     error. An AMI of the same name but another architecture is an error, not a reuse.
+//   - TPM (NitroTPM) needs a UEFI boot mode.
 package aws

@@ -4,9 +4,11 @@
 //
 // It checks each request as AWS would and answers like AWS: the SigV4 signature (recomputed with
 // the server's secret key; a wrong one gets 403), every PutSnapshotBlock's length and SHA-256,
-// CompleteSnapshot's block count and linear aggregate checksum, the RegisterImage parameters and
-// ImportSnapshot's disk container. Every violation is also recorded; New fails the test at cleanup
-// for any it did not expect (see TakeProblems).
+// CompleteSnapshot's block count and linear aggregate checksum, the RegisterImage parameters
+// (Architecture x86_64 or arm64, an arm64 AMI booting uefi, …) and ImportSnapshot's disk
+// container. Each registered AMI keeps the parameters it was registered with (Server.Image), and
+// DescribeImages answers with its architecture and boot mode. Every violation is also recorded;
+// New fails the test at cleanup for any it did not expect (see TakeProblems).
 package awstest
 
 import (
@@ -59,11 +61,18 @@ type Snapshot struct {
 	polls      int
 }
 
-// Image is a registered AMI with the query parameters it was registered with.
+// Image is a registered AMI with the query parameters it was registered with (RegisterImage's
+// Architecture, BootMode, BlockDeviceMapping.1.Ebs.SnapshotId, …, as received).
 type Image struct {
 	ID, Name string
 	Params   url.Values
 }
+
+// Arch is the Architecture the image was registered with ("x86_64" or "arm64").
+func (im *Image) Arch() string { return im.Params.Get("Architecture") }
+
+// BootMode is the BootMode the image was registered with ("uefi", "legacy-bios", "uefi-preferred").
+func (im *Image) BootMode() string { return im.Params.Get("BootMode") }
 
 // Server is the fake. Set the hooks before the first request.
 type Server struct {
@@ -629,8 +638,8 @@ func (s *Server) describeImages(w http.ResponseWriter, q url.Values, fail failFu
 	b.WriteString("<imagesSet>")
 	for _, im := range s.images {
 		if im.Name == q.Get("Filter.1.Value.1") {
-			fmt.Fprintf(&b, "<item><imageId>%s</imageId><name>%s</name><imageState>available</imageState><blockDeviceMapping><item><deviceName>/dev/xvda</deviceName><ebs><snapshotId>%s</snapshotId></ebs></item></blockDeviceMapping></item>",
-				im.ID, xmlEscape(im.Name), im.Params.Get("BlockDeviceMapping.1.Ebs.SnapshotId"))
+			fmt.Fprintf(&b, "<item><imageId>%s</imageId><name>%s</name><imageState>available</imageState><architecture>%s</architecture><bootMode>%s</bootMode><blockDeviceMapping><item><deviceName>/dev/xvda</deviceName><ebs><snapshotId>%s</snapshotId></ebs></item></blockDeviceMapping></item>",
+				im.ID, xmlEscape(im.Name), xmlEscape(im.Arch()), xmlEscape(im.Params.Get("BootMode")), im.Params.Get("BlockDeviceMapping.1.Ebs.SnapshotId"))
 		}
 	}
 	b.WriteString("</imagesSet>")
@@ -695,6 +704,7 @@ func (s *Server) registerImage(w http.ResponseWriter, q url.Values, fail failFun
 	case name == "" || len(name) > 128:
 		fail("Name %q", name)
 	case q.Get("Architecture") != "x86_64" && q.Get("Architecture") != "arm64":
+		// EC2's names only: "amd64" or "aarch64" is an InvalidParameterValue on AWS too.
 		fail("Architecture %q", q.Get("Architecture"))
 	case q.Get("RootDeviceName") != "/dev/xvda" || q.Get("BlockDeviceMapping.1.DeviceName") != "/dev/xvda":
 		fail("root device %q, mapping %q", q.Get("RootDeviceName"), q.Get("BlockDeviceMapping.1.DeviceName"))
@@ -706,6 +716,9 @@ func (s *Server) registerImage(w http.ResponseWriter, q url.Values, fail failFun
 		fail("virtualization %q, ENA %q", q.Get("VirtualizationType"), q.Get("EnaSupport"))
 	case boot != "uefi" && boot != "legacy-bios" && boot != "uefi-preferred":
 		fail("BootMode %q", boot)
+	case q.Get("Architecture") == "arm64" && boot != "uefi":
+		// Graviton boots UEFI only: an arm64 AMI that asks for BIOS would never launch.
+		fail("BootMode %q with Architecture arm64 (Graviton boots UEFI only)", boot)
 	case q.Has("TpmSupport") && (q.Get("TpmSupport") != "v2.0" || boot == "legacy-bios"):
 		fail("TpmSupport %q with boot mode %s", q.Get("TpmSupport"), boot)
 	case q.Has("ImdsSupport") && q.Get("ImdsSupport") != "v2.0":
