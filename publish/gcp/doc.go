@@ -21,5 +21,8 @@
 //   - An interrupted upload is resumed within the process (from the last committed offset) but not
 //     across processes: the Go client does not expose the session URI, so a rerun starts over.
 //   - An upload that makes no progress for StallTimeout (default 10 minutes) fails.
-//   - Architectures X86_64 and ARM64.
+//   - The image's architecture is the disk's (Artifact.Arch): X86_64 for amd64, ARM64 for arm64.
+//     An ARM64 image is always UEFI_COMPATIBLE (Arm VMs boot UEFI only; a disk known to boot
+//     only BIOS is an error). An image of the same name but another architecture is an error,
+//     not a reuse.
 package gcp

@@ -104,6 +104,9 @@ func (g *Target) Push(ctx context.Context, a publish.Artifact, p publish.Progres
 	if img, err := g.getImage(ctx, cs); err != nil {
 		return publish.Result{}, publish.NewStepError(targetName, "images.get "+g.Image, err)
 	} else if img != nil {
+		if img.Architecture != "" && img.Architecture != arch {
+			return publish.Result{}, fmt.Errorf("gcp: image %s is %s, this disk is %s: give another image name", g.Image, img.Architecture, arch)
+		}
 		res.ID, res.Existing = img.SelfLink, true
 		res.Details["status"] = img.Status
 		if img.RawDisk != nil {
@@ -141,15 +144,23 @@ func (g *Target) check(a publish.Artifact) (object, arch string, err error) {
 	if object == "" {
 		object = "imgfab/" + g.Image + ".tar.gz"
 	}
-	arch = "X86_64"
-	switch a.Arch {
-	case "", "x86_64", "amd64":
-	case "arm64", "aarch64":
-		arch = "ARM64"
-	default:
-		return "", "", fmt.Errorf("gcp: architecture %q: GCE images are X86_64 or ARM64", a.Arch)
+	goarch, err := a.Architecture()
+	if err != nil {
+		return "", "", fmt.Errorf("gcp: %w", err)
+	}
+	arch = gceArch(goarch)
+	if goarch == publish.ARM64 && len(a.BootModes) > 0 && !a.Boots("uefi") {
+		return "", "", fmt.Errorf("gcp: architecture arm64 boots UEFI only, but the disk boots %v", a.BootModes)
 	}
 	return object, arch, nil
+}
+
+// gceArch is the images.insert architecture of a publish architecture (AMD64 or ARM64).
+func gceArch(arch string) string {
+	if arch == publish.ARM64 {
+		return "ARM64"
+	}
+	return "X86_64"
 }
 
 // storeObject makes the storage client and puts the GCE tarball into the object.
@@ -171,9 +182,11 @@ func (g *Target) storeObject(ctx context.Context, object string, a publish.Artif
 }
 
 // image is the image images.insert is asked to make; it records its guest OS features in details.
+// An ARM64 image is UEFI_COMPATIBLE even when the disk's boot modes are unknown: Arm VMs boot UEFI
+// only.
 func (g *Target) image(a publish.Artifact, arch, object string, details map[string]string) *compute.Image {
 	feats := []string{"GVNIC", "VIRTIO_SCSI_MULTIQUEUE"}
-	if a.Boots("uefi") {
+	if a.Boots("uefi") || arch == "ARM64" {
 		feats = append([]string{"UEFI_COMPATIBLE"}, feats...)
 	}
 	for _, f := range g.GuestOSFeatures {
