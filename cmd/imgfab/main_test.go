@@ -24,17 +24,19 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	// Class-file builds keep blobs and outputs in $XDG_CACHE_HOME/imgfab: the tests' own, never
-	// the user's, removed at the end.
-	if err := os.Setenv("XDG_CACHE_HOME", filepath.Join(dir, "cache")); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
+	// Built before XDG_CACHE_HOME changes: go's build cache lives under it by default, and a fresh
+	// one would rebuild every dependency (minutes) on each run.
 	imgfabBin = filepath.Join(dir, "imgfab")
 	cmd := exec.Command("go", "build", "-o", imgfabBin, ".")
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "building imgfab: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	// Class-file builds keep blobs and outputs in $XDG_CACHE_HOME/imgfab: the tests' own, never
+	// the user's, removed at the end.
+	if err := os.Setenv("XDG_CACHE_HOME", filepath.Join(dir, "cache")); err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
 	code := m.Run()
