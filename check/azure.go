@@ -34,6 +34,7 @@ func init() {
 			"drivers.network":          azureGeneric,
 			"cmdline.console":          azureGeneric,
 			"agent.metadata":           azureProvision,
+			"agent.datasource":         "https://cloudinit.readthedocs.io/en/latest/reference/datasources/azure.html",
 			"azure.vhd":                azureGeneric,
 			"size.limit":               azureGeneric,
 			"grow.root":                azureGrow,

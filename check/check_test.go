@@ -202,7 +202,9 @@ func TestRulesOnFacts(t *testing.T) {
 		}},
 		{"no-pvscsi-vmxnet3", func(f *Facts) {
 			f.Initrd.Modules = slices.DeleteFunc(f.Initrd.Modules, func(m string) bool { return m == "vmw_pvscsi" || m == "vmxnet3" })
-		}, func(e expect) expect { return e.on("drivers.storage", Fail, "vmware").on("drivers.network", Fail, "vmware") }},
+		}, func(e expect) expect {
+			return e.on("drivers.storage", Fail, "vmware").on("drivers.network", Fail, "vmware")
+		}},
 		{"initrd-for-another-kernel", func(f *Facts) { f.Initrd.KernelVersions = []string{"6.1.0-old"} }, func(e expect) expect {
 			return e.on("initrd.kernel", Fail)
 		}},
@@ -295,10 +297,14 @@ func TestRulesOnFacts(t *testing.T) {
 		{"vhd", func(f *Facts) { f.Container = Container{Format: "vhd", VirtualSize: 2 << 30, FileSize: 2<<30 + 512} }, func(e expect) expect {
 			return e.on("azure.vhd", Pass, "azure").on("format", Warn, "kubevirt")
 		}},
-		{"vhd-off-MiB", func(f *Facts) { f.Container = Container{Format: "vhd", VirtualSize: 2<<30 + 1536, FileSize: 2<<30 + 2048} }, func(e expect) expect {
+		{"vhd-off-MiB", func(f *Facts) {
+			f.Container = Container{Format: "vhd", VirtualSize: 2<<30 + 1536, FileSize: 2<<30 + 2048}
+		}, func(e expect) expect {
 			return e.on("azure.vhd", Fail, "azure").on("format", Warn, "kubevirt")
 		}},
-		{"vhd-dynamic", func(f *Facts) { f.Container = Container{Format: "vhd-dynamic", VirtualSize: 2 << 30, FileSize: 1 << 20} }, func(e expect) expect {
+		{"vhd-dynamic", func(f *Facts) {
+			f.Container = Container{Format: "vhd-dynamic", VirtualSize: 2 << 30, FileSize: 1 << 20}
+		}, func(e expect) expect {
 			return e.on("azure.vhd", Fail, "azure").on("format", Warn, "kubevirt")
 		}},
 		{"converted-to-vhd", func(f *Facts) { f.Container.ConvertedTo = "vhd" }, func(e expect) expect {

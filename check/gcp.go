@@ -28,14 +28,15 @@ func init() {
 		Datasources:   []string{"GCE"},
 		NameStatus:    Fail,
 		Sources: map[string]string{
-			"boot.firmware":   gcpBoot,
-			"boot.arch":       gcpBoot,
-			"drivers.storage": gcpCustomOS,
-			"drivers.network": gcpGVNIC,
-			"cmdline.console": gcpCustomOS,
-			"agent.metadata":  gcpAgent,
-			"gcp.tarball":     gcpImport,
-			"grow.root":       gcpGrow,
+			"boot.firmware":    gcpBoot,
+			"boot.arch":        gcpBoot,
+			"drivers.storage":  gcpCustomOS,
+			"drivers.network":  gcpGVNIC,
+			"cmdline.console":  gcpCustomOS,
+			"agent.metadata":   gcpAgent,
+			"agent.datasource": "https://cloudinit.readthedocs.io/en/latest/reference/datasources/gce.html",
+			"gcp.tarball":      gcpImport,
+			"grow.root":        gcpGrow,
 		},
 	})
 }

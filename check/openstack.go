@@ -29,6 +29,7 @@ func init() {
 			"drivers.network":        openstackProps,
 			"cmdline.console":        openstackCons,
 			"agent.metadata":         openstackImages,
+			"agent.datasource":       "https://cloudinit.readthedocs.io/en/latest/reference/datasources/openstack.html",
 			"grow.root":              openstackImages,
 			"identity.ssh-keygen":    openstackImages,
 			"format":                 openstackFmts,

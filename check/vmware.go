@@ -23,10 +23,11 @@ func init() {
 		NameStatus:  Fail,
 		Formats:     []string{"vmdk"},
 		Sources: map[string]string{
-			"drivers.storage": vmwarePVSCSI,
-			"drivers.network": vmwareVMXNET3,
-			"agent.metadata":  vmwareTools,
-			"format":          vmwareVMDK,
+			"drivers.storage":  vmwarePVSCSI,
+			"drivers.network":  vmwareVMXNET3,
+			"agent.metadata":   vmwareTools,
+			"agent.datasource": "https://cloudinit.readthedocs.io/en/latest/reference/datasources/vmware.html",
+			"format":           vmwareVMDK,
 		},
 	})
 }
