@@ -37,7 +37,9 @@ import (
 
 // Target publishes a disk as an Azure managed image: the disk as a fixed VHD (converted on the fly
 // when it is in another format) is uploaded to a page blob, 512-aligned puts of at most 4 MiB in
-// parallel, ranges that are all zero not sent; then a managed image is created from the blob.
+// parallel, ranges that are all zero not sent; then a managed image is created from the blob, or
+// with Gallery an image version in an Azure Compute Gallery (the only kind of image that carries an
+// architecture: an arm64 disk needs it).
 //
 // The upload is idempotent and resumable: the blob carries metadata imgfab_pending_sha256 = the
 // content hash from its creation and imgfab_sha256 = the content hash once every page is there
@@ -60,9 +62,26 @@ type Target struct {
 	ImageName      string // image name; the blob is IMAGENAME.vhd
 	Location       string // the image's region; required unless SkipImage
 	// HyperVGeneration is "auto" (default: V2 when the disk boots UEFI, V1 when it boots only
-	// BIOS), "V1" or "V2".
+	// BIOS; always V2 for arm64), "V1" or "V2" (V1 with arm64 is an error).
 	HyperVGeneration string
 	SkipImage        bool // upload the blob only
+
+	// Gallery, when set, publishes an image version in this Azure Compute Gallery (in
+	// ResourceGroup; created in Location when missing) instead of a managed image: the image
+	// definition GalleryImage (default ImageName; created when missing, with the disk's
+	// architecture, x64 or Arm64, and Hyper-V generation, OS Linux, generalized) gets the version
+	// GalleryImageVersion, made from the blob. An arm64 disk needs it: a managed image has no
+	// architecture (Azure takes it for x64), a gallery image definition does.
+	Gallery             string
+	GalleryImage        string
+	GalleryImageVersion string // MAJOR.MINOR.PATCH, required with Gallery
+	// Publisher, Offer and SKU identify an image definition the push creates (they must be
+	// unique in the gallery); the defaults are "imgfab", the definition's name and the
+	// architecture ("x64" or "Arm64").
+	Publisher, Offer, SKU string
+	// StorageAccountID is the storage account's resource id, which an image version made from a
+	// blob names; default the account StorageAccount in SubscriptionID and ResourceGroup.
+	StorageAccountID string
 
 	// BlobEndpoint is the account's blob service URL; default https://ACCOUNT.blob.core.windows.net/.
 	// Azurite: http://127.0.0.1:PORT/devstoreaccount1.
@@ -147,6 +166,16 @@ func (az *Target) Push(ctx context.Context, a publish.Artifact, p publish.Progre
 	if err != nil {
 		return publish.Result{}, err
 	}
+	arch, _ := a.Architecture() // checked by generation
+	if !az.SkipImage && az.Gallery == "" && arch == publish.ARM64 {
+		return publish.Result{}, fmt.Errorf("azure: an arm64 image needs an Azure Compute Gallery (--gallery): a managed image has no architecture, Azure would take it for x64")
+	}
+	var gal *galleryPush
+	if !az.SkipImage && az.Gallery != "" {
+		if gal, err = az.newGalleryPush(arch, gen); err != nil {
+			return publish.Result{}, err
+		}
+	}
 	plan, err := planFor(ctx, a, az.chunk(), p)
 	if err != nil {
 		return publish.Result{}, az.err("reading the disk", err)
@@ -163,6 +192,10 @@ func (az *Target) Push(ctx context.Context, a publish.Artifact, p publish.Progre
 	}}
 	if !az.SkipImage {
 		res.Details["hyperv_generation"] = string(gen)
+	}
+
+	if gal != nil {
+		return gal.push(ctx, plan, res, p)
 	}
 
 	var images *armcompute.ImagesClient
@@ -246,9 +279,27 @@ func (az *Target) existingImage(res publish.Result, img armcompute.Image, hash s
 	return res, nil
 }
 
-// generation picks the Hyper-V generation: Gen2 boots UEFI, Gen1 BIOS.
+// generation picks the Hyper-V generation: Gen2 boots UEFI, Gen1 BIOS; an arm64 disk is Gen2
+// only (Azure's Arm64 VMs boot UEFI).
 func (az *Target) generation(a publish.Artifact) (armcompute.HyperVGenerationTypes, error) {
+	arch, err := a.Architecture()
+	if err != nil {
+		return "", fmt.Errorf("azure: %w", err)
+	}
 	uefi, bios := a.Boots("uefi"), a.Boots("bios")
+	if arch == publish.ARM64 {
+		switch strings.ToUpper(az.HyperVGeneration) {
+		case "", "AUTO", "V2":
+		case "V1":
+			return "", fmt.Errorf("azure: --hyperv-generation V1 with architecture arm64: Azure's Arm64 VMs are generation V2 only")
+		default:
+			return "", fmt.Errorf("azure: --hyperv-generation %q: want auto, V1 or V2", az.HyperVGeneration)
+		}
+		if len(a.BootModes) > 0 && !uefi {
+			return "", fmt.Errorf("azure: architecture arm64 boots UEFI only (generation V2), but the disk boots %v", a.BootModes)
+		}
+		return armcompute.HyperVGenerationTypesV2, nil
+	}
 	switch strings.ToUpper(az.HyperVGeneration) {
 	case "", "AUTO":
 		switch {

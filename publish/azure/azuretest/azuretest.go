@@ -1,7 +1,8 @@
 // Package azuretest runs Azurite's blob service (the Azure Storage emulator Microsoft publishes) on
 // loopback for the tests of imgfab's Azure target, and reads page blobs back from it. Azurite is
 // installed by testdata/azurite.sh (`make servers`) into ~/.cache/imgfab/azurite, or found at
-// $AZURITE_BLOB. For tests only.
+// $AZURITE_BLOB. ARM (NewARM) stands in for the resource manager's Azure Compute Gallery calls,
+// which have no emulator. For tests only.
 package azuretest
 
 import (
