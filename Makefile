@@ -9,7 +9,7 @@ OVMF_VARS ?= /usr/share/OVMF/OVMF_VARS_4M.fd
 # Servers the publish tests start on loopback (installed by `make servers`, cached per machine).
 export IMGFAB_REGISTRY_BIN ?= $(HOME)/.cache/imgfab-bin/registry
 
-.PHONY: all build demo test test-short test-slow bench bench-publish fuzz fuzzmin fixtures debian-fixture servers vet clean
+.PHONY: all build demo demo-arm64 test test-short test-slow bench bench-publish fuzz fuzzmin fixtures debian-fixture servers vet clean
 
 all: build
 
@@ -19,11 +19,17 @@ build:
 $(DEMO_OCI)/index.json: testdata/mkdemo.sh
 	bash testdata/mkdemo.sh
 
-# The demo and its variants (BIOS GRUB modules; systemd stub only, for UKIs). Each script is
+# The demo and its variants (BIOS GRUB modules; systemd stub only, for UKIs; arm64). Each script is
 # idempotent and cached under testdata/cache.
 fixtures: $(DEMO_OCI)/index.json
 	sh testdata/mkdemo-bios.sh >/dev/null
 	sh testdata/mkdemo-uki.sh >/dev/null
+	sh testdata/mkdemo-arm64.sh >/dev/null
+
+# The arm64 demo from Debian 12's arm64 packages (no emulation): testdata/cache/demo-arm64/oci, tag demo.
+# testdata/checkdemo-arm64.sh boots it under qemu-system-aarch64 + AAVMF without imgfab.
+demo-arm64:
+	bash testdata/mkdemo-arm64.sh
 
 demo: build fixtures
 	SOURCE_DATE_EPOCH=1700000000 $(BIN) build oci:$(DEMO_OCI):demo --cmdline "console=ttyS0" -o demo.qcow2
@@ -53,6 +59,7 @@ debian-fixture:
 	bash testdata/mkdebian.sh >/dev/null
 	sh testdata/mkdebian-sb.sh >/dev/null
 	sh testdata/mkdebian-cloud.sh >/dev/null
+	sh testdata/mkdebian-arm64.sh >/dev/null
 
 # Quick: no qemu boot, no Debian fixture.
 test-short:
@@ -68,6 +75,7 @@ bench: build
 	bash testdata/bench-formats.sh
 	bash testdata/bench-scale.sh
 	bash testdata/bench-classes.sh
+	bash testdata/bench-arm64.sh
 	$(MAKE) bench-publish
 
 # Uploads to local servers (Azurite, in-process S3/EBS/GCS/registry fakes): zero blocks skipped,
