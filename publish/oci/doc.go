@@ -4,6 +4,11 @@
 // writes it. With Artifact set it pushes an OCI artifact instead: the disk file as it is, one blob
 // (ArtifactType, DiskMediaTypePrefix).
 //
+// The image's platform is the disk's architecture (Artifact.Arch): linux/amd64 or linux/arm64, in
+// the config. Target.PushIndex pushes several disks of one image, one per architecture, as one
+// multi-platform containerDisk: an OCI image index with one manifest per platform (each the
+// manifest Push makes of that disk), so that each node pulls its own.
+//
 // The manifest is reproducible (fixed times, tar headers and gzip level), so a rerun finds the
 // tag already at that digest and uploads nothing, and blobs already in the repository are not
 // sent again.

@@ -105,6 +105,9 @@ func (o *Target) Push(ctx context.Context, a publish.Artifact, p publish.Progres
 	if a.Image == nil {
 		return res, fmt.Errorf("oci: no disk image")
 	}
+	if _, err := a.Architecture(); err != nil {
+		return res, fmt.Errorf("oci: %w", err)
+	}
 	ref, err := name.ParseReference(o.Ref, o.nameOpts()...)
 	if err != nil {
 		return res, fmt.Errorf("oci: reference %q: %w", o.Ref, err)
@@ -119,11 +122,7 @@ func (o *Target) Push(ctx context.Context, a publish.Artifact, p publish.Progres
 		return res, publish.NewStepError(targetName, "credentials for "+ref.Context().RegistryStr(), err, secrets...)
 	}
 
-	created := o.Created
-	if created.IsZero() {
-		created = time.Unix(0, 0)
-	}
-	created = created.UTC().Truncate(time.Second)
+	created := o.created()
 
 	// The blob: the disk file itself (artifact) or a tar of it as qcow2 (containerDisk).
 	b, err := o.blob(ctx, a, created, p)
@@ -164,6 +163,16 @@ func (o *Target) Push(ctx context.Context, a publish.Artifact, p publish.Progres
 		}
 	}
 	return o.write(ctx, ref, a, b, created, opts, secrets, res, p)
+}
+
+// created is the time written into configs and annotations: Created, or the Unix epoch, in
+// whole seconds, UTC.
+func (o *Target) created() time.Time {
+	created := o.Created
+	if created.IsZero() {
+		created = time.Unix(0, 0)
+	}
+	return created.UTC().Truncate(time.Second)
 }
 
 // blob is the layer a push uploads and what is known about it.
@@ -275,6 +284,7 @@ type countingLayer struct {
 	p     publish.Progress
 	sent  *atomic.Int64 // bytes read from all streams, for "was anything sent"
 	total int64
+	note  string       // the events' Note: an index's platform ("" for Push)
 	cur   atomic.Int64 // bytes read from the latest stream
 }
 
@@ -300,8 +310,12 @@ func (r *countingReader) Read(b []byte) (int, error) {
 		done := r.l.cur.Add(int64(n))
 		if done-r.last >= 4<<20 {
 			r.last = done
-			r.l.p.Emit(publish.Event{Target: targetName, Step: "upload", Done: done, Total: r.l.total})
+			r.l.p.Emit(publish.Event{Target: targetName, Step: "upload", Done: done, Total: r.l.total, Note: r.l.note})
 		}
+	}
+	if err == io.EOF && r.l.note != "" {
+		// One layer of an index read to its end: say so (Push reports its one layer's end itself).
+		r.l.p.Emit(publish.Event{Target: targetName, Step: "upload", Done: r.l.cur.Load(), Total: r.l.total, Note: r.l.note})
 	}
 	return n, err
 }
@@ -384,8 +398,12 @@ func (o *Target) image(a publish.Artifact, layer v1.Layer, format string, create
 		if err != nil {
 			return nil, err
 		}
+		arch, err := a.Architecture()
+		if err != nil {
+			return nil, err
+		}
 		cf := v1.ConfigFile{
-			Architecture: platformArch(a.Arch),
+			Architecture: arch,
 			OS:           "linux",
 			Created:      v1.Time{Time: created},
 			RootFS:       v1.RootFS{Type: "layers", DiffIDs: []v1.Hash{diffID}},
@@ -413,16 +431,6 @@ func diskExt(format string) string {
 		return "vhd"
 	}
 	return format
-}
-
-func platformArch(a string) string {
-	switch a {
-	case "", "x86_64", "amd64":
-		return "amd64"
-	case "aarch64":
-		return "arm64"
-	}
-	return a
 }
 
 // pushImage is the minimal image partial.CompressedToImage completes.

@@ -1,7 +1,8 @@
 // Package ocitest holds what the tests of imgfab's OCI target share: an in-process registry
 // (go-containerregistry's, quiet), optionally behind basic auth, with the Docker config that
-// holds the credentials; a puller that checks a KubeVirt containerDisk as KubeVirt reads it; and
-// pullers of an artifact's manifest and blobs. For tests only.
+// holds the credentials; a puller that checks a KubeVirt containerDisk as KubeVirt reads it (one
+// platform of a multi-platform index too); and pullers of an index, of an artifact's manifest and
+// of blobs. For tests only.
 package ocitest
 
 import (
@@ -120,11 +121,46 @@ type Entry struct {
 // entries of its one layer.
 func PullContainerDisk(t testing.TB, ref string) (*v1.Manifest, *v1.ConfigFile, []Entry) {
 	t.Helper()
+	return pullContainerDisk(t, ref)
+}
+
+// PullPlatform pulls the image of platform (e.g. linux/arm64) that ref (an image index; plain
+// HTTP allowed) holds, as a runtime on that platform picks it (go-containerregistry's platform
+// match), and returns its manifest, its config and the entries of its one layer.
+func PullPlatform(t testing.TB, ref string, platform v1.Platform) (*v1.Manifest, *v1.ConfigFile, []Entry) {
+	t.Helper()
+	return pullContainerDisk(t, ref, remote.WithPlatform(platform))
+}
+
+// PullIndex gets the image index ref points at (plain HTTP allowed): its digest and the index,
+// decoded. A manifest that is not an index fails the test.
+func PullIndex(t testing.TB, ref string) (string, *v1.IndexManifest) {
+	t.Helper()
 	r, err := name.ParseReference(ref, name.Insecure)
 	if err != nil {
 		t.Fatal(err)
 	}
-	img, err := remote.Image(r)
+	desc, err := remote.Get(r)
+	if err != nil {
+		t.Fatalf("getting %s: %v", ref, err)
+	}
+	if !desc.MediaType.IsIndex() {
+		t.Fatalf("%s is a %s, not an image index", ref, desc.MediaType)
+	}
+	var im v1.IndexManifest
+	if err := json.Unmarshal(desc.Manifest, &im); err != nil {
+		t.Fatal(err)
+	}
+	return desc.Digest.String(), &im
+}
+
+func pullContainerDisk(t testing.TB, ref string, opts ...remote.Option) (*v1.Manifest, *v1.ConfigFile, []Entry) {
+	t.Helper()
+	r, err := name.ParseReference(ref, name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := remote.Image(r, opts...)
 	if err != nil {
 		t.Fatalf("pulling %s: %v", ref, err)
 	}
