@@ -4,8 +4,12 @@
 //
 //   - publish/aws: an AMI, from a snapshot written through the EBS direct APIs or imported from S3
 //   - publish/gcp: a Compute Engine image, from a GCE tarball in Cloud Storage
-//   - publish/azure: an Azure managed image, from a page blob holding a fixed VHD
-//   - publish/oci: a KubeVirt containerDisk or an OCI artifact in a registry
+//   - publish/azure: an Azure managed image, or an image version in an Azure Compute Gallery,
+//     from a page blob holding a fixed VHD
+//   - publish/oci: a KubeVirt containerDisk (or a multi-arch index of them, PushIndex) or an OCI
+//     artifact in a registry
+//
+// Every target carries the disk's architecture (Artifact.Arch, amd64 or arm64) into what it makes.
 //
 // Each has a test server beside it, named as net/http/httptest is: awstest, gcptest, azuretest,
 // ocitest (tests only).

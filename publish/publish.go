@@ -18,8 +18,9 @@ type Artifact struct {
 	// (inspect.Report.Architecture): "amd64" or "arm64"; empty means "amd64". The kernel's names
 	// "x86_64" and "aarch64" are taken as the same. Every target carries it: AWS RegisterImage
 	// Architecture x86_64 or arm64 (arm64 with BootMode uefi), GCE images.insert architecture
-	// X86_64 or ARM64, Azure an image definition of architecture x64 or Arm64 (Hyper-V V2), the
-	// OCI platform linux/amd64 or linux/arm64. Use Architecture to read it.
+	// X86_64 or ARM64, Azure a compute gallery image definition of architecture x64 or Arm64
+	// (Arm64 with Hyper-V V2), the OCI platform linux/amd64 or linux/arm64. Use Architecture to
+	// read it.
 	Arch string
 }
 
