@@ -17,6 +17,8 @@ const (
 	ovmfVars   = "/usr/share/OVMF/OVMF_VARS_4M.fd"
 	ovmfCodeSB = "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd"
 	ovmfVarsMS = "/usr/share/OVMF/OVMF_VARS_4M.ms.fd" // Microsoft keys enrolled, Secure Boot on
+	aavmfCode  = "/usr/share/AAVMF/AAVMF_CODE.fd"     // UEFI for arm64 (qemu-efi-aarch64)
+	aavmfVars  = "/usr/share/AAVMF/AAVMF_VARS.fd"
 )
 
 // vm is one qemu boot of a disk (TCG, 1 GiB, 2 CPUs, no network, serial console to a file).
@@ -33,19 +35,36 @@ type vm struct {
 	bus string
 	// persist writes the guest's changes to the disk (else they are discarded: snapshot=on).
 	persist bool
+	// arch "arm64" boots under qemu-system-aarch64 -M virt -cpu max with AAVMF (firmware "uefi");
+	// "" is x86-64.
+	arch string
 }
 
 // boot runs the vm and returns its serial log. The one qemu helper of the boot tests.
 func boot(t *testing.T, m vm) string {
 	t.Helper()
-	qemu := testtool.Need(t, "qemu-system-x86_64", "qemu-system-x86")
 	dir := t.TempDir()
 	log := filepath.Join(dir, "serial.log")
 	args := []string{"-accel", "tcg", "-m", "1024", "-smp", "2", "-nographic", "-no-reboot", "-nic", "none", "-monitor", "none"}
-	switch m.firmware {
-	case "bios":
+	qemu := ""
+	switch {
+	case m.arch == "arm64":
+		qemu = testtool.Need(t, "qemu-system-aarch64", "qemu-system-arm")
+		if m.firmware != "uefi" {
+			t.Fatalf("vm: arm64 boots UEFI only, not %q", m.firmware)
+		}
+		args = append(args, "-machine", "virt", "-cpu", "max")
+		args = append(args, pflash(t, dir, aavmfCode, aavmfVars, "qemu-efi-aarch64")...)
+	case m.arch != "":
+		t.Fatalf("vm: arch %q", m.arch)
+	default:
+		qemu = testtool.Need(t, "qemu-system-x86_64", "qemu-system-x86")
+	}
+	switch {
+	case m.arch != "":
+	case m.firmware == "bios":
 		args = append(args, "-machine", "pc")
-	case "uefi", "secure":
+	case m.firmware == "uefi" || m.firmware == "secure":
 		code, vars := ovmfCode, ovmfVars
 		if m.firmware == "secure" {
 			code, vars = ovmfCodeSB, ovmfVarsMS
@@ -54,21 +73,7 @@ func boot(t *testing.T, m vm) string {
 		} else {
 			args = append(args, "-machine", "q35")
 		}
-		for _, f := range []string{code, vars} {
-			if _, err := os.Stat(f); err != nil {
-				t.Fatalf("%s missing (apt-get install ovmf)", f)
-			}
-		}
-		b, err := os.ReadFile(vars)
-		if err != nil {
-			t.Fatal(err)
-		}
-		myVars := filepath.Join(dir, "vars.fd")
-		if err := os.WriteFile(myVars, b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		args = append(args, "-drive", "if=pflash,format=raw,unit=0,readonly=on,file="+code,
-			"-drive", "if=pflash,format=raw,unit=1,file="+myVars)
+		args = append(args, pflash(t, dir, code, vars, "ovmf")...)
 	default:
 		t.Fatalf("vm: firmware %q", m.firmware)
 	}
@@ -153,4 +158,25 @@ func tail(s string, n int) string {
 		return s[len(s)-n:]
 	}
 	return s
+}
+
+// pflash are qemu's arguments for UEFI firmware code (read-only) and a copy of its variable store
+// in dir; pkg is the Debian package that has them.
+func pflash(t *testing.T, dir, code, vars, pkg string) []string {
+	t.Helper()
+	for _, f := range []string{code, vars} {
+		if _, err := os.Stat(f); err != nil {
+			t.Fatalf("%s missing (apt-get install %s)", f, pkg)
+		}
+	}
+	b, err := os.ReadFile(vars)
+	if err != nil {
+		t.Fatal(err)
+	}
+	myVars := filepath.Join(dir, "vars.fd")
+	if err := os.WriteFile(myVars, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return []string{"-drive", "if=pflash,format=raw,unit=0,readonly=on,file=" + code,
+		"-drive", "if=pflash,format=raw,unit=1,file=" + myVars}
 }

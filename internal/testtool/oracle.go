@@ -77,10 +77,11 @@ func CheckDisk(t *testing.T, raw string, parts []Part) {
 	if out, err := exec.Command(sgdisk, "-v", raw).CombinedOutput(); err != nil || !strings.Contains(string(out), "No problems found") {
 		t.Errorf("sgdisk -v: %v\n%s", err, out)
 	}
-	// ESP and root, plus the BIOS boot partition of a hybrid or BIOS image (no filesystem).
-	if len(parts) < 2 || len(parts) > 3 || parts[0].Name != "esp" || parts[1].Name != "root-x86-64" ||
+	// ESP and root (x86-64 or arm64), plus the BIOS boot partition of a hybrid or BIOS image (no
+	// filesystem).
+	if len(parts) < 2 || len(parts) > 3 || parts[0].Name != "esp" || parts[1].Name != "root-x86-64" && parts[1].Name != "root-arm64" ||
 		len(parts) == 3 && parts[2].Name != "bios" {
-		t.Fatalf("want esp, root-x86-64 [, bios], got %+v", parts)
+		t.Fatalf("want esp, root-x86-64 or root-arm64 [, bios], got %+v", parts)
 	}
 	esp, root := parts[0], parts[1]
 	if out, err := exec.Command(fsck, "-n", Extract(t, raw, esp.Offset, esp.Size)).CombinedOutput(); err != nil {
