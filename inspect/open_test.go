@@ -3,6 +3,7 @@ package inspect
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"io"
 	"io/fs"
@@ -129,4 +130,75 @@ func TestOpen(t *testing.T) {
 	if _, _, err := d.OpenInitrd(&Entry{ID: "m", Initrd: []string{"/missing"}}); err == nil || errors.Is(err, ErrNoInitrd) {
 		t.Errorf("missing initrd file: %v", err)
 	}
+}
+
+// FuzzOpen patches bytes of the fuzz base disk (as FuzzInspect does) and reads everything Open
+// hands out: every file and directory of the ESP and the root filesystem, and the default entry's
+// initrd. It must return errors, never panic, and stay within the ESP's budget.
+func FuzzOpen(f *testing.F) {
+	f.Add([]byte{})
+	f.Add([]byte{0, 40, 0x06, 0x00})
+	f.Add([]byte{0, 200, 0x1C, 0x05, 1, 10, 0, 9})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		fuzzDisk.once.Do(func() {
+			img := smallDisk(t)
+			for s := int64(0); s*512 < int64(len(img)); s++ {
+				if !bytes.Equal(img[s*512:(s+1)*512], make([]byte, 512)) {
+					fuzzDisk.sectors = append(fuzzDisk.sectors, s)
+				}
+			}
+			fuzzDisk.img = img
+		})
+		base, secs := fuzzDisk.img, fuzzDisk.sectors
+		p := &patched{base: base}
+		type pv struct {
+			off int64
+			v   byte
+		}
+		var ps []pv
+		for i := 0; i+4 <= len(data) && i < 4*256; i += 4 {
+			s := secs[int(binary.BigEndian.Uint16(data[i:]))%len(secs)]
+			ps = append(ps, pv{s*512 + 2*int64(data[i+2]), data[i+3]})
+		}
+		slices.SortStableFunc(ps, func(a, b pv) int { return int(a.off - b.off) })
+		for _, x := range ps {
+			if n := len(p.offs); n > 0 && p.offs[n-1] == x.off {
+				p.vals[n-1] = x.v
+				continue
+			}
+			p.offs, p.vals = append(p.offs, x.off), append(p.vals, x.v)
+		}
+		img, err := diskfmt.OpenReaderAt(p, int64(len(base)))
+		if err != nil {
+			return
+		}
+		d, err := Open(context.Background(), img)
+		if err != nil {
+			return
+		}
+		for _, fsys := range []fs.FS{d.ESP, d.Root} {
+			if fsys == nil {
+				continue
+			}
+			n := 0
+			_ = fs.WalkDir(fsys, ".", func(p string, e fs.DirEntry, err error) error {
+				if n++; err != nil || n > 1000 {
+					return fs.SkipDir
+				}
+				if !e.IsDir() && e.Type().IsRegular() {
+					if fl, err := fsys.Open(p); err == nil {
+						io.Copy(io.Discard, io.LimitReader(fl, 1<<20))
+						fl.Close()
+					}
+				}
+				return nil
+			})
+		}
+		for _, e := range []*Entry{d.UEFI, d.BIOS} {
+			if rc, _, err := d.OpenInitrd(e); err == nil {
+				io.Copy(io.Discard, io.LimitReader(rc, 1<<20))
+				rc.Close()
+			}
+		}
+	})
 }
