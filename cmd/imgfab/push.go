@@ -133,9 +133,10 @@ func openArtifact(ctx context.Context, path string) (publish.Artifact, func(), e
 	if err != nil {
 		return publish.Artifact{}, nil, err
 	}
-	a := publish.Artifact{Path: path, Image: img, Arch: "x86_64"}
+	a := publish.Artifact{Path: path, Image: img}
 	if rep, err := inspect.Inspect(ctx, img); err == nil {
-		a.BootModes = rep.BootModes
+		// The disk's architecture from its loader (BOOTAA64.EFI: arm64); amd64 when unknown.
+		a.BootModes, a.Arch = rep.BootModes, rep.Architecture
 	}
 	return a, func() { img.Close() }, nil
 }

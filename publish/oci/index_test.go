@@ -1,14 +1,11 @@
 package oci
 
 import (
-	"archive/tar"
 	"bytes"
-	"compress/gzip"
 	"context"
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
-	"io"
 	"math/rand"
 	"os"
 	"os/exec"
@@ -251,37 +248,9 @@ func TestOCIIndexSkopeo(t *testing.T) {
 		if b, err := os.ReadFile(filepath.Join(dir, m.Config.Digest.Hex)); err != nil || json.Unmarshal(b, &cf) != nil || cf.Architecture != arch || cf.OS != "linux" {
 			t.Errorf("%s: config %+v (%v)", arch, cf, err)
 		}
-		disk := skopeoDisk(t, filepath.Join(dir, m.Layers[0].Digest.Hex))
+		disk := ocitest.LayerFileDisk(t, filepath.Join(dir, m.Layers[0].Digest.Hex))
 		if got, w := sha256.Sum256(disk), sha256.Sum256(want[arch]); got != w {
 			t.Errorf("%s: skopeo's disk sha256 %x (%d bytes), want %x (%d bytes), its input's", arch, got, len(disk), w, len(want[arch]))
-		}
-	}
-}
-
-// skopeoDisk reads disk/disk.img out of a gzip'd containerDisk layer file.
-func skopeoDisk(t *testing.T, layer string) []byte {
-	t.Helper()
-	f, err := os.Open(layer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	zr, err := gzip.NewReader(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tr := tar.NewReader(zr)
-	for {
-		h, err := tr.Next()
-		if err != nil {
-			t.Fatalf("%s: no %s (%v)", layer, ContainerDiskPath, err)
-		}
-		if h.Name == ContainerDiskPath {
-			b, err := io.ReadAll(tr)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return b
 		}
 	}
 }

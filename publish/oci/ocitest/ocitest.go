@@ -8,6 +8,7 @@ package ocitest
 import (
 	"archive/tar"
 	"bytes"
+	"compress/gzip"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -229,4 +230,33 @@ func PulledDisk(t testing.TB, ref string) []byte {
 		t.Errorf("config: os %q architecture %q, want linux/amd64", cf.OS, cf.Architecture)
 	}
 	return CheckContainerDisk(t, es, nil)
+}
+
+// LayerFileDisk reads the disk (disk/disk.img) out of a containerDisk's gzip'd layer as a file,
+// as `skopeo copy … dir:` writes it.
+func LayerFileDisk(t testing.TB, layer string) []byte {
+	t.Helper()
+	f, err := os.Open(layer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	zr, err := gzip.NewReader(f)
+	if err != nil {
+		t.Fatalf("%s: %v", layer, err)
+	}
+	tr := tar.NewReader(zr)
+	for {
+		h, err := tr.Next()
+		if err != nil {
+			t.Fatalf("%s: no disk/disk.img (%v)", layer, err)
+		}
+		if h.Name == "disk/disk.img" {
+			b, err := io.ReadAll(tr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return b
+		}
+	}
 }
