@@ -134,9 +134,9 @@ func assertExpect(t *testing.T, f *Facts, want expect) {
 	}
 }
 
-// TestRulesOnFacts: each change to the good disk's facts fires its rule, on the targets it
+// TestCheckRulesOnFacts: each change to the good disk's facts fires its rule, on the targets it
 // concerns, and nothing else.
-func TestRulesOnFacts(t *testing.T) {
+func TestCheckRulesOnFacts(t *testing.T) {
 	type mut = func(*Facts)
 	cases := []struct {
 		name  string
@@ -333,9 +333,9 @@ func noAgent(e expect) expect {
 
 func eq(s string) func(string) bool { return func(x string) bool { return x == s } }
 
-// TestRootUnread: without a readable root filesystem every rule that needs it says so, with its
+// TestCheckRootUnread: without a readable root filesystem every rule that needs it says so, with its
 // own status, and the rules on the boot path still judge.
-func TestRootUnread(t *testing.T) {
+func TestCheckRootUnread(t *testing.T) {
 	f := goodFacts()
 	f.Root, f.RootError = nil, "root partition 2: filesystem xfs cannot be read (only ext2/3/4)"
 	rep, err := Check(context.Background(), f, "aws")
@@ -358,10 +358,10 @@ func TestRootUnread(t *testing.T) {
 	}
 }
 
-// TestCatalogue: at least 20 rules over the 8 targets, every rule applying somewhere with a
+// TestCheckCatalogue: at least 20 rules over the 8 targets, every rule applying somewhere with a
 // source for each of its targets, an unknown target an error naming the known ones, and the
 // report's JSON shape as docs/CHECK.md documents it.
-func TestCatalogue(t *testing.T) {
+func TestCheckCatalogue(t *testing.T) {
 	want := []string{"aws", "aws-arm64", "azure", "gcp", "kubevirt", "metal", "openstack", "vmware"}
 	if !slices.Equal(Targets(), want) {
 		t.Errorf("targets %v, want %v", Targets(), want)
@@ -411,7 +411,7 @@ func TestCatalogue(t *testing.T) {
 	}
 }
 
-func TestParsers(t *testing.T) {
+func TestCheckParsers(t *testing.T) {
 	for _, c := range []struct {
 		in   string
 		want []string

@@ -17,12 +17,12 @@ import (
 	"github.com/imgfab/imgfab/internal/testtool"
 )
 
-// TestOpen: an ESP (mtools, FAT16) with systemd-boot's files, a BLS entry with two initrd lines,
+// TestOpenForCheck: an ESP (mtools, FAT16) with systemd-boot's files, a BLS entry with two initrd lines,
 // x64 and aa64 removable-media loaders, a UKI with an .initrd section and a file fragmented
 // around a deleted one. Open finds the default entry and the loaders' architectures; the ESP passes
 // fstest.TestFS (Read, ReadAt, Seek, ReadDir agree); OpenInitrd concatenates the entry's initrds
 // and reads the UKI's section.
-func TestOpen(t *testing.T) {
+func TestOpenForCheck(t *testing.T) {
 	mkfs := testtool.Need(t, "mkfs.vfat", "dosfstools")
 	mcopy, mmd, mdel := testtool.Need(t, "mcopy", "mtools"), testtool.Need(t, "mmd", "mtools"), testtool.Need(t, "mdel", "mtools")
 	dir := t.TempDir()
