@@ -92,11 +92,10 @@ type checkFailed struct {
 }
 
 func (e *checkFailed) Error() string {
-	s := "s"
 	if e.n == 1 {
-		s = ""
+		return "1 rule fails for " + e.target
 	}
-	return fmt.Sprintf("%d rule%s fail for %s", e.n, s, e.target)
+	return fmt.Sprintf("%d rules fail for %s", e.n, e.target)
 }
 
 // gatherDisk opens disk and reads its facts; the file's size is filled in.
