@@ -103,7 +103,7 @@ func TestPushOCI(t *testing.T) {
 	}
 
 	// Usage errors.
-	for _, args := range [][]string{{"push", "oci", qc}, {"push", "oci", qc, "a:1", "b"}, {"push", "oci", "--nope", qc, "x/y:1"}} {
+	for _, args := range [][]string{{"push", "oci", qc}, {"push", "oci", "--artifact", qc, qc, "x/y:1"}, {"push", "oci", "--nope", qc, "x/y:1"}} {
 		if r := runImgfab(t, nil, args...); r.code != 2 {
 			t.Errorf("%v: exit %d, want 2\n%s", args, r.code, r.stderr)
 		}
