@@ -357,6 +357,44 @@ func TestCheckDebianCloud(t *testing.T) {
 			return w.set("agent.metadata", check.Fail, "aws", "aws-arm64", "gcp", "azure", "openstack").set("agent.metadata", check.Warn, "kubevirt", "vmware").
 				set("agent.datasource", check.Skip).set("network.config", check.Warn)
 		}},
+		{name: "no-vmxnet3", args: func(t *testing.T) []string {
+			// Neither in the initrd nor on the root filesystem (the module, and its modules.dep line).
+			_, ver := fixtureInitrd(t)
+			dep, err := os.ReadFile(filepath.Join(fixture(t, "debian-cloud/root", "mkdebian-cloud.sh"), "usr/lib/modules", ver, "modules.dep"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var keep []string
+			for _, l := range strings.SplitAfter(string(dep), "\n") {
+				if !strings.Contains(l, "vmxnet3") {
+					keep = append(keep, l)
+				}
+			}
+			initrd := remakeInitrd(t, func(tree, ver string) {
+				ko, _ := filepath.Glob(filepath.Join(tree, "usr/lib/modules", ver, "kernel/drivers/net/vmxnet3/vmxnet3.ko*"))
+				if len(ko) != 1 {
+					t.Fatalf("vmxnet3.ko in the fixture's initrd: %q", ko)
+				}
+				if err := os.Remove(ko[0]); err != nil {
+					t.Fatal(err)
+				}
+			})
+			mods := "usr/lib/modules/" + ver + "/"
+			root := layerDir(t, map[string]string{mods + "modules.dep": strings.Join(keep, ""), mods + "kernel/drivers/net/vmxnet3/.wh.vmxnet3.ko": ""})
+			return []string{"--cmdline", "console=ttyS0", "--layer", initrd, "--layer", root}
+		}, want: func(w checkWant) checkWant { return w.set("drivers.network", check.Fail, "vmware") }},
+		{name: "no-host-key-maker", args: func(t *testing.T) []string {
+			// sshd, its keys removed by the layer, and neither cloud-init nor imgfab's unit to make new ones.
+			files := map[string]string{"usr/bin/.wh.cloud-init": ""}
+			for _, k := range []string{"ecdsa", "ed25519", "rsa"} {
+				files["etc/ssh/.wh.ssh_host_"+k+"_key"], files["etc/ssh/.wh.ssh_host_"+k+"_key.pub"] = "", ""
+			}
+			return []string{"--cmdline", "console=ttyS0", "--keep", "ssh-hostkeys", "--layer", layerDir(t, files)}
+		}, want: func(w checkWant) checkWant {
+			return w.set("identity.ssh-keygen", check.Fail).
+				set("agent.metadata", check.Fail, "aws", "aws-arm64", "gcp", "azure", "openstack").set("agent.metadata", check.Warn, "kubevirt", "vmware").
+				set("agent.datasource", check.Skip).set("network.config", check.Warn)
+		}},
 		{name: "datasource-nocloud", args: func(t *testing.T) []string {
 			return []string{"--cmdline", "console=ttyS0", "--layer", layerDir(t, map[string]string{"etc/cloud/cloud.cfg.d/99-nocloud.cfg": "datasource_list: [ NoCloud, None ]\n"})}
 		}, want: func(w checkWant) checkWant {
