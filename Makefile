@@ -26,10 +26,19 @@ fixtures: $(DEMO_OCI)/index.json
 	sh testdata/mkdemo-uki.sh >/dev/null
 	sh testdata/mkdemo-arm64.sh >/dev/null
 
-# The arm64 demo from Debian 12's arm64 packages (no emulation): testdata/cache/demo-arm64/oci, tag demo.
-# testdata/checkdemo-arm64.sh boots it under qemu-system-aarch64 + AAVMF without imgfab.
-demo-arm64:
-	bash testdata/mkdemo-arm64.sh
+# The arm64 demo disk, built on any machine: the fixture comes from Debian 12's arm64 packages (no
+# emulation; testdata/cache/demo-arm64/oci, tag demo), the disk from imgfab.
+# testdata/checkdemo-arm64.sh boots the fixture under qemu-system-aarch64 + AAVMF without imgfab.
+demo-arm64: build
+	bash testdata/mkdemo-arm64.sh >/dev/null
+	SOURCE_DATE_EPOCH=1700000000 $(BIN) build oci:testdata/cache/demo-arm64/oci:demo --cmdline "console=ttyAMA0" -o demo-arm64.qcow2
+	@echo
+	@echo "demo-arm64.qcow2 is ready (built here, no emulation). Boot it (UEFI, serial console; Ctrl-A X quits qemu):"
+	@echo "  cp /usr/share/AAVMF/AAVMF_VARS.fd /tmp/demo-arm64-vars.fd"
+	@echo "  qemu-system-aarch64 -M virt -cpu max -m 1024 -nographic -nic none \\"
+	@echo "    -drive if=pflash,format=raw,readonly=on,file=/usr/share/AAVMF/AAVMF_CODE.fd \\"
+	@echo "    -drive if=pflash,format=raw,file=/tmp/demo-arm64-vars.fd \\"
+	@echo "    -drive if=virtio,format=qcow2,file=demo-arm64.qcow2"
 
 demo: build fixtures
 	SOURCE_DATE_EPOCH=1700000000 $(BIN) build oci:$(DEMO_OCI):demo --cmdline "console=ttyS0" -o demo.qcow2
