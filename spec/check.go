@@ -485,7 +485,7 @@ func checkOutputFormat(o Output) string {
 var publishParams = map[string][]string{
 	"aws":   {"name", "region", "via", "bucket", "tpm", "imdsv2", "boot_mode", "volume_size", "parallel", "part_size", "poll_interval", "no_check"},
 	"gcp":   {"name", "project", "bucket", "object", "family", "chunk_size", "poll_interval", "no_check"},
-	"azure": {"name", "resource_group", "storage_account", "container", "location", "subscription", "hyperv_generation", "upload_only", "parallel", "no_check"},
+	"azure": {"name", "resource_group", "storage_account", "container", "location", "subscription", "hyperv_generation", "upload_only", "parallel", "no_check", "gallery", "gallery_image", "gallery_image_version"},
 	"oci":   {"ref", "artifact", "insecure", "no_check"},
 }
 
