@@ -17,11 +17,12 @@ const (
 func awsTarget(name, arch string, firmware []string) *Target {
 	return &Target{
 		Name:        name,
-		Arch:        arch,
+		Archs:       []string{arch},
 		Firmware:    firmware,
 		Storage:     [][]string{{"nvme"}},
 		Network:     [][]string{{"ena"}},
 		Console:     Fail,
+		ArmConsole:  "ttyS0", // Graviton's UART is 16550-compatible
 		Agents:      []string{"cloud-init"},
 		AgentStatus: Fail,
 		Datasources: []string{"Ec2"},

@@ -16,7 +16,7 @@ const (
 func init() {
 	register(&Target{
 		Name:        "azure",
-		Arch:        "x86-64",
+		Archs:       []string{"x86-64", "arm64"},
 		Firmware:    []string{"uefi", "bios"},
 		Storage:     [][]string{{"hv_vmbus"}, {"hv_storvsc"}},
 		Network:     [][]string{{"hv_netvsc"}},

@@ -64,8 +64,8 @@ func (r Report) Failures() []Result {
 // declared in its own file (aws.go, gcp.go, …) and registered there.
 type Target struct {
 	Name string
-	// Arch is the machine's architecture: "x86-64" or "arm64".
-	Arch string
+	// Archs are the CPUs the target's machines have: "x86-64", "arm64".
+	Archs []string
 	// Firmware lists the firmware the target starts machines with: "uefi", "bios".
 	Firmware []string
 	// Storage and Network are the drivers the target's disk and network devices need: each group
@@ -77,9 +77,11 @@ type Target struct {
 	Network       [][]string
 	PreferNetwork string
 	PreferWhy     string
-	// Console is the status when the kernel command line lacks console=ttyS0 ("" : the target has
-	// no serial console to need it).
-	Console Status
+	// Console is the status when the kernel command line lacks the console on the first serial
+	// port ("": the target has no serial console to need it): ttyS0 (a 16550 UART) on x86-64,
+	// ArmConsole on arm64 ("" means ttyAMA0, the PL011 of KVM's virt machine).
+	Console    Status
+	ArmConsole string
 	// Agents are the metadata agents that deliver the target's SSH keys and user data, AgentStatus
 	// the status when none is installed ("": the target needs none). Datasources are cloud-init's
 	// names for the target's metadata source (any one suffices).

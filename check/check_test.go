@@ -151,8 +151,16 @@ func TestCheckRulesOnFacts(t *testing.T) {
 		{"no-loader", func(f *Facts) { f.BootModes = nil }, func(e expect) expect {
 			return e.on("boot.firmware", Fail).on("boot.arch", Skip)
 		}},
-		{"arm64", func(f *Facts) { f.BootModes = []string{"uefi-aa64"} }, func(e expect) expect {
-			return e.on("boot.arch", Fail).on("boot.arch", Pass, "aws-arm64")
+		{"arm64", func(f *Facts) { f.BootModes = []string{"uefi-aa64"}; f.Cmdlines = f.Cmdlines[:1] }, func(e expect) expect {
+			// console=ttyS0 is right for Graviton only: KVM's arm64 machines have a PL011, ttyAMA0.
+			return e.on("boot.arch", Fail, "aws", "vmware").on("boot.arch", Pass, "aws-arm64").
+				on("cmdline.console", Fail, "gcp", "azure").on("cmdline.console", Warn, "kubevirt", "openstack")
+		}},
+		{"arm64-ttyAMA0", func(f *Facts) {
+			f.BootModes, f.Cmdlines = []string{"uefi-aa64"}, f.Cmdlines[:1]
+			f.Cmdlines[0].Line = strings.ReplaceAll(f.Cmdlines[0].Line, "ttyS0", "ttyAMA0")
+		}, func(e expect) expect {
+			return e.on("boot.arch", Fail, "aws", "vmware").on("boot.arch", Pass, "aws-arm64").on("cmdline.console", Fail, "aws", "aws-arm64")
 		}},
 		{"root-by-kernel-name", func(f *Facts) { f.Cmdlines[0].Line += " root=/dev/sda2" }, func(e expect) expect {
 			return e.on("cmdline.root", Fail).on("cmdline.root", Warn, "metal")

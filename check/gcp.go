@@ -16,7 +16,7 @@ const (
 func init() {
 	register(&Target{
 		Name:          "gcp",
-		Arch:          "x86-64",
+		Archs:         []string{"x86-64", "arm64"},
 		Firmware:      []string{"uefi", "bios"},
 		Storage:       [][]string{{"virtio_pci"}, {"virtio_scsi"}, {"nvme"}},
 		Network:       [][]string{{"gve", "virtio_net"}},

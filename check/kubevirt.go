@@ -14,7 +14,7 @@ const (
 func init() {
 	register(&Target{
 		Name:        "kubevirt",
-		Arch:        "x86-64",
+		Archs:       []string{"x86-64", "arm64"},
 		Firmware:    []string{"bios", "uefi"},
 		Storage:     [][]string{{"virtio_pci"}, {"virtio_blk", "virtio_scsi"}},
 		Network:     [][]string{{"virtio_net"}},

@@ -9,7 +9,7 @@ const metalRaw = "https://www.gnu.org/software/coreutils/manual/html_node/dd-inv
 func init() {
 	register(&Target{
 		Name:       "metal",
-		Arch:       "x86-64",
+		Archs:      []string{"x86-64", "arm64"},
 		Firmware:   []string{"bios", "uefi"},
 		NameStatus: Warn,
 		Formats:    []string{"raw"},

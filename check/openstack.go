@@ -13,7 +13,7 @@ const (
 func init() {
 	register(&Target{
 		Name:        "openstack",
-		Arch:        "x86-64",
+		Archs:       []string{"x86-64", "arm64"},
 		Firmware:    []string{"bios", "uefi"},
 		Storage:     [][]string{{"virtio_pci"}, {"virtio_blk", "virtio_scsi"}},
 		Network:     [][]string{{"virtio_net"}},

@@ -35,9 +35,9 @@ const (
 // rules are every rule, in the order they are reported.
 var rules = []rule{
 	{"boot.firmware", "the disk has a loader for a firmware the target starts machines with (UEFI: EFI/BOOT/BOOT*.EFI on the ESP; BIOS: boot code in sector 0)", srcUEFIBoot, always, checkFirmware},
-	{"boot.arch", "the loader is for the target's CPU: BOOTX64.EFI or BIOS boot code on x86-64, BOOTAA64.EFI on arm64", srcUEFIBoot, always, checkArch},
+	{"boot.arch", "the disk has a loader for a CPU the target's machines have: BOOTX64.EFI or BIOS boot code for x86-64, BOOTAA64.EFI for arm64", srcUEFIBoot, always, checkArch},
 	{"cmdline.root", "root= on the kernel command line names the root by an identifier (PARTUUID=, UUID=, …) of this disk, not by the kernel's device name", srcKernelParam, always, checkCmdlineRoot},
-	{"cmdline.console", "the kernel command line has console=ttyS0, where the target's console reads the first serial port", srcSerial, func(t *Target) bool { return t.Console != "" }, checkConsole},
+	{"cmdline.console", "the kernel command line has the console on the first serial port, where the target's console reads (console=ttyS0; ttyAMA0 for arm64 but on AWS)", srcSerial, func(t *Target) bool { return t.Console != "" }, checkConsole},
 	{"drivers.storage", "the drivers of the target's disk controller are in the initrd or built into the kernel", srcModprobe, func(t *Target) bool { return len(t.Storage) > 0 }, checkStorage},
 	{"drivers.network", "the drivers of the target's network device are in the initrd, built in, or modules on the root filesystem", srcModprobe, func(t *Target) bool { return len(t.Network) > 0 }, checkNetwork},
 	{"initrd.kernel", "the initrd's modules are for the kernel it boots with (lib/modules/VERSION)", srcModprobe, always, checkInitrdKernel},
@@ -112,24 +112,30 @@ func checkArch(f *Facts, t *Target) verdict {
 	if len(uefi) == 0 && !bios {
 		return skip("no loader (boot.firmware)")
 	}
-	switch t.Arch {
-	case "arm64":
-		if has(uefi, "uefi-aa64") {
-			return pass("EFI/BOOT/BOOTAA64.EFI is there for arm64")
-		}
-		have := "BIOS boot code (x86)"
-		if len(uefi) > 0 {
-			have = "UEFI loaders for " + strings.Join(strings.Split(strings.ReplaceAll(strings.Join(uefi, ","), "uefi-", ""), ","), ", ")
-		}
-		return bad(Fail, fmt.Sprintf("the disk has %s, no EFI/BOOT/BOOTAA64.EFI: %s machines are arm64 (Graviton)", have, t.Name),
-			"build from an arm64 image (linux/arm64) with its systemd-boot or GRUB for arm64")
-	default:
-		if has(uefi, "uefi-x64") || bios {
-			return pass("the loaders are for x86-64")
-		}
-		return bad(Fail, fmt.Sprintf("the disk's UEFI loaders are for %s, not x86-64 (EFI/BOOT/BOOTX64.EFI)", strings.ReplaceAll(strings.Join(uefi, ", "), "uefi-", "")),
-			"build from an amd64 image")
+	var disk []string // the CPUs the disk's loaders are for
+	if has(uefi, "uefi-x64") || bios {
+		disk = append(disk, "x86-64")
 	}
+	if has(uefi, "uefi-aa64") {
+		disk = append(disk, "arm64")
+	}
+	for _, a := range disk {
+		if has(t.Archs, a) {
+			return pass("the loaders are for %s", join(disk, "and"))
+		}
+	}
+	have := "no loader for x86-64 or arm64"
+	if len(disk) > 0 {
+		have = "loaders for " + join(disk, "and") + " only"
+	}
+	want := map[string]string{"x86-64": "x86-64 (EFI/BOOT/BOOTX64.EFI or BIOS boot code)", "arm64": "arm64 (EFI/BOOT/BOOTAA64.EFI)"}
+	var need []string
+	for _, a := range t.Archs {
+		need = append(need, want[a])
+	}
+	platform := map[string]string{"x86-64": "linux/amd64", "arm64": "linux/arm64"}
+	return bad(Fail, fmt.Sprintf("the disk has %s: %s machines are %s", have, t.Name, join(need, "or")),
+		"build from an image for "+join(t.Archs, "or")+" (--platform "+platform[t.Archs[0]]+")")
 }
 
 // lastParam is the value of the last occurrence of key= on a command line (the kernel and systemd
@@ -200,25 +206,40 @@ func hasConsole(line, tty string) bool {
 	return false
 }
 
+// diskArch is the CPU the disk boots: "arm64" when its only loader is BOOTAA64.EFI, else "x86-64".
+func diskArch(f *Facts) string {
+	if has(f.BootModes, "uefi-aa64") && !has(f.BootModes, "uefi-x64") && !has(f.BootModes, "bios") {
+		return "arm64"
+	}
+	return "x86-64"
+}
+
 func checkConsole(f *Facts, t *Target) verdict {
 	cls := uniqueCmdlines(f)
 	if len(cls) == 0 {
 		return skip("no boot entry's command line was read")
 	}
+	tty := "ttyS0"
+	if diskArch(f) == "arm64" {
+		tty = t.ArmConsole
+		if tty == "" {
+			tty = "ttyAMA0"
+		}
+	}
 	var missing []string
 	for _, c := range cls {
-		if !hasConsole(c.Line, "ttyS0") {
+		if !hasConsole(c.Line, tty) {
 			missing = append(missing, c.Source)
 		}
 	}
 	if len(missing) == 0 {
-		return pass("console=ttyS0 is on the command line")
+		return pass("console=%s is on the command line", tty)
 	}
-	fix := "build with --cmdline console=ttyS0"
+	fix := "build with --cmdline console=" + tty
 	if t.Name == "azure" {
-		fix = "build with --cmdline 'console=ttyS0 earlyprintk=ttyS0'"
+		fix = "build with --cmdline 'console=" + tty + " earlyprintk=" + tty + "'"
 	}
-	return bad(t.Console, fmt.Sprintf("%s: no console=ttyS0, so %s's serial console shows nothing of the boot", strings.Join(missing, "; "), t.Name), fix)
+	return bad(t.Console, fmt.Sprintf("%s: no console=%s, so %s's serial console shows nothing of the boot", strings.Join(missing, "; "), tty, t.Name), fix)
 }
 
 // initrdName names the initrd for messages.

@@ -13,7 +13,7 @@ const (
 func init() {
 	register(&Target{
 		Name:        "vmware",
-		Arch:        "x86-64",
+		Archs:       []string{"x86-64"},
 		Firmware:    []string{"bios", "uefi"},
 		Storage:     [][]string{{"vmw_pvscsi"}},
 		Network:     [][]string{{"vmxnet3"}},
