@@ -316,7 +316,7 @@ func checkNetwork(f *Facts, t *Target) verdict {
 	if len(missing) > 0 {
 		return bad(Fail, fmt.Sprintf("%s %s neither in %s, built into %s, nor a module under lib/modules on the root filesystem: on %s the machine has no network",
 			join(missing, "and"), isAre(missing), initrdName(f), kernelName(f), t.Name),
-			"install a kernel that has the driver (Debian's linux-image-amd64 does), or add the module to the image")
+			"install a kernel that has the driver (Debian's linux-image-amd64 and linux-image-arm64 do), or add the module to the image")
 	}
 	if t.PreferNetwork != "" && f.modulePlace(t.PreferNetwork) == "" {
 		return bad(Warn, fmt.Sprintf("%s, but no %s: %s", strings.Join(found, ", "), t.PreferNetwork, t.PreferWhy),
