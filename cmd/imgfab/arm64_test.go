@@ -1,11 +1,16 @@
 package main
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
 
 	"github.com/imgfab/imgfab/internal/testtool"
 )
@@ -143,5 +148,93 @@ func TestArm64DebianBootsMultiUser(t *testing.T) {
 	}
 	if t.Failed() {
 		t.Logf("serial tail:\n%s", tail(serial, 5000))
+	}
+}
+
+// TestMultiPlatformBuild: one multi-platform index (the amd64 and arm64 demos), built for both
+// platforms by one command — `build --platform linux/amd64,linux/arm64` with {arch} in the output
+// paths, and a class file with `platforms: [linux/amd64, linux/arm64]` — gives each platform its
+// own disk: root-x86-64 with BOOTX64.EFI, root-arm64 with BOOTAA64.EFI; without {arch} the list is a
+// usage error.
+func TestMultiPlatformBuild(t *testing.T) {
+	dir := t.TempDir()
+	idx := filepath.Join(dir, "index")
+	p, err := layout.Write(idx, empty.Index)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ fixture, script, arch string }{{"demo/oci", "mkdemo.sh", "amd64"}, {"demo-arm64/oci", "mkdemo-arm64.sh", "arm64"}} {
+		lp, err := layout.FromPath(fixture(t, c.fixture, c.script))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ii, err := lp.ImageIndex()
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := ii.IndexManifest()
+		if err != nil || len(m.Manifests) != 1 {
+			t.Fatalf("%s: %v, %d manifests", c.fixture, err, len(m.Manifests))
+		}
+		img, err := ii.Image(m.Manifests[0].Digest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := p.AppendImage(img, layout.WithPlatform(v1.Platform{OS: "linux", Architecture: c.arch})); err != nil {
+			t.Fatal(err)
+		}
+	}
+	src := "oci:" + idx
+	out := filepath.Join(dir, "d-{arch}.raw")
+	r := runImgfab(t, nil, "build", "--json", src, "--platform", "linux/amd64,linux/arm64", "-o", out)
+	if r.code != 0 {
+		t.Fatalf("build --platform linux/amd64,linux/arm64: exit %d\n%s", r.code, r.stderr)
+	}
+	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("want one JSON line per platform, got %d:\n%s", len(lines), r.stdout)
+	}
+	for i, want := range []struct{ platform, root, loader string }{
+		{"linux/amd64", "root-x86-64", "EFI/BOOT/BOOTX64.EFI"}, {"linux/arm64", "root-arm64", "EFI/BOOT/BOOTAA64.EFI"},
+	} {
+		var res struct {
+			Platform   string `json:"platform"`
+			Partitions []struct {
+				Name string `json:"name"`
+			} `json:"partitions"`
+			Outputs []struct {
+				Path string `json:"output"`
+			} `json:"outputs"`
+		}
+		if err := json.Unmarshal([]byte(lines[i]), &res); err != nil {
+			t.Fatal(err)
+		}
+		arch := strings.TrimPrefix(want.platform, "linux/")
+		if res.Platform != want.platform || len(res.Partitions) < 2 || res.Partitions[1].Name != want.root ||
+			len(res.Outputs) != 1 || res.Outputs[0].Path != filepath.Join(dir, "d-"+arch+".raw") {
+			t.Errorf("line %d: %s", i, lines[i])
+		}
+		ins := runImgfab(t, nil, "inspect", "--json", filepath.Join(dir, "d-"+arch+".raw"))
+		if !strings.Contains(ins.stdout, want.loader) || !strings.Contains(ins.stdout, `"architecture": "`+arch+`"`) {
+			t.Errorf("inspect d-%s.raw: want %s and architecture %s:\n%s", arch, want.loader, arch, ins.stdout)
+		}
+	}
+	if r := runImgfab(t, nil, "build", src, "--platform", "linux/amd64,linux/arm64", "-o", filepath.Join(dir, "x.raw")); r.code != 2 || !strings.Contains(r.stderr, "{arch}") {
+		t.Errorf("no {arch} in the path: exit %d\n%s", r.code, r.stderr)
+	}
+
+	file := filepath.Join(dir, "imgfab.yaml")
+	yaml := "classes:\n  web:\n    from: " + src + "\n    platforms: [linux/amd64, linux/arm64]\n    outputs:\n      - path: \"" + filepath.Join(dir, "web-{arch}.qcow2") + "\"\n"
+	if err := os.WriteFile(file, []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if r := runImgfab(t, nil, "build", "-f", file); r.code != 0 {
+		t.Fatalf("build -f with two platforms: exit %d\n%s", r.code, r.stderr)
+	}
+	for _, arch := range []string{"amd64", "arm64"} {
+		ins := runImgfab(t, nil, "inspect", "--json", filepath.Join(dir, "web-"+arch+".qcow2"))
+		if ins.code != 0 || !strings.Contains(ins.stdout, `"architecture": "`+arch+`"`) {
+			t.Errorf("class web, %s: exit %d\n%s%s", arch, ins.code, ins.stdout, ins.stderr)
+		}
 	}
 }
