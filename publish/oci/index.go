@@ -10,7 +10,6 @@ import (
 	"strings"
 	"sync/atomic"
 
-	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/partial"
@@ -62,19 +61,11 @@ func (o *Target) PushIndex(ctx context.Context, as []publish.Artifact, p publish
 		}
 	}
 
-	ref, err := name.ParseReference(o.Ref, o.nameOpts()...)
+	ref, kc, secrets, err := o.reference()
 	if err != nil {
-		return res, fmt.Errorf("oci: reference %q: %w", o.Ref, err)
+		return res, err
 	}
 	res.Name = ref.Name()
-	kc := o.Keychain
-	if kc == nil {
-		kc = authn.DefaultKeychain
-	}
-	secrets, err := registrySecrets(kc, ref.Context())
-	if err != nil {
-		return res, publish.NewStepError(targetName, "credentials for "+ref.Context().RegistryStr(), err, secrets...)
-	}
 	created := o.created()
 
 	// Each disk's containerDisk, as Push makes it; the layers count the bytes the upload reads.

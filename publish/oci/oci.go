@@ -108,19 +108,11 @@ func (o *Target) Push(ctx context.Context, a publish.Artifact, p publish.Progres
 	if _, err := a.Architecture(); err != nil {
 		return res, fmt.Errorf("oci: %w", err)
 	}
-	ref, err := name.ParseReference(o.Ref, o.nameOpts()...)
+	ref, kc, secrets, err := o.reference()
 	if err != nil {
-		return res, fmt.Errorf("oci: reference %q: %w", o.Ref, err)
+		return res, err
 	}
 	res.Name = ref.Name()
-	kc := o.Keychain
-	if kc == nil {
-		kc = authn.DefaultKeychain
-	}
-	secrets, err := registrySecrets(kc, ref.Context())
-	if err != nil {
-		return res, publish.NewStepError(targetName, "credentials for "+ref.Context().RegistryStr(), err, secrets...)
-	}
 
 	created := o.created()
 
@@ -634,3 +626,21 @@ func (l *containerDiskLayer) Compressed() (io.ReadCloser, error) {
 }
 
 var _ v1.Layer = (*containerDiskLayer)(nil)
+
+// reference parses the target's reference and finds its registry's keychain and the secrets it
+// hands out (to keep them out of errors).
+func (o *Target) reference() (name.Reference, authn.Keychain, []string, error) {
+	ref, err := name.ParseReference(o.Ref, o.nameOpts()...)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("oci: reference %q: %w", o.Ref, err)
+	}
+	kc := o.Keychain
+	if kc == nil {
+		kc = authn.DefaultKeychain
+	}
+	secrets, err := registrySecrets(kc, ref.Context())
+	if err != nil {
+		return nil, nil, nil, publish.NewStepError(targetName, "credentials for "+ref.Context().RegistryStr(), err, secrets...)
+	}
+	return ref, kc, secrets, nil
+}
