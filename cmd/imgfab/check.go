@@ -146,24 +146,6 @@ func checkDisk(ctx context.Context, target, disk string, w io.Writer, asJSON boo
 	return nil, nil
 }
 
-// checkAfterBuild checks the built disk for target (imgfab build --target) and prints the report
-// on stdout (JSON with asJSON); failed says whether a rule fails. stderr gets one line naming the
-// failing rules' count when there are any.
-func checkAfterBuild(ctx context.Context, target string, disk string, stdout, stderr io.Writer, asJSON bool) (failed bool, err error) {
-	if !isCheckTarget(target) {
-		return false, usagef("--target %q: want one of %s", target, strings.Join(check.Targets(), ", "))
-	}
-	fe, err := checkDisk(ctx, target, disk, stdout, asJSON)
-	if err != nil {
-		return false, fmt.Errorf("check: %w", err)
-	}
-	if fe != nil {
-		fmt.Fprintf(stderr, "imgfab build: check %s: %v\n", disk, fe)
-		return true, nil
-	}
-	return false, nil
-}
-
 // printCheck prints a report: a summary line, then each rule (failures and warnings with their
 // fix and source).
 func printCheck(w io.Writer, rep check.Report) {
