@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync"
 
 	"github.com/imgfab/imgfab/diskfmt"
 )
@@ -118,4 +119,28 @@ func NewStepError(target, step string, err error, secrets ...string) error {
 		return nil
 	}
 	return &StepError{Target: target, Step: step, msg: Redact(err.Error(), secrets...), err: err}
+}
+
+// Counter adds up the bytes parallel workers have done and emits each sum in order: a Progress
+// fed through it sees Done only grow, and the last event it gets is the final count (two workers
+// adding and emitting on their own can deliver their sums out of order).
+type Counter struct {
+	mu   sync.Mutex
+	done int64
+}
+
+// Add adds n and emits e with Done set to the new sum, under the counter's lock.
+func (c *Counter) Add(p Progress, n int64, e Event) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.done += n
+	e.Done = c.done
+	p.Emit(e)
+}
+
+// Done is the sum so far.
+func (c *Counter) Done() int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.done
 }

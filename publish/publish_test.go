@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -39,6 +40,33 @@ func TestArtifactArchitecture(t *testing.T) {
 	for _, arch := range []string{"sparc", "AMD64", "arm", "i386"} {
 		if got, err := (Artifact{Arch: arch}).Architecture(); err == nil || got != "" || err.Error() != fmt.Sprintf("architecture %q: want amd64 or arm64", arch) {
 			t.Errorf("Arch %q: %q, %v; want an error naming it", arch, got, err)
+		}
+	}
+}
+
+// TestCounterOrder: workers adding at once through one Counter give a Progress whose Done only
+// grows and whose last event is the sum.
+func TestCounterOrder(t *testing.T) {
+	var c Counter
+	var got []int64
+	p := Progress(func(e Event) { got = append(got, e.Done) }) // called under the counter's lock
+	var wg sync.WaitGroup
+	for w := 0; w < 8; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 500; i++ {
+				c.Add(p, 3, Event{Step: "upload"})
+			}
+		}()
+	}
+	wg.Wait()
+	if len(got) != 4000 || got[len(got)-1] != 12000 || c.Done() != 12000 {
+		t.Fatalf("%d events, last %d, Done %d; want 4000, 12000", len(got), got[len(got)-1], c.Done())
+	}
+	for i := 1; i < len(got); i++ {
+		if got[i] <= got[i-1] {
+			t.Fatalf("event %d: Done %d after %d", i, got[i], got[i-1])
 		}
 	}
 }

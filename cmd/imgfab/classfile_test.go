@@ -226,7 +226,7 @@ func TestClassFileErrors(t *testing.T) {
 		{[]string{"-f", write("ok.yaml", head), "--size", "1GiB", "-o", "x.raw"}, "--output (the file's outputs), --size (the file's disk.size)"},
 		{[]string{"-f", write("ok2.yaml", head), "oci:./layout"}, "class names, not a SOURCE"},
 		{[]string{"-f", write("ok3.yaml", head), "b"}, `no class "b" (the file has: a)`},
-		{[]string{"-f", write("arm.yaml", head+"    platforms: [linux/arm64]\n")}, "arm64 disks are not built yet (issue 14)"},
+		{[]string{"-f", write("s390x.yaml", head+"    platforms: [linux/s390x]\n")}, `unknown arch "s390x"`},
 		{[]string{"-f", write("ok4.yaml", head), "--push", "aws --name x"}, "want all, or targets separated by commas"},
 		{[]string{"-f", write("ok5.yaml", head), "--push", "all"}, "no publish: entry of the classes built"},
 		{[]string{"-f", filepath.Join(dir, "missing.yaml")}, "missing.yaml"},

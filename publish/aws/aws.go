@@ -384,15 +384,14 @@ func (r *run) scan(ctx context.Context, a publish.Artifact) error {
 	}
 	sums := make([]blockSum, len(idx))
 	nonzero := make([]bool, len(idx))
-	var done atomic.Int64
+	var done publish.Counter
 	err := publish.Parallel(ctx, r.t.Workers, len(idx), func(ctx context.Context, i int) error {
 		buf := blockPool.Get().(*[]byte)
 		defer blockPool.Put(buf)
 		if err := readBlock(a.Image, r.size, idx[i], *buf); err != nil {
 			return err
 		}
-		d := done.Add(EBSBlockSize)
-		r.p.Emit(publish.Event{Target: targetName, Step: "scan", Done: d, Total: int64(len(idx)) * EBSBlockSize})
+		done.Add(r.p, EBSBlockSize, publish.Event{Target: targetName, Step: "scan", Total: int64(len(idx)) * EBSBlockSize})
 		if isZero(*buf) {
 			return nil
 		}
@@ -572,7 +571,8 @@ func (r *run) putBlocks(ctx context.Context, a publish.Artifact, snap string) er
 	zero := r.nblocks - int64(len(r.blocks))
 	note := fmt.Sprintf("%d blocks, %d zero blocks skipped", len(r.blocks), zero)
 	p.Emit(publish.Event{Target: targetName, Step: "upload", Total: total, Note: note})
-	var done, retries atomic.Int64
+	var done publish.Counter
+	var retries atomic.Int64
 	// Block puts are retried here (with the block index in the error), not by the SDK.
 	putClient := ebs.NewFromConfig(r.cfg, func(o *ebs.Options) {
 		if t.EndpointEBS != "" {
@@ -591,7 +591,7 @@ func (r *run) putBlocks(ctx context.Context, a publish.Artifact, snap string) er
 			return fmt.Errorf("aws: block %d (offset %d) changed since it was read: is the disk being written?", b.index, int64(b.index)*EBSBlockSize)
 		}
 		sum := base64.StdEncoding.EncodeToString(b.sum[:])
-		progress := int32(done.Load() * 100 / max(total, 1))
+		progress := int32(done.Done() * 100 / max(total, 1))
 		attempts, err := r.retry(ctx, func() error {
 			_, err := putClient.PutSnapshotBlock(ctx, &ebs.PutSnapshotBlockInput{
 				SnapshotId:        aws.String(snap),
@@ -608,7 +608,7 @@ func (r *run) putBlocks(ctx context.Context, a publish.Artifact, snap string) er
 		if err != nil {
 			return r.err(fmt.Sprintf("PutSnapshotBlock %s block %d (offset %d) after %d attempts", snap, b.index, int64(b.index)*EBSBlockSize, attempts), err)
 		}
-		p.Emit(publish.Event{Target: targetName, Step: "upload", Done: done.Add(EBSBlockSize), Total: total, Note: note})
+		done.Add(p, EBSBlockSize, publish.Event{Target: targetName, Step: "upload", Total: total, Note: note})
 		return nil
 	})
 	if err != nil {

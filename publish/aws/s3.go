@@ -227,7 +227,8 @@ type s3Upload struct {
 func (r *run) putParts(ctx context.Context, u *s3Upload, have map[int32]s3types.Part) ([]string, error) {
 	bucket := aws.String(r.t.Bucket)
 	etags := make([]string, u.nparts)
-	var done, sent, resumed, retries atomic.Int64
+	var done publish.Counter
+	var sent, resumed, retries atomic.Int64
 	err := publish.Parallel(ctx, r.t.Workers, u.nparts, func(ctx context.Context, i int) error {
 		num := int32(i + 1)
 		off := int64(i) * u.partSize
@@ -241,7 +242,7 @@ func (r *run) putParts(ctx context.Context, u *s3Upload, have map[int32]s3types.
 		if p, ok := have[num]; ok && aws.ToInt64(p.Size) == n && aws.ToString(p.ETag) == etag {
 			etags[i] = etag
 			resumed.Add(1)
-			r.p.Emit(publish.Event{Target: targetName, Step: "upload", Done: done.Add(n), Total: u.size})
+			done.Add(r.p, n, publish.Event{Target: targetName, Step: "upload", Total: u.size})
 			return nil
 		}
 		attempts, err := r.retry(ctx, func() error {
@@ -264,7 +265,7 @@ func (r *run) putParts(ctx context.Context, u *s3Upload, have map[int32]s3types.
 			return r.err(fmt.Sprintf("UploadPart %s part %d of %d (offset %d, %d bytes) after %d attempts", u.where, num, u.nparts, off, n, attempts), err)
 		}
 		sent.Add(1)
-		r.p.Emit(publish.Event{Target: targetName, Step: "upload", Done: done.Add(n), Total: u.size})
+		done.Add(r.p, n, publish.Event{Target: targetName, Step: "upload", Total: u.size})
 		return nil
 	})
 	r.details["parts_sent"] = strconv.FormatInt(sent.Load(), 10)
