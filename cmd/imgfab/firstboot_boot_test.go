@@ -4,6 +4,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -117,20 +118,22 @@ func enlarged(t *testing.T, img, path string) string {
 	return path
 }
 
+// reportField is one IMGFAB-KEY=value field of the report on the serial console. The console is
+// shared with the kernel and journald, whose lines can run into ours without a newline between
+// ("IMGFAB-SSHD=active[   39.19] imgfab-report[290]: IMGFAB-ESP=…", seen in CI): a value ends at
+// the line's end or where a console timestamp "[   12.345678]" begins.
+var reportField = regexp.MustCompile(`IMGFAB-([A-Z0-9-]+)(?:=(.*?))?(?:\[\s*\d+\.\d+\]|\r|$)`)
+
 // bootReport boots m until it powers off and returns testdata/firstboot-check's report: each
-// IMGFAB-KEY=value line's values by KEY (IMGFAB-FIRSTBOOT-RAN as a key with an empty value).
+// IMGFAB-KEY=value field's values by KEY (IMGFAB-FIRSTBOOT-RAN as a key with an empty value).
 func bootReport(t *testing.T, m vm) map[string][]string {
 	t.Helper()
 	serial := boot(t, m)
 	r := map[string][]string{}
 	for _, l := range strings.Split(serial, "\n") {
-		i := strings.Index(l, "IMGFAB-")
-		if i < 0 {
-			continue
+		for _, f := range reportField.FindAllStringSubmatch(l, -1) {
+			r[f[1]] = append(r[f[1]], f[2])
 		}
-		kv := strings.TrimRight(l[i+len("IMGFAB-"):], "\r")
-		k, v, _ := strings.Cut(kv, "=")
-		r[k] = append(r[k], v)
 	}
 	if len(r["REPORT-DONE"]) == 0 {
 		t.Fatalf("%s boot from %s: no report; serial tail:\n%s", m.firmware, m.bus, tail(serial, 4000))
