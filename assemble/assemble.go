@@ -10,8 +10,10 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/imgfab/imgfab/internal/iox"
@@ -228,6 +230,9 @@ func Run(ctx context.Context, p Plan) (Result, error) {
 	defer scratch.Abort()
 	if err := b.buildRoot(ctx, scratch.File); err != nil {
 		return b.res, err // sizeHint or a step's error, "build: " included
+	}
+	if b.scratchIsOutput() {
+		scratch.StartWriteback() // the root's bytes go to storage while the ESP is written
 	}
 	if err := b.boot(ctx, scratch.File); err != nil {
 		return b.res, fmt.Errorf("build: %w", err)
@@ -508,35 +513,66 @@ func (b *build) boot(ctx context.Context, f *os.File) error {
 	return nil
 }
 
-// writeOutputs writes each output atomically; the raw scratch is committed last when it is the
-// first output. Then every output is hashed for the result.
+// writeOutputs writes every output at once, each in a goroutine of its own (as many at a time as
+// there are cores, so one output's compressor runs beside another's), each hashed as it is
+// written. The raw scratch, when it is the first output, is hashed while the kernel writes it
+// back. Outputs are committed only once all of them are written, so a failed output leaves none
+// of the others behind.
 func (b *build) writeOutputs(ctx context.Context, scratch *diskfmt.Output) error {
 	p := &b.p
 	disk, err := diskfmt.OpenFile(scratch.File)
 	if err != nil {
 		return err
 	}
-	commitScratch := p.Outputs[0].Path == b.scratchFor && b.formats[0].Name() == "raw"
-	stdoutSums := map[int]OutputResult{}
+	commitScratch := b.scratchIsOutput()
 	ctx = diskfmt.WithIdentity(ctx, diskfmt.Identity{Seed: b.seed, Time: time.Unix(b.epoch, 0).UTC()})
-	for i, o := range p.Outputs {
-		if i == 0 && commitScratch {
-			continue
-		}
-		wctx := diskfmt.WithProgress(ctx, func(done, total int64) {
-			p.progress(Event{Stage: "write", Item: o.Path, Done: done, Total: total})
-		})
-		if o.Path == "-" {
-			h := sha256.New()
-			cw := &iox.CountWriter{W: io.MultiWriter(p.Stdout, h)}
-			if err := b.formats[i].Write(wctx, cw, disk); err != nil {
-				return fmt.Errorf("writing %s to stdout: %w", b.formats[i].Name(), err)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var mu sync.Mutex
+	progress := func(e Event) {
+		mu.Lock()
+		defer mu.Unlock()
+		p.progress(e)
+	}
+	w := outputWriter{disk: disk, progress: progress}
+	outs := make([]*diskfmt.Output, len(p.Outputs))
+	defer func() {
+		for _, o := range outs {
+			if o != nil {
+				o.Abort() // nothing after Commit
 			}
-			stdoutSums[i] = OutputResult{Path: "-", Format: b.formats[i].Name(), Bytes: cw.N, SHA256: fmt.Sprintf("%x", h.Sum(nil))}
-			continue
 		}
-		if err := diskfmt.WriteFile(wctx, o.Path, b.formats[i], disk); err != nil {
-			return err
+	}()
+	sums := make([]diskfmt.Sum, len(p.Outputs))
+	errs := make([]error, len(p.Outputs))
+	slots := make(chan struct{}, runtime.GOMAXPROCS(0))
+	var wg sync.WaitGroup
+	for i, o := range p.Outputs {
+		wg.Go(func() {
+			slots <- struct{}{}
+			defer func() { <-slots }()
+			switch {
+			case i == 0 && commitScratch:
+				sums[i], errs[i] = w.scratch(ctx, scratch)
+			case o.Path == "-":
+				sums[i], errs[i] = w.stdout(ctx, p.Stdout, b.formats[i])
+			default:
+				outs[i], sums[i], errs[i] = w.file(ctx, o.Path, b.formats[i])
+			}
+			if errs[i] != nil {
+				cancel()
+			}
+		})
+	}
+	wg.Wait()
+	if err := firstError(errs); err != nil {
+		return err
+	}
+	for _, o := range outs {
+		if o != nil {
+			if err := o.Commit(); err != nil {
+				return err
+			}
 		}
 	}
 	if commitScratch {
@@ -545,17 +581,84 @@ func (b *build) writeOutputs(ctx context.Context, scratch *diskfmt.Output) error
 		}
 	}
 	for i, o := range p.Outputs {
-		if r, ok := stdoutSums[i]; ok {
-			b.res.Outputs = append(b.res.Outputs, r)
-			continue
-		}
-		sum, n, err := fileSHA256(ctx, o.Path)
-		if err != nil {
-			return fmt.Errorf("hashing %s: %w", o.Path, err)
-		}
-		b.res.Outputs = append(b.res.Outputs, OutputResult{Path: o.Path, Format: b.formats[i].Name(), Bytes: n, SHA256: sum})
+		b.res.Outputs = append(b.res.Outputs, OutputResult{Path: o.Path, Format: b.formats[i].Name(), Bytes: sums[i].Bytes, SHA256: sums[i].SHA256})
 	}
 	return nil
+}
+
+// scratchIsOutput reports whether the scratch disk is the first output, a raw, committed as it is.
+func (b *build) scratchIsOutput() bool {
+	return b.p.Outputs[0].Path == b.scratchFor && b.formats[0].Name() == "raw"
+}
+
+// firstError is the first error of errs that is not a cancellation caused by another.
+func firstError(errs []error) error {
+	var cancelled error
+	for _, err := range errs {
+		switch {
+		case err == nil:
+		case errors.Is(err, context.Canceled):
+			if cancelled == nil {
+				cancelled = err
+			}
+		default:
+			return err
+		}
+	}
+	return cancelled
+}
+
+// outputWriter writes one build's outputs from its finished disk.
+type outputWriter struct {
+	disk     diskfmt.Disk
+	progress func(Event)
+}
+
+func (w outputWriter) withProgress(ctx context.Context, item string) context.Context {
+	return diskfmt.WithProgress(ctx, func(done, total int64) {
+		w.progress(Event{Stage: "write", Item: item, Done: done, Total: total})
+	})
+}
+
+// scratch hashes the scratch disk that becomes the raw output while its fsync runs.
+func (w outputWriter) scratch(ctx context.Context, scratch *diskfmt.Output) (diskfmt.Sum, error) {
+	scratch.StartWriteback()
+	synced := make(chan error, 1)
+	go func() { synced <- scratch.Sync() }()
+	sum, err := diskfmt.FileSum(ctx, scratch.File)
+	if serr := <-synced; err == nil && serr != nil {
+		err = fmt.Errorf("writing %s: fsync: %w", scratch.Path(), serr)
+	}
+	if err != nil {
+		return sum, fmt.Errorf("hashing %s: %w", scratch.Path(), err)
+	}
+	return sum, nil
+}
+
+// stdout writes the disk in format f to out, hashing what it writes.
+func (w outputWriter) stdout(ctx context.Context, out io.Writer, f diskfmt.Format) (diskfmt.Sum, error) {
+	h := sha256.New()
+	cw := &iox.CountWriter{W: io.MultiWriter(out, h)}
+	if err := f.Write(w.withProgress(ctx, "-"), cw, w.disk); err != nil {
+		return diskfmt.Sum{}, fmt.Errorf("writing %s to stdout: %w", f.Name(), err)
+	}
+	return diskfmt.Sum{SHA256: fmt.Sprintf("%x", h.Sum(nil)), Bytes: cw.N}, nil
+}
+
+// file writes the disk in format f to an uncommitted output for path, hashed as it is written
+// and synced to storage.
+func (w outputWriter) file(ctx context.Context, path string, f diskfmt.Format) (*diskfmt.Output, diskfmt.Sum, error) {
+	out, err := diskfmt.CreateOutput(path)
+	if err != nil {
+		return nil, diskfmt.Sum{}, err
+	}
+	sum, err := diskfmt.WriteOutput(w.withProgress(ctx, path), out, f, w.disk)
+	if err == nil {
+		if err = out.Sync(); err != nil {
+			err = fmt.Errorf("writing %s: fsync: %w", path, err)
+		}
+	}
+	return out, sum, err
 }
 
 // streamTree flattens the layers and adds every entry through add (router.add: to the root
@@ -623,50 +726,6 @@ func buildSeed(digest string, p Plan, espSize, epoch int64, customDigest string)
 
 func uuidString(b [16]byte) string {
 	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
-}
-
-// fileSHA256 hashes a file, returning the hex digest and its size. Holes (SEEK_HOLE) are hashed
-// as zeros without reading them, so a sparse 20 GiB raw costs the hashing of its zeros, not 20 GiB
-// of read(2).
-func fileSHA256(ctx context.Context, path string) (string, int64, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", 0, err
-	}
-	defer f.Close()
-	d, err := diskfmt.OpenFile(f)
-	if err != nil {
-		return "", 0, err
-	}
-	h := sha256.New()
-	buf := make([]byte, 1<<20)
-	zero := make([]byte, 1<<20)
-	hashZeros := func(n int64) error {
-		for n > 0 {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			k := min(n, int64(len(zero)))
-			h.Write(zero[:k])
-			n -= k
-		}
-		return nil
-	}
-	var pos int64
-	for _, e := range d.Extents() {
-		if err := hashZeros(e.Off - pos); err != nil {
-			return "", 0, err
-		}
-		r := io.NewSectionReader(f, e.Off, e.Len)
-		if _, err := io.CopyBuffer(h, iox.CtxReader{Ctx: ctx, R: r}, buf); err != nil {
-			return "", 0, err
-		}
-		pos = e.Off + e.Len
-	}
-	if err := hashZeros(d.Size() - pos); err != nil {
-		return "", 0, err
-	}
-	return fmt.Sprintf("%x", h.Sum(nil)), d.Size(), nil
 }
 
 // region is a window of the disk file at a fixed offset, for writing and reading back.

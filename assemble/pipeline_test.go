@@ -252,3 +252,36 @@ func TestEarlyEpochClampedOnESP(t *testing.T) {
 		})
 	}
 }
+
+// TestFailedOutputLeavesNone (issue 17): outputs are written side by side and committed only once
+// all of them are written, so one that fails (here the stream to a writer that breaks after
+// 1 MiB) leaves none of the others behind, and the error names it.
+func TestFailedOutputLeavesNone(t *testing.T) {
+	src := testimage.WriteLayout(t, "f", testimage.GzipTar(t, testimage.BootEntries()))
+	out := t.TempDir()
+	p := plan("oci:"+src, filepath.Join(out, "d.raw"), filepath.Join(out, "d.qcow2"), "-")
+	p.Outputs[2].Format = "vhd"
+	p.Stdout = &breakingWriter{left: 1 << 20}
+	msg := runErr(t, p)
+	if !strings.Contains(msg, "writing vhd to stdout") || !strings.Contains(msg, errBroken.Error()) {
+		t.Errorf("error: %s", msg)
+	}
+	if ents, _ := os.ReadDir(out); len(ents) != 0 {
+		t.Fatalf("left %v", ents)
+	}
+}
+
+var errBroken = errors.New("pipe broke after 1 MiB")
+
+// breakingWriter takes left bytes, then fails.
+type breakingWriter struct{ left int }
+
+func (w *breakingWriter) Write(p []byte) (int, error) {
+	if len(p) > w.left {
+		n := w.left
+		w.left = 0
+		return n, errBroken
+	}
+	w.left -= len(p)
+	return len(p), nil
+}

@@ -89,7 +89,7 @@ type Preparer struct {
 	fstabOK bool
 	// fstabHdr is the image's /etc/fstab entry: the merged file keeps its mode, owner and time.
 	fstabHdr *tar.Header
-	hasEtc  bool
+	hasEtc   bool
 	// hostnameHdr is the image's /etc/hostname (nil: none), hostnameOld its content.
 	hostnameHdr *tar.Header
 	hostnameOld []byte

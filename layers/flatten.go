@@ -460,6 +460,7 @@ func (f *flattener) layer(li int, l Layer) error {
 	if err != nil {
 		return fmt.Errorf("layer %s: %w", l.Name, err)
 	}
+	rc = readAhead(f.ctx, rc)
 	defer rc.Close()
 	s := &layerPass{f: f, li: li, l: l, tr: tar.NewReader(rc), cur: make(map[int32]uint16),
 		hiddenLink: make(map[int32]linkTarget)}

@@ -8,7 +8,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"strings"
 	"sync"
@@ -126,8 +125,9 @@ func manifestLayers(m *v1.Manifest, open func(i int, d v1.Descriptor) (func() (i
 				if err != nil {
 					return nil, fmt.Errorf("layer %s: opening blob: %w", nameStr, err)
 				}
-				v := &verifyReader{r: rc, h: sha256.New(), layer: nameStr, want: want, size: size, what: "blob"}
-				return decompress(nameStr, v, rc)
+				h := newAsyncSHA256()
+				v := &verifyReader{r: rc, h: h, layer: nameStr, want: want, size: size, what: "blob"}
+				return decompress(nameStr, v, closeFunc(func() error { h.stop(); return rc.Close() }))
 			},
 		})
 	}
@@ -167,8 +167,11 @@ func (e *DigestError) Error() string {
 // verifyReader hashes and counts what passes through; at EOF it checks size and digest and
 // returns a *DigestError instead of io.EOF on a mismatch.
 type verifyReader struct {
-	r     io.Reader
-	h     hash.Hash
+	r io.Reader
+	h interface {
+		io.Writer
+		Sum([]byte) []byte
+	}
 	n     int64
 	size  int64 // -1: unknown
 	want  string

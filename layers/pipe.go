@@ -133,3 +133,31 @@ func (p *bufPipe) Close() error {
 	p.once.Do(func() { close(p.closed) })
 	return nil
 }
+
+// readAhead runs rc's reads (the blob's file or network reads, its digest check, its
+// decompression) in a goroutine of their own, up to pipeChunks chunks ahead of the caller. The
+// flattener parses the tar stream on the other side, so decompression — the one stage that cannot
+// be split — has a core to itself. Read returns rc's error, *DigestError included, after the bytes
+// before it. Close stops the goroutine, waits for it and closes rc.
+func readAhead(ctx context.Context, rc io.ReadCloser) io.ReadCloser {
+	p := newBufPipe(ctx)
+	a := &aheadReader{bufPipe: p, rc: rc, done: make(chan struct{})}
+	go func() {
+		defer close(a.done)
+		_, err := io.Copy(p, rc)
+		p.closeWrite(err)
+	}()
+	return a
+}
+
+type aheadReader struct {
+	*bufPipe
+	rc   io.ReadCloser
+	done chan struct{}
+}
+
+func (a *aheadReader) Close() error {
+	a.bufPipe.Close()
+	<-a.done
+	return a.rc.Close()
+}

@@ -72,7 +72,13 @@ func main() {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	sig := handleSignals(cancel)
+	stopProfiles, err := startProfiles()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "imgfab: %v\n", err)
+		os.Exit(1)
+	}
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stopProfiles()
 	if s := sig.Load(); s != nil {
 		code = exitCode(s.(os.Signal))
 	}
