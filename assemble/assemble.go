@@ -228,13 +228,18 @@ func Run(ctx context.Context, p Plan) (Result, error) {
 		return b.res, fmt.Errorf("build: %w", err)
 	}
 	defer scratch.Abort()
-	if err := b.buildRoot(ctx, scratch.File); err != nil {
+	var disk iox.DiskFile = scratch.File
+	if b.scratchIsOutput() && b.formats[0].Name() == "qcow2" {
+		b.sink = diskfmt.NewQcow2Sink(scratch.File)
+		disk = b.sink
+	}
+	if err := b.buildRoot(ctx, disk); err != nil {
 		return b.res, err // sizeHint or a step's error, "build: " included
 	}
 	if b.scratchIsOutput() {
 		scratch.StartWriteback() // the root's bytes go to storage while the ESP is written
 	}
-	if err := b.boot(ctx, scratch.File); err != nil {
+	if err := b.boot(ctx, disk); err != nil {
 		return b.res, fmt.Errorf("build: %w", err)
 	}
 	if err := b.writeOutputs(ctx, scratch); err != nil {
@@ -246,8 +251,9 @@ func Run(ctx context.Context, p Plan) (Result, error) {
 // build is one Run's state, filled step by step.
 type build struct {
 	p          Plan
-	formats    []diskfmt.Format // one per p.Outputs
-	scratchFor string           // the scratch disk is this output's temporary file, or beside it
+	formats    []diskfmt.Format   // one per p.Outputs
+	scratchFor string             // the scratch disk is this output's temporary file, or beside it
+	sink       *diskfmt.Qcow2Sink // the scratch disk as the first output, a qcow2 written in place
 	espSize    int64
 	platform   v1.Platform
 	arch       bootloader.Arch // from the platform; the image config must agree
@@ -327,9 +333,9 @@ func planBuild(p Plan) (*build, error) {
 	if err := p.Boot.ValidateFor(b.arch); err != nil {
 		return nil, err
 	}
-	// The scratch disk: the first output's temporary file when it is raw, else a scratch file
-	// beside the first file output, or in the temporary directory when everything goes to stdout
-	// (removed unless committed).
+	// The scratch disk: the first output's temporary file when it is a raw or an uncompressed
+	// qcow2 (committed as that output), else a scratch file beside the first file output, or in
+	// the temporary directory when everything goes to stdout (removed unless committed).
 	if b.scratchFor == "" {
 		b.scratchFor = filepath.Join(os.TempDir(), "imgfab-scratch.raw")
 	}
@@ -417,7 +423,7 @@ func (b *build) deriveIDs() {
 
 // buildRoot streams the layers into the root filesystem on the scratch disk f and lays out the
 // partitions around it. Its errors carry "build: " (sizeHint adds what to do about a full disk).
-func (b *build) buildRoot(ctx context.Context, f *os.File) error {
+func (b *build) buildRoot(ctx context.Context, f iox.DiskFile) error {
 	p := &b.p
 	rootOff := partition.Head + b.espSize + b.extrasSize()
 	var rootSize int64
@@ -481,7 +487,7 @@ func (b *build) buildRoot(ctx context.Context, f *os.File) error {
 
 // boot puts the kernel, initrd and loaders on the ESP, then the partition table and the BIOS
 // loader.
-func (b *build) boot(ctx context.Context, f *os.File) error {
+func (b *build) boot(ctx context.Context, f iox.DiskFile) error {
 	tree, err := b.fsw.FS()
 	if err != nil {
 		return fmt.Errorf("reading back the root filesystem: %w", err)
@@ -520,9 +526,16 @@ func (b *build) boot(ctx context.Context, f *os.File) error {
 // of the others behind.
 func (b *build) writeOutputs(ctx context.Context, scratch *diskfmt.Output) error {
 	p := &b.p
-	disk, err := diskfmt.OpenFile(scratch.File)
-	if err != nil {
-		return err
+	var disk diskfmt.Disk = b.sink
+	if b.sink != nil {
+		if _, err := b.sink.Finish(); err != nil {
+			return fmt.Errorf("writing %s: %w", scratch.Path(), err)
+		}
+	} else {
+		var err error
+		if disk, err = diskfmt.OpenFile(scratch.File); err != nil {
+			return err
+		}
 	}
 	commitScratch := b.scratchIsOutput()
 	ctx = diskfmt.WithIdentity(ctx, diskfmt.Identity{Seed: b.seed, Time: time.Unix(b.epoch, 0).UTC()})
@@ -586,9 +599,12 @@ func (b *build) writeOutputs(ctx context.Context, scratch *diskfmt.Output) error
 	return nil
 }
 
-// scratchIsOutput reports whether the scratch disk is the first output, a raw, committed as it is.
+// scratchIsOutput reports whether the scratch disk is the first output, committed as it is: a raw,
+// or an uncompressed qcow2 written in place through a diskfmt.Qcow2Sink (issue 17: the disk's
+// bytes are written once, while the layers stream, not copied from a scratch raw afterwards).
 func (b *build) scratchIsOutput() bool {
-	return b.p.Outputs[0].Path == b.scratchFor && b.formats[0].Name() == "raw"
+	f := b.formats[0]
+	return b.p.Outputs[0].Path == b.scratchFor && (f.Name() == "raw" || diskfmt.SinkWrites(f))
 }
 
 // firstError is the first error of errs that is not a cancellation caused by another.
@@ -620,7 +636,8 @@ func (w outputWriter) withProgress(ctx context.Context, item string) context.Con
 	})
 }
 
-// scratch hashes the scratch disk that becomes the raw output while its fsync runs.
+// scratch hashes the scratch disk that becomes the first output (a raw, or a finished qcow2
+// sink) while its fsync runs.
 func (w outputWriter) scratch(ctx context.Context, scratch *diskfmt.Output) (diskfmt.Sum, error) {
 	scratch.StartWriteback()
 	synced := make(chan error, 1)
@@ -730,7 +747,7 @@ func uuidString(b [16]byte) string {
 
 // region is a window of the disk file at a fixed offset, for writing and reading back.
 type region struct {
-	f   *os.File
+	f   iox.DiskFile
 	off int64
 }
 

@@ -3,11 +3,11 @@ package assemble
 import (
 	"context"
 	"io/fs"
-	"os"
 	"strings"
 	"time"
 
 	"github.com/imgfab/imgfab/bootloader"
+	"github.com/imgfab/imgfab/internal/iox"
 	"github.com/imgfab/imgfab/partition"
 	"github.com/imgfab/imgfab/rootfs"
 )
@@ -58,7 +58,7 @@ type bootOutput struct {
 
 // installBoot fills the ESP, writes the partition table (adding the BIOS boot partition to layout
 // when BIOS boot is on a GPT disk) and installs GRUB's boot code for BIOS.
-func installBoot(ctx context.Context, f *os.File, layout *partition.Layout, in bootInput) (bootOutput, error) {
+func installBoot(ctx context.Context, f iox.DiskFile, layout *partition.Layout, in bootInput) (bootOutput, error) {
 	o := in.opts
 	if err := o.Validate(); err != nil {
 		return bootOutput{}, err

@@ -13,6 +13,7 @@ import (
 
 	"github.com/diskfs/go-diskfs/backend/file"
 	"github.com/diskfs/go-diskfs/filesystem/fat32"
+	"github.com/imgfab/imgfab/internal/iox"
 )
 
 // ESP is a FAT32 filesystem being filled inside a region of a disk file.
@@ -81,7 +82,7 @@ type FileSpec struct {
 // WriteESP formats f[offset:offset+size] as FAT32 labelled label, with the volume serial number
 // serial (the filesystem UUID Linux shows as XXXX-XXXX; callers derive it from their inputs), and
 // writes files in order. It fails with the numbers when they do not fit.
-func WriteESP(ctx context.Context, f *os.File, offset, size int64, label string, serial uint32, epoch time.Time, files []FileSpec) error {
+func WriteESP(ctx context.Context, f iox.DiskFile, offset, size int64, label string, serial uint32, epoch time.Time, files []FileSpec) error {
 	var need int64
 	for _, fl := range files {
 		need += fl.Size

@@ -4,10 +4,10 @@ import (
 	"context"
 	"fmt"
 	"io/fs"
-	"os"
 	"strings"
 	"time"
 
+	"github.com/imgfab/imgfab/internal/iox"
 	"github.com/imgfab/imgfab/rootfs"
 )
 
@@ -124,7 +124,7 @@ func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
 
 // InstallSystemdBoot formats the ESP region f[offset:offset+size] and installs systemd-boot, the
 // kernel, the initrd and one entry.
-func InstallSystemdBoot(ctx context.Context, f *os.File, offset, size int64, cfg Config) (Entry, error) {
+func InstallSystemdBoot(ctx context.Context, f iox.DiskFile, offset, size int64, cfg Config) (Entry, error) {
 	files, e, err := PlanSystemdBoot(cfg)
 	if err != nil {
 		return Entry{}, err

@@ -3,15 +3,15 @@ package partition
 import (
 	"fmt"
 	"io/fs"
-	"os"
 
 	"github.com/diskfs/go-diskfs/partition/gpt"
+	"github.com/imgfab/imgfab/internal/iox"
 )
 
 // WriteGPT writes a protective MBR, the primary GPT at LBA 1-33 and the backup GPT in the last 33
 // sectors of f, which must already be l.Size bytes long. Sector 0 bytes 0-445 (boot code) are left
 // as they are, so a BIOS loader written there earlier survives.
-func WriteGPT(f *os.File, l Layout) error {
+func WriteGPT(f iox.DiskFile, l Layout) error {
 	st, err := f.Stat()
 	if err != nil {
 		return fmt.Errorf("writing partition table: %w", err)
@@ -55,7 +55,7 @@ func WriteGPT(f *os.File, l Layout) error {
 // each of its five writes when it can; on a build's scratch disk that is five flushes of the whole
 // disk to storage (0.35 s of a 3.5 s build of the Debian fixture, BENCHMARKS.md), for a file that
 // is either thrown away or synced once when its output is committed.
-type noSync struct{ f *os.File }
+type noSync struct{ f iox.DiskFile }
 
 func (n noSync) Stat() (fs.FileInfo, error)                { return n.f.Stat() }
 func (n noSync) Read(p []byte) (int, error)                { return n.f.Read(p) }

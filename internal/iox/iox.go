@@ -1,5 +1,5 @@
 // Package iox holds the small io adapters that several stages need: a reader that stops when
-// its context is done, and a writer that counts.
+// its context is done, a writer that counts, and the disk file the build writes into.
 package iox
 
 import (
