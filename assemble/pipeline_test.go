@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -74,6 +75,42 @@ func TestBuildContent(t *testing.T) {
 	data := dfs("cat /srv/data")
 	if !strings.Contains(data, strings.Repeat("0123456789", 20000)) {
 		t.Errorf("/srv/data content differs (%d bytes)", len(data))
+	}
+}
+
+// TestQcow2InPlace (issue 17): a build whose first output is an uncompressed qcow2 writes the disk
+// straight into it (diskfmt.Qcow2Sink) and makes the other outputs from that. The qcow2 passes
+// qemu-img check and holds the same guest as the raw beside it, which passes every oracle; the
+// Result's sums are the files'; a second build gives the same bytes.
+func TestQcow2InPlace(t *testing.T) {
+	qemuImg := testtool.Need(t, "qemu-img", "qemu-utils")
+	src := testimage.WriteLayout(t, "content", testimage.GzipTar(t, testimage.ContentTree()))
+	var first []string
+	for pass := range 2 {
+		out := t.TempDir()
+		qcow, raw := filepath.Join(out, "disk.qcow2"), filepath.Join(out, "disk.raw")
+		p := plan("oci:"+src+":content", qcow, raw)
+		res := run(t, p)
+		checkOracles(t, raw, res)
+		if o, err := exec.Command(qemuImg, "check", qcow).CombinedOutput(); err != nil {
+			t.Errorf("qemu-img check: %v\n%s", err, o)
+		}
+		if o, err := exec.Command(qemuImg, "compare", "-f", "qcow2", "-F", "raw", qcow, raw).CombinedOutput(); err != nil {
+			t.Errorf("qemu-img compare: %v\n%s", err, o)
+		}
+		var sums []string
+		for i, path := range []string{qcow, raw} {
+			sum := testtool.FileSum(t, path)
+			if res.Outputs[i].SHA256 != sum {
+				t.Errorf("%s: result sha256 %s, file %s", path, res.Outputs[i].SHA256, sum)
+			}
+			sums = append(sums, sum)
+		}
+		if pass == 0 {
+			first = sums
+		} else if !slices.Equal(sums, first) {
+			t.Errorf("second build: %v, first %v", sums, first)
+		}
 	}
 }
 
