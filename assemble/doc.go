@@ -2,9 +2,11 @@
 //
 // A Plan is plain data (from flags, later from a spec file). Run resolves the image (package
 // layers), streams its flattened layers into a one-pass ext4 writer (rootfs/ext4) placed in the
-// root partition of a sparse scratch disk beside the first output, finds the kernel, initrd and
-// systemd-boot in the written tree (rootfs, bootloader), fills the ESP, writes the GPT last when all
-// sizes are known (partition), and writes each output format atomically (diskfmt). Run's steps are
+// root partition of the disk being built — the first output itself when it is a raw or an
+// uncompressed qcow2 (diskfmt.Qcow2Sink), else a sparse scratch raw beside it — finds the kernel,
+// initrd and systemd-boot in the written tree (rootfs, bootloader), fills the ESP, writes the GPT
+// last when all sizes are known (partition), and writes the other outputs side by side, each
+// hashed as it is written, committing them only when all are written (diskfmt). Run's steps are
 // its methods: planBuild, resolve, deriveIDs, buildRoot, boot, writeOutputs. Boot policy (which
 // mode, table and loaders) is bootloader's; assemble only computes the command line's root
 // reference and writes what bootloader planned.

@@ -23,6 +23,12 @@
 //     once to copy. Memory is one bit per guest cluster that lies in an L2 range holding data, plus
 //     fixed 4 MiB buffers.
 //
+// A build writes its disk once: [Qcow2Sink] is a disk being built that goes straight into a qcow2
+// file (data clusters in the order they are first written, tables after them, the header last),
+// so a build to qcow2 needs no scratch raw; its bytes differ from the "qcow2" Format's for the
+// same guest, which is the same. [WriteOutput] hashes an output as it is written, on another
+// core, and [FileSum] hashes a finished file from its start.
+//
 // Progress is reported through a callback set with [WithProgress]; the package never prints.
 //
 // [CreateOutput] writes to an unnamed file (O_TMPFILE) in the destination's directory, names it
