@@ -51,7 +51,7 @@ demo: build fixtures
 	@echo "    -drive if=virtio,format=qcow2,file=demo.qcow2"
 
 vet:
-	$(GO) vet ./... ./testdata/mkoci ./testdata/setxattr ./testdata/writefmt ./testdata/genlayer ./testdata/hostile ./testdata/fuzzmin
+	$(GO) vet ./... ./testdata/mkoci ./testdata/setxattr ./testdata/writefmt ./testdata/genlayer ./testdata/hostile ./testdata/fuzzmin ./testdata/floor ./testdata/erofstar
 
 # The full suite: unit tests, oracles, the demo UEFI boot and the Debian 12 acceptance boots
 # (debootstrap fixture, cached). About 10 minutes on 2 cores without KVM, plus ~2 minutes for the
@@ -91,6 +91,7 @@ bench: build
 	bash testdata/bench-scale.sh
 	bash testdata/bench-classes.sh
 	bash testdata/bench-arm64.sh
+	bash testdata/bench-erofs.sh
 	$(MAKE) bench-publish
 
 # Uploads to local servers (Azurite, in-process S3/EBS/GCS/registry fakes): zero blocks skipped,
