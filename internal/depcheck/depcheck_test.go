@@ -30,6 +30,9 @@ var allowed = map[string][]string{
 	"layers":       {"cache", "internal/..."},
 	"rootfs":       {"internal/..."},
 	"rootfs/ext4":  {"rootfs", "internal/..."},
+	"rootfs/erofs": {"rootfs", "internal/..."},
+	// verity: a dm-verity hash tree over bytes; knows no filesystem or partition.
+	"verity":       {"internal/..."},
 	"bootloader":   {"rootfs", "internal/..."},
 	"partition":    {"internal/..."},
 	"diskfmt":      {"internal/..."},
