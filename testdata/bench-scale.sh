@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # bench-scale.sh — imgfab at scale (part of `make bench`): peak RSS and wall time of `imgfab build`
-# for big synthetic images, each built to a raw and a qcow2 output in one run:
+# for big synthetic images, each built to a qcow2 (first: written in place while the layers stream)
+# and a raw (made from it) in one run:
 #
 #   sparse-16g  --size 20GiB, one sparse 16 GiB file (4 MiB of data at each end, zeros between)
 #   dir-200k    one directory of 200,000 entries (small files, every 10th a symlink)
@@ -53,7 +54,7 @@ gen() {
 
 rows=()
 over=0
-# bench NAME LABEL CONTENT UNIT UNIT-NAME [BUILD FLAGS...]: one build to raw + qcow2; time per
+# bench NAME LABEL CONTENT UNIT UNIT-NAME [BUILD FLAGS...]: one build to qcow2 + raw; time per
 # unit = wall × UNIT / CONTENT (CONTENT in bytes, entries or layers).
 bench() {
 	local name=$1 label=$2 content=$3 unit=$4 uname=$5
@@ -61,7 +62,7 @@ bench() {
 	local out=$work/$name
 	sync
 	/usr/bin/time -f '%M %e %U %S' -o "$work/time" "$bin" build --json "oci:$cache/$name:scale" "$@" \
-		-o "$out.raw" -o "$out.qcow2" >"$work/$name.json"
+		-o "$out.qcow2" -o "$out.raw" >"$work/$name.json"
 	local rss wall user sys
 	read -r rss wall user sys <"$work/time"
 	local files dirs data raw_alloc qcow_bytes vsize
