@@ -1,6 +1,7 @@
 // Package rootfs holds what imgfab knows about the composed root tree, independent of the
-// filesystem it is written as: finding the kernel, initrd and os-release in it. The filesystem
-// writers live in sub-packages (rootfs/ext4).
+// filesystem it is written as: finding the kernel, initrd and os-release in it, and the rules every
+// filesystem writer applies to a tar entry ([CheckPath], [EntryMode]). The filesystem writers live
+// in sub-packages (rootfs/ext4, rootfs/erofs).
 //
 // Security: the tree comes from images imgfab does not control. It is only ever read through an
 // fs.FS view of the filesystem imgfab wrote, never through the host's filesystem, so symlinks in

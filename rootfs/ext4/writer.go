@@ -8,6 +8,8 @@ import (
 	"io"
 	"sort"
 	"strings"
+
+	"github.com/imgfab/imgfab/rootfs"
 )
 
 // Options configures a Writer. Every field that reaches the image comes from here, so the same options and
@@ -87,14 +89,14 @@ type inode struct {
 }
 
 const (
-	sIFMT   = 0xF000
-	sIFSOCK = 0xC000
-	sIFLNK  = 0xA000
-	sIFREG  = 0x8000
-	sIFBLK  = 0x6000
-	sIFDIR  = 0x4000
-	sIFCHR  = 0x2000
-	sIFIFO  = 0x1000
+	sIFMT   = rootfs.ModeType
+	sIFSOCK = rootfs.ModeSocket
+	sIFLNK  = rootfs.ModeLink
+	sIFREG  = rootfs.ModeReg
+	sIFBLK  = rootfs.ModeBlock
+	sIFDIR  = rootfs.ModeDir
+	sIFCHR  = rootfs.ModeChar
+	sIFIFO  = rootfs.ModeFifo
 )
 
 func (n *inode) isDir() bool { return n.mode&sIFMT == sIFDIR }
@@ -271,19 +273,8 @@ func splitPath(name string) (dir, base string) {
 }
 
 func checkPath(name string) error {
-	if name == "." {
-		return nil
-	}
-	if name == "" || name[0] == '/' {
-		return fmt.Errorf("ext4: entry %q: not a clean relative path", name)
-	}
-	for _, c := range strings.Split(name, "/") {
-		if c == "" || c == "." || c == ".." || strings.IndexByte(c, 0) >= 0 {
-			return fmt.Errorf("ext4: entry %q: not a clean relative path", name)
-		}
-		if len(c) > 255 {
-			return fmt.Errorf("ext4: entry %q: name %.20q... is %d bytes, at most 255", name, c, len(c))
-		}
+	if err := rootfs.CheckPath(name); err != nil {
+		return fmt.Errorf("ext4: %w", err)
 	}
 	return nil
 }
@@ -358,34 +349,9 @@ func (w *Writer) Add(hdr *tar.Header, body io.Reader) error {
 	if err := checkPath(name); err != nil {
 		return err
 	}
-	var mode uint16
-	switch hdr.Typeflag {
-	case tar.TypeReg, tar.TypeRegA:
-		mode = sIFREG
-	case tar.TypeDir:
-		mode = sIFDIR
-	case tar.TypeSymlink:
-		mode = sIFLNK
-		if len(hdr.Linkname) == 0 || len(hdr.Linkname) > 4095 {
-			return fmt.Errorf("ext4: symlink %q: target is %d bytes, must be 1 to 4095", name, len(hdr.Linkname))
-		}
-	case tar.TypeLink:
-		if err := checkPath(hdr.Linkname); err != nil || hdr.Linkname == "." {
-			return fmt.Errorf("ext4: hardlink %q: target %q is not a clean relative path", name, hdr.Linkname)
-		}
-	case tar.TypeChar, tar.TypeBlock:
-		mode = sIFCHR
-		if hdr.Typeflag == tar.TypeBlock {
-			mode = sIFBLK
-		}
-		// new_encode_dev: 12-bit major, 20-bit minor (EXT4.md §5).
-		if hdr.Devmajor < 0 || hdr.Devmajor > 0xFFF || hdr.Devminor < 0 || hdr.Devminor > 0xFFFFF {
-			return fmt.Errorf("ext4: device %q: %d:%d does not fit 12-bit major, 20-bit minor", name, hdr.Devmajor, hdr.Devminor)
-		}
-	case tar.TypeFifo:
-		mode = sIFIFO
-	default:
-		return fmt.Errorf("ext4: entry %q: unsupported tar type %q", name, hdr.Typeflag)
+	mode, err := rootfs.EntryMode(hdr)
+	if err != nil {
+		return fmt.Errorf("ext4: %w", err)
 	}
 	if old, ok := w.paths[name]; ok {
 		if mode == sIFDIR && old.isDir() {
