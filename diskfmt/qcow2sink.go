@@ -36,6 +36,7 @@ type Qcow2Sink struct {
 	pos      int64                            // Read and Seek offset
 	maps     map[int64]*[qcowL2Entries]uint32 // by L2 range: host cluster of each guest cluster, 0: none
 	next     int64                            // next free host cluster; cluster 0 is the header
+	orphans  []int64                          // host clusters of guest clusters a Truncate cut off
 	finished bool
 }
 
@@ -198,10 +199,33 @@ func (s *Qcow2Sink) Extents() []Extent {
 	return out
 }
 
-// Truncate sets the guest size.
+// Truncate sets the guest size, as ftruncate does a file's: bytes past a smaller size are gone
+// (their host clusters are left unreferenced, with refcount 0) and read as zeros if the guest
+// grows again.
 func (s *Qcow2Sink) Truncate(size int64) error {
 	if size < 0 {
 		return fmt.Errorf("qcow2: negative size %d", size)
+	}
+	if s.finished {
+		return errors.New("qcow2: truncate after Finish")
+	}
+	if size < s.size {
+		keep := ceilDiv(size, qcowCluster) // guest clusters that stay, the last maybe in part
+		if in := size % qcowCluster; in != 0 {
+			if h := s.host(size / qcowCluster); h != 0 {
+				if _, err := s.f.WriteAt(make([]byte, qcowCluster-in), h*qcowCluster+in); err != nil {
+					return fmt.Errorf("qcow2: truncating to %d: %w", size, err)
+				}
+			}
+		}
+		for k, m := range s.maps {
+			for i, h := range m {
+				if h != 0 && k*qcowL2Entries+int64(i) >= keep {
+					s.orphans = append(s.orphans, int64(h))
+					m[i] = 0
+				}
+			}
+		}
 	}
 	s.size = size
 	return nil
@@ -248,6 +272,8 @@ func (i sinkInfo) Sys() any           { return nil }
 // Finish writes the tables and the header and returns the image's length. The guest size must be
 // a multiple of 512. Host clusters of guest clusters that a Truncate cut off are left unreferenced,
 // with refcount 0. Nothing may be written after Finish; reads still work.
+//
+// Writes past the end grow the guest (as a file grows); so every mapped cluster lies inside it.
 func (s *Qcow2Sink) Finish() (int64, error) {
 	if s.finished {
 		return 0, errors.New("qcow2: Finish called twice")
@@ -256,31 +282,21 @@ func (s *Qcow2Sink) Finish() (int64, error) {
 	if s.size%512 != 0 {
 		return 0, fmt.Errorf("qcow2: guest size %d is not a multiple of 512", s.size)
 	}
-	guestClusters := ceilDiv(s.size, qcowCluster)
 	l1Size := ceilDiv(s.size, qcowL2Span)
 	if l1Size > qcowMaxL1 {
 		return 0, fmt.Errorf("qcow2: %d-byte guest needs %d L1 entries, qemu takes at most %d", s.size, l1Size, qcowMaxL1)
 	}
 	var ranges []int64 // L2 ranges with a cluster inside the guest
-	var dropped []int64
 	for k, m := range s.maps {
-		in := false
-		for i, h := range m {
-			if h == 0 {
-				continue
+		for _, h := range m {
+			if h != 0 {
+				ranges = append(ranges, k)
+				break
 			}
-			if k*qcowL2Entries+int64(i) < guestClusters {
-				in = true
-			} else {
-				dropped = append(dropped, int64(h))
-			}
-		}
-		if in {
-			ranges = append(ranges, k)
 		}
 	}
 	slices.Sort(ranges)
-	slices.Sort(dropped)
+	dropped := slices.Sorted(slices.Values(s.orphans))
 
 	l2Start := s.next
 	l1Start := l2Start + int64(len(ranges))
@@ -313,7 +329,7 @@ func (s *Qcow2Sink) Finish() (int64, error) {
 	for j, k := range ranges {
 		clear(c)
 		for i, h := range s.maps[k] {
-			if h != 0 && k*qcowL2Entries+int64(i) < guestClusters {
+			if h != 0 {
 				be.PutUint64(c[i*8:], uint64(h)*qcowCluster|qcowCopied)
 			}
 		}

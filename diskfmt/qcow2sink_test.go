@@ -11,9 +11,9 @@ import (
 
 // sinkOps is a deterministic sequence of writes like a build's: sequential appends in large
 // pieces with zero blocks left out, then scattered metadata written out of order, rewrites in
-// place, zeros over data, partial clusters, writes past the end and a Truncate that cuts some
-// off, on a 70 MiB guest (two L2 ranges would need 512 MiB, so one write lands at 600 MiB and is
-// cut off).
+// place, zeros over data, partial clusters, a write past the end that a Truncate cuts off, and a
+// shrink into the middle of a cluster holding data followed by a grow (what was cut off must read
+// as zeros, as in a file), ending with a 72 MiB guest.
 func sinkOps(seed uint64, w interface {
 	WriteAt([]byte, int64) (int, error)
 	Truncate(int64) error
@@ -59,7 +59,18 @@ func sinkOps(seed uint64, w interface {
 	if err := w.Truncate(70 << 20); err != nil {
 		return err
 	}
-	_, err := w.WriteAt(fill(512), 70<<20-512) // the last sector
+	if _, err := w.WriteAt(fill(100000), 70<<20-100000); err != nil {
+		return err
+	}
+	// Shrink into the middle of a cluster that holds data, then grow again: what was cut off must
+	// read as zeros, as in a file.
+	if err := w.Truncate(70<<20 - 50000); err != nil {
+		return err
+	}
+	if err := w.Truncate(72 << 20); err != nil {
+		return err
+	}
+	_, err := w.WriteAt(fill(512), 72<<20-512) // the last sector
 	return err
 }
 
