@@ -229,7 +229,7 @@ func Run(ctx context.Context, p Plan) (Result, error) {
 	}
 	defer scratch.Abort()
 	var disk iox.DiskFile = scratch.File
-	if b.scratchIsOutput() && b.formats[0].Name() == "qcow2" {
+	if b.scratchIsOutput() && diskfmt.SinkWrites(b.formats[0]) {
 		b.sink = diskfmt.NewQcow2Sink(scratch.File)
 		disk = b.sink
 	}
@@ -639,7 +639,6 @@ func (w outputWriter) withProgress(ctx context.Context, item string) context.Con
 // scratch hashes the scratch disk that becomes the first output (a raw, or a finished qcow2
 // sink) while its fsync runs.
 func (w outputWriter) scratch(ctx context.Context, scratch *diskfmt.Output) (diskfmt.Sum, error) {
-	scratch.StartWriteback()
 	synced := make(chan error, 1)
 	go func() { synced <- scratch.Sync() }()
 	sum, err := diskfmt.FileSum(ctx, scratch.File)

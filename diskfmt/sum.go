@@ -31,7 +31,6 @@ func WriteOutput(ctx context.Context, out *Output, f Format, d Disk) (Sum, error
 	if err != nil {
 		return Sum{}, fmt.Errorf("diskfmt: writing %s as %s: %w", out.path, f.Name(), err)
 	}
-	out.StartWriteback()
 	if !ok {
 		return FileSum(ctx, out.File)
 	}
