@@ -68,6 +68,7 @@ debian-fixture:
 	bash testdata/mkdebian.sh >/dev/null
 	sh testdata/mkdebian-sb.sh >/dev/null
 	sh testdata/mkdebian-cloud.sh >/dev/null
+	sh testdata/mkdebian-verity.sh >/dev/null
 
 # The Debian 12 arm64 system (issue 14): its debootstrap second stage runs under qemu-user, about
 # 45 minutes on 2 cores the first time, so it is not part of `make test` (CI's budget); this target
