@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -131,6 +132,15 @@ type Plan struct {
 	// FirstBoot says which first-boot preparations to leave out (package firstboot: growth,
 	// identity, fstab). The zero value does them all.
 	FirstBoot FirstBootOptions
+	// RootFS is the root's filesystem: "ext4" (the default; writable) or "erofs" (read-only, with
+	// /var on an ext4 partition of its own, the last of the disk; see readonly.go).
+	RootFS string
+	// Verity puts the erofs root under dm-verity: its hash tree in a root-verity partition,
+	// roothash= on the kernel command line.
+	Verity bool
+	// Sign, when set, signs the EFI binaries put on the ESP (systemd-boot, the UKI) for Secure
+	// Boot with the user's key (package secureboot).
+	Sign *SignOptions
 }
 
 // FirstBootOptions switch off first-boot preparations (firstboot.Options).
@@ -165,6 +175,8 @@ type Result struct {
 	RootFS      RootFSResult      `json:"rootfs"`
 	Customize   *CustomizeResult  `json:"customize,omitempty"`  // when Plan.Customize is set
 	FirstBoot   *firstboot.Result `json:"first_boot,omitempty"` // what was prepared for the first boot
+	Verity      *VerityResult     `json:"verity,omitempty"`     // the root's dm-verity hash tree (Plan.Verity)
+	Signed      []SignedResult    `json:"signed,omitempty"`     // the EFI binaries signed (Plan.Sign)
 	Warnings    []string          `json:"warnings,omitempty"`   // what the build changed or could not do, for a person to read
 }
 
@@ -233,7 +245,11 @@ func Run(ctx context.Context, p Plan) (Result, error) {
 		b.sink = diskfmt.NewQcow2Sink(scratch.File)
 		disk = b.sink
 	}
-	if err := b.buildRoot(ctx, disk); err != nil {
+	build := b.buildRoot
+	if p.readOnly() {
+		build = b.buildReadOnlyRoot
+	}
+	if err := build(ctx, disk); err != nil {
 		return b.res, err // sizeHint or a step's error, "build: " included
 	}
 	if b.scratchIsOutput() {
@@ -274,6 +290,12 @@ type build struct {
 	fsw    *ext4.Writer
 	layout partition.Layout
 	res    Result
+
+	// A read-only root (readonly.go): its /var partition, where the erofs root is on the disk.
+	varPart       *extraPart
+	roDisk        iox.DiskFile
+	roOff, roSize int64
+	signer        *signer
 }
 
 // planBuild checks the plan and picks each output's format: nothing is read or written yet.
@@ -308,6 +330,9 @@ func planBuild(p Plan) (*build, error) {
 	if err := firstboot.CheckKeep(p.FirstBoot.Keep); err != nil {
 		return nil, err
 	}
+	if err := checkReadOnly(&p); err != nil {
+		return nil, err
+	}
 	for i, f := range b.formats {
 		if max := diskfmt.MaxSize(f.Name()); max > 0 && p.Size > max {
 			return nil, fmt.Errorf("output %s: --size %d MiB is more than %s holds (%d MiB)", p.Outputs[i].Path, p.Size>>20, f.Name(), max>>20)
@@ -331,6 +356,9 @@ func planBuild(p Plan) (*build, error) {
 		return nil, fmt.Errorf("--platform %s: %w", platform, err)
 	}
 	if err := p.Boot.ValidateFor(b.arch); err != nil {
+		return nil, err
+	}
+	if b.signer, err = loadSigner(p); err != nil {
 		return nil, err
 	}
 	// The scratch disk: the first output's temporary file when it is a raw or an uncompressed
@@ -445,7 +473,7 @@ func (b *build) buildRoot(ctx context.Context, f iox.DiskFile) error {
 		return err
 	}
 	r := newRouter(fsw, b.parts, b.epoch)
-	prep, err := b.preparer()
+	prep, err := b.preparer("")
 	if err != nil {
 		return fmt.Errorf("build: %w", err)
 	}
@@ -488,7 +516,13 @@ func (b *build) buildRoot(ctx context.Context, f iox.DiskFile) error {
 // boot puts the kernel, initrd and loaders on the ESP, then the partition table and the BIOS
 // loader.
 func (b *build) boot(ctx context.Context, f iox.DiskFile) error {
-	tree, err := b.fsw.FS()
+	var tree fs.FS
+	var err error
+	if b.p.readOnly() {
+		tree, err = b.readOnlyTree()
+	} else {
+		tree, err = b.fsw.FS()
+	}
 	if err != nil {
 		return fmt.Errorf("reading back the root filesystem: %w", err)
 	}
@@ -500,12 +534,14 @@ func (b *build) boot(ctx context.Context, f iox.DiskFile) error {
 	bres, err := installBoot(ctx, f, &b.layout, bootInput{
 		opts: b.p.Boot, tree: tree, kernel: k, cmdline: b.p.Cmdline, seed: b.seed, rootGUID: b.rootGUID,
 		epoch: time.Unix(b.epoch, 0), mbrSeed: b.partSeed, rootNum: 2 + len(b.parts), arch: b.arch,
+		rootRef: b.rootRef, signer: b.signer,
 	})
 	if err != nil {
 		return err
 	}
 	res := &b.res
 	res.Boot = bres.BootResult
+	res.Signed = bres.signed
 	res.Kernel, res.Initrd, res.KernelVer, res.Cmdline, res.Loader = "/"+k.Linux, "", k.Version, bres.cmdline, bres.loader
 	if k.Initrd != "" {
 		res.Initrd = "/" + k.Initrd
@@ -732,6 +768,10 @@ func buildSeed(digest string, p Plan, espSize, epoch int64, customDigest string)
 	fmt.Fprintf(h, "\x00firstboot\x00%v\x00%s", !p.FirstBoot.NoGrow, strings.Join(slices.Compact(keep), ","))
 	if customDigest != "" {
 		fmt.Fprintf(h, "\x00customize\x00%s", customDigest)
+	}
+	// The read-only root and verity only when asked for, for the same reason.
+	if p.RootFS == "erofs" {
+		fmt.Fprintf(h, "\x00rootfs\x00erofs\x00verity\x00%v", p.Verity)
 	}
 	// Extra partitions only when there are some, for the same reason.
 	for _, x := range p.Partitions {

@@ -48,12 +48,16 @@ type bootInput struct {
 	mbrSeed []byte
 	rootNum int
 	arch    bootloader.Arch
+	// rootRef is the command line's root= and its options, given the root's PARTUUID.
+	rootRef func(partuuid string) string
+	signer  *signer // nil: nothing signed
 }
 
 type bootOutput struct {
 	BootResult
 	cmdline string
 	loader  string
+	signed  []SignedResult
 }
 
 // installBoot fills the ESP, writes the partition table (adding the BIOS boot partition to layout
@@ -74,7 +78,11 @@ func installBoot(ctx context.Context, f iox.DiskFile, layout *partition.Layout, 
 		sig = partition.DiskSignature(in.mbrSeed)
 		rootRef = partition.MBRPartUUID(sig, in.rootNum)
 	}
-	out.cmdline = "root=PARTUUID=" + rootRef + " rw"
+	if in.rootRef != nil {
+		out.cmdline = in.rootRef(rootRef)
+	} else {
+		out.cmdline = "root=PARTUUID=" + rootRef + " rw"
+	}
 	if c := strings.TrimSpace(in.cmdline); c != "" {
 		out.cmdline += " " + c
 	}
@@ -85,6 +93,11 @@ func installBoot(ctx context.Context, f iox.DiskFile, layout *partition.Layout, 
 	}
 	out.UEFILoader, out.BIOSLoader, out.Entry, out.loader = setup.UEFILoader, setup.BIOSLoader, setup.Entry, setup.Loader
 	files, grub := setup.Files, setup.GRUB
+	if in.signer != nil {
+		if files, out.signed, err = in.signer.sign(setup, files); err != nil {
+			return out, err
+		}
+	}
 
 	esp := layout.Partitions[0]
 	if err := bootloader.WriteESP(ctx, f, esp.Offset, esp.Size, espLabel, partition.FATSerial(in.seed), in.epoch, files); err != nil {

@@ -125,7 +125,7 @@ type extraPart struct {
 	fsUUID   [16]byte
 	hashSeed [16]byte
 	rel      string // Mount without its leading "/"; "" unless ext4
-	fsw      *ext4.Writer
+	fsw      partWriter // an *ext4.Writer, or the spool of a read-only disk's /var
 	mbrNum   int // its number in the table (2 for the first)
 
 	// What the stream routed to it, for the size error: file data in whole blocks, entries, and
@@ -333,6 +333,17 @@ func writeSwap(w io.WriterAt, size int64, uuid [16]byte, label string) error {
 	return nil
 }
 
+// entryAdder takes the flattened stream's entries: a filesystem writer (ext4, erofs) or a spool.
+type entryAdder interface {
+	Add(hdr *tar.Header, body io.Reader) error
+}
+
+// partWriter is what the router writes a mounted partition's entries to.
+type partWriter interface {
+	entryAdder
+	Close() error
+}
+
 // fsError is an entry's error in one filesystem: "root filesystem" or "partition 2 (var on
 // /var)".
 type fsError struct {
@@ -349,12 +360,12 @@ func (e *fsError) Unwrap() error { return e.err }
 // filesystem it is a directory of and, as ".", to its partition's root, so both have the image's
 // mode and owner.
 type router struct {
-	root   *ext4.Writer
+	root   entryAdder
 	mounts []*extraPart // ext4 partitions, innermost (longest mount point) first
 	epoch  int64
 }
 
-func newRouter(root *ext4.Writer, parts []*extraPart, epoch int64) *router {
+func newRouter(root entryAdder, parts []*extraPart, epoch int64) *router {
 	r := &router{root: root, epoch: epoch}
 	for _, e := range parts {
 		if e.fsw != nil {
@@ -454,7 +465,7 @@ func (r *router) addMountPoint(m *extraPart, hdr *tar.Header) error {
 	return nil
 }
 
-func (r *router) writer(e *extraPart) *ext4.Writer {
+func (r *router) writer(e *extraPart) entryAdder {
 	if e == nil {
 		return r.root
 	}

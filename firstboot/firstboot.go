@@ -52,6 +52,16 @@ type Options struct {
 	ESPSerial string
 	// Epoch is the mtime of every entry added.
 	Epoch time.Time
+	// ReadOnly says the root is mounted read-only (an erofs root, possibly under dm-verity): its
+	// fstab line says "ro" with no fsck pass, /tmp is a tmpfs, /etc/machine-id is an empty file
+	// (systemd bind-mounts a generated id over it at boot, machine-id(5)) and growth is /var's.
+	ReadOnly bool
+	// RootSpec names the root in fstab instead of UUID=RootFSUUID ("/dev/mapper/root" under
+	// dm-verity, where the data partition carries the same filesystem UUID as the mapped device).
+	RootSpec string
+	// VarFSUUID is the UUID of /var's own ext4 filesystem on the last partition of a read-only
+	// disk: /var gets an fstab line and is what grows on first boot (systemd-repart Type=var).
+	VarFSUUID string
 }
 
 // Op is one thing done, for --json.
@@ -139,6 +149,7 @@ var watched = map[string]bool{
 // are made again (or not) as this build's options say.
 var generated = map[string]bool{
 	"etc/repart.d/" + repartConf:                                  true,
+	"etc/repart.d/" + repartVarConf:                               true,
 	"etc/systemd/system/" + growpartUnit:                          true,
 	"etc/systemd/system/sysinit.target.wants/" + growpartUnit:     true,
 	"etc/systemd/system/" + sshKeygenUnit:                         true,
@@ -315,8 +326,11 @@ func (p *Preparer) finishHostname(add func(*tar.Header, io.Reader) error) error 
 }
 
 // machineID is /etc/machine-id's content: systemd's first-boot marker where the image runs
-// systemd, else empty (dbus-uuidgen --ensure and systemd both fill an empty file).
+// systemd on a writable root, else empty (dbus-uuidgen --ensure and systemd both fill an empty file).
 func (p *Preparer) machineID() string {
+	if p.o.ReadOnly {
+		return "" // machine-id(5): an empty file on a read-only root, a transient id mounted over it
+	}
 	if p.has("usr/lib/systemd/systemd", "lib/systemd/systemd") {
 		return "uninitialized\n"
 	}
@@ -460,6 +474,15 @@ func (p *Preparer) grow(add func(*tar.Header, io.Reader) error) (growfs bool, er
 	case p.has("repart.d") && p.o.Table == "gpt":
 		p.did(OpGrow, "etc/repart.d", "the image's own repart.d definitions; the root's filesystem grows with x-systemd.growfs")
 		return true, nil
+	case repart && p.o.Table == "gpt" && p.o.VarFSUUID != "":
+		if err := p.addFile(add, "etc/repart.d/"+repartVarConf, []byte(repartVar), 0o644); err != nil {
+			return false, err
+		}
+		p.did(OpGrow, "etc/repart.d/"+repartVarConf, "systemd-repart grows the /var partition; systemd-growfs its filesystem")
+		return true, nil
+	case p.o.ReadOnly:
+		p.warn("first boot: /var will not grow to its disk: a read-only root grows only its /var partition, with systemd-repart (systemd ≥ 245) on a GPT disk; install it, or build with --no-grow")
+		return false, nil
 	case repart && p.o.Table == "gpt":
 		if err := p.addFile(add, "etc/repart.d/"+repartConf, []byte(repartRoot), 0o644); err != nil {
 			return false, err
@@ -483,12 +506,27 @@ func (p *Preparer) grow(add func(*tar.Header, io.Reader) error) (growfs bool, er
 // writeFstab merges the root's and the ESP's lines into the held-back /etc/fstab.
 func (p *Preparer) writeFstab(add func(*tar.Header, io.Reader) error, growfs bool) error {
 	var entries []customize.FstabEntry
-	if p.o.RootFSUUID != "" {
-		opts := "defaults"
+	growOpt := func(opts string) string {
 		if growfs {
-			opts += ",x-systemd.growfs"
+			return opts + ",x-systemd.growfs"
 		}
-		entries = append(entries, customize.FstabEntry{Spec: "UUID=" + p.o.RootFSUUID, Mount: "/", FS: p.o.RootFS, Options: opts, Pass: 1})
+		return opts
+	}
+	spec := p.o.RootSpec
+	if spec == "" && p.o.RootFSUUID != "" {
+		spec = "UUID=" + p.o.RootFSUUID
+	}
+	switch {
+	case spec != "" && p.o.ReadOnly:
+		entries = append(entries, customize.FstabEntry{Spec: spec, Mount: "/", FS: p.o.RootFS, Options: "ro"})
+	case spec != "":
+		entries = append(entries, customize.FstabEntry{Spec: spec, Mount: "/", FS: p.o.RootFS, Options: growOpt("defaults"), Pass: 1})
+	}
+	if p.o.VarFSUUID != "" {
+		entries = append(entries, customize.FstabEntry{Spec: "UUID=" + p.o.VarFSUUID, Mount: "/var", FS: "ext4", Options: growOpt("defaults"), Pass: 2})
+	}
+	if p.o.ReadOnly {
+		entries = append(entries, customize.FstabEntry{Spec: "tmpfs", Mount: "/tmp", FS: "tmpfs", Options: "mode=1777,nosuid,nodev"})
 	}
 	espAt := ""
 	if p.o.ESPSerial != "" {
@@ -513,6 +551,15 @@ func (p *Preparer) writeFstab(add func(*tar.Header, io.Reader) error, growfs boo
 		return err
 	}
 	detail := "root"
+	if p.o.ReadOnly {
+		detail += " (read-only)"
+	}
+	if p.o.VarFSUUID != "" {
+		detail += ", /var"
+	}
+	if p.o.ReadOnly {
+		detail += ", /tmp on tmpfs"
+	}
 	if espAt != "" {
 		detail += ", ESP at " + espAt
 	}

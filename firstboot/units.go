@@ -14,6 +14,16 @@ const repartRoot = `# Written by imgfab: on boot, systemd-repart grows the root 
 Type=root
 `
 
+const repartVarConf = "50-imgfab-var.conf"
+
+// repartVar makes systemd-repart grow /var's partition, the last on a disk with a read-only root.
+const repartVar = `# Written by imgfab: on boot, systemd-repart grows the /var partition (the last on this disk,
+# whose root is read-only) into the free space after it; systemd-growfs then grows its
+# filesystem (x-systemd.growfs in /etc/fstab). See repart.d(5).
+[Partition]
+Type=var
+`
+
 const growpartUnit = "imgfab-growpart.service"
 
 // growpartService runs the image's growpart (cloud-guest-utils) on the partition that holds the

@@ -78,6 +78,11 @@ func runBuild(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return errHelp
 	}
 	if *f.file != "" {
+		for _, name := range readOnlyFlags {
+			if f.fl.Changed(name) {
+				return usagef("--%s is not in class files yet: build the class's image with flags", name)
+			}
+		}
 		if f.fl.Changed("target") {
 			return usagef("--target goes with a plain build (check a class's output with imgfab check DISK --target T)")
 		}
@@ -165,40 +170,50 @@ type buildFlags struct {
 	format, compress, size, espSize, cmdline, platform, sde *string
 	bootMode, table, chain, push, file, className, target   *string
 	asJSON, insecure, noJournal, uki, printSpc, help        *bool
-	noGrow                                                  *bool
+	noGrow, verity                                          *bool
 	keep                                                    *[]string
+	rootFS, signKey, signCert, enrollKeys                   *string
 }
+
+// readOnlyFlags are the read-only root and signing flags: not in class files yet, so a usage
+// error with -f and --print-spec rather than a class that silently builds without them.
+var readOnlyFlags = []string{"rootfs", "verity", "sign-key", "sign-cert", "enroll-keys"}
 
 func newBuildFlags() *buildFlags {
 	fl := pflag.NewFlagSet("build", pflag.ContinueOnError)
 	fl.SetOutput(io.Discard)
 	addStoreFlags(fl) // --cache, --locked, --offline, --no-cache (cache.go)
 	return &buildFlags{
-		fl:        fl,
-		outputs:   fl.StringArrayP("output", "o", nil, "output file, - for stdout (with --format); the format comes from the extension (.raw, .img, .qcow2, …); may repeat"),
-		format:    fl.String("format", "", "output format for every -o: "+strings.Join(diskfmt.Names(), ", ")+" (default: from the extension)"),
-		compress:  fl.String("compress", "", "compression for every -o: deflate or zstd (qcow2); zstd, xz or gzip (raw)"),
-		size:      fl.String("size", "", "disk size, e.g. 4GiB (default: content + headroom, rounded to MiB)"),
-		espSize:   fl.String("esp-size", "256MiB", "EFI system partition size"),
-		cmdline:   fl.String("cmdline", "", "kernel command line, appended after root=PARTUUID=... rw"),
-		extra:     fl.StringArray("layer", nil, "a directory or tar applied on top of the image; may repeat, applied in order"),
-		platform:  fl.String("platform", "linux/amd64", "platform to pick from a multi-platform image; several, comma-separated, build one disk each ({arch} in -o paths); without it a single-platform image builds for its own architecture"),
-		sde:       fl.String("source-date-epoch", "", "unix time of every timestamp imgfab makes (default: $SOURCE_DATE_EPOCH, else the image's created time)"),
-		asJSON:    fl.Bool("json", false, "print the result as JSON on stdout"),
-		insecure:  fl.Bool("insecure", false, "allow a plain-HTTP registry"),
-		noJournal: fl.Bool("no-journal", false, "make the ext4 root without a journal"),
-		bootMode:  fl.String("boot", "auto", "uefi, bios, hybrid, or auto: hybrid when the image has GRUB's i386-pc modules (grub-pc-bin), else uefi"),
-		table:     fl.String("table", "gpt", "partition table: gpt, or mbr for BIOS-only targets that need it"),
-		uki:       fl.Bool("uki", false, "boot UEFI through a Unified Kernel Image built from the image's systemd stub (linuxx64.efi.stub)"),
-		chain:     fl.String("boot-chain", "", "shim: boot UEFI through the image's signed shim and GRUB (Secure Boot)"),
-		push:      fl.String("push", "", "after the build, push the first output: 'TARGET FLAGS…' as for imgfab push, e.g. 'aws --name web-1'; with -f: all, or targets separated by commas, runs the classes' publish: entries"),
-		file:      fl.StringP("file", "f", "", "build the classes of this class file (imgfab.yaml); the arguments are class names (default: all)"),
-		printSpc:  fl.Bool("print-spec", false, "print the class file equivalent to these flags and exit"),
-		className: fl.String("class", "", "the class name --print-spec writes (default \"default\")"),
-		noGrow:    fl.Bool("no-grow", false, "leave the root at the image's size: no growth to the disk on first boot"),
-		keep:      fl.StringSlice("keep", nil, "first-boot operations not to do, comma-separated: "+strings.Join(firstboot.Operations, ", ")+", or all"),
-		target:    fl.String("target", "", "check the first output for this target after the build (as imgfab check --target): "+strings.Join(check.Targets(), ", ")),
-		help:      fl.BoolP("help", "h", false, "show this help"),
+		fl:         fl,
+		outputs:    fl.StringArrayP("output", "o", nil, "output file, - for stdout (with --format); the format comes from the extension (.raw, .img, .qcow2, …); may repeat"),
+		format:     fl.String("format", "", "output format for every -o: "+strings.Join(diskfmt.Names(), ", ")+" (default: from the extension)"),
+		compress:   fl.String("compress", "", "compression for every -o: deflate or zstd (qcow2); zstd, xz or gzip (raw)"),
+		size:       fl.String("size", "", "disk size, e.g. 4GiB (default: content + headroom, rounded to MiB)"),
+		espSize:    fl.String("esp-size", "256MiB", "EFI system partition size"),
+		cmdline:    fl.String("cmdline", "", "kernel command line, appended after root=PARTUUID=... rw"),
+		extra:      fl.StringArray("layer", nil, "a directory or tar applied on top of the image; may repeat, applied in order"),
+		platform:   fl.String("platform", "linux/amd64", "platform to pick from a multi-platform image; several, comma-separated, build one disk each ({arch} in -o paths); without it a single-platform image builds for its own architecture"),
+		sde:        fl.String("source-date-epoch", "", "unix time of every timestamp imgfab makes (default: $SOURCE_DATE_EPOCH, else the image's created time)"),
+		asJSON:     fl.Bool("json", false, "print the result as JSON on stdout"),
+		insecure:   fl.Bool("insecure", false, "allow a plain-HTTP registry"),
+		noJournal:  fl.Bool("no-journal", false, "make the ext4 root without a journal"),
+		bootMode:   fl.String("boot", "auto", "uefi, bios, hybrid, or auto: hybrid when the image has GRUB's i386-pc modules (grub-pc-bin), else uefi"),
+		table:      fl.String("table", "gpt", "partition table: gpt, or mbr for BIOS-only targets that need it"),
+		uki:        fl.Bool("uki", false, "boot UEFI through a Unified Kernel Image built from the image's systemd stub (linuxx64.efi.stub)"),
+		chain:      fl.String("boot-chain", "", "shim: boot UEFI through the image's signed shim and GRUB (Secure Boot)"),
+		push:       fl.String("push", "", "after the build, push the first output: 'TARGET FLAGS…' as for imgfab push, e.g. 'aws --name web-1'; with -f: all, or targets separated by commas, runs the classes' publish: entries"),
+		file:       fl.StringP("file", "f", "", "build the classes of this class file (imgfab.yaml); the arguments are class names (default: all)"),
+		printSpc:   fl.Bool("print-spec", false, "print the class file equivalent to these flags and exit"),
+		className:  fl.String("class", "", "the class name --print-spec writes (default \"default\")"),
+		noGrow:     fl.Bool("no-grow", false, "leave the root at the image's size: no growth to the disk on first boot"),
+		keep:       fl.StringSlice("keep", nil, "first-boot operations not to do, comma-separated: "+strings.Join(firstboot.Operations, ", ")+", or all"),
+		rootFS:     fl.String("rootfs", "ext4", "root filesystem: ext4 (writable), or erofs (read-only; /var on an ext4 partition of its own that grows on first boot)"),
+		verity:     fl.Bool("verity", false, "with --rootfs erofs: put the root under dm-verity (hash tree in a root-verity partition, roothash= on the kernel command line)"),
+		signKey:    fl.String("sign-key", "", "sign the EFI binaries (systemd-boot, the --uki image) for Secure Boot with this RSA key (PEM)"),
+		signCert:   fl.String("sign-cert", "", "the X.509 certificate (PEM) of --sign-key"),
+		enrollKeys: fl.String("enroll-keys", "", "a directory from imgfab keys create: its PK/KEK/db .auth files go to the ESP for systemd-boot to enroll in a firmware in setup mode"),
+		target:     fl.String("target", "", "check the first output for this target after the build (as imgfab check --target): "+strings.Join(check.Targets(), ", ")),
+		help:       fl.BoolP("help", "h", false, "show this help"),
 	}
 }
 
@@ -224,6 +239,16 @@ func (f *buildFlags) plan(stdout io.Writer) (assemble.Plan, error) {
 		Boot:        assemble.BootOptions{Mode: *f.bootMode, Table: *f.table, UKI: *f.uki, Chain: *f.chain},
 		Stdout:      stdout,
 		FirstBoot:   assemble.FirstBootOptions{NoGrow: *f.noGrow, Keep: *f.keep},
+		RootFS:      *f.rootFS,
+		Verity:      *f.verity,
+	}
+	if *f.signKey != "" || *f.signCert != "" || *f.enrollKeys != "" {
+		plan.Sign = &assemble.SignOptions{Key: *f.signKey, Cert: *f.signCert, Enroll: *f.enrollKeys}
+	}
+	for _, name := range readOnlyFlags {
+		if fl.Changed(name) && *f.printSpc {
+			return plan, usagef("--%s is not in class files yet: --print-spec cannot write it", name)
+		}
 	}
 	if err := firstboot.CheckKeep(*f.keep); err != nil {
 		return plan, usagef("--keep: %v", err)

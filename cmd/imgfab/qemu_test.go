@@ -23,7 +23,7 @@ const (
 
 // vm is one qemu boot of a disk (TCG, 1 GiB, 2 CPUs, no network, serial console to a file).
 type vm struct {
-	firmware string // "bios" (SeaBIOS, -machine pc), "uefi" (OVMF, q35), "secure" (OVMF with Secure Boot enforced: SMM, secure pflash, Microsoft keys)
+	firmware string // "bios" (SeaBIOS, -machine pc), "uefi" (OVMF, q35), "secure" (OVMF with Secure Boot enforced: SMM, secure pflash, Microsoft keys), "secure-setup" (the same firmware with an empty key store: setup mode, keys to be enrolled)
 	disk     string
 	format   string // qemu's name: raw, qcow2, vmdk, vpc
 	timeout  time.Duration
@@ -38,6 +38,9 @@ type vm struct {
 	// arch "arm64" boots under qemu-system-aarch64 -M virt -cpu max with AAVMF (firmware "uefi");
 	// "" is x86-64.
 	arch string
+	// vars is the UEFI variable store to use and keep (made from the firmware's template when it
+	// does not exist yet): keys enrolled on one boot are there on the next. "": a fresh copy.
+	vars string
 }
 
 // boot runs the vm and returns its serial log. The one qemu helper of the boot tests.
@@ -64,16 +67,23 @@ func boot(t *testing.T, m vm) string {
 	case m.arch != "":
 	case m.firmware == "bios":
 		args = append(args, "-machine", "pc")
-	case m.firmware == "uefi" || m.firmware == "secure":
+	case m.firmware == "uefi" || m.firmware == "secure" || m.firmware == "secure-setup":
 		code, vars := ovmfCode, ovmfVars
-		if m.firmware == "secure" {
-			code, vars = ovmfCodeSB, ovmfVarsMS
+		if m.firmware != "uefi" {
+			code = ovmfCodeSB
+			if m.firmware == "secure" {
+				vars = ovmfVarsMS
+			}
 			args = append(args, "-machine", "q35,smm=on", "-global", "driver=cfi.pflash01,property=secure,value=on",
 				"-global", "ICH9-LPC.disable_s3=1")
 		} else {
 			args = append(args, "-machine", "q35")
 		}
-		args = append(args, pflash(t, dir, code, vars, "ovmf")...)
+		if m.vars != "" {
+			args = append(args, pflashKept(t, code, vars, m.vars)...)
+		} else {
+			args = append(args, pflash(t, dir, code, vars, "ovmf")...)
+		}
 	default:
 		t.Fatalf("vm: firmware %q", m.firmware)
 	}
@@ -164,6 +174,23 @@ func tail(s string, n int) string {
 // in dir; pkg is the Debian package that has them.
 func pflash(t *testing.T, dir, code, vars, pkg string) []string {
 	t.Helper()
+	myVars := filepath.Join(dir, "vars.fd")
+	copyVars(t, code, vars, pkg, myVars)
+	return pflashArgs(code, myVars)
+}
+
+// pflashKept is pflash with the variable store at path, kept across boots (a copy of the
+// template vars when path does not exist yet).
+func pflashKept(t *testing.T, code, vars, path string) []string {
+	t.Helper()
+	if _, err := os.Stat(path); os.IsNotExist(err) {
+		copyVars(t, code, vars, "ovmf", path)
+	}
+	return pflashArgs(code, path)
+}
+
+func copyVars(t *testing.T, code, vars, pkg, dst string) {
+	t.Helper()
 	for _, f := range []string{code, vars} {
 		if _, err := os.Stat(f); err != nil {
 			t.Fatalf("%s missing (apt-get install %s)", f, pkg)
@@ -173,10 +200,12 @@ func pflash(t *testing.T, dir, code, vars, pkg string) []string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	myVars := filepath.Join(dir, "vars.fd")
-	if err := os.WriteFile(myVars, b, 0o644); err != nil {
+	if err := os.WriteFile(dst, b, 0o644); err != nil {
 		t.Fatal(err)
 	}
+}
+
+func pflashArgs(code, vars string) []string {
 	return []string{"-drive", "if=pflash,format=raw,unit=0,readonly=on,file=" + code,
-		"-drive", "if=pflash,format=raw,unit=1,file=" + myVars}
+		"-drive", "if=pflash,format=raw,unit=1,file=" + vars}
 }
