@@ -99,3 +99,44 @@ func CheckDisk(t *testing.T, raw string, parts []Part) {
 		t.Errorf("e2fsck -fn printed %q", line)
 	}
 }
+
+// CheckReadOnlyDisk runs the oracles on a raw disk with a read-only root (imgfab build --rootfs
+// erofs): sgdisk -v; fsck.vfat -n on the ESP; fsck.erofs on the root, which must print nothing
+// (fsck.erofs 1.5 exits 0 on some errors it reports); with a root-verity partition, veritysetup
+// verify of the root against it and rootHash; e2fsck -fn on /var, the last partition. parts are
+// the disk's partitions in table order: esp, root-*, [root-*-verity,] var.
+func CheckReadOnlyDisk(t *testing.T, raw string, parts []Part, rootHash string) {
+	t.Helper()
+	fsckErofs := Need(t, "fsck.erofs", "erofs-utils")
+	fsck := Need(t, "fsck.vfat", "dosfstools")
+	sgdisk := Need(t, "sgdisk", "gdisk")
+	e2fsck := Need(t, "e2fsck", "e2fsprogs")
+	if out, err := exec.Command(sgdisk, "-v", raw).CombinedOutput(); err != nil || !strings.Contains(string(out), "No problems found") {
+		t.Errorf("sgdisk -v: %v\n%s", err, out)
+	}
+	verityPart := len(parts) == 4 && strings.HasSuffix(parts[2].Name, "-verity")
+	if len(parts) != 3 && !verityPart || parts[0].Name != "esp" || !strings.HasPrefix(parts[1].Name, "root-") || parts[len(parts)-1].Name != "var" {
+		t.Fatalf("want esp, root-*, [root-*-verity,] var; got %+v", parts)
+	}
+	if verityPart != (rootHash != "") {
+		t.Fatalf("root hash %q with partitions %+v", rootHash, parts)
+	}
+	if out, err := exec.Command(fsck, "-n", Extract(t, raw, parts[0].Offset, parts[0].Size)).CombinedOutput(); err != nil {
+		t.Errorf("fsck.vfat -n: %v\n%s", err, out)
+	}
+	root := Extract(t, raw, parts[1].Offset, parts[1].Size)
+	if out, err := exec.Command(fsckErofs, root).CombinedOutput(); err != nil || len(strings.TrimSpace(string(out))) > 0 {
+		t.Errorf("fsck.erofs: %v\n%s", err, out)
+	}
+	if verityPart {
+		veritysetup := Need(t, "veritysetup", "cryptsetup-bin")
+		hash := Extract(t, raw, parts[2].Offset, parts[2].Size)
+		if out, err := exec.Command(veritysetup, "verify", root, hash, rootHash).CombinedOutput(); err != nil {
+			t.Errorf("veritysetup verify: %v\n%s", err, out)
+		}
+	}
+	v := parts[len(parts)-1]
+	if out, err := exec.Command(e2fsck, "-fn", Extract(t, raw, v.Offset, v.Size)).CombinedOutput(); err != nil {
+		t.Errorf("e2fsck -fn /var: %v\n%s", err, out)
+	}
+}
