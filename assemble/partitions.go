@@ -124,9 +124,9 @@ type extraPart struct {
 	offset   int64
 	fsUUID   [16]byte
 	hashSeed [16]byte
-	rel      string // Mount without its leading "/"; "" unless ext4
+	rel      string     // Mount without its leading "/"; "" unless ext4
 	fsw      partWriter // an *ext4.Writer, or the spool of a read-only disk's /var
-	mbrNum   int // its number in the table (2 for the first)
+	mbrNum   int        // its number in the table (2 for the first)
 
 	// What the stream routed to it, for the size error: file data in whole blocks, entries, and
 	// the least metadata they take (an inode each, a block a directory).

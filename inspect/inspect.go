@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -60,8 +61,14 @@ type Report struct {
 	KernelVersion string `json:"kernel_version,omitempty"` // the default entry's version
 	// Root is the root filesystem's partition.
 	Root *Root `json:"root,omitempty"`
+	// Verity is the root's dm-verity hash tree, when the disk has a root-*-verity partition or the
+	// command line a roothash=; nil otherwise.
+	Verity *Verity `json:"verity,omitempty"`
 	// OS is the root filesystem's /etc/os-release (or /usr/lib/os-release).
 	OS *OSRelease `json:"os,omitempty"`
+	// EFIBinaries are the EFI executables on the ESP (*.efi under /EFI/) with their Authenticode
+	// signatures; nil without an ESP.
+	EFIBinaries []EFIBinary `json:"efi_binaries,omitempty"`
 	// Architecture is the disk's, from its removable-media UEFI loader: "amd64" (BOOTX64.EFI),
 	// "arm64" (BOOTAA64.EFI); "amd64" for a BIOS-only disk (BIOS boot is x86); "" when neither.
 	Architecture string `json:"architecture,omitempty"`
@@ -86,10 +93,14 @@ type Partition struct {
 
 // Filesystem is what the magic numbers at the start of a partition say.
 type Filesystem struct {
-	// Type is "ext4", "ext3", "ext2", "vfat", "swap", "xfs", "btrfs", "squashfs" or "unknown".
+	// Type is "ext4", "ext3", "ext2", "erofs", "vfat", "swap", "xfs", "btrfs", "squashfs" or
+	// "unknown".
 	Type  string `json:"type"`
 	UUID  string `json:"uuid,omitempty"` // as blkid prints it (vfat: the volume serial XXXX-XXXX)
 	Label string `json:"label,omitempty"`
+	// Size is the filesystem's size in bytes from its superblock (ext2/3/4: blocks × block size;
+	// erofs: blocks × block size, as `imgfab build --json` reports rootfs.size); 0 for the others.
+	Size int64 `json:"size,omitempty"`
 }
 
 // Boot describes the EFI system partition.
@@ -132,8 +143,10 @@ type Entry struct {
 // Root says which partition holds the root filesystem and how that was decided.
 type Root struct {
 	Partition int `json:"partition"`
-	// By is "cmdline" (root=PARTUUID= of the default entry), "type" (a root-* partition type) or
-	// "filesystem" (the only Linux filesystem partition).
+	// By is "cmdline" (root=PARTUUID= of the default entry), "roothash" (the partition whose GUID
+	// is the first 128 bits of the command line's roothash=, as systemd finds a verity root), "type"
+	// (a root-* partition type, not a -verity one) or "filesystem" (the only Linux filesystem
+	// partition).
 	By string `json:"by"`
 }
 
@@ -145,11 +158,27 @@ type OSRelease struct {
 	PrettyName string `json:"pretty_name,omitempty"`
 }
 
+// Options ask InspectWith for more than Inspect does.
+type Options struct {
+	// VerifyVerity recomputes the root's dm-verity hash tree from its data partition and compares
+	// it with the hash partition and roothash= (Verity.Verify). It reads the whole root partition.
+	VerifyVerity bool
+	// Certs are the certificates the EFI binaries' signatures are verified against
+	// (Signature.Verified); none: signatures are listed and their digests checked, not verified.
+	Certs []*x509.Certificate
+}
+
 // Inspect reads img's partition table, identifies each partition's filesystem, reads the boot
 // entries from the EFI system partition and os-release from the root filesystem. It reads only those
-// structures, never the whole disk, and runs no outside program. An unreadable or inconsistent
-// partition table is an error; a filesystem that cannot be read becomes a warning in the Report.
+// structures and the EFI binaries (for their signatures), never the whole disk, and runs no outside
+// program. An unreadable or inconsistent partition table is an error; a filesystem that cannot be
+// read becomes a warning in the Report.
 func Inspect(ctx context.Context, img diskfmt.Image) (Report, error) {
+	return InspectWith(ctx, img, Options{})
+}
+
+// InspectWith is Inspect with options.
+func InspectWith(ctx context.Context, img diskfmt.Image, opts Options) (Report, error) {
 	rep := Report{Format: img.Format(), VirtualSize: img.Size(), Partitions: []Partition{}, BootModes: []string{}}
 	size := img.Size()
 	t, err := readTable(img, size)
@@ -216,21 +245,30 @@ func Inspect(ctx context.Context, img diskfmt.Image) (Report, error) {
 	if def != nil {
 		rep.Cmdline, rep.KernelVersion = def.Options, def.Version
 	}
-
-	// The root filesystem.
-	root := findRoot(rep.Partitions, rep.Cmdline)
-	if root == nil {
-		return rep, nil
+	if esp != nil && rep.Boot != nil {
+		if err := ctx.Err(); err != nil {
+			return rep, err
+		}
+		rep.EFIBinaries = efiBinaries(ctx, io.NewSectionReader(img, esp.Offset, esp.Size), esp.Size, opts.Certs, warn)
 	}
-	rep.Root = &Root{Partition: root.p.Number, By: root.by}
-	if fst := root.p.Filesystem.Type; fst != "ext4" && fst != "ext3" && fst != "ext2" {
-		warn("root partition %d: filesystem %s cannot be read (only ext2/3/4)", root.p.Number, fst)
+
+	// The root filesystem, and its hash tree. Under dm-verity the data partition holds the
+	// filesystem as is (the tree is in its own partition), so it is read directly.
+	root := findRoot(rep.Partitions, rep.Cmdline)
+	var rootPart *Partition
+	if root != nil {
+		rep.Root, rootPart = &Root{Partition: root.p.Number, By: root.by}, root.p
+	}
+	if err := inspectVerity(ctx, img, &rep, rootPart, opts.VerifyVerity, warn); err != nil {
+		return rep, err
+	}
+	if root == nil {
 		return rep, nil
 	}
 	if err := ctx.Err(); err != nil {
 		return rep, err
 	}
-	tree, err := ext4.Open(io.NewSectionReader(img, root.p.Offset, root.p.Size), root.p.Size)
+	tree, err := openRoot(img, root.p, erofsInspectBudget)
 	if err != nil {
 		warn("root partition %d: %v", root.p.Number, err)
 		return rep, nil
@@ -256,6 +294,20 @@ func Inspect(ctx context.Context, img diskfmt.Image) (Report, error) {
 	return rep, nil
 }
 
+// openRoot opens the root filesystem on p: ext2/3/4 or EROFS (reading at most erofsBudget bytes
+// through go-erofs).
+func openRoot(img io.ReaderAt, p *Partition, erofsBudget int64) (fs.FS, error) {
+	r := io.NewSectionReader(img, p.Offset, p.Size)
+	switch fst := p.Filesystem.Type; fst {
+	case "ext4", "ext3", "ext2":
+		return ext4.Open(r, p.Size)
+	case "erofs":
+		return openEROFS(r, p.Size, erofsBudget)
+	default:
+		return nil, fmt.Errorf("filesystem %s cannot be read (only ext2/3/4 and erofs)", fst)
+	}
+}
+
 // probe identifies a filesystem by its magic numbers.
 func probe(r io.ReaderAt, size int64) *Filesystem {
 	head := make([]byte, min(size, 0x10100))
@@ -277,7 +329,13 @@ func probe(r io.ReaderAt, size int64) *Filesystem {
 		} else if info.Compat&0x4 != 0 { // has_journal
 			typ = "ext3"
 		}
-		return &Filesystem{Type: typ, UUID: info.UUIDString(), Label: info.Label}
+		return &Filesystem{Type: typ, UUID: info.UUIDString(), Label: info.Label, Size: info.Blocks * info.BlockSize}
+	case len(head) >= erofsSBOffset+4 && le.Uint32(head[erofsSBOffset:]) == erofsMagic: // EROFS (erofs_fs.h)
+		s, ok := parseEROFS(head)
+		if !ok {
+			return &Filesystem{Type: "unknown"}
+		}
+		return &Filesystem{Type: "erofs", UUID: s.uuidString(), Label: s.label, Size: s.size()}
 	case has(4096-10, "SWAPSPACE2"): // Linux swap, 4 KiB pages: uuid at 1024+12, label at 1024+28
 		u := head[1036:1052]
 		return &Filesystem{Type: "swap", UUID: fmt.Sprintf("%x-%x-%x-%x-%x", u[0:4], u[4:6], u[6:8], u[8:10], u[10:16]),
@@ -322,15 +380,25 @@ func findRoot(parts []Partition, cmdline string) *rootPick {
 			}
 		}
 	}
+	// systemd-veritysetup-generator and gpt-auto: the data partition's GUID is the first 128
+	// bits of roothash=.
+	if h, _ := verityRootHash(cmdline); len(h) >= 32 {
+		g := guidOfBytes(h[:16])
+		for i := range parts {
+			if strings.EqualFold(parts[i].GUID, g) {
+				return &rootPick{&parts[i], "roothash"}
+			}
+		}
+	}
 	for i := range parts {
-		if strings.HasPrefix(parts[i].Type, "root-") {
+		if t := parts[i].Type; strings.HasPrefix(t, "root-") && !strings.Contains(t, "-verity") {
 			return &rootPick{&parts[i], "type"}
 		}
 	}
 	var linux []int
 	for i := range parts {
 		switch parts[i].Filesystem.Type {
-		case "ext4", "ext3", "ext2", "xfs", "btrfs":
+		case "ext4", "ext3", "ext2", "erofs", "xfs", "btrfs":
 			linux = append(linux, i)
 		}
 	}

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/imgfab/imgfab/diskfmt"
-	"github.com/imgfab/imgfab/rootfs/ext4"
 )
 
 // Disk is a disk image read further than Inspect reads it: its Report, and the EFI system partition
@@ -26,7 +25,10 @@ type Disk struct {
 	// matched case-insensitively, as FAT names are. Files implement io.ReaderAt and io.Seeker.
 	ESP fs.FS
 	// Root is the root filesystem (nil when Report.Root is nil or the filesystem cannot be read);
-	// it implements fs.ReadDirFS, fs.StatFS and fs.ReadLinkFS (rootfs/ext4.Open).
+	// it implements fs.ReadDirFS, fs.StatFS and fs.ReadLinkFS: rootfs/ext4.Open's reader for
+	// ext2/3/4, go-erofs's for EROFS (fenced as erofs.go says; it reads at most twice the
+	// partition's size plus 64 MiB in all). A root under dm-verity is its data partition read
+	// directly: nothing read through Root is checked against the hash tree.
 	Root fs.FS
 	// UEFI is the entry the UEFI loader (EFI/BOOT/BOOTX64.EFI) boots by default, BIOS the one BIOS
 	// GRUB boots; nil when there is none. They point into Report.
@@ -82,14 +84,11 @@ func Open(ctx context.Context, img diskfmt.Image) (*Disk, error) {
 			if p.Number != r.Partition || p.Filesystem == nil {
 				continue
 			}
-			switch p.Filesystem.Type {
-			case "ext4", "ext3", "ext2":
-				if err := ctx.Err(); err != nil {
-					return nil, err
-				}
-				if tree, err := ext4.Open(io.NewSectionReader(img, p.Offset, p.Size), p.Size); err == nil {
-					d.Root = tree
-				}
+			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
+			if tree, err := openRoot(img, &p, erofsInspectBudget+2*p.Size); err == nil {
+				d.Root = tree
 			}
 		}
 	}

@@ -8,8 +8,6 @@ import (
 	"io"
 	"strings"
 	"unicode/utf16"
-
-	"github.com/imgfab/imgfab/partition"
 )
 
 var le = binary.LittleEndian
@@ -169,7 +167,7 @@ func readGPT(r io.ReaderAt, size, ss, hdrOff int64) (table, error) {
 			name = name[:k]
 		}
 		typ := guidString(e[0:16])
-		t.parts = append(t.parts, Partition{Number: int(i + 1), Name: name, TypeGUID: typ, Type: partition.TypeName(typ),
+		t.parts = append(t.parts, Partition{Number: int(i + 1), Name: name, TypeGUID: typ, Type: typeName(typ),
 			GUID: guidString(e[16:32]), Offset: int64(first) * ss, Size: int64(last-first+1) * ss})
 	}
 	return t, nil
