@@ -93,8 +93,9 @@ type Partition struct {
 
 // Filesystem is what the magic numbers at the start of a partition say.
 type Filesystem struct {
-	// Type is "ext4", "ext3", "ext2", "erofs", "vfat", "swap", "xfs", "btrfs", "squashfs" or
-	// "unknown".
+	// Type is "ext4", "ext3", "ext2", "erofs", "vfat", "swap", "xfs", "btrfs", "squashfs",
+	// "DM_verity_hash" (a dm-verity hash partition with a superblock; UUID is the superblock's, as
+	// blkid names both) or "unknown".
 	Type  string `json:"type"`
 	UUID  string `json:"uuid,omitempty"` // as blkid prints it (vfat: the volume serial XXXX-XXXX)
 	Label string `json:"label,omitempty"`
@@ -336,6 +337,13 @@ func probe(r io.ReaderAt, size int64) *Filesystem {
 			return &Filesystem{Type: "unknown"}
 		}
 		return &Filesystem{Type: "erofs", UUID: s.uuidString(), Label: s.label, Size: s.size()}
+	case has(0, "verity\x00\x00"): // a dm-verity hash partition's superblock (blkid: DM_verity_hash)
+		sb, _, err := parseVeritySB(head)
+		if err != nil {
+			return &Filesystem{Type: "DM_verity_hash"}
+		}
+		u := sb.uuid
+		return &Filesystem{Type: "DM_verity_hash", UUID: fmt.Sprintf("%x-%x-%x-%x-%x", u[0:4], u[4:6], u[6:8], u[8:10], u[10:16])}
 	case has(4096-10, "SWAPSPACE2"): // Linux swap, 4 KiB pages: uuid at 1024+12, label at 1024+28
 		u := head[1036:1052]
 		return &Filesystem{Type: "swap", UUID: fmt.Sprintf("%x-%x-%x-%x-%x", u[0:4], u[4:6], u[6:8], u[8:10], u[10:16]),

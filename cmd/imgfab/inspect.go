@@ -2,9 +2,12 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 
 	"github.com/spf13/pflag"
@@ -13,16 +16,25 @@ import (
 	"github.com/imgfab/imgfab/inspect"
 )
 
-const inspectHelp = `Usage: imgfab inspect [--json] DISK
+const inspectHelp = `Usage: imgfab inspect [--json] [--verify-verity] [--cert FILE]... DISK
 
 Show what is on a disk image: format and virtual size, the partition table, each partition's type
 and filesystem, the boot entries on the EFI system partition, the kernel command line, kernel and
-initrd, and the OS from the root filesystem's os-release. DISK may be raw, qcow2, VMDK, VHD or a
-GCE image tarball (the format is detected from the content). Nothing outside imgfab runs and nothing is written.
+initrd, the OS from the root filesystem's os-release (ext2/3/4 or EROFS), the root's dm-verity
+hash tree (superblock, roothash=, whether the partition GUIDs are the root hash's halves) and the
+Authenticode signatures of the EFI binaries under /EFI on the ESP. DISK may be raw, qcow2, VMDK,
+VHD or a GCE image tarball (the format is detected from the content). Nothing outside imgfab runs
+and nothing is written.
+
+--verify-verity recomputes the hash tree from the root partition (reading all of it) and says
+whether it is the one on the disk and its root hash roothash=; a mismatch is reported, not an
+error. --cert (PEM or DER, repeatable; a PEM file may hold several) says whether each signature
+verifies against those certificates, as firmware checks its db.
 
 Examples:
   imgfab inspect disk.qcow2
   imgfab inspect --json disk.vmdk | jq .cmdline
+  imgfab inspect --verify-verity --cert sb-keys/db.crt disk.raw
 
 Flags:
 `
@@ -31,6 +43,8 @@ func runInspect(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fl := pflag.NewFlagSet("inspect", pflag.ContinueOnError)
 	fl.SetOutput(io.Discard)
 	asJSON := fl.Bool("json", false, "print the report as JSON on stdout")
+	verify := fl.Bool("verify-verity", false, "recompute the root's dm-verity hash tree and compare it with the disk's and roothash= (reads the whole root partition)")
+	certFiles := fl.StringArray("cert", nil, "verify the EFI binaries' signatures against the certificate(s) in `FILE` (PEM or DER; repeatable)")
 	help := fl.BoolP("help", "h", false, "show this help")
 	if err := fl.Parse(args); err != nil {
 		return usagef("%v", err)
@@ -42,12 +56,20 @@ func runInspect(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if fl.NArg() != 1 {
 		return usagef("want exactly one DISK, got %d arguments", fl.NArg())
 	}
+	opts := inspect.Options{VerifyVerity: *verify}
+	for _, f := range *certFiles {
+		cs, err := readCerts(f)
+		if err != nil {
+			return fmt.Errorf("--cert %s: %w", f, err)
+		}
+		opts.Certs = append(opts.Certs, cs...)
+	}
 	img, err := diskfmt.Open(ctx, fl.Arg(0))
 	if err != nil {
 		return err
 	}
 	defer img.Close()
-	rep, err := inspect.Inspect(ctx, img)
+	rep, err := inspect.InspectWith(ctx, img, opts)
 	if err != nil {
 		return fmt.Errorf("%s: %w", fl.Arg(0), err)
 	}
@@ -136,6 +158,9 @@ func printReport(w io.Writer, name string, r inspect.Report) {
 	if r.Root != nil {
 		fmt.Fprintf(w, "root: partition %d (by %s)\n", r.Root.Partition, r.Root.By)
 	}
+	if v := r.Verity; v != nil {
+		printVerity(w, v)
+	}
 	if o := r.OS; o != nil {
 		name := o.PrettyName
 		if name == "" {
@@ -143,6 +168,136 @@ func printReport(w io.Writer, name string, r inspect.Report) {
 		}
 		fmt.Fprintf(w, "os: %s (id %s, version %s)\n", orDash(name), orDash(o.ID), orDash(o.VersionID))
 	}
+	if len(r.EFIBinaries) > 0 {
+		fmt.Fprintln(w, "efi binaries:")
+		for _, b := range r.EFIBinaries {
+			printEFIBinary(w, b)
+		}
+	}
+}
+
+func printVerity(w io.Writer, v *inspect.Verity) {
+	fmt.Fprintf(w, "verity: hash partition %d", v.Partition)
+	if v.DataPartition != 0 {
+		fmt.Fprintf(w, " for partition %d", v.DataPartition)
+	}
+	if v.Superblock && v.Algorithm != "" {
+		fmt.Fprintf(w, ": %s (hash type %d), %d data blocks of %d bytes, %d-byte hash blocks\n", v.Algorithm, v.HashType, v.DataBlocks, v.DataBlockSize, v.HashBlockSize)
+		fmt.Fprintf(w, "  salt %s\n  uuid %s\n", orDash(v.Salt), orDash(v.UUID))
+	} else if !v.Superblock {
+		fmt.Fprintf(w, ": no verity superblock\n")
+	} else {
+		fmt.Fprintln(w, ": unreadable superblock")
+	}
+	if v.RootHash != "" {
+		fmt.Fprintf(w, "  roothash %s (kernel command line)\n", v.RootHash)
+	} else {
+		fmt.Fprintln(w, "  no roothash= on the kernel command line")
+	}
+	if v.GUIDsMatch != nil {
+		if *v.GUIDsMatch {
+			fmt.Fprintln(w, "  partition GUIDs: the root hash's halves (found by roothash= alone)")
+		} else {
+			fmt.Fprintln(w, "  partition GUIDs: NOT the root hash's halves (see the warnings)")
+		}
+	}
+	c := v.Verify
+	switch {
+	case c == nil:
+	case c.Error != "":
+		fmt.Fprintf(w, "  verify: not done: %s\n", c.Error)
+	default:
+		verdict := "MISMATCH"
+		if c.OK {
+			verdict = "ok"
+		}
+		fmt.Fprintf(w, "  verify: %s: computed root hash %s", verdict, c.RootHash)
+		switch {
+		case v.RootHash == "":
+		case c.RootHashMatch:
+			fmt.Fprint(w, " = roothash=")
+		default:
+			fmt.Fprint(w, " != roothash=")
+		}
+		if c.TreeMatch {
+			fmt.Fprintf(w, "; all %d hash blocks equal the disk's\n", c.HashBlocks)
+		} else {
+			fmt.Fprintf(w, "; %d of %d hash blocks differ from the disk's (the first: block %d)\n", c.BadHashBlocks, c.HashBlocks, c.FirstBadHashBlock)
+		}
+	}
+}
+
+func printEFIBinary(w io.Writer, b inspect.EFIBinary) {
+	fmt.Fprintf(w, "  %s (%s): ", b.Path, human(b.Size))
+	switch {
+	case b.Error != "":
+		fmt.Fprintf(w, "signatures not read: %s\n", b.Error)
+		return
+	case len(b.Signatures) == 0:
+		fmt.Fprintln(w, "unsigned")
+		return
+	}
+	fmt.Fprintln(w)
+	for _, s := range b.Signatures {
+		fmt.Fprintf(w, "      signed by %q", orDash(s.Subject))
+		if s.Issuer != "" && s.Issuer != s.Subject {
+			fmt.Fprintf(w, " (issuer %q)", s.Issuer)
+		}
+		var facts []string
+		if s.DigestOK {
+			facts = append(facts, orDash(s.Digest)+" digest ok")
+		} else {
+			facts = append(facts, orDash(s.Digest)+" digest MISMATCH")
+		}
+		if !s.SignatureOK {
+			facts = append(facts, "signature BAD")
+		}
+		if s.Verified != nil {
+			if *s.Verified {
+				facts = append(facts, "verified by --cert")
+			} else {
+				facts = append(facts, "NOT verified by --cert")
+			}
+		}
+		fmt.Fprintf(w, ": %s", strings.Join(facts, ", "))
+		if s.Error != "" {
+			fmt.Fprintf(w, " (%s)", s.Error)
+		}
+		fmt.Fprintln(w)
+	}
+}
+
+// readCerts reads the certificates of a PEM file (every CERTIFICATE block) or one DER certificate.
+func readCerts(name string) ([]*x509.Certificate, error) {
+	b, err := os.ReadFile(name)
+	if err != nil {
+		return nil, err
+	}
+	var out []*x509.Certificate
+	rest := b
+	for {
+		var blk *pem.Block
+		blk, rest = pem.Decode(rest)
+		if blk == nil {
+			break
+		}
+		if blk.Type != "CERTIFICATE" {
+			continue
+		}
+		c, err := x509.ParseCertificate(blk.Bytes)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, c)
+	}
+	if len(out) == 0 {
+		c, err := x509.ParseCertificate(b)
+		if err != nil {
+			return nil, fmt.Errorf("no PEM CERTIFICATE block, and not a DER certificate: %w", err)
+		}
+		out = append(out, c)
+	}
+	return out, nil
 }
 
 func orDash(s string) string {
