@@ -33,6 +33,7 @@ var allowed = map[string][]string{
 	"rootfs/erofs": {"rootfs", "internal/..."},
 	// verity: a dm-verity hash tree over bytes; knows no filesystem or partition.
 	"verity":       {"internal/..."},
+	"secureboot":   {"internal/..."}, // Authenticode signing and Secure Boot keys over bytes; knows no image layout
 	"bootloader":   {"rootfs", "internal/..."},
 	"partition":    {"internal/..."},
 	"diskfmt":      {"internal/..."},
