@@ -18,11 +18,11 @@ const module = "github.com/imgfab/imgfab/"
 // a new edge must be added here on purpose.
 var allowed = map[string][]string{
 	// cmd/imgfab: cache and layers for lock (digests, filling the store) and the output cache.
-	"cmd/imgfab": {"spec", "customize", "firstboot", "assemble", "bootloader", "diskfmt", "inspect", "check", "publish/...", "internal/...", "cache", "layers"},
+	"cmd/imgfab": {"spec", "customize", "firstboot", "assemble", "bootloader", "diskfmt", "inspect", "check", "publish/...", "internal/...", "cache", "layers", "secureboot"},
 	// cache: the content store, below layers; imports nothing of the module.
 	"cache":     {"internal/..."},
 	"spec":      {"diskfmt", "internal/..."}, // the class file: data, checked against the format names
-	"assemble":  {"customize", "firstboot", "layers", "rootfs/...", "bootloader", "partition", "diskfmt", "internal/..."},
+	"assemble":  {"customize", "firstboot", "layers", "rootfs/...", "bootloader", "partition", "diskfmt", "internal/...", "verity", "secureboot"},
 	"customize": {"internal/..."}, // reads the image through fs.FS, writes a tar layer
 	// firstboot: edits the build's tar stream; merges /etc/fstab with customize.MergeFstab.
 	"firstboot": {"customize", "internal/..."},
@@ -37,7 +37,7 @@ var allowed = map[string][]string{
 	"bootloader":   {"rootfs", "internal/..."},
 	"partition":    {"internal/..."},
 	"diskfmt":      {"internal/..."},
-	"inspect":      {"diskfmt", "partition", "rootfs/...", "inspect/initrd", "internal/..."},
+	"inspect":      {"diskfmt", "partition", "rootfs/...", "inspect/initrd", "internal/...", "verity", "secureboot"},
 	"publish":      {"diskfmt", "internal/..."},                // the core the targets share
 	"publish/...":  {"publish/...", "diskfmt", "internal/..."}, // targets and their test servers
 	"internal/...": {"internal/..."},
