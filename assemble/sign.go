@@ -46,10 +46,10 @@ func loadSigner(p Plan) (*signer, error) {
 	switch {
 	case o.Key == "" || o.Cert == "":
 		return nil, errors.New("--sign-key and --sign-cert go together")
-	case !p.Boot.UKI:
-		return nil, errors.New("--sign-key needs --uki: the kernel command line (with the root hash) and the initrd must be inside the signed binary, or anyone could change them")
 	case p.Boot.Chain != "":
 		return nil, errors.New("--sign-key signs imgfab's own boot chain (systemd-boot and the UKI); it does not go with --boot-chain shim")
+	case !p.Boot.UKI:
+		return nil, errors.New("--sign-key needs --uki: the kernel command line (with the root hash) and the initrd must be inside the signed binary, or anyone could change them")
 	case p.Boot.Mode == "bios":
 		return nil, errors.New("--sign-key is for UEFI Secure Boot; --boot bios has no EFI binaries")
 	}
