@@ -9,7 +9,7 @@ import (
 	"io/fs"
 	"slices"
 	"strings"
-	"sync/atomic"
+	"sync"
 
 	goerofs "github.com/erofs/go-erofs"
 )
@@ -22,8 +22,9 @@ import (
 //   - the superblock is checked first (magic, block size, crc32c when the image says it has one,
 //     a size that fits the partition), so go-erofs only sees images that pass those checks;
 //   - every read it makes goes through budgetReader, which refuses reads outside the partition and
-//     bounds the bytes read in all (a directory tree whose entries share blocks, or a symlink chain
-//     that restarts from the root 255 times, costs at most the budget);
+//     bounds the bytes read in all (a directory tree whose entries share blocks or loop back, or
+//     a symlink chain that restarts from the root 255 times, costs at most the budget), with a
+//     1 MiB cache of the blocks read last (go-erofs has none);
 //   - directories over maxEROFSDir bytes are not listed (go-erofs lists a directory whole into
 //     memory), and ReadFile reads at most the partition's size (go-erofs would allocate a file's
 //     claimed size, up to 128 MiB, before reading it);
@@ -118,8 +119,7 @@ func openEROFS(r io.ReaderAt, size, budget int64) (fs.FS, error) {
 	if _, err := readEROFS(r, size); err != nil {
 		return nil, err
 	}
-	br := &budgetReader{r: r, size: size}
-	br.left.Store(budget)
+	br := newBudgetReader(r, size, budget)
 	var fsys fs.FS
 	err := guard("open", ".", func() error {
 		var err error
@@ -147,30 +147,89 @@ func openEROFS(r io.ReaderAt, size, budget int64) (fs.FS, error) {
 // errEROFSBudget is the error of a read past the budget of an EROFS reader.
 var errEROFSBudget = errors.New("the EROFS reader's budget is spent")
 
-// budgetReader is the partition as go-erofs reads it: reads must lie inside it, and they take from
-// a budget shared by everything read through the filesystem.
+const (
+	cacheBlock  = 4096 // budgetReader's cache granularity
+	cacheBlocks = 256  // blocks kept (1 MiB)
+)
+
+// budgetReader is the partition as go-erofs reads it: reads must lie inside it, and every read
+// takes its length from a budget shared by everything read through the filesystem, so the budget
+// bounds go-erofs's work (a directory cycle walked again and again ends when it is spent).
+// go-erofs keeps no cache and reads a whole block for every inode and directory block it looks at
+// (every path lookup starts at the root), so budgetReader keeps the last cacheBlocks 4 KiB blocks
+// it read: the reads it serves from them are charged all the same (the budget bounds work, not
+// I/O), but cost no I/O.
 type budgetReader struct {
 	r    io.ReaderAt
 	size int64
-	left atomic.Int64
+
+	mu    sync.Mutex
+	left  int64
+	cache map[int64][]byte // by block number
+	ring  []int64          // the cached block numbers, oldest first once full
+	next  int              // the ring slot to evict next
+}
+
+func newBudgetReader(r io.ReaderAt, size, budget int64) *budgetReader {
+	return &budgetReader{r: r, size: size, left: budget, cache: make(map[int64][]byte)}
 }
 
 func (b *budgetReader) ReadAt(p []byte, off int64) (int, error) {
 	if off < 0 || off >= b.size {
 		return 0, fmt.Errorf("erofs: read at byte %d, outside the %d-byte partition: %w", off, b.size, io.EOF)
 	}
-	short := false
+	var short error
 	if int64(len(p)) > b.size-off {
-		p, short = p[:b.size-off], true
+		p, short = p[:b.size-off], io.EOF
 	}
-	if b.left.Add(-int64(len(p))) < 0 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.left < int64(len(p)) {
 		return 0, errEROFSBudget
 	}
-	n, err := b.r.ReadAt(p, off)
-	if err == nil && short {
-		err = io.EOF
+	b.left -= int64(len(p))
+	n := 0
+	for n < len(p) {
+		at := off + int64(n)
+		blk, err := b.block(at / cacheBlock)
+		if err != nil {
+			return n, err
+		}
+		n += copy(p[n:], blk[at%cacheBlock:])
 	}
-	return n, err
+	return n, short
+}
+
+// block returns block i of the partition (shorter at its end), from the cache or read.
+func (b *budgetReader) block(i int64) ([]byte, error) {
+	if blk, ok := b.cache[i]; ok {
+		return blk, nil
+	}
+	n := min(cacheBlock, b.size-i*cacheBlock)
+	var blk []byte
+	if len(b.ring) < cacheBlocks {
+		blk = make([]byte, n)
+		b.ring = append(b.ring, i)
+	} else {
+		old := b.ring[b.next]
+		blk = b.cache[old][:cap(b.cache[old])][:n]
+		delete(b.cache, old)
+		b.ring[b.next] = i
+		b.next = (b.next + 1) % cacheBlocks
+	}
+	if k, err := b.r.ReadAt(blk, i*cacheBlock); k < len(blk) {
+		delete(b.cache, i)
+		b.ring = slices.DeleteFunc(b.ring, func(x int64) bool { return x == i })
+		if b.next >= len(b.ring) {
+			b.next = 0
+		}
+		if err == nil {
+			err = io.ErrUnexpectedEOF
+		}
+		return nil, fmt.Errorf("erofs: reading the partition at byte %d: %w", i*cacheBlock, err)
+	}
+	b.cache[i] = blk
+	return blk, nil
 }
 
 // guard runs f and turns a panic in it into an error: f calls into go-erofs (see above).
