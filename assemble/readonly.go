@@ -90,7 +90,21 @@ func (b *build) rootRef(partuuid string) string {
 func (b *build) buildReadOnlyRoot(ctx context.Context, f iox.DiskFile) error {
 	p := &b.p
 	rootOff := partition.Head + b.espSize + b.extrasSize()
-	fsw, err := erofs.NewWriter(region{f, rootOff}, erofs.Options{UUID: b.fsUUID, Time: b.epoch, Label: "root"})
+	maxRoot := int64(0)
+	if p.Size != 0 {
+		// What --size leaves for the root: the disk but for the partitions before it, the backup
+		// GPT, /var's least and a MiB of alignment for each of the root and its hash tree, which
+		// takes 1/128 of the data and a few blocks.
+		maxRoot = p.Size - partition.Tail - rootOff - minVar - 2*partition.MiB
+		if p.Verity {
+			maxRoot = maxRoot/129*128 - 64<<10
+		}
+		if maxRoot < 4096 {
+			return fmt.Errorf("build: --size %d MiB is too small: the ESP and the partitions before the root end at %d MiB, and /var needs %d MiB; raise --size, or leave it out to size the disk from the content",
+				p.Size/partition.MiB, rootOff/partition.MiB, minVar/partition.MiB)
+		}
+	}
+	fsw, err := erofs.NewWriter(region{f, rootOff}, erofs.Options{UUID: b.fsUUID, Time: b.epoch, Label: "root", MaxSize: maxRoot})
 	if err != nil {
 		return fmt.Errorf("build: root filesystem: %w", err)
 	}
@@ -115,10 +129,10 @@ func (b *build) buildReadOnlyRoot(ctx context.Context, f iox.DiskFile) error {
 	}
 	add := func(h *tar.Header, body io.Reader) error { return prep.Entry(h, body, r.add) }
 	if err := streamTree(ctx, p, b.ls, add); err != nil {
-		return err
+		return roSizeHint(err, p.Size, maxRoot)
 	}
 	if err := b.finishFirstBoot(prep, r.add); err != nil {
-		return err
+		return roSizeHint(err, p.Size, maxRoot)
 	}
 	if err := r.finish(); err != nil {
 		return fmt.Errorf("build: %w", err)
@@ -127,7 +141,7 @@ func (b *build) buildReadOnlyRoot(ctx context.Context, f iox.DiskFile) error {
 		return err
 	}
 	if err := fsw.Close(); err != nil {
-		return fmt.Errorf("build: root filesystem: %w", err)
+		return roSizeHint(fmt.Errorf("build: root filesystem: %w", err), p.Size, maxRoot)
 	}
 	rootSize := partition.AlignUp(fsw.Size())
 	specs := append([]partition.Spec{{Name: "esp", Type: partition.TypeESP, GUID: b.espGUID, Size: b.espSize}}, b.extraSpecs()...)
@@ -161,9 +175,9 @@ func (b *build) buildReadOnlyRoot(ctx context.Context, f iox.DiskFile) error {
 	var varSize int64
 	if p.Size != 0 {
 		varSize = p.Size - partition.Tail - next
-		if varSize < 8*partition.MiB {
-			return fmt.Errorf("build: --size %d MiB is too small for this image: the root takes %d MiB and its hash tree %d MiB, leaving %d MiB for /var (at least 8); raise --size, or leave it out to size the disk from the content",
-				p.Size/partition.MiB, rootSize/partition.MiB, (next-rootOff-rootSize)/partition.MiB, max(varSize, 0)/partition.MiB)
+		if varSize < minVar {
+			return fmt.Errorf("build: --size %d MiB is too small for this image: the root takes %d MiB and its hash tree %d MiB, leaving %d MiB for /var (at least %d); raise --size, or leave it out to size the disk from the content",
+				p.Size/partition.MiB, rootSize/partition.MiB, (next-rootOff-rootSize)/partition.MiB, max(varSize, 0)/partition.MiB, minVar/partition.MiB)
 		}
 	}
 	varPart.offset = next
@@ -191,6 +205,18 @@ func (b *build) buildReadOnlyRoot(ctx context.Context, f iox.DiskFile) error {
 	return nil
 }
 
+// minVar is the least /var partition of a read-only disk with a --size.
+const minVar = 8 * partition.MiB
+
+// roSizeHint says which option to change when the erofs root outgrew what --size leaves it.
+func roSizeHint(err error, diskSize, maxRoot int64) error {
+	if !errors.Is(err, erofs.ErrFull) {
+		return err
+	}
+	return fmt.Errorf("%w\n--size %d MiB is too small for this image: it leaves %d MiB for the read-only root (after the partitions before it, its hash tree and %d MiB of /var); raise --size, or leave it out to size the disk from the content",
+		err, diskSize/partition.MiB, maxRoot/partition.MiB, minVar/partition.MiB)
+}
+
 // guidOf formats 16 bytes as a GUID string in their order (as systemd's SD_ID128_UUID_FORMAT_STR).
 func guidOf(b []byte) string {
 	return fmt.Sprintf("%X-%X-%X-%X-%X", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
@@ -198,7 +224,7 @@ func guidOf(b []byte) string {
 
 // writeVar writes /var's ext4 filesystem at its offset from the spooled entries.
 func (b *build) writeVar(e *extraPart, spool *tarSpool, f iox.DiskFile, size int64) error {
-	what := fmt.Sprintf("/var partition")
+	const what = "/var partition"
 	w, err := ext4.NewWriter(offsetWriter{f, e.offset}, ext4.Options{Size: size, UUID: e.fsUUID, HashSeed: e.hashSeed,
 		Time: b.epoch, Label: "var", NoJournal: b.p.NoJournal})
 	if err != nil {

@@ -159,7 +159,8 @@ func TestReadOnlyRoot(t *testing.T) {
 			{"var-partition", func(p *assemble.Plan) {
 				p.Partitions = []assemble.ExtraPartition{{Mount: "/var", Size: 8 << 20, FS: "ext4", Type: partition.TypeVar}}
 			}, "makes /var a partition of its own"},
-			{"too-small", func(p *assemble.Plan) { p.Size = vp.Offset + vp.Size + 4<<20 }, "leaving 3 MiB for /var (at least 8)"},
+			{"too-small", func(p *assemble.Plan) { p.Size = vp.Offset + vp.Size + 4<<20 }, "is too small for this image: it leaves"},
+			{"no-room", func(p *assemble.Plan) { p.Size = 264 << 20 }, "the ESP and the partitions before the root end at 257 MiB, and /var needs 8 MiB"},
 		} {
 			t.Run(c.name, func(t *testing.T) {
 				dir := t.TempDir()

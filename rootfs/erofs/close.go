@@ -90,6 +90,9 @@ func (w *Writer) close() error {
 	if next > maxBlocks {
 		return fmt.Errorf("erofs: image of %d blocks exceeds 2^32 blocks (16 TiB)", next)
 	}
+	if err := w.room(next); err != nil {
+		return err
+	}
 
 	// Metadata area.
 	sw := &seqWriter{dst: w.dst, off: metaBlk * bs}

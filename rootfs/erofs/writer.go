@@ -22,7 +22,13 @@ type Options struct {
 	Time int64
 	// Label is volume_name, at most 16 bytes.
 	Label string
+	// MaxSize, when not 0, is the most bytes the filesystem may take: a file whose blocks would
+	// go past it, or metadata that would, fails with ErrFull (wrapped, naming the numbers).
+	MaxSize int64
 }
+
+// ErrFull is the error of a filesystem that outgrew Options.MaxSize.
+var ErrFull = errors.New("erofs: filesystem full")
 
 const (
 	bs         = 4096 // block size
@@ -172,9 +178,8 @@ func (w *Writer) setMeta(n *inode, hdr *tar.Header) error {
 	} else {
 		n.mtime, n.mnsec = mt.Unix(), uint32(mt.Nanosecond())
 	}
-	if n.mtime < 0 {
-		return fmt.Errorf("erofs: mtime %d before 1970", n.mtime)
-	}
+	// A time before 1970 is stored as its two's complement: the kernel reads i_mtime as a signed
+	// 64-bit time (fs/erofs/inode.c), as mkfs.erofs writes it.
 	xs, size, err := parseXattrs(hdr)
 	if err != nil {
 		return err
@@ -270,6 +275,14 @@ func (w *Writer) Add(hdr *tar.Header, body io.Reader) error {
 	return nil
 }
 
+// room checks that blocks blocks fit Options.MaxSize.
+func (w *Writer) room(blocks int64) error {
+	if w.opts.MaxSize > 0 && blocks*bs > w.opts.MaxSize {
+		return fmt.Errorf("%w: %d bytes needed, %d allowed", ErrFull, blocks*bs, w.opts.MaxSize)
+	}
+	return nil
+}
+
 // writeBlocks writes whole blocks at block blk.
 func (w *Writer) writeBlocks(p []byte, blk int64) error {
 	if _, err := w.dst.WriteAt(p, blk*bs); err != nil {
@@ -287,6 +300,9 @@ func (w *Writer) writeData(n *inode, size int64, body io.Reader) error {
 	full := size / bs
 	if w.cur+full+1 > maxBlocks {
 		return fmt.Errorf("erofs: file of %d bytes does not fit: the image would exceed 2^32 blocks (16 TiB)", size)
+	}
+	if err := w.room(w.cur + full); err != nil {
+		return err
 	}
 	n.size = size
 	n.blkaddr = uint32(w.cur)
@@ -347,6 +363,9 @@ func (w *Writer) placeTail(n *inode, tail []byte) error {
 	if inodeSize+n.xsize+len(tail) <= bs {
 		n.tail, n.inline = tail, true
 		return nil
+	}
+	if err := w.room(w.cur + 1); err != nil {
+		return err
 	}
 	if w.cur+1 > maxBlocks {
 		return errors.New("erofs: the image would exceed 2^32 blocks (16 TiB)")
