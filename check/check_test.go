@@ -240,6 +240,14 @@ func TestCheckRulesOnFacts(t *testing.T) {
 		}},
 		{"network-by-networkd", func(f *Facts) { f.Root.Network = []string{"systemd-networkd"} }, func(e expect) expect { return e }},
 		{"no-growth", func(f *Facts) { f.Root.Grow = Grow{} }, func(e expect) expect { return e.on("grow.root", Warn) }},
+		// A read-only root (imgfab build --rootfs erofs): fsck pass 0 on /, /var grows instead.
+		{"read-only-root", readOnlyRoot1, func(e expect) expect { return e }},
+		{"read-only-root-no-var-growth", func(f *Facts) { readOnlyRoot1(f); f.Root.Grow.RepartVar = nil }, func(e expect) expect {
+			return e.on("grow.root", Warn)
+		}},
+		{"read-only-root-no-var-growfs", func(f *Facts) { readOnlyRoot1(f); f.Root.Fstab[3].Options = "defaults" }, func(e expect) expect {
+			return e.on("grow.root", Warn)
+		}},
 		{"growth-by-cloud-init", func(f *Facts) { f.Root.Grow = Grow{Growpart: true}; f.Root.Fstab[0].Options = "defaults" }, func(e expect) expect { return e }},
 		{"repart-on-mbr", func(f *Facts) { f.Table = "mbr"; f.Root.Grow.Growpart = false }, func(e expect) expect { return e.on("grow.root", Warn) }},
 		{"growpart-unit-on-mbr", func(f *Facts) {
@@ -337,6 +345,21 @@ func TestCheckRulesOnFacts(t *testing.T) {
 func noAgent(e expect) expect {
 	return e.on("agent.metadata", Fail, "aws", "aws-arm64", "gcp", "azure", "openstack").on("agent.metadata", Warn, "kubevirt", "vmware").
 		on("agent.datasource", Skip).on("network.config", Warn)
+}
+
+// readOnlyRoot1 makes goodFacts a read-only root as `imgfab build --rootfs erofs --verity` lays
+// it out: erofs under /dev/mapper/root with fsck pass 0, /var on an ext4 partition that systemd-repart
+// grows (Type=var) and systemd-growfs fills.
+func readOnlyRoot1(f *Facts) {
+	f.Partitions[1].FS = "erofs"
+	f.Partitions = append(f.Partitions, Partition{Number: 3, Name: "var", Type: "var", FS: "ext4", UUID: "0e1f2a3b-0000-4000-8000-00000000000a"})
+	f.Root.Grow = Grow{RepartVar: []string{"/etc/repart.d/50-imgfab-var.conf"}, Repart: true, Growfs: true}
+	f.Root.Fstab = []FstabEntry{
+		{Spec: "UUID=" + rootUUID, File: "/", Type: "erofs", Options: "ro", Pass: 0},
+		{Spec: "UUID=" + espUUID, File: "/boot/efi", Type: "vfat", Options: "umask=0077", Pass: 2},
+		{Spec: "tmpfs", File: "/tmp", Type: "tmpfs", Options: "defaults"},
+		{Spec: "UUID=0e1f2a3b-0000-4000-8000-00000000000a", File: "/var", Type: "ext4", Options: "defaults,x-systemd.growfs", Pass: 2},
+	}
 }
 
 func eq(s string) func(string) bool { return func(x string) bool { return x == s } }

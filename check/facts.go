@@ -122,9 +122,11 @@ type Root struct {
 
 // Grow is what the image has to grow its root on boot.
 type Grow struct {
-	// RepartRoot are the repart.d files (/etc, /usr/lib, /usr/local/lib) with Type=root…;
-	// Repart: the image has systemd-repart.
+	// RepartRoot are the repart.d files (/etc, /usr/lib, /usr/local/lib) with Type=root…,
+	// RepartVar those with Type=var (what grows on a disk whose root is read-only, as
+	// `imgfab build --rootfs erofs` makes it); Repart: the image has systemd-repart.
 	RepartRoot []string `json:"repart_root,omitempty"`
+	RepartVar  []string `json:"repart_var,omitempty"`
 	Repart     bool     `json:"repart,omitempty"`
 	// GrowpartUnit: imgfab-growpart.service is enabled (sysinit.target.wants); Growpart: the
 	// image has growpart (cloud-guest-utils).

@@ -448,8 +448,11 @@ func gatherGrow(root fs.FS, r *Root) {
 			if err != nil {
 				continue
 			}
-			if t, ok := iniValue(b, "Partition", "Type"); ok && strings.HasPrefix(t, "root") {
+			switch t, ok := iniValue(b, "Partition", "Type"); {
+			case ok && strings.HasPrefix(t, "root"):
 				g.RepartRoot = append(g.RepartRoot, "/"+d+"/"+name)
+			case ok && t == "var":
+				g.RepartVar = append(g.RepartVar, "/"+d+"/"+name)
 			}
 		}
 	}

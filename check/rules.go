@@ -66,7 +66,7 @@ func rootUnread(f *Facts, s Status) verdict {
 	if why == "" {
 		why = "no root filesystem found"
 	}
-	return bad(s, "the root filesystem could not be read: "+why, "check the disk with imgfab inspect; only ext2/3/4 roots are read")
+	return bad(s, "the root filesystem could not be read: "+why, "check the disk with imgfab inspect; only ext2/3/4 and erofs roots are read")
 }
 
 func uefiModes(f *Facts) []string {
@@ -439,9 +439,23 @@ func rootFstab(f *Facts) *FstabEntry {
 	return nil
 }
 
+// readOnlyRoot returns the root partition's filesystem type when it is a read-only one (erofs,
+// squashfs: `imgfab build --rootfs erofs`), else "".
+func readOnlyRoot(f *Facts) string {
+	for _, p := range f.Partitions {
+		if p.IsRoot && (p.FS == "erofs" || p.FS == "squashfs") {
+			return p.FS
+		}
+	}
+	return ""
+}
+
 func checkGrow(f *Facts, t *Target) verdict {
 	if f.Root == nil {
 		return rootUnread(f, Warn)
+	}
+	if ro := readOnlyRoot(f); ro != "" {
+		return checkGrowVar(f, t, ro)
 	}
 	g, ci := f.Root.Grow, cloudInitActive(f)
 	part := ""
@@ -471,6 +485,34 @@ func checkGrow(f *Facts, t *Target) verdict {
 	}
 	return bad(Warn, fmt.Sprintf("nothing grows %s on first boot: on %s, a disk larger than the image keeps the space after the root unused", join(missing, "nor"), t.Name),
 		"build without --no-grow (imgfab sets up systemd-repart or growpart and systemd-growfs); the image needs systemd-repart or cloud-guest-utils")
+}
+
+// checkGrowVar is grow.root for a read-only root: it cannot grow, the writable /var partition
+// (the disk's last, as imgfab lays it out) must: systemd-repart with a Type=var definition, and
+// x-systemd.growfs on the /var line with systemd-growfs.
+func checkGrowVar(f *Facts, t *Target, ro string) verdict {
+	g := f.Root.Grow
+	part, fsys := "", ""
+	if len(g.RepartVar) > 0 && g.Repart && f.Table == "gpt" {
+		part = "systemd-repart (" + g.RepartVar[0] + ")"
+	}
+	for _, e := range f.Root.Fstab {
+		if e.File == "/var" && e.HasOption("x-systemd.growfs") && g.Growfs {
+			fsys = "systemd-growfs (x-systemd.growfs)"
+		}
+	}
+	if part != "" && fsys != "" {
+		return pass("the root is read-only (%s); the /var partition grows with %s, its filesystem with %s", ro, part, fsys)
+	}
+	var missing []string
+	if part == "" {
+		missing = append(missing, "the /var partition")
+	}
+	if fsys == "" {
+		missing = append(missing, "its filesystem")
+	}
+	return bad(Warn, fmt.Sprintf("the root is read-only (%s) and nothing grows %s on first boot: on %s, a disk larger than the image keeps the space after /var unused", ro, join(missing, "nor"), t.Name),
+		"build without --no-grow (imgfab puts a systemd-repart Type=var definition in /etc/repart.d and x-systemd.growfs on the /var line); the image needs systemd-repart")
 }
 
 func checkMachineID(f *Facts, t *Target) verdict {
@@ -568,6 +610,10 @@ func checkFstabRoot(f *Facts, t *Target) verdict {
 	}
 	if p, named := f.resolve(e.Spec); named && p != nil && !p.IsRoot {
 		return bad(Warn, fmt.Sprintf("the / entry names %s (partition %d), not the root filesystem", e.Spec, p.Number), fix)
+	}
+	if ro := readOnlyRoot(f); ro != "" {
+		// A read-only filesystem has nothing for fsck to repair: imgfab writes pass 0 for it.
+		return pass("%s / %s %s, fsck pass %d (a read-only %s root)", e.Spec, e.Type, e.Options, e.Pass, ro)
 	}
 	if e.Pass != 1 {
 		return bad(Warn, fmt.Sprintf("the / entry (%s) has fsck pass %d, not 1: the root is never checked", e.Spec, e.Pass), fix)
