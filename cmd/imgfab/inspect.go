@@ -92,12 +92,19 @@ func printReport(w io.Writer, name string, r inspect.Report) {
 		fmt.Fprintf(w, ", disk GUID %s", r.DiskGUID)
 	}
 	fmt.Fprintln(w)
-	for _, p := range r.Partitions {
-		typ := p.Type
-		if typ == "" {
-			typ = p.TypeGUID
+	// Columns as wide as the longest name and type ("root-x86-64-verity"), at least 12 and 14.
+	nameW, typeW := 12, 14
+	typeOf := func(p inspect.Partition) string {
+		if p.Type == "" {
+			return p.TypeGUID
 		}
-		fmt.Fprintf(w, "  %d  %-12s %-14s %9s at %-9s", p.Number, orDash(p.Name), typ, human(p.Size), human(p.Offset))
+		return p.Type
+	}
+	for _, p := range r.Partitions {
+		nameW, typeW = max(nameW, len(orDash(p.Name))), max(typeW, len(typeOf(p)))
+	}
+	for _, p := range r.Partitions {
+		fmt.Fprintf(w, "  %d  %-*s %-*s %9s at %-9s", p.Number, nameW, orDash(p.Name), typeW, typeOf(p), human(p.Size), human(p.Offset))
 		if fs := p.Filesystem; fs != nil {
 			fmt.Fprintf(w, "  %s", fs.Type)
 			if fs.Label != "" {
@@ -228,13 +235,13 @@ func printVerity(w io.Writer, v *inspect.Verity) {
 }
 
 func printEFIBinary(w io.Writer, b inspect.EFIBinary) {
-	fmt.Fprintf(w, "  %s (%s): ", b.Path, human(b.Size))
+	fmt.Fprintf(w, "  %s (%s)", b.Path, human(b.Size))
 	switch {
 	case b.Error != "":
-		fmt.Fprintf(w, "signatures not read: %s\n", b.Error)
+		fmt.Fprintf(w, ": signatures not read: %s\n", b.Error)
 		return
 	case len(b.Signatures) == 0:
-		fmt.Fprintln(w, "unsigned")
+		fmt.Fprintln(w, ": unsigned")
 		return
 	}
 	fmt.Fprintln(w)
