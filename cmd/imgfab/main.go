@@ -47,6 +47,7 @@ var commands = []command{
 	{"inspect", "show the partitions, boot entries, kernel command line and OS of a disk image (any format convert reads)", runInspect},
 	{"check", "say whether a disk image fits a target (aws, gcp, azure, kubevirt, …) before it is uploaded", runCheck},
 	{"push", "upload a disk image to AWS, GCP, Azure or an OCI registry", runPush},
+	{"serve", "run the image factory as an HTTP service: classes in, disks built on request, stored in an OCI registry", runServe},
 	{"keys", "create your own Secure Boot keys (PK, KEK, db) and the signed lists that enroll them", runKeys},
 	{"lock", "resolve a class file's sources and write imgfab.lock; fill the cache", runLock},
 	{"cache", "list (ls) or prune the local cache of blobs and finished outputs", runCache},

@@ -151,6 +151,34 @@ func TestPushOCICredentials(t *testing.T) {
 // in $IMGFAB_REGISTRY_BIN, `registry` in PATH or ~/.cache/imgfab-bin/registry (make servers), and
 // pulls the disk back.
 func TestPushOCIDistribution(t *testing.T) {
+	addr := startRegistry(t)
+	dir := t.TempDir()
+	qc := filepath.Join(dir, "demo.qcow2")
+	build(t, "oci:"+fixture(t, "demo/oci", "mkdemo.sh")+":demo", "-o", qc)
+	want, _ := os.ReadFile(qc)
+	res := pushOCICLI(t, nil, qc, addr+"/vms/demo:1")
+	if got := ocitest.PulledDisk(t, addr+"/vms/demo:1"); !bytes.Equal(got, want) {
+		t.Errorf("pulled disk/disk.img differs from the pushed qcow2 (%d vs %d bytes)", len(got), len(want))
+	}
+	if r := pushOCICLI(t, nil, qc, addr+"/vms/demo:1"); !r.Existing || r.ID != res.ID {
+		t.Errorf("rerun: %+v, want existing %s", r, res.ID)
+	}
+	ra := pushOCICLI(t, nil, "--artifact", qc, addr+"/disks/demo:1")
+	digest, m, _ := ocitest.PullManifest(t, addr+"/disks/demo:1")
+	if digest != ra.ID {
+		t.Fatalf("artifact: digest %s want %s", digest, ra.ID)
+	}
+	got := ocitest.PullBlob(t, addr+"/disks/demo:1", m.Layers[0].Digest.String())
+	if !bytes.Equal(got, want) || m.ArtifactType != "application/vnd.imgfab.disk.v1" {
+		t.Errorf("artifact: blob %d bytes (want %d), artifactType %q", len(got), len(want), m.ArtifactType)
+	}
+}
+
+// startRegistry runs the reference registry (distribution v3) on loopback for the test, from
+// $IMGFAB_REGISTRY_BIN, `registry` in PATH or ~/.cache/imgfab-bin/registry (make servers), and
+// returns its address.
+func startRegistry(t *testing.T) string {
+	t.Helper()
 	bin := os.Getenv("IMGFAB_REGISTRY_BIN")
 	if bin == "" {
 		home, _ := os.UserHomeDir()
@@ -189,7 +217,7 @@ http:
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 	for i := 0; ; i++ {
 		resp, err := http.Get("http://" + addr + "/v2/")
 		if err == nil {
@@ -202,23 +230,5 @@ http:
 		time.Sleep(100 * time.Millisecond)
 	}
 
-	qc := filepath.Join(dir, "demo.qcow2")
-	build(t, "oci:"+fixture(t, "demo/oci", "mkdemo.sh")+":demo", "-o", qc)
-	want, _ := os.ReadFile(qc)
-	res := pushOCICLI(t, nil, qc, addr+"/vms/demo:1")
-	if got := ocitest.PulledDisk(t, addr+"/vms/demo:1"); !bytes.Equal(got, want) {
-		t.Errorf("pulled disk/disk.img differs from the pushed qcow2 (%d vs %d bytes)", len(got), len(want))
-	}
-	if r := pushOCICLI(t, nil, qc, addr+"/vms/demo:1"); !r.Existing || r.ID != res.ID {
-		t.Errorf("rerun: %+v, want existing %s", r, res.ID)
-	}
-	ra := pushOCICLI(t, nil, "--artifact", qc, addr+"/disks/demo:1")
-	digest, m, _ := ocitest.PullManifest(t, addr+"/disks/demo:1")
-	if digest != ra.ID {
-		t.Fatalf("artifact: digest %s want %s", digest, ra.ID)
-	}
-	got := ocitest.PullBlob(t, addr+"/disks/demo:1", m.Layers[0].Digest.String())
-	if !bytes.Equal(got, want) || m.ArtifactType != "application/vnd.imgfab.disk.v1" {
-		t.Errorf("artifact: blob %d bytes (want %d), artifactType %q", len(got), len(want), m.ArtifactType)
-	}
+	return addr
 }

@@ -18,7 +18,7 @@ const module = "github.com/imgfab/imgfab/"
 // a new edge must be added here on purpose.
 var allowed = map[string][]string{
 	// cmd/imgfab: cache and layers for lock (digests, filling the store) and the output cache.
-	"cmd/imgfab": {"spec", "customize", "firstboot", "assemble", "bootloader", "diskfmt", "inspect", "check", "publish/...", "internal/...", "cache", "layers", "secureboot"},
+	"cmd/imgfab": {"spec", "customize", "firstboot", "assemble", "bootloader", "diskfmt", "inspect", "check", "publish/...", "internal/...", "cache", "layers", "secureboot", "serve"},
 	// cache: the content store, below layers; imports nothing of the module.
 	"cache":     {"internal/..."},
 	"spec":      {"diskfmt", "internal/..."}, // the class file: data, checked against the format names
@@ -32,7 +32,9 @@ var allowed = map[string][]string{
 	"rootfs/ext4":  {"rootfs", "internal/..."},
 	"rootfs/erofs": {"rootfs", "internal/..."},
 	// verity: a dm-verity hash tree over bytes; knows no filesystem or partition.
-	"verity":       {"internal/..."},
+	"verity": {"internal/..."},
+	// serve: the HTTP service and its registry store; builds through a Builder cmd/imgfab gives it.
+	"serve":        {"internal/..."},
 	"secureboot":   {"internal/..."}, // Authenticode signing and Secure Boot keys over bytes; knows no image layout
 	"bootloader":   {"rootfs", "internal/..."},
 	"partition":    {"internal/..."},
@@ -42,6 +44,7 @@ var allowed = map[string][]string{
 	"publish/...":  {"publish/...", "diskfmt", "internal/..."}, // targets and their test servers
 	"internal/...": {"internal/..."},
 	"testdata/...": {"..."},
+	"deploy/...":   {"internal/..."}, // manifests and the image of imgfab itself
 	// inspect/initrd reads an initrd stream and knows no disk; check's target rules read a disk
 	// through inspect's readers and the initrd's through inspect/initrd.
 	"inspect/initrd": {"internal/..."},
