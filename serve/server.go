@@ -255,6 +255,10 @@ func (s *Server) postClass(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
+	if r.ContentLength > MaxClassBytes {
+		s.fail(w, r, errorf(http.StatusRequestEntityTooLarge, "request body over %d bytes (%d)", MaxClassBytes, r.ContentLength))
+		return
+	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxClassBytes))
 	if err != nil {
 		s.fail(w, r, err)

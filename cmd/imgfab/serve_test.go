@@ -7,8 +7,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,6 +21,7 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/registry"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
@@ -128,6 +131,9 @@ func storeTags(t *testing.T, repo, prefix string) []string {
 		t.Fatal(err)
 	}
 	tags, err := remote.List(r)
+	if err != nil && strings.Contains(err.Error(), "NAME_UNKNOWN") {
+		return nil // no repository: nothing was ever stored
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -335,3 +341,73 @@ func retagPatched(t *testing.T, ref string) {
 		t.Fatal(err)
 	}
 }
+
+// TestServeBadInput (issue 16): each bad request gets the right 4xx with a JSON error, and
+// nothing is stored. One replica on a loopback registry (go-containerregistry's, in process).
+func TestServeBadInput(t *testing.T) {
+	regSrv := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
+	defer regSrv.Close()
+	reg := strings.TrimPrefix(regSrv.URL, "http://")
+	store := reg + "/imgfab/factory"
+	r := startReplica(t, store, t.TempDir())
+	okClass := demoClass(reg+"/base/demo:1", 0)
+	zeros := strings.Repeat("0", 64)
+	for _, c := range []struct {
+		name, method, path, token string
+		body                      io.Reader
+		want                      int
+		msg                       string
+	}{
+		{"malformed-yaml", "POST", "/classes", serveToken, strings.NewReader("from: [unclosed\n"), 400, "YAML"},
+		{"not-a-mapping", "POST", "/classes", serveToken, strings.NewReader("- a\n- b\n"), 400, "want one class"},
+		{"unknown-key", "POST", "/classes", serveToken, strings.NewReader(okClass + "colour: blue\n"), 400, "colour"},
+		{"local-source", "POST", "/classes", serveToken, strings.NewReader("from: oci:/etc\n"), 400, "reads no files of yours"},
+		{"local-layer", "POST", "/classes", serveToken, strings.NewReader(okClass + "layers: [/etc]\n"), 400, "layers"},
+		{"gigabyte-body", "POST", "/classes", serveToken, io.LimitReader(zeroReader{}, 1<<30), 413, "request body over"},
+		{"no-token", "POST", "/classes", "", strings.NewReader(okClass), 401, "Bearer"},
+		{"wrong-token", "POST", "/classes", serveToken + "x", strings.NewReader(okClass), 403, "wrong token"},
+		{"refresh-no-token", "POST", "/classes/" + zeros + "/refresh", "", nil, 401, "Bearer"},
+		{"unknown-class", "GET", "/images/" + zeros + "/amd64/disk.qcow2", "", nil, 404, "no class"},
+		{"unknown-class-info", "GET", "/classes/" + zeros, "", nil, 404, "no class"},
+		{"bad-id", "GET", "/images/XYZ/amd64/disk.qcow2", "", nil, 400, "64 lower-case hex"},
+		{"dotdot", "GET", "/images/" + zeros + "/../../etc/passwd", "", nil, 400, "no . or .."},
+		{"dotdot-encoded", "GET", "/images/" + zeros + "/amd64/%2e%2e", "", nil, 400, "no . or .."},
+		{"slash-encoded", "GET", "/images/" + zeros + "/amd64%2f..%2fx/disk.raw", "", nil, 400, "malformed path"},
+		{"unknown-format", "GET", "/images/" + zeros + "/amd64/disk.iso", "", nil, 404, "want one of"},
+		{"unknown-arch", "GET", "/images/" + zeros + "/riscv64/disk.raw", "", nil, 404, "architecture"},
+		{"unknown-build", "GET", "/builds/" + zeros, "", nil, 404, "no build"},
+		{"unknown-blob", "GET", "/blobs/sha256/" + zeros, "", nil, 404, "no blob"},
+		{"unknown-endpoint", "DELETE", "/classes", "", nil, 404, "no such endpoint"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			req, err := http.NewRequest(c.method, r.url+c.path, c.body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.URL.Opaque = "//" + req.URL.Host + c.path // as written: no client-side cleaning
+			if c.token != "" {
+				req.Header.Set("Authorization", "Bearer "+c.token)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatalf("%s %s: %v", c.method, c.path, err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			var e struct {
+				Error  string
+				Status int
+			}
+			if resp.StatusCode != c.want {
+				t.Errorf("%s %s: %d, want %d: %s", c.method, c.path, resp.StatusCode, c.want, b)
+			}
+			if json.Unmarshal(b, &e) != nil || e.Status != c.want || !strings.Contains(e.Error, c.msg) {
+				t.Errorf("%s %s: body %q: want a JSON error with %q", c.method, c.path, b, c.msg)
+			}
+		})
+	}
+	if tags := storeTags(t, store, ""); len(tags) != 0 {
+		t.Errorf("bad requests stored %v", tags)
+	}
+}
+
