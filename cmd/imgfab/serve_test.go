@@ -410,4 +410,3 @@ func TestServeBadInput(t *testing.T) {
 		t.Errorf("bad requests stored %v", tags)
 	}
 }
-
