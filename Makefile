@@ -9,12 +9,19 @@ OVMF_VARS ?= /usr/share/OVMF/OVMF_VARS_4M.fd
 # Servers the publish tests start on loopback (installed by `make servers`, cached per machine).
 export IMGFAB_REGISTRY_BIN ?= $(HOME)/.cache/imgfab-bin/registry
 
-.PHONY: all build demo demo-arm64 test-arm64 test test-short test-slow bench bench-publish fuzz fuzzmin fixtures debian-fixture servers vet clean
+.PHONY: all build image demo demo-arm64 test-arm64 test test-short test-slow bench bench-publish fuzz fuzzmin fixtures debian-fixture servers vet clean
 
 all: build
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN) ./cmd/imgfab
+
+# The OCI image of imgfab, built without Docker or root (deploy/mkimage): the static binary above,
+# /etc/passwd and /etc/group for nonroot 65532, /tmp, this machine's CA certificates; reproducible
+# (mtimes from SOURCE_DATE_EPOCH, else 0). Written as an OCI layout in imgfab-image/; push it with
+# `skopeo copy oci:imgfab-image docker://REGISTRY/imgfab:TAG` (docs/serve.md).
+image: build
+	$(GO) run ./deploy/mkimage -binary $(BIN) -o imgfab-image -version "$$(git describe --tags --always --dirty 2>/dev/null || echo dev)"
 
 $(DEMO_OCI)/index.json: testdata/mkdemo.sh
 	bash testdata/mkdemo.sh
@@ -93,6 +100,7 @@ bench: build
 	bash testdata/bench-classes.sh
 	bash testdata/bench-arm64.sh
 	bash testdata/bench-erofs.sh
+	bash testdata/bench-serve.sh
 	$(MAKE) bench-publish
 
 # Uploads to local servers (Azurite, in-process S3/EBS/GCS/registry fakes): zero blocks skipped,
