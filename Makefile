@@ -58,7 +58,7 @@ demo: build fixtures
 	@echo "    -drive if=virtio,format=qcow2,file=demo.qcow2"
 
 vet:
-	$(GO) vet ./... ./testdata/mkoci ./testdata/setxattr ./testdata/writefmt ./testdata/genlayer ./testdata/hostile ./testdata/fuzzmin ./testdata/floor ./testdata/erofstar ./testdata/veritytree
+	$(GO) vet ./... ./testdata/mkoci ./testdata/setxattr ./testdata/writefmt ./testdata/genlayer ./testdata/hostile ./testdata/fuzzmin ./testdata/floor ./testdata/erofstar ./testdata/veritytree ./testdata/serveload
 
 # The full suite: unit tests, oracles, the demo UEFI boot and the Debian 12 acceptance boots
 # (debootstrap fixture, cached). About 10 minutes on 2 cores without KVM, plus ~2 minutes for the
