@@ -32,7 +32,7 @@ func newMetrics() *metrics {
 		bytesServed: prometheus.NewCounter(prometheus.CounterOpts{Name: "imgfab_bytes_served_total",
 			Help: "Artifact bytes sent to clients."}),
 		queue: prometheus.NewGauge(prometheus.GaugeOpts{Name: "imgfab_build_queue_depth",
-			Help: "Builds waiting for a slot or running on this replica."}),
+			Help: "Builds waiting for a build slot on this replica (the HPA's signal)."}),
 		running: prometheus.NewGauge(prometheus.GaugeOpts{Name: "imgfab_builds_running",
 			Help: "Builds running on this replica."}),
 	}

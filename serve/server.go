@@ -579,9 +579,9 @@ func (s *Server) start(ctx context.Context, t target) (*build, error) {
 	if b, ok := s.builds[t.key]; ok {
 		return b, nil
 	}
-	if s.queued >= s.cfg.MaxQueue+s.cfg.MaxBuilds {
+	if s.queued >= s.cfg.MaxQueue {
 		s.metrics.builds.WithLabelValues("refused").Inc()
-		return nil, errorf(http.StatusServiceUnavailable, "build queue full (%d waiting or running): try again later", s.queued)
+		return nil, errorf(http.StatusServiceUnavailable, "build queue full (%d builds waiting for a slot): try again later", s.queued)
 	}
 	b := &build{key: t.key, done: make(chan struct{}), started: time.Now()}
 	s.builds[t.key] = b
