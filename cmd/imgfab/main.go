@@ -93,6 +93,10 @@ func main() {
 // exiting then leaves no partial output; diskfmt.RemoveTemps removes the few that have a name.
 const forceExitAfter = 1500 * time.Millisecond
 
+// drainFor, when set (imgfab serve --drain), replaces forceExitAfter: the time a service has to
+// finish the requests and builds in flight after the first signal.
+var drainFor atomic.Int64
+
 // handleSignals cancels the context on the first SIGINT or SIGTERM and records it; the process
 // exits 130 (SIGINT) or 143 (SIGTERM) after forceExitAfter, or at once on a second signal.
 func handleSignals(cancel context.CancelFunc) *atomic.Value {
@@ -105,7 +109,7 @@ func handleSignals(cancel context.CancelFunc) *atomic.Value {
 		cancel()
 		select {
 		case <-ch:
-		case <-time.After(forceExitAfter):
+		case <-time.After(max(forceExitAfter, time.Duration(drainFor.Load()))):
 		}
 		diskfmt.RemoveTemps()
 		fmt.Fprintf(os.Stderr, "imgfab: interrupted (%v)\n", s)

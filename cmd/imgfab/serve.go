@@ -63,6 +63,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	watch := fl.Duration("watch", 0, "refresh every class's sources at this interval (0: only on POST /classes/{id}/refresh)")
 	pinTTL := fl.Duration("pin-ttl", 10*time.Second, "how long a class's source digest is trusted from memory before the store is read again")
 	buildTimeout := fl.Duration("build-timeout", 30*time.Minute, "the longest one build may take")
+	drain := fl.Duration("drain", 4*time.Minute, "on SIGTERM or SIGINT: stop taking requests and give those in flight (and the builds they wait for) this long to finish")
 	help := fl.BoolP("help", "h", false, "show this help")
 	if err := fl.Parse(args); err != nil {
 		return usagef("%v", err)
@@ -118,6 +119,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if *watch > 0 {
 		go srv.Watch(ctx, *watch)
 	}
+	drainFor.Store(int64(*drain + 2*time.Second))
 	log.Info("serving", "addr", ln.Addr().String(), "store", *store, "cache", *cacheDir, "version", buildID(),
 		"max_builds", *maxBuilds, "writes", token != "")
 	errc := make(chan error, 1)
@@ -126,9 +128,13 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	case err := <-errc:
 		return fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		log.Info("draining", "for", drain.String())
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), *drain)
 		defer cancel()
-		hs.Shutdown(sctx)
+		if err := hs.Shutdown(sctx); err != nil {
+			log.Warn("drain cut short", "err", err.Error())
+		}
+		log.Info("stopped")
 		return nil
 	}
 }

@@ -294,6 +294,30 @@ func TestServeReplicas(t *testing.T) {
 	if code != 200 || strings.Count(string(b), `"key"`) != 4 {
 		t.Errorf("GET /classes/{id}: %d, want its 4 artifacts listed:\n%s", code, b)
 	}
+
+	// SIGTERM while a request waits for its build: the replica drains (the request is answered
+	// with the disk), then exits 143.
+	id6 := postClass(t, rs[2], demoClass(base, 6))
+	rs[2].logs.Reset()
+	type answer struct {
+		code int
+		n    int
+	}
+	ans := make(chan answer, 1)
+	go func() {
+		code, b, _ := call(t, "GET", rs[2].url+"/images/"+id6+"/amd64/disk.vmdk", "", nil)
+		ans <- answer{code, len(b)}
+	}()
+	waitLog(t, rs[2], `"msg":"build started"`)
+	rs[2].cmd.Process.Signal(syscall.SIGTERM)
+	a := <-ans
+	err := rs[2].cmd.Wait()
+	if a.code != 200 || a.n == 0 {
+		t.Errorf("the request in flight at SIGTERM: %d, %d bytes; want the disk", a.code, a.n)
+	}
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 143 {
+		t.Errorf("after the drain: %v, want exit 143\n%s", err, rs[2].logs.String())
+	}
 }
 
 func callRange(t *testing.T, url, rng string) (int, []byte, http.Header) {
