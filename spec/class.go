@@ -10,19 +10,20 @@ import (
 )
 
 var (
-	fileKeys      = []string{"classes"}
-	classKeys     = []string{"from", "platforms", "layers", "kernel", "boot", "disk", "esp_size", "source_date_epoch", "no_journal", "first_boot", "files", "directories", "users", "groups", "hostname", "timezone", "units", "partitions", "outputs", "publish"}
-	kernelKeys    = []string{"cmdline"}
-	firstBootKeys = []string{"grow", "keep"}
-	bootKeys      = []string{"mode", "table", "uki", "chain"}
-	diskKeys      = []string{"size"}
-	fileEntryKeys = []string{"path", "content", "source", "mode", "owner"}
-	dirKeys       = []string{"path", "mode", "owner"}
-	userKeys      = []string{"name", "uid", "gid", "groups", "shell", "home", "ssh_authorized_keys", "password_hash"}
-	groupKeys     = []string{"name", "gid"}
-	unitsKeys     = []string{"enable", "disable", "mask"}
-	partKeys      = []string{"mount", "size", "fs", "label", "type"}
-	outputKeys    = []string{"path", "format", "compress"}
+	fileKeys       = []string{"classes"}
+	classKeys      = []string{"from", "platforms", "layers", "kernel", "boot", "disk", "esp_size", "source_date_epoch", "no_journal", "rootfs", "verity", "secure_boot", "first_boot", "files", "directories", "users", "groups", "hostname", "timezone", "units", "partitions", "outputs", "publish"}
+	kernelKeys     = []string{"cmdline"}
+	firstBootKeys  = []string{"grow", "keep"}
+	bootKeys       = []string{"mode", "table", "uki", "chain"}
+	secureBootKeys = []string{"key", "cert", "enroll"}
+	diskKeys       = []string{"size"}
+	fileEntryKeys  = []string{"path", "content", "source", "mode", "owner"}
+	dirKeys        = []string{"path", "mode", "owner"}
+	userKeys       = []string{"name", "uid", "gid", "groups", "shell", "home", "ssh_authorized_keys", "password_hash"}
+	groupKeys      = []string{"name", "gid"}
+	unitsKeys      = []string{"enable", "disable", "mask"}
+	partKeys       = []string{"mount", "size", "fs", "label", "type"}
+	outputKeys     = []string{"path", "format", "compress"}
 )
 
 // Defaults filled by Canonical and documented in docs/CLASSFILE.md.
@@ -118,6 +119,13 @@ var classSections = []struct {
 	{"esp_size", (*decoder).classESPSize},
 	{"source_date_epoch", (*decoder).classEpoch},
 	{"no_journal", func(d *decoder, c *Class, n *yaml.Node, path string) { c.NoJournal = d.boolean(n, path) }},
+	{"rootfs", func(d *decoder, c *Class, n *yaml.Node, path string) {
+		c.RootFS, c.RootFSPos = d.oneOf(n, path, "ext4", "erofs"), d.pos(n)
+	}},
+	{"verity", func(d *decoder, c *Class, n *yaml.Node, path string) {
+		c.Verity, c.VerityPos = d.boolean(n, path), d.pos(n)
+	}},
+	{"secure_boot", (*decoder).classSecureBoot},
 	{"first_boot", (*decoder).classFirstBoot},
 	{"files", func(d *decoder, c *Class, n *yaml.Node, path string) {
 		c.Files = decodeList(d, n, path, "files ({path, content or source, mode, owner})", (*decoder).fileEntry)
@@ -225,6 +233,36 @@ func (d *decoder) classFirstBoot(c *Class, n *yaml.Node, path string) {
 	if k, ok := f["keep"]; ok {
 		c.FirstBoot.Keep, c.FirstBoot.KeepPos = d.strs(k.val, path+".keep", "keep (operation names)", nil)
 	}
+}
+
+// classSecureBoot decodes secure_boot: key and cert (both required), enroll, paths on the build
+// host kept as written and made absolute.
+func (d *decoder) classSecureBoot(c *Class, n *yaml.Node, path string) {
+	fs := d.fields(n, path, secureBootKeys, nil)
+	sb := &SecureBoot{Pos: d.pos(d.value(n, path))}
+	local := func(key string) (string, string) {
+		f, ok := fs[key]
+		if !ok {
+			return "", ""
+		}
+		s := d.str(f.val, path+"."+key)
+		if msg := checkLocalPath(s); msg != "" {
+			d.fail(f.val, path+"."+key, "%s", msg)
+		}
+		return s, d.abs(s)
+	}
+	sb.Key, sb.KeyAbs = local("key")
+	sb.Cert, sb.CertAbs = local("cert")
+	sb.Enroll, sb.EnrollAbs = local("enroll")
+	switch {
+	case sb.Key == "" && sb.Cert == "":
+		d.fail(n, path, "no key and cert: want the db key and its certificate, PEM files (imgfab keys create DIR makes DIR/db.key and DIR/db.crt)")
+	case sb.Cert == "":
+		d.fail(fs["key"].key, path, "key and cert go together: give cert, the X.509 certificate (PEM) of key")
+	case sb.Key == "":
+		d.fail(fs["cert"].key, path, "key and cert go together: give key, the RSA private key (PEM) of cert")
+	}
+	c.SecureBoot = sb
 }
 
 // classDisk decodes the disk section: its size, 1MiB to MaxDiskSize, rounded to a MiB.

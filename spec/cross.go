@@ -75,6 +75,7 @@ func (d *decoder) crossClass(c *Class, path string) {
 			labels[part.Label] = p
 		}
 	}
+	d.crossReadOnly(c, path)
 	if c.Boot.Table == "mbr" && len(c.Partitions) > 2 {
 		d.failAt(c.Partitions[2].Pos, fmt.Sprintf("%s.partitions[2]", path), "an MBR holds 4 primary partitions, the ESP and the root and 2 more: use table gpt")
 	}
@@ -85,6 +86,28 @@ func (d *decoder) crossClass(c *Class, path string) {
 				d.failAt(p.Pos, fmt.Sprintf("%s.publish[%d]", path, i), "the same as %s.publish[%d]", path, j)
 			}
 		}
+	}
+}
+
+// crossReadOnly checks rootfs, verity and secure_boot against the rest of the class: the rules
+// of the build's --rootfs, --verity and --sign-key (package assemble), in the file's words.
+func (d *decoder) crossReadOnly(c *Class, path string) {
+	if c.Verity && c.RootFS != "erofs" {
+		d.failAt(c.VerityPos, path+".verity", "verity needs rootfs: erofs (a read-only root: a writable one cannot be verified)")
+	}
+	if c.RootFS == "erofs" {
+		if c.Boot.Table == "mbr" {
+			d.failAt(c.RootFSPos, path+".rootfs", "rootfs erofs needs a GPT disk (boot.table gpt): its /var partition grows on first boot with systemd-repart, which reads GPT only")
+		}
+		for i, part := range c.Partitions {
+			if part.Mount == "/var" {
+				d.failAt(part.Pos, fmt.Sprintf("%s.partitions[%d]", path, i), "rootfs erofs makes /var a partition of its own (the last, to grow on first boot): leave this /var partition out")
+			}
+		}
+	}
+	// boot refuses uki with mode bios or chain shim, so with uki the signed chain is imgfab's own.
+	if c.SecureBoot != nil && !c.Boot.UKI {
+		d.failAt(c.SecureBoot.Pos, path+".secure_boot", "secure_boot needs boot.uki: true: the kernel command line (with the root hash) and the initrd must be inside the signed binary, or anyone could change them")
 	}
 }
 

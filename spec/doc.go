@@ -1,7 +1,8 @@
 // Package spec reads imgfab class files (imgfab.yaml): one or more named classes, each an image
 // built from a source container image, with what goes on top of it (layers, files,
 // directories, users, groups, hostname, time zone, systemd units), the disk's shape (boot
-// chain, sizes, extra partitions) and where the result goes (outputs, publish targets).
+// chain, sizes, extra partitions, a read-only root under dm-verity, Secure Boot signing) and
+// where the result goes (outputs, publish targets).
 // docs/CLASSFILE.md is the reference of every key.
 //
 // Parse is strict. The YAML (go.yaml.in/yaml/v3) is decoded through yaml.Node, never into a
@@ -40,6 +41,8 @@
 // field or a line (no ':', ',' or newline where those files would split on them). Paths in the
 // image are absolute and clean with no "..", so a file entry cannot escape the image's root;
 // paths on the build host (layers, sources, outputs) are relative to the class file and are
-// the operator's to choose, as on the command line. Parse reads nothing but the bytes it is
-// given: sources and layers are only resolved to absolute paths, not opened.
+// the operator's to choose, as on the command line. secure_boot names the files of the signing
+// key, its certificate and the keys to enroll, never their contents: the private key stays in
+// its file. Parse reads nothing but the bytes it is given: sources, layers and those files are
+// only resolved to absolute paths, not opened.
 package spec

@@ -12,6 +12,7 @@ import (
 // parses prints back to one that parses to the same canonical forms.
 func FuzzParse(f *testing.F) {
 	f.Add([]byte(full))
+	f.Add([]byte(readOnly))
 	f.Add([]byte("classes:\n  a: {from: oci:./l}\n"))
 	f.Add([]byte("classes:\n  a: &a {from: oci:./l}\n  b: *a\n"))
 	f.Add([]byte("classes: [\n"))

@@ -15,9 +15,12 @@ const canonicalVersion = 1
 
 // Canonical returns the class as compact JSON with sorted keys and every default filled (the
 // platform, boot mode and table, ESP size, modes, owners, shells, homes, partition types,
-// output formats), paths as written (not resolved), positions left out. Two files that mean
-// the same class give the same bytes whatever their key order, comments, quoting or size
-// spelling ("4GiB" or "4096MiB"); its sha256 is the class's id and cache key.
+// output formats), paths as written (not resolved, not read: the contents of layers, sources and
+// secure_boot's files are hashed by the build's output cache), positions left out. Two files
+// that mean the same class give the same bytes whatever their key order, comments, quoting or
+// size spelling ("4GiB" or "4096MiB"); its sha256 is the class's id and cache key. Sections
+// added after version 1 of the form (first_boot, rootfs and verity, secure_boot) enter it only
+// when they are not the default, so that the ids of classes without them stay as they were.
 func (c *Class) Canonical() []byte {
 	m := map[string]any{
 		"imgfab_class":      canonicalVersion,
@@ -44,6 +47,15 @@ func (c *Class) Canonical() []byte {
 	}
 	if fb := c.FirstBoot.canonical(); fb != nil {
 		m["first_boot"] = fb
+	}
+	// The read-only root and signing enter only when asked for, so that a class without them
+	// keeps its id: rootfs and verity for an erofs root (verity needs one), secure_boot when given.
+	if c.RootFS == "erofs" {
+		m["rootfs"] = c.RootFS
+		m["verity"] = c.Verity
+	}
+	if sb := c.SecureBoot; sb != nil {
+		m["secure_boot"] = map[string]any{"key": sb.Key, "cert": sb.Cert, "enroll": sb.Enroll}
 	}
 	var b bytes.Buffer
 	enc := json.NewEncoder(&b)
@@ -205,6 +217,9 @@ func (c *Class) yamlNode() *yaml.Node {
 		{"esp_size", optSize(c.ESPSize)},
 		{"source_date_epoch", optInt(c.SourceDateEpoch)},
 		{"no_journal", optTrue(c.NoJournal)},
+		{"rootfs", optStr(c.RootFS)},
+		{"verity", optTrue(c.Verity)},
+		{"secure_boot", c.SecureBoot.yamlNode()},
 		{"first_boot", c.FirstBoot.yamlNode()},
 		{"files", seq(c.Files, FileEntry.yamlNode)},
 		{"directories", seq(c.Directories, Directory.yamlNode)},
@@ -335,6 +350,21 @@ func (b Boot) yamlNode() *yaml.Node {
 		add(n, "chain", strNode(b.Chain))
 	}
 	return n
+}
+
+// yamlNode is the secure_boot section in flow style: key, cert and enroll, each when given (a
+// parsed class has key and cert); nil for nil.
+func (s *SecureBoot) yamlNode() *yaml.Node {
+	if s == nil {
+		return nil
+	}
+	n := mapping()
+	for _, kv := range [][2]string{{"key", s.Key}, {"cert", s.Cert}, {"enroll", s.Enroll}} {
+		if kv[1] != "" {
+			add(n, kv[0], strNode(kv[1]))
+		}
+	}
+	return flow(n)
 }
 
 // yamlNode is the disk section; nil with no size.

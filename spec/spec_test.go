@@ -233,6 +233,8 @@ func TestYAMLRoundTrip(t *testing.T) {
     outputs: [{path: "-", format: raw}]
     publish: [{target: gcp, name: "x-{arch}", bucket: "123", chunk_size: 32}]
 `
+	srcs["read-only"] = readOnly
+	srcs["read-only defaults"] = "classes:\n  x:\n    from: oci:./l\n    rootfs: ext4\n    verity: false\n"
 	for name, src := range srcs {
 		t.Run(filepath.Base(name), func(t *testing.T) {
 			f := mustParse(t, name, src)
@@ -372,6 +374,10 @@ func TestGoodValues(t *testing.T) {
 		{"    boot: {chain: shim}\n", "shim"},
 		{"    source_date_epoch: 0\n", "epoch 0"},
 		{"    layers: &l [./a]\n    kernel: {cmdline: x}\n", "an anchor"},
+		{"    rootfs: erofs\n", "erofs without verity"},
+		{"    rootfs: erofs\n    verity: true\n    partitions: [{mount: /srv, size: 1G}, {mount: /var/lib/db, size: 1G}]\n", "erofs with partitions other than /var"},
+		{"    boot: {uki: true, mode: uefi}\n    secure_boot: {key: k.pem, cert: c.pem}\n", "signed ext4 root"},
+		{"    boot: {uki: true}\n    rootfs: erofs\n    verity: true\n    secure_boot: {key: /k, cert: /c, enroll: /keys}\n    platforms: [linux/arm64]\n", "arm64"},
 	} {
 		src := strings.Replace(base, "    from: oci:./l\n", "", 1*boolInt(strings.HasPrefix(tc.add, "    from:")))
 		if _, err := Parse("good.yaml", []byte(src+tc.add)); err != nil {

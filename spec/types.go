@@ -98,6 +98,16 @@ type Class struct {
 	SourceDateEpoch *int64
 	// NoJournal makes the ext4 root without a journal.
 	NoJournal bool
+	// RootFS is the root's filesystem as written: "ext4" (writable) or "erofs" (read-only, with
+	// /var on an ext4 partition of its own); "" means "ext4".
+	RootFS    string
+	RootFSPos Pos
+	// Verity puts the erofs root under dm-verity (its hash tree in a root-verity partition,
+	// roothash= on the kernel command line). Parse refuses it without RootFS "erofs".
+	Verity    bool
+	VerityPos Pos
+	// SecureBoot signs the EFI binaries of the ESP with the user's own key; nil: unsigned.
+	SecureBoot *SecureBoot
 	// FirstBoot switches off first-boot preparations (imgfab build --no-grow, --keep).
 	FirstBoot FirstBoot
 
@@ -160,6 +170,19 @@ type Boot struct {
 	UKI   bool
 	Chain string // "" or "shim"
 	Pos   Pos    // of the boot mapping, for problems found at build time
+}
+
+// SecureBoot is the secure_boot section, as `imgfab build` --sign-key, --sign-cert and
+// --enroll-keys: the EFI binaries on the ESP (systemd-boot, the UKI) are signed with Key and
+// Cert; Enroll, when given, is a directory with PK.auth, KEK.auth and db.auth (`imgfab keys
+// create DIR`) that systemd-boot enrolls in a firmware in setup mode. The paths are on the build
+// host, relative to the class file; Parse only resolves them: the files are read at build time.
+// Key is a private key: the build reads it to sign and to take its public half, and never copies,
+// logs or keeps it.
+type SecureBoot struct {
+	Key, Cert, Enroll          string // as written; Enroll "" when not given
+	KeyAbs, CertAbs, EnrollAbs string // made absolute against the file's directory
+	Pos                        Pos    // of the secure_boot mapping
 }
 
 // Disk is the whole disk's geometry.

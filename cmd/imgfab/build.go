@@ -78,11 +78,6 @@ func runBuild(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return errHelp
 	}
 	if *f.file != "" {
-		for _, name := range readOnlyFlags {
-			if f.fl.Changed(name) {
-				return usagef("--%s is not in class files yet: build the class's image with flags", name)
-			}
-		}
 		if f.fl.Changed("target") {
 			return usagef("--target goes with a plain build (check a class's output with imgfab check DISK --target T)")
 		}
@@ -175,10 +170,6 @@ type buildFlags struct {
 	rootFS, signKey, signCert, enrollKeys                   *string
 }
 
-// readOnlyFlags are the read-only root and signing flags: not in class files yet, so a usage
-// error with -f and --print-spec rather than a class that silently builds without them.
-var readOnlyFlags = []string{"rootfs", "verity", "sign-key", "sign-cert", "enroll-keys"}
-
 func newBuildFlags() *buildFlags {
 	fl := pflag.NewFlagSet("build", pflag.ContinueOnError)
 	fl.SetOutput(io.Discard)
@@ -244,11 +235,6 @@ func (f *buildFlags) plan(stdout io.Writer) (assemble.Plan, error) {
 	}
 	if *f.signKey != "" || *f.signCert != "" || *f.enrollKeys != "" {
 		plan.Sign = &assemble.SignOptions{Key: *f.signKey, Cert: *f.signCert, Enroll: *f.enrollKeys}
-	}
-	for _, name := range readOnlyFlags {
-		if fl.Changed(name) && *f.printSpc {
-			return plan, usagef("--%s is not in class files yet: --print-spec cannot write it", name)
-		}
 	}
 	if err := firstboot.CheckKeep(*f.keep); err != nil {
 		return plan, usagef("--keep: %v", err)

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -27,6 +28,8 @@ import (
 	"github.com/imgfab/imgfab/cache"
 	"github.com/imgfab/imgfab/diskfmt"
 	"github.com/imgfab/imgfab/layers"
+	"github.com/imgfab/imgfab/secureboot"
+	"github.com/imgfab/imgfab/spec"
 )
 
 // addStoreFlags adds build's flags of the content store and the lock (used with -f).
@@ -141,6 +144,8 @@ func (s *storeRun) run(ctx context.Context, r *classRun) (assemble.Result, bool,
 		if res, ok := s.cached(key, r); ok {
 			return res, true, nil
 		}
+	} else if err := classSigning(r, func(k, v string) {}); err != nil { // a key that cannot be read: at its line
+		return assemble.Result{}, false, err
 	}
 	res, err := assemble.Run(bctx, r.plan)
 	if err != nil || !keep {
@@ -231,7 +236,7 @@ func (s *storeRun) keep(key string, r *classRun, res *assemble.Result) error {
 // outputKey is the key of a class/platform's finished outputs: the sha256 of everything their
 // bytes depend on: the class's canonical form, the platform, the image's digests, imgfab's
 // build, each output's format and compression, the epoch, and the contents of the local inputs
-// the file names (layers, file sources).
+// the file names (layers, file sources, secure_boot's files: see signingKey).
 func outputKey(r *classRun, pins layers.Pins) (string, error) {
 	h := sha256.New()
 	field := func(k, v string) { fmt.Fprintf(h, "%s\x00%d\x00%s\x00", k, len(v), v) }
@@ -262,7 +267,60 @@ func outputKey(r *classRun, pins layers.Pins) (string, error) {
 			}
 		}
 	}
+	if err := classSigning(r, field); err != nil {
+		return "", err
+	}
 	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// classSigning passes signingKey's fields of r's secure_boot to field; its error names
+// secure_boot's position.
+func classSigning(r *classRun, field func(k, v string)) error {
+	o := r.plan.Sign
+	if o == nil {
+		return nil
+	}
+	if err := signingKey(field, o); err != nil {
+		if sb := r.class.SecureBoot; sb != nil {
+			return spec.Errorf(sb.Pos, "classes."+r.class.Name+".secure_boot", "%v", err)
+		}
+		return err
+	}
+	return nil
+}
+
+// signingKey adds what signed outputs depend on beyond the paths of the canonical form: the
+// signing key's public half (the signatures are deterministic: the same key and binaries give
+// the same bytes), the certificate's bytes (it is embedded in every signature) and the bytes of
+// the .auth files put on the ESP to enroll. The private key is parsed to take its public half
+// (checking it against the certificate, as the build will) and is never hashed, kept or shown.
+func signingKey(field func(k, v string), o *assemble.SignOptions) error {
+	s, err := secureboot.LoadSigner(o.Key, o.Cert)
+	if err != nil {
+		return err
+	}
+	pub, err := x509.MarshalPKIXPublicKey(&s.Key.PublicKey)
+	if err != nil {
+		return err
+	}
+	field("sign-public-key", string(pub))
+	cert, err := os.ReadFile(o.Cert)
+	if err != nil {
+		return fmt.Errorf("reading signing certificate: %w", err)
+	}
+	field("sign-cert", string(cert))
+	if o.Enroll == "" {
+		return nil
+	}
+	// The files assemble puts on the ESP from --enroll-keys; a missing one is the build's error.
+	for _, n := range []string{"PK.auth", "KEK.auth", "db.auth"} {
+		b, err := os.ReadFile(filepath.Join(o.Enroll, n))
+		if err != nil {
+			return fmt.Errorf("enroll: %w (make the keys with `imgfab keys create DIR`)", err)
+		}
+		field("enroll", n+"\x00"+string(b))
+	}
+	return nil
 }
 
 // hashTree hashes a file or a directory tree: names, types, modes, owners, times, link targets

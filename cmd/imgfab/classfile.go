@@ -28,6 +28,8 @@ var fileSetFlags = []struct{ flag, key string }{
 	{"platform", "platforms"}, {"source-date-epoch", "source_date_epoch"}, {"no-journal", "no_journal"},
 	{"no-grow", "first_boot.grow"}, {"keep", "first_boot.keep"},
 	{"boot", "boot.mode"}, {"table", "boot.table"}, {"uki", "boot.uki"}, {"boot-chain", "boot.chain"},
+	{"rootfs", "rootfs"}, {"verity", "verity"},
+	{"sign-key", "secure_boot.key"}, {"sign-cert", "secure_boot.cert"}, {"enroll-keys", "secure_boot.enroll"},
 	{"print-spec", "the file itself"}, {"class", "the class names"},
 }
 
@@ -213,6 +215,11 @@ func classPlan(c *spec.Class, pl spec.Platform) (assemble.Plan, error) {
 		NoJournal: c.NoJournal,
 		Boot:      assemble.BootOptions{Mode: c.Boot.Mode, Table: c.Boot.Table, UKI: c.Boot.UKI, Chain: c.Boot.Chain},
 		FirstBoot: assemble.FirstBootOptions{NoGrow: c.FirstBoot.NoGrow, Keep: c.FirstBoot.Keep},
+		RootFS:    c.RootFS,
+		Verity:    c.Verity,
+	}
+	if sb := c.SecureBoot; sb != nil {
+		p.Sign = &assemble.SignOptions{Key: sb.KeyAbs, Cert: sb.CertAbs, Enroll: sb.EnrollAbs}
 	}
 	for i, k := range c.FirstBoot.Keep {
 		if err := firstboot.CheckKeep([]string{k}); err != nil {
@@ -228,6 +235,9 @@ func classPlan(c *spec.Class, pl spec.Platform) (assemble.Plan, error) {
 	}
 	if p.ESPSize == 0 {
 		p.ESPSize = spec.DefaultESPSize
+	}
+	if p.RootFS == "" {
+		p.RootFS = "ext4"
 	}
 	for _, l := range c.Layers {
 		p.ExtraLayers = append(p.ExtraLayers, l.Abs)
@@ -383,6 +393,13 @@ func printSpec(p assemble.Plan, name string, stdout io.Writer) error {
 		Disk:    spec.Disk{Size: p.Size},
 		ESPSize: p.ESPSize, SourceDateEpoch: p.SourceDateEpoch, NoJournal: p.NoJournal,
 		FirstBoot: spec.FirstBoot{NoGrow: p.FirstBoot.NoGrow, Keep: p.FirstBoot.Keep},
+		RootFS:    p.RootFS, Verity: p.Verity,
+	}
+	if p.Sign != nil {
+		c.SecureBoot = &spec.SecureBoot{Key: p.Sign.Key, Cert: p.Sign.Cert, Enroll: p.Sign.Enroll}
+	}
+	if c.RootFS == "ext4" {
+		c.RootFS = ""
 	}
 	if c.Boot.Mode == "auto" {
 		c.Boot.Mode = ""

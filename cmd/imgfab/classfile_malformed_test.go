@@ -40,6 +40,10 @@ func TestClassFileMalformed(t *testing.T) {
 		{"    units: {enable: [nginx.service]}\n", "5:22", "nginx.service"},
 		{"    users: [{name: ops, uid: 0}]\n", "5:30", "root's"},
 		{"    users: [{name: root, uid: 1500}]\n", "5:13", "clashes with /etc/passwd:1 (root)"},
+		{"    rootfs: zfs\n", "5:13", `want one of "ext4", "erofs", got "zfs"`},
+		{"    verity: true\n", "5:13", "verity needs rootfs: erofs"},
+		{"    secure_boot: {key: k}\n", "5:19", "key and cert go together"},
+		{"    secure_boot: {key: k, cert: c}\n", "5:18", "secure_boot needs boot.uki: true"},
 	} {
 		name := filepath.Join(dir, "bad.yaml")
 		body := c.body
