@@ -185,6 +185,8 @@ func (b *serveBuilder) parse(body []byte) (*spec.Class, error) {
 		return nil, errors.New("outputs: the request's URL names the file (/images/{id}/{arch}/disk.qcow2, …); leave outputs out")
 	case len(c.Publish) > 0:
 		return nil, errors.New("publish: the service stores artifacts in its registry; leave publish out")
+	case c.SecureBoot != nil:
+		return nil, errors.New("secure_boot: the service reads no files of yours and signs with no key of its host's; leave secure_boot out")
 	}
 	for _, fe := range c.Files {
 		if fe.SourceAbs != "" {

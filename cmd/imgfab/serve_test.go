@@ -387,6 +387,7 @@ func TestServeBadInput(t *testing.T) {
 		{"unknown-key", "POST", "/classes", serveToken, strings.NewReader(okClass + "colour: blue\n"), 400, "colour"},
 		{"local-source", "POST", "/classes", serveToken, strings.NewReader("from: oci:/etc\n"), 400, "reads no files of yours"},
 		{"local-layer", "POST", "/classes", serveToken, strings.NewReader(okClass + "layers: [/etc]\n"), 400, "layers"},
+		{"host-keys", "POST", "/classes", serveToken, strings.NewReader(okClass + "boot: {uki: true}\nsecure_boot: {key: /etc/ssl/private/k.pem, cert: /etc/ssl/certs/c.pem}\n"), 400, "secure_boot: the service reads no files of yours"},
 		{"gigabyte-body", "POST", "/classes", serveToken, io.LimitReader(zeroReader{}, 1<<30), 413, "request body over"},
 		{"no-token", "POST", "/classes", "", strings.NewReader(okClass), 401, "Bearer"},
 		{"wrong-token", "POST", "/classes", serveToken + "x", strings.NewReader(okClass), 403, "wrong token"},
