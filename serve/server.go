@@ -44,6 +44,10 @@ type Builder interface {
 	Build(ctx context.Context, class []byte, arch, source, path string) (sha string, size int64, err error)
 	// Version names the imgfab that builds; it is part of every artifact key.
 	Version() string
+	// PushContainerDisk pushes the qcow2 file at path as a KubeVirt containerDisk image for arch
+	// to ref (REGISTRY/REPO:TAG, the store's repository) and returns its manifest digest. The
+	// image is reproducible: the same file gives the same digest.
+	PushContainerDisk(ctx context.Context, path, arch, ref string) (string, error)
 }
 
 // Config configures a Server.
@@ -181,6 +185,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /classes", s.postClass)
 	mux.HandleFunc("GET /classes/{id}", s.getClass)
 	mux.HandleFunc("POST /classes/{id}/refresh", s.postRefresh)
+	mux.HandleFunc("GET /images/{id}/{arch}/containerdisk", s.getContainerDisk)
 	mux.HandleFunc("GET /images/{id}/{arch}/{file}", s.getImage) // GET also answers HEAD
 	mux.HandleFunc("GET /builds/{key}", s.getBuild)
 	mux.HandleFunc("GET /blobs/sha256/{hex}", s.getBlob)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"io"
 	"log"
 	"net/http"
@@ -40,6 +41,9 @@ func (f *fakeBuilder) Build(ctx context.Context, class []byte, arch, source, pat
 	return hex.EncodeToString(s[:]), int64(len(b)), nil
 }
 func (f *fakeBuilder) Version() string { return "test" }
+func (f *fakeBuilder) PushContainerDisk(ctx context.Context, path, arch, ref string) (string, error) {
+	return "", errors.New("no containerDisks here")
+}
 
 func newTestServer(t *testing.T, fb *fakeBuilder, maxQueue int) (*httptest.Server, *Server) {
 	t.Helper()

@@ -135,6 +135,18 @@ func (s *Store) manifest(ctx context.Context, tag string) (*v1.Manifest, error) 
 	return &m, nil
 }
 
+// digestOf is the digest of the manifest tagged tag (ErrNotFound: no such tag).
+func (s *Store) digestOf(ctx context.Context, tag string) (string, error) {
+	d, err := remote.Head(s.repo.Tag(tag), s.o(ctx)...)
+	if err != nil {
+		if isNotFound(err) {
+			return "", ErrNotFound
+		}
+		return "", err
+	}
+	return d.Digest.String(), nil
+}
+
 // blob opens a blob of the repository.
 func (s *Store) blob(ctx context.Context, digest v1.Hash) (io.ReadCloser, error) {
 	l, err := remote.Layer(s.repo.Digest(digest.String()), s.o(ctx)...)

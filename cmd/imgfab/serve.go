@@ -20,6 +20,7 @@ import (
 	"github.com/imgfab/imgfab/assemble"
 	"github.com/imgfab/imgfab/cache"
 	"github.com/imgfab/imgfab/layers"
+	"github.com/imgfab/imgfab/publish/oci"
 	"github.com/imgfab/imgfab/serve"
 	"github.com/imgfab/imgfab/spec"
 )
@@ -257,3 +258,18 @@ func (b *serveBuilder) Build(ctx context.Context, body []byte, arch, source, pat
 }
 
 func (b *serveBuilder) Version() string { return buildID() }
+
+func (b *serveBuilder) PushContainerDisk(ctx context.Context, path, arch, ref string) (string, error) {
+	a, closeDisk, err := openArtifact(ctx, path)
+	if err != nil {
+		return "", err
+	}
+	defer closeDisk()
+	a.Arch = arch
+	t := &oci.Target{Ref: ref, Insecure: b.insecure, TempDir: filepath.Dir(path)}
+	res, err := t.Push(ctx, a, nil)
+	if err != nil {
+		return "", err
+	}
+	return res.ID, nil
+}

@@ -26,6 +26,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/imgfab/imgfab/internal/testimage"
+	"github.com/imgfab/imgfab/publish/oci/ocitest"
 )
 
 const serveToken = "imgfab-test-token-0123456789"
@@ -225,6 +226,25 @@ func TestServeReplicas(t *testing.T) {
 	}
 	if code, b, h := call(t, "HEAD", rs[2].url+"/images/"+ids[0]+"/amd64/disk.qcow2", "", nil); code != 200 || len(b) != 0 || h.Get("ETag") == "" {
 		t.Errorf("HEAD: %d, %d bytes, %v", code, len(b), h)
+	}
+
+	// A KubeVirt containerDisk from the store: the same image from two replicas, holding the
+	// qcow2 the class's disk.qcow2 is.
+	var cdRef string
+	for _, r := range rs[:2] {
+		code, b, _ := call(t, "GET", r.url+"/images/"+ids[2]+"/amd64/containerdisk", "", nil)
+		var cd struct{ Image, Digest, Pull string }
+		if code != 200 || json.Unmarshal(b, &cd) != nil || !strings.HasPrefix(cd.Digest, "sha256:") {
+			t.Fatalf("containerdisk: %d %s", code, b)
+		}
+		if cdRef != "" && cd.Pull != cdRef {
+			t.Errorf("containerdisk: %s from one replica, %s from another", cdRef, cd.Pull)
+		}
+		cdRef = cd.Pull
+	}
+	_, qc, _ := call(t, "GET", rs[2].url+"/images/"+ids[2]+"/amd64/disk.qcow2", "", nil)
+	if got := ocitest.PulledDisk(t, cdRef); !bytes.Equal(got, qc) {
+		t.Errorf("the containerDisk %s holds %d bytes, not the class's qcow2 (%d)", cdRef, len(got), len(qc))
 	}
 
 	// kill -9 in the middle of a build: a fifth class, asked of replica 0 without waiting.
