@@ -8,7 +8,7 @@ import (
 	"path/filepath"
 )
 
-// ContainerDiskTagPrefix names the KubeVirt containerDisk made from an artifact: cd-<the qcow2
+// containerDiskTagPrefix names the KubeVirt containerDisk made from an artifact: cd-<the qcow2
 // artifact's key>.
 const containerDiskTagPrefix = "cd-"
 
@@ -74,4 +74,3 @@ func (s *Server) containerDisk(ctx context.Context, a Artifact, ref string) (str
 	}
 	return v.(string), nil
 }
-

@@ -22,6 +22,7 @@
 // never prints, and reads no file of the client's.
 //
 // Limits: no eviction of the scratch cache (size the volume; it is a cache, safe to empty); the
-// artifact list of a class reads every artifact manifest of the repository (fine for thousands);
-// KubeVirt containerDisks are not served (artifacts are OCI artifacts of the disk file).
+// artifact list of a class reads every artifact manifest of the repository (fine for thousands).
+// A KubeVirt containerDisk (cd-<key>, containerdisk.go) is made from the qcow2 artifact on
+// request, as `imgfab push oci` makes one.
 package serve
