@@ -472,26 +472,8 @@ func (b *build) buildRoot(ctx context.Context, f iox.DiskFile) error {
 	if err := b.openExtras(f); err != nil {
 		return err
 	}
-	r := newRouter(fsw, b.parts, b.epoch)
-	prep, err := b.preparer("")
-	if err != nil {
-		return fmt.Errorf("build: %w", err)
-	}
-	add := func(h *tar.Header, body io.Reader) error { return prep.Entry(h, body, r.add) }
-	if err := streamTree(ctx, p, b.ls, add); err != nil {
-		return sizeHint(err, p.Size, rootSize)
-	}
-	if err := b.finishFirstBoot(prep, r.add); err != nil {
-		return sizeHint(err, p.Size, rootSize)
-	}
-	if err := r.finish(); err != nil {
-		return fmt.Errorf("build: %w", err)
-	}
-	if err := b.closeExtras(f); err != nil {
+	if err := b.fill(ctx, f, fsw, b.parts, "", func(err error) error { return sizeHint(err, p.Size, rootSize) }); err != nil {
 		return err
-	}
-	if err := fsw.Close(); err != nil {
-		return sizeHint(fmt.Errorf("build: root filesystem: %w", err), p.Size, rootSize)
 	}
 	if rootSize == 0 {
 		rootSize = partition.AlignUp(fsw.Size())
@@ -510,6 +492,34 @@ func (b *build) buildRoot(ctx context.Context, f iox.DiskFile) error {
 	b.fsw = fsw
 	b.res.RootFS = RootFSResult{Type: "ext4", UUID: uuidString(b.fsUUID), Size: fsw.Size(),
 		Files: int64(st.Files), Dirs: int64(st.Dirs), DataBytes: st.DataBytes}
+	return nil
+}
+
+// fill streams the layers through the first-boot preparation into root and the ext4 partitions
+// (parts; varFSUUID names a read-only disk's /var in fstab) and closes them all; hint says what to
+// do about a root that ran out of room.
+func (b *build) fill(ctx context.Context, f iox.DiskFile, root partWriter, parts []*extraPart, varFSUUID string, hint func(error) error) error {
+	r := newRouter(root, parts, b.epoch)
+	prep, err := b.preparer(varFSUUID)
+	if err != nil {
+		return fmt.Errorf("build: %w", err)
+	}
+	add := func(h *tar.Header, body io.Reader) error { return prep.Entry(h, body, r.add) }
+	if err := streamTree(ctx, &b.p, b.ls, add); err != nil {
+		return hint(err)
+	}
+	if err := b.finishFirstBoot(prep, r.add); err != nil {
+		return hint(err)
+	}
+	if err := r.finish(); err != nil {
+		return fmt.Errorf("build: %w", err)
+	}
+	if err := b.closeExtras(f); err != nil {
+		return err
+	}
+	if err := root.Close(); err != nil {
+		return hint(fmt.Errorf("build: root filesystem: %w", err))
+	}
 	return nil
 }
 

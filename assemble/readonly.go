@@ -122,26 +122,9 @@ func (b *build) buildReadOnlyRoot(ctx context.Context, f iox.DiskFile) error {
 		fsUUID:   partition.DeriveUUID(b.seed, "var-fs-uuid"),
 		hashSeed: partition.DeriveUUID(b.seed, "var-fs-hash-seed"),
 	}
-	r := newRouter(fsw, append(slices.Clone(b.parts), varPart), b.epoch)
-	prep, err := b.preparer(uuidString(varPart.fsUUID))
-	if err != nil {
-		return fmt.Errorf("build: %w", err)
-	}
-	add := func(h *tar.Header, body io.Reader) error { return prep.Entry(h, body, r.add) }
-	if err := streamTree(ctx, p, b.ls, add); err != nil {
-		return roSizeHint(err, p.Size, maxRoot)
-	}
-	if err := b.finishFirstBoot(prep, r.add); err != nil {
-		return roSizeHint(err, p.Size, maxRoot)
-	}
-	if err := r.finish(); err != nil {
-		return fmt.Errorf("build: %w", err)
-	}
-	if err := b.closeExtras(f); err != nil {
+	hint := func(err error) error { return roSizeHint(err, p.Size, maxRoot) }
+	if err := b.fill(ctx, f, fsw, append(slices.Clone(b.parts), varPart), uuidString(varPart.fsUUID), hint); err != nil {
 		return err
-	}
-	if err := fsw.Close(); err != nil {
-		return roSizeHint(fmt.Errorf("build: root filesystem: %w", err), p.Size, maxRoot)
 	}
 	rootSize := partition.AlignUp(fsw.Size())
 	specs := append([]partition.Spec{{Name: "esp", Type: partition.TypeESP, GUID: b.espGUID, Size: b.espSize}}, b.extraSpecs()...)
