@@ -283,7 +283,11 @@ func (b *build) fullError(e *extraPart) error {
 
 // extraResults are the extra partitions' entries of Result.Partitions (after the ESP).
 func (b *build) fillPartitionResults() {
-	for _, e := range b.parts {
+	parts := b.parts
+	if b.varPart != nil {
+		parts = append(slices.Clone(parts), b.varPart)
+	}
+	for _, e := range parts {
 		for i := range b.res.Partitions {
 			r := &b.res.Partitions[i]
 			if r.GUID == e.guid {

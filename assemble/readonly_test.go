@@ -1,7 +1,6 @@
 package assemble_test
 
 import (
-	"errors"
 	"io"
 	"io/fs"
 	"os"
@@ -75,7 +74,7 @@ func TestReadOnlyRoot(t *testing.T) {
 	if vp.Name != "root-x86-64-verity" || vp.Type != "2C7357ED-EBD2-46D9-AEC1-23D437EC2BF5" || vp.GUID != guid(rh[32:]) {
 		t.Errorf("verity partition %+v: want root-verity type, GUID from the root hash's second half %s", vp, guid(rh[32:]))
 	}
-	if v.Name != "var" || v.Type != partition.TypeVar || v.Offset+v.Size != res.VirtualSize-partition.Tail {
+	if v.Name != "var" || v.Type != partition.TypeVar || v.Offset+v.Size != res.VirtualSize-partition.Tail || v.Mount != "/var" || v.FS != "ext4" || len(v.FSUUID) != 36 {
 		t.Errorf("var partition %+v: want the var type, last on the disk", v)
 	}
 	if res.RootFS.Type != "erofs" {
@@ -115,7 +114,7 @@ func TestReadOnlyRoot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"/dev/mapper/root\t/\terofs\tro\t0\t0", "UUID=" + uuidOf(t, raw, v) + "\t/var\text4\tdefaults", "tmpfs\t/tmp\ttmpfs\t"} {
+	for _, want := range []string{"/dev/mapper/root\t/\terofs\tro\t0\t0", "UUID=" + v.FSUUID + "\t/var\text4\tdefaults", "tmpfs\t/tmp\ttmpfs\t"} {
 		if !strings.Contains(string(fstab), want) {
 			t.Errorf("/etc/fstab lacks %q:\n%s", want, fstab)
 		}
@@ -174,32 +173,4 @@ func TestReadOnlyRoot(t *testing.T) {
 			})
 		}
 	})
-}
-
-// uuidOf is the ext4 UUID of a partition of raw, as blkid would say it.
-func uuidOf(t *testing.T, raw string, p assemble.PartitionResult) string {
-	t.Helper()
-	f, err := os.Open(raw)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	sb := make([]byte, 16)
-	if _, err := f.ReadAt(sb, p.Offset+1024+0x68); err != nil && !errors.Is(err, io.EOF) {
-		t.Fatal(err)
-	}
-	return strings.ToLower(guidString(sb))
-}
-
-func guidString(b []byte) string {
-	const hexd = "0123456789abcdef"
-	var s strings.Builder
-	for i, c := range b {
-		if i == 4 || i == 6 || i == 8 || i == 10 {
-			s.WriteByte('-')
-		}
-		s.WriteByte(hexd[c>>4])
-		s.WriteByte(hexd[c&15])
-	}
-	return s.String()
 }
