@@ -116,8 +116,14 @@ func (b *build) buildReadOnlyRoot(ctx context.Context, f iox.DiskFile) error {
 		return fmt.Errorf("build: /var: %w", err)
 	}
 	defer spool.remove()
+	// Its number: after the ESP, the class's partitions, the root and the hash tree (what()
+	// names partition index+2).
+	num := len(b.parts) + 3
+	if p.Verity {
+		num++
+	}
 	varPart := &extraPart{ExtraPartition: ExtraPartition{Mount: "/var", FS: "ext4", Label: "var", Type: partition.TypeVar},
-		index: len(b.parts), rel: "var", fsw: spool, mbrNum: len(b.parts) + 3,
+		index: num - 2, rel: "var", fsw: spool, mbrNum: num,
 		guid:     partition.DeriveGUID(b.seed, "var"),
 		fsUUID:   partition.DeriveUUID(b.seed, "var-fs-uuid"),
 		hashSeed: partition.DeriveUUID(b.seed, "var-fs-hash-seed"),
@@ -213,11 +219,19 @@ func (b *build) writeVar(e *extraPart, spool *tarSpool, f iox.DiskFile, size int
 	if err != nil {
 		return fmt.Errorf("build: %s: %w", what, err)
 	}
+	full := func(err error) error {
+		err = fmt.Errorf("build: %s: %w", what, err)
+		if !errors.Is(err, ext4.ErrFull) {
+			return err
+		}
+		return fmt.Errorf("%w\n--size %d MiB is too small for this image: /var gets the %d MiB left after the root and its hash tree; raise --size, or leave it out to size the disk from the content",
+			err, b.p.Size/partition.MiB, size/partition.MiB)
+	}
 	if err := spool.replay(w.Add); err != nil {
-		return sizeHint(fmt.Errorf("build: %s: %w", what, err), b.p.Size, size)
+		return full(err)
 	}
 	if err := w.Close(); err != nil {
-		return sizeHint(fmt.Errorf("build: %s: %w", what, err), b.p.Size, size)
+		return full(err)
 	}
 	e.fsw = w
 	return nil

@@ -160,6 +160,11 @@ func TestReadOnlyRoot(t *testing.T) {
 			}, "makes /var a partition of its own"},
 			{"too-small", func(p *assemble.Plan) { p.Size = vp.Offset + vp.Size + 4<<20 }, "is too small for this image: it leaves"},
 			{"no-room", func(p *assemble.Plan) { p.Size = 264 << 20 }, "the ESP and the partitions before the root end at 257 MiB, and /var needs 8 MiB"},
+			{"var-full", func(p *assemble.Plan) {
+				// Room for the root and 12 MiB of /var, which a 14 MiB file under /var does not fit.
+				p.Size = vp.Offset + vp.Size + 13<<20
+				p.ExtraLayers = append(p.ExtraLayers, partLayer(t, pDir("var/", 0o755), pReg("var/big", strings.Repeat("v", 14<<20), 0o644)))
+			}, "/var gets the 12 MiB left after the root and its hash tree"},
 		} {
 			t.Run(c.name, func(t *testing.T) {
 				dir := t.TempDir()
