@@ -137,8 +137,10 @@ func TestQueueFull(t *testing.T) {
 		if code, b, _ := get(t, srv.URL+"/images/"+id+"/amd64/"+f+"?wait=false"); code != http.StatusAccepted {
 			t.Fatalf("%s: %d %s", f, code, b)
 		}
+		if f == "disk.raw" {
+			<-fb.started // disk.raw has the slot: disk.qcow2 then waits
+		}
 	}
-	<-fb.started // disk.raw runs, disk.qcow2 waits
 	code, b, h := get(t, srv.URL+"/images/"+id+"/amd64/disk.vhd?wait=false")
 	if code != http.StatusServiceUnavailable || h.Get("Retry-After") == "" || !strings.Contains(b, "queue full") {
 		t.Errorf("third build: %d %q %s, want 503 with Retry-After", code, h.Get("Retry-After"), b)
