@@ -20,8 +20,9 @@ import (
 	"github.com/imgfab/imgfab/internal/testtool"
 )
 
-// plan is the Plan `imgfab build SOURCE -o OUT…` gives assemble.Run when no other flag is set
-// (cmd/imgfab/build.go: --platform linux/amd64, --esp-size 256MiB, --boot auto, --table gpt).
+// plan is the Plan `imgfab build --json SOURCE -o OUT…` gives assemble.Run when no other flag is
+// set (cmd/imgfab/build.go: --platform linux/amd64, --esp-size 256MiB, --boot auto, --table gpt;
+// --json computes the outputs' sha256).
 // The options shape the seed of every identifier, so the defaults are the CLI's, not Plan's zero.
 func plan(source string, outputs ...string) assemble.Plan {
 	p := assemble.Plan{
@@ -29,6 +30,7 @@ func plan(source string, outputs ...string) assemble.Plan {
 		Platform: "linux/amd64",
 		ESPSize:  256 << 20,
 		Boot:     assemble.BootOptions{Mode: "auto", Table: "gpt"},
+		Checksum: true,
 	}
 	for _, o := range outputs {
 		p.Outputs = append(p.Outputs, assemble.Output{Path: o})

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"os"
 	"slices"
 	"time"
 )
@@ -31,7 +30,7 @@ import (
 // too, for other outputs of the same build. Not safe for concurrent writes. Memory: 32 KiB of
 // mapping per 512 MiB of guest that holds data.
 type Qcow2Sink struct {
-	f        *os.File
+	f        sinkFile
 	size     int64                            // guest bytes
 	pos      int64                            // Read and Seek offset
 	maps     map[int64]*[qcowL2Entries]uint32 // by L2 range: host cluster of each guest cluster, 0: none
@@ -40,8 +39,16 @@ type Qcow2Sink struct {
 	finished bool
 }
 
-// NewQcow2Sink starts a qcow2 image in f, which must be empty and seekable.
-func NewQcow2Sink(f *os.File) *Qcow2Sink {
+// sinkFile is the file a Qcow2Sink writes: an *os.File, or a WritebackFile.
+type sinkFile interface {
+	io.ReaderAt
+	io.WriterAt
+	Truncate(size int64) error
+	Name() string
+}
+
+// NewQcow2Sink starts a qcow2 image in f, which must be empty.
+func NewQcow2Sink(f sinkFile) *Qcow2Sink {
 	return &Qcow2Sink{f: f, maps: map[int64]*[qcowL2Entries]uint32{}, next: 1}
 }
 

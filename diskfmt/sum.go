@@ -14,18 +14,19 @@ import (
 
 // Sum is the sha256 and length of a written output file.
 type Sum struct {
-	SHA256 string // hex
+	SHA256 string // hex; "" when the output was not hashed
 	Bytes  int64
 }
 
-// WriteOutput writes d to out in format f and returns the sha256 of what it wrote, hashed on the
-// fly by a goroutine of its own (on another core) rather than by reading the file back. Holes the
-// writer seeks over or truncates to are hashed as zeros. Where the writer goes back over bytes
-// already hashed (no format here does), the file is hashed from its start after the write. While
-// it writes, the written range is handed to the kernel for writeback every writebackEvery bytes,
-// so the fsync of Commit has little left to do. out is not committed.
-func WriteOutput(ctx context.Context, out *Output, f Format, d Disk) (Sum, error) {
-	hw := newHashWriter(out)
+// WriteOutput writes d to out in format f and returns its length and, when hash is set, the
+// sha256 of what it wrote, hashed on the fly by a goroutine of its own (on another core) rather
+// than by reading the file back. Holes the writer seeks over or truncates to are hashed as zeros.
+// Where the writer goes back over bytes already hashed (no format here does), the file is hashed
+// from its start after the write. While it writes, the written range is handed to the kernel for
+// writeback every writebackEvery bytes, so the fsync of Commit has little left to do. out is not
+// committed.
+func WriteOutput(ctx context.Context, out *Output, f Format, d Disk, hash bool) (Sum, error) {
+	hw := newHashWriter(out, hash)
 	err := f.Write(ctx, hw, d)
 	sum, ok := hw.finish()
 	if err != nil {
@@ -37,18 +38,12 @@ func WriteOutput(ctx context.Context, out *Output, f Format, d Disk) (Sum, error
 	return sum, nil
 }
 
-// StartWriteback asks the kernel to start writing the file's dirty pages to storage now
-// (sync_file_range SYNC_FILE_RANGE_WRITE), without waiting, so that Commit's fsync overlaps the
-// work that follows. It is a hint: errors are ignored (fsync reports them).
-func (o *Output) StartWriteback() {
-	_ = unix.SyncFileRange(int(o.Fd()), 0, 0, unix.SYNC_FILE_RANGE_WRITE)
-}
-
-// writebackEvery is how many bytes a hashWriter lets through between two writeback hints.
+// writebackEvery is how many bytes a hashWriter or a WritebackFile lets through between two
+// writeback hints.
 const writebackEvery = 64 << 20
 
 // hashWriter passes a format writer's writes and seeks to an Output and feeds the same bytes, in
-// file order, to a sha256 running in its own goroutine. It keeps the Output's Seek, Truncate and
+// file order, to a sha256 running in its own goroutine (ch is nil when it does not hash). It keeps the Output's Seek, Truncate and
 // Stat, so the raw and fixed-VHD writers still leave holes.
 type hashWriter struct {
 	out    *Output
@@ -71,8 +66,12 @@ type hashChunk struct {
 
 const hashBuf = 1 << 20
 
-func newHashWriter(out *Output) *hashWriter {
-	w := &hashWriter{out: out, ch: make(chan hashChunk, 8), done: make(chan Sum, 1)}
+func newHashWriter(out *Output, hash bool) *hashWriter {
+	w := &hashWriter{out: out}
+	if !hash {
+		return w
+	}
+	w.ch, w.done = make(chan hashChunk, 8), make(chan Sum, 1)
 	w.pool.New = func() any { b := make([]byte, hashBuf); return &b }
 	go w.hash()
 	return w
@@ -101,6 +100,9 @@ func (w *hashWriter) hash() {
 
 // feedZeros hashes the gap up to off as zeros; it reports false when off is behind the hash.
 func (w *hashWriter) feedZeros(off int64) bool {
+	if w.ch == nil {
+		return true
+	}
 	if off < w.hashed {
 		return false
 	}
@@ -116,7 +118,7 @@ func (w *hashWriter) Write(p []byte) (int, error) {
 	if !w.broken && !w.feedZeros(w.pos) {
 		w.broken = true
 	}
-	if !w.broken {
+	if !w.broken && w.ch != nil {
 		for q := p[:n]; len(q) > 0; {
 			b := w.pool.Get().(*[]byte)
 			k := copy(*b, q)
@@ -158,6 +160,9 @@ func (w *hashWriter) Stat() (fs.FileInfo, error) { return w.out.Stat() }
 // finish hashes the zeros up to the file's end and returns the sum; ok is false when the writer
 // went back over hashed bytes, so the sum does not describe the file.
 func (w *hashWriter) finish() (Sum, bool) {
+	if w.ch == nil {
+		return Sum{Bytes: w.end}, true
+	}
 	if !w.broken {
 		w.feedZeros(w.end)
 	}

@@ -85,7 +85,7 @@ func TestBuildFlags(t *testing.T) {
 	e := int64(1700000001)
 	lib, err := assemble.Run(t.Context(), assemble.Plan{
 		Source: "oci:" + src + ":f", Platform: "linux/amd64", ExtraLayers: []string{overlay}, Cmdline: "console=ttyS0 quiet",
-		Size: 64 << 20, ESPSize: 8 << 20, SourceDateEpoch: &e, NoJournal: true,
+		Size: 64 << 20, ESPSize: 8 << 20, SourceDateEpoch: &e, NoJournal: true, Checksum: true, // --json
 		Boot:    assemble.BootOptions{Mode: "uefi", Table: "gpt"},
 		Outputs: []assemble.Output{{Path: filepath.Join(libDir, "d.raw")}, {Path: filepath.Join(libDir, "d.qcow2")}},
 	})
@@ -106,7 +106,7 @@ func TestBuildFlags(t *testing.T) {
 	// With no flag but -o, the CLI's defaults: the Plan cmd/imgfab/build.go documents.
 	def := build(t, "oci:"+src+":f", "--source-date-epoch", "1700000001", "-o", filepath.Join(cliDir, "def.raw"))
 	lib, err = assemble.Run(t.Context(), assemble.Plan{Source: "oci:" + src + ":f", Platform: "linux/amd64", ESPSize: 256 << 20,
-		SourceDateEpoch: &e, Boot: assemble.BootOptions{Mode: "auto", Table: "gpt"},
+		SourceDateEpoch: &e, Boot: assemble.BootOptions{Mode: "auto", Table: "gpt"}, Checksum: true,
 		Outputs: []assemble.Output{{Path: filepath.Join(libDir, "def.raw")}}})
 	if err != nil {
 		t.Fatalf("assemble.Run: %v", err)
@@ -186,5 +186,41 @@ func TestStdout(t *testing.T) {
 	}
 	if r := runImgfab(t, nil, "build", "oci:"+src, "-o", "-"); r.code != 2 || !strings.Contains(r.stderr, "needs --format") {
 		t.Errorf("-o - without --format: exit %d %s", r.code, r.stderr)
+	}
+}
+
+// TestBuildChecksum: a plain build prints each output without a sha256 (issue 17: the sha256 of a
+// disk written in place is a read-back after the build); --checksum prints the one sha256sum
+// gives, for an output written in place (raw) and one written from the disk (vhd); the bytes are
+// the same either way.
+func TestBuildChecksum(t *testing.T) {
+	src := "oci:" + testimage.WriteLayout(t, "f", testimage.GzipTar(t, testimage.ContentTree())) + ":f"
+	plainDir, sumDir := t.TempDir(), t.TempDir()
+	args := func(dir string) []string {
+		return []string{"build", src, "--source-date-epoch", "1700000001", "--esp-size", "8MiB", "--size", "64MiB",
+			"-o", filepath.Join(dir, "d.raw"), "-o", filepath.Join(dir, "d.vhd")}
+	}
+	plain := runImgfab(t, nil, args(plainDir)...)
+	withSum := runImgfab(t, nil, append(args(sumDir), "--checksum")...)
+	if plain.code != 0 || withSum.code != 0 {
+		t.Fatalf("exit %d / %d\n%s%s", plain.code, withSum.code, plain.stderr, withSum.stderr)
+	}
+	if strings.Contains(plain.stdout, "sha256") || strings.Count(plain.stdout, " MiB virtual\n") != 2 {
+		t.Errorf("plain build printed:\n%s", plain.stdout)
+	}
+	for _, name := range []string{"d.raw", "d.vhd"} {
+		b, err := os.ReadFile(filepath.Join(sumDir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		sum := sha256.Sum256(b)
+		want := filepath.Join(sumDir, name) + ": " + strings.TrimPrefix(filepath.Ext(name), ".") + ", 64 MiB virtual, sha256 " + hex.EncodeToString(sum[:]) + "\n"
+		if !strings.Contains(withSum.stdout, want) {
+			t.Errorf("--checksum printed:\n%s\nwant the line %q", withSum.stdout, want)
+		}
+		p, err := os.ReadFile(filepath.Join(plainDir, name))
+		if err != nil || !reflect.DeepEqual(p, b) {
+			t.Errorf("%s: the bytes differ with and without --checksum (%v)", name, err)
+		}
 	}
 }

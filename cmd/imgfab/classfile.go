@@ -195,7 +195,7 @@ func buildRun(ctx context.Context, sr *storeRun, r classRun, enc *json.Encoder, 
 		if o.Path == "-" {
 			w = stderr
 		}
-		fmt.Fprintf(w, "%s %s: %s: %s, %d MiB virtual, sha256 %s%s\n", r.class.Name, r.platform, o.Path, o.Format, res.VirtualSize>>20, o.SHA256, cachedNote(cached))
+		fmt.Fprintf(w, "%s %s: %s: %s%s\n", r.class.Name, r.platform, o.Path, outputLine(&res, o), cachedNote(cached))
 	}
 	return nil
 }
@@ -217,6 +217,7 @@ func classPlan(c *spec.Class, pl spec.Platform) (assemble.Plan, error) {
 		FirstBoot: assemble.FirstBootOptions{NoGrow: c.FirstBoot.NoGrow, Keep: c.FirstBoot.Keep},
 		RootFS:    c.RootFS,
 		Verity:    c.Verity,
+		Checksum:  true, // the cache and imgfab serve keep outputs by their sha256
 	}
 	if sb := c.SecureBoot; sb != nil {
 		p.Sign = &assemble.SignOptions{Key: sb.KeyAbs, Cert: sb.CertAbs, Enroll: sb.EnrollAbs}

@@ -83,7 +83,7 @@ func (f *buildFlags) buildPlatforms(ctx context.Context, plans []assemble.Plan, 
 			continue
 		}
 		for _, o := range res.Outputs {
-			fmt.Fprintf(stdout, "%s: %s: %s, %d MiB virtual, sha256 %s\n", plan.Platform, o.Path, o.Format, res.VirtualSize>>20, o.SHA256)
+			fmt.Fprintf(stdout, "%s: %s: %s\n", plan.Platform, o.Path, outputLine(&res, o))
 		}
 	}
 	return nil
