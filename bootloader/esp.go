@@ -96,7 +96,8 @@ func WriteESP(ctx context.Context, f iox.DiskFile, offset, size int64, label str
 			(need+(1<<20)-1)>>20, size>>20, avail>>20)
 	}
 	return withEpoch(epoch, func() error {
-		storage := file.New(f, false)
+		cf := iox.Coalesce(f)
+		storage := file.New(cf, false)
 		fsys, err := fat32.Create(storage, fatFSSize(size), offset, 512, label, true)
 		if err != nil {
 			return fmt.Errorf("writing ESP: formatting FAT32 (%d MiB at offset %d MiB): %w", size>>20, offset>>20, err)
@@ -109,6 +110,9 @@ func WriteESP(ctx context.Context, f iox.DiskFile, offset, size int64, label str
 			if err := e.add(fl); err != nil {
 				return fmt.Errorf("writing ESP: %s: %w", fl.Path, err)
 			}
+		}
+		if err := cf.Flush(); err != nil {
+			return fmt.Errorf("writing ESP: %w", err)
 		}
 		region := struct {
 			io.ReaderAt
@@ -142,6 +146,23 @@ func (e *ESP) add(fl FileSpec) error {
 	w, err := e.fs.OpenFile(fl.Path, os.O_CREATE|os.O_RDWR|os.O_TRUNC)
 	if err != nil {
 		return err
+	}
+	// Every go-diskfs Write that grows a file rewrites both FATs (2 MiB each in a 256 MiB ESP):
+	// one byte written at the file's end first allocates its clusters at once — the same clusters,
+	// in the same order, as growing it write by write — and the copy then only fills them.
+	if fl.Size > 1 {
+		if _, err := w.Seek(fl.Size-1, io.SeekStart); err != nil {
+			w.Close()
+			return err
+		}
+		if _, err := w.Write([]byte{0}); err != nil {
+			w.Close()
+			return err
+		}
+		if _, err := w.Seek(0, io.SeekStart); err != nil {
+			w.Close()
+			return err
+		}
 	}
 	buf := make([]byte, 1<<20)
 	n, err := io.CopyBuffer(w, r, buf)

@@ -67,6 +67,32 @@ func (p *bufPipe) Write(b []byte) (int, error) {
 	return n, nil
 }
 
+// ReadFrom is the producer's side when it copies from r (io.Copy): r reads straight into the
+// chunks, so every byte is copied once less than through Write, on the core that decompresses
+// (issue 17: 0.12 s of a 625 MB layer's 2.1 s). It returns at r's io.EOF (nil) or error.
+func (p *bufPipe) ReadFrom(r io.Reader) (int64, error) {
+	var n int64
+	for {
+		if p.wbuf == nil {
+			p.wbuf = p.getChunk()
+		}
+		k, err := r.Read(p.wbuf[len(p.wbuf):cap(p.wbuf)])
+		p.wbuf = p.wbuf[:len(p.wbuf)+k]
+		n += int64(k)
+		if len(p.wbuf) == cap(p.wbuf) {
+			if serr := p.send(); serr != nil {
+				return n, serr
+			}
+		}
+		switch {
+		case err == io.EOF:
+			return n, nil
+		case err != nil:
+			return n, err
+		}
+	}
+}
+
 func (p *bufPipe) send() error {
 	buf := p.wbuf
 	p.wbuf = nil
