@@ -258,6 +258,16 @@ func Run(ctx context.Context, p Plan) (Result, error) {
 			disk = b.sink
 		}
 	}
+	if b.mirrors, err = b.openMirrors(); err != nil {
+		return b.res, fmt.Errorf("build: %w", err)
+	}
+	defer closeMirrors(b.mirrors)
+	if t := (&teeDisk{disk: disk}); len(b.mirrors) > 0 {
+		for _, m := range b.mirrors {
+			t.mirrors = append(t.mirrors, m.wb)
+		}
+		disk = t
+	}
 	build := b.buildRoot
 	if p.readOnly() {
 		build = b.buildReadOnlyRoot
@@ -283,6 +293,7 @@ type build struct {
 	formats    []diskfmt.Format   // one per p.Outputs
 	scratchFor string             // the scratch disk is this output's temporary file, or beside it
 	sink       *diskfmt.Qcow2Sink // the scratch disk as the first output, a qcow2 written in place
+	mirrors    map[int]*mirror    // by output index: outputs written as the disk is (mirror.go)
 	espSize    int64
 	platform   v1.Platform
 	arch       bootloader.Arch // from the platform; the image config must agree
@@ -580,9 +591,10 @@ func (b *build) boot(ctx context.Context, f iox.DiskFile) error {
 
 // writeOutputs writes every output at once, each in a goroutine of its own (as many at a time as
 // there are cores, so one output's compressor runs beside another's), each hashed as it is
-// written. The raw scratch, when it is the first output, is hashed while the kernel writes it
-// back. Outputs are committed only once all of them are written, so a failed output leaves none
-// of the others behind.
+// written when the plan asks for sums. The scratch disk, when it is the first output, is hashed
+// while the kernel writes it back; mirrored outputs (mirror.go), already written, are finished
+// (the VHD's footer) and hashed from their file. Outputs are committed only once all of them are
+// written, so a failed output leaves none of the others behind.
 func (b *build) writeOutputs(ctx context.Context, scratch *diskfmt.Output) error {
 	p := &b.p
 	var disk diskfmt.Disk = b.sink
@@ -626,6 +638,8 @@ func (b *build) writeOutputs(ctx context.Context, scratch *diskfmt.Output) error
 			switch {
 			case i == 0 && commitScratch:
 				sums[i], errs[i] = w.scratch(ctx, scratch)
+			case b.mirrors[i] != nil:
+				outs[i], sums[i], errs[i] = w.mirror(ctx, b.mirrors[i], b.formats[i])
 			case o.Path == "-":
 				sums[i], errs[i] = w.stdout(ctx, p.Stdout, b.formats[i])
 			default:
@@ -719,6 +733,32 @@ func (w outputWriter) scratch(ctx context.Context, scratch *diskfmt.Output) (dis
 		return sum, fmt.Errorf("hashing %s: %w", scratch.Path(), err)
 	}
 	return sum, nil
+}
+
+// mirror completes an output written as the disk was built (mirror.go), syncs it and, when
+// asked to, hashes it from its start.
+func (w outputWriter) mirror(ctx context.Context, m *mirror, f diskfmt.Format) (*diskfmt.Output, diskfmt.Sum, error) {
+	path := m.out.Path()
+	m.wb.Stop()
+	if err := diskfmt.FinishMirror(ctx, m.out, f, w.disk); err != nil {
+		return m.out, diskfmt.Sum{}, fmt.Errorf("writing %s: %w", path, err)
+	}
+	if err := m.out.Sync(); err != nil {
+		return m.out, diskfmt.Sum{}, fmt.Errorf("writing %s: fsync: %w", path, err)
+	}
+	if w.hash {
+		sum, err := diskfmt.FileSum(ctx, m.out.File)
+		if err != nil {
+			return m.out, sum, fmt.Errorf("hashing %s: %w", path, err)
+		}
+		return m.out, sum, nil
+	}
+	fi, err := m.out.Stat()
+	if err != nil {
+		return m.out, diskfmt.Sum{}, fmt.Errorf("writing %s: %w", path, err)
+	}
+	w.progress(Event{Stage: "write", Item: path, Done: fi.Size(), Total: fi.Size()})
+	return m.out, diskfmt.Sum{Bytes: fi.Size()}, nil
 }
 
 // stdout writes the disk in format f to out, hashing what it writes when asked to.

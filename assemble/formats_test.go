@@ -1,10 +1,13 @@
 package assemble_test
 
 import (
+	"crypto/sha256"
+	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/imgfab/imgfab/assemble"
@@ -60,6 +63,36 @@ func TestReproducibleEveryFormat(t *testing.T) {
 				}
 				t.Errorf("run %d (GOMAXPROCS %s): %s has sha256 %s, first run %s", i, gmp, exts[k], s, first[k])
 			}
+		}
+	}
+}
+
+// TestMirroredOutputs (issue 17): a raw that is not the scratch disk and a fixed VHD are written
+// as the disk is built (diskfmt.Mirrored), not from it afterwards; their bytes are those the
+// format writers make of the disk — the raw of a build to raw alone, the VHD the same build
+// writes to stdout (which is never a mirror) — whether the disk is a scratch raw (first output a
+// VMDK), the first output itself (a raw), or a qcow2 written in place.
+func TestMirroredOutputs(t *testing.T) {
+	src := "oci:" + fixture(t, "demo/oci", "mkdemo.sh") + ":demo"
+	dir := t.TempDir()
+	ref := filepath.Join(dir, "ref.raw")
+	run(t, plan(src, ref))
+	wantRaw := testtool.FileSum(t, ref)
+	for _, first := range []string{"a.vmdk", "a.raw", "a.qcow2"} {
+		sub := filepath.Join(dir, strings.ReplaceAll(first, ".", "-"))
+		if err := os.Mkdir(sub, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		p := plan(src, filepath.Join(sub, first), filepath.Join(sub, "m.raw"), filepath.Join(sub, "m.vhd"), "-")
+		p.Outputs[3].Format = "vhd"
+		h := sha256.New()
+		p.Stdout = h
+		run(t, p)
+		if got := testtool.FileSum(t, filepath.Join(sub, "m.raw")); got != wantRaw {
+			t.Errorf("first output %s: the mirrored raw has sha256 %s, the raw build %s", first, got, wantRaw)
+		}
+		if got, want := testtool.FileSum(t, filepath.Join(sub, "m.vhd")), fmt.Sprintf("%x", h.Sum(nil)); got != want {
+			t.Errorf("first output %s: the mirrored VHD has sha256 %s, the VHD writer's on stdout %s", first, got, want)
 		}
 	}
 }

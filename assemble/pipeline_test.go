@@ -215,7 +215,8 @@ func TestSizeTooSmall(t *testing.T) {
 func TestMissingKernel(t *testing.T) {
 	src := testimage.WriteLayout(t, "k", testimage.GzipTar(t, []testimage.Entry{testimage.Reg("etc/hostname", "x\n", 0o644)}))
 	out := t.TempDir()
-	msg := runErr(t, plan("oci:"+src, filepath.Join(out, "d.qcow2")))
+	// The VHD and the second raw are written as the disk is (mirror.go): they go too.
+	msg := runErr(t, plan("oci:"+src, filepath.Join(out, "d.qcow2"), filepath.Join(out, "d.vhd"), filepath.Join(out, "d.2.raw")))
 	if !strings.Contains(msg, "/boot/vmlinuz-*") || !strings.Contains(msg, "/usr/lib/modules/*/vmlinuz") {
 		t.Fatalf("error: %s", msg)
 	}
@@ -296,7 +297,7 @@ func TestEarlyEpochClampedOnESP(t *testing.T) {
 func TestFailedOutputLeavesNone(t *testing.T) {
 	src := testimage.WriteLayout(t, "f", testimage.GzipTar(t, testimage.BootEntries()))
 	out := t.TempDir()
-	p := plan("oci:"+src, filepath.Join(out, "d.raw"), filepath.Join(out, "d.qcow2"), "-")
+	p := plan("oci:"+src, filepath.Join(out, "d.raw"), filepath.Join(out, "d.qcow2"), "-", filepath.Join(out, "d.vhd"))
 	p.Outputs[2].Format = "vhd"
 	p.Stdout = &breakingWriter{left: 1 << 20}
 	msg := runErr(t, p)

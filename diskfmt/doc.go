@@ -26,8 +26,11 @@
 // A build writes its disk once: [Qcow2Sink] is a disk being built that goes straight into a qcow2
 // file (data clusters in the order they are first written, tables after them, the header last),
 // so a build to qcow2 needs no scratch raw; its bytes differ from the "qcow2" Format's for the
-// same guest, which is the same. [WriteOutput] hashes an output as it is written, on another
-// core, and [FileSum] hashes a finished file from its start.
+// same guest, which is the same. A raw or fixed VHD output can be written as a mirror of the disk
+// being built ([Mirrored], [FinishMirror]): the build makes each of its writes to that file too.
+// The file the disk is built in hands its pages to writeback as it goes ([WritebackFile]).
+// [WriteOutput] hashes an output as it is written, on another core, when asked to, and [FileSum]
+// hashes a finished file from its start.
 //
 // Progress is reported through a callback set with [WithProgress]; the package never prints.
 //
