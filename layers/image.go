@@ -12,8 +12,9 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/imgfab/imgfab/internal/inflate"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
@@ -232,7 +233,7 @@ func decompress(layer string, r io.Reader, closer io.Closer) (io.ReadCloser, err
 	d := &decompressed{layer: layer, raw: br, br: br, closer: closer}
 	switch {
 	case bytes.HasPrefix(magic, gzipMagic):
-		zr, err := gzip.NewReader(br)
+		zr, err := inflate.NewReader(br)
 		if err != nil {
 			closer.Close()
 			return nil, fmt.Errorf("layer %s: opening gzip stream: %w", layer, err)
