@@ -7,7 +7,7 @@
 // symbol per table walk. This one keeps the compressed bytes in a buffer of its own and refills a
 // 64-bit bit buffer eight bytes at a time (the technique of libdeflate), decodes through 10-bit
 // (literal/length) and 8-bit (distance) root tables with one level of subtables, and copies
-// matches eight bytes at a time into a window it hands out from. It accepts exactly what
+// matches 8–16 bytes at a time. It accepts exactly what
 // compress/flate and klauspost accept — the same Huffman code checks (an over-subscribed or
 // incomplete code is corrupt, but for a single one-bit code; an empty distance code until it is
 // used), the same gzip header checks (reserved flags, FHCRC, names up to 511 bytes) and the same
@@ -15,15 +15,24 @@
 // flate.CorruptInputError, io.ErrUnexpectedEOF); FuzzInflate holds it to klauspost's output
 // for any input.
 //
-// Limits: gzip only (zstd layers go through klauspost's zstd); no dictionary; the deflate stream
-// is decoded in one goroutine. Memory: 1.3 MiB of buffers per Reader.
+// It runs in two stages, so that decompression uses a second core (issue 17: "both cores busy"):
+// a goroutine decodes the bits into tokens (literals, matches, stored bytes) and Read carries them
+// out into the 32 KiB window, computes the CRC-32 and hands the bytes out. The first stage checks
+// every distance against what the member has made, so the second never reads outside the window.
+// A panic of either stage (a bug) fails the stream with an "internal error" instead of the
+// process.
+//
+// Limits: gzip only (zstd layers go through klauspost's zstd); no dictionary. Memory: 1.3 MiB of
+// window and 256 KiB of tokens in flight per Reader; Close stops its goroutine.
 package inflate
 
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"hash/crc32"
 	"io"
+	"sync"
 
 	"github.com/klauspost/compress/flate"
 	"github.com/klauspost/compress/gzip"
@@ -169,8 +178,10 @@ func reverse(v uint32, n uint) uint32 {
 	return r
 }
 
-// Reader is a gzip decompressor.
-type Reader struct {
+// decoder is the first stage of a Reader, in a goroutine of its own: it reads the compressed
+// bytes, the gzip headers and trailers and the Huffman codes, and turns them into tokens
+// (literals, matches, stored bytes, member ends) in batches for the second stage.
+type decoder struct {
 	r     io.Reader
 	in    []byte
 	pos   int   // next unread byte of in
@@ -183,30 +194,64 @@ type Reader struct {
 	bitbuf uint64
 	bitcnt uint
 
-	out  []byte
-	op   int // next byte decoded goes to out[op]
-	rp   int // next byte handed out
-	hist int // earliest byte a distance may reach
-
-	state  int
-	final  bool
-	stored int // bytes left of a stored block
+	state    int
+	final    bool
+	stored   int   // bytes left of a stored block
+	produced int64 // bytes the member's tokens make so far: a distance may not reach before them
 
 	lit, dist           []uint32 // the block's tables: the fixed ones, or dynLit and dynDist
 	dynLit, dynDist, cl []uint32
 	lens                [numLitLen + numDist]uint8
 
+	toks []uint32 // the batch being filled
+	ti   int      // its length
+	out  chan batch
+	free chan []uint32
+	done chan struct{}
+}
+
+// A token: below 256 a literal; tokMatch|(length-3)<<15|(distance-1); tokRaw|n followed by n
+// (≤ rawMax) stored bytes packed four to a token; tokEnd followed by the member's CRC-32 and
+// size from its trailer.
+const (
+	tokMatch   = 1 << 31
+	tokRaw     = 1 << 30
+	tokEnd     = 1 << 29
+	rawMax     = 256
+	batchSize  = 16 << 10
+	batchLimit = batchSize - rawMax/4 - 4 // a batch takes no token once this full
+	batches    = 4                        // batches in flight
+)
+
+// batch is a run of tokens, and the error (io.EOF at the end) after them.
+type batch struct {
+	toks []uint32
+	err  error
+}
+
+// Reader is a gzip decompressor in two stages: a decoder goroutine makes tokens, and Read
+// carries them out into the window and hands out its bytes.
+type Reader struct {
+	d   *decoder
+	out []byte
+	op  int // next byte made goes to out[op]
+	rp  int // next byte handed out
+	ck  int // out[ck:op] is not in crc yet
+
+	cur  []uint32 // the batch being carried out
+	ci   int
+	next error // the error after cur
+
 	crc  uint32
 	size uint32
 	err  error
+	once sync.Once
 }
 
 const (
 	stateBlock   = iota // at a block header
 	stateHuffman        // in a Huffman-coded block
 	stateStored         // in a stored block
-	stateTrailer        // after the final block
-	stateDone
 )
 
 var fixedLit, fixedDist []uint32
@@ -234,20 +279,25 @@ func init() {
 }
 
 // NewReader reads the first member's gzip header from r and returns a Reader of the decompressed
-// bytes of every member.
+// bytes of every member. Close stops its decoder goroutine.
 func NewReader(r io.Reader) (*Reader, error) {
-	z := &Reader{r: r, in: make([]byte, inSize+inKeep), out: make([]byte, outSize)}
-	if err := z.header(); err != nil {
+	d := &decoder{r: r, in: make([]byte, inSize+inKeep), out: make(chan batch, batches),
+		free: make(chan []uint32, batches+2), done: make(chan struct{})}
+	if err := d.header(); err != nil {
 		return nil, err
 	}
-	return z, nil
+	go d.run()
+	return &Reader{d: d, out: make([]byte, outSize)}, nil
 }
 
-// Close does nothing; it makes a Reader an io.ReadCloser.
-func (z *Reader) Close() error { return nil }
+// Close stops the decoder goroutine. The Reader is not to be read after.
+func (z *Reader) Close() error {
+	z.once.Do(func() { close(z.d.done) })
+	return nil
+}
 
 // fill reads more of r into in, keeping inKeep bytes before pos; it reports whether any came.
-func (z *Reader) fill() bool {
+func (z *decoder) fill() bool {
 	if z.eof || z.rerr != nil {
 		return false
 	}
@@ -277,7 +327,7 @@ func (z *Reader) fill() bool {
 
 // refill puts bytes into the bit buffer until it holds at least 56 bits, zeros past the end of
 // the input (counted in extra, so that using them is an error).
-func (z *Reader) refill() {
+func (z *decoder) refill() {
 	for z.bitcnt <= 56 {
 		if z.pos == z.end && !z.fill() {
 			z.extra++
@@ -291,22 +341,22 @@ func (z *Reader) refill() {
 }
 
 // overrun reports whether bits past the end of the input were used.
-func (z *Reader) overrun() bool { return z.extra > 0 && uint(z.extra)*8 > z.bitcnt }
+func (z *decoder) overrun() bool { return z.extra > 0 && uint(z.extra)*8 > z.bitcnt }
 
 // inputErr is the error for a stream that ends (or fails) before it should.
-func (z *Reader) inputErr() error {
+func (z *decoder) inputErr() error {
 	if z.rerr != nil {
 		return z.rerr
 	}
 	return io.ErrUnexpectedEOF
 }
 
-func (z *Reader) corrupt() error {
+func (z *decoder) corrupt() error {
 	return flate.CorruptInputError(z.base + int64(z.pos) - int64(z.bitcnt/8))
 }
 
 // bits takes n (≤ 32) bits from the bit buffer.
-func (z *Reader) bits(n uint) (uint32, error) {
+func (z *decoder) bits(n uint) (uint32, error) {
 	if z.bitcnt < n {
 		z.refill()
 	}
@@ -321,7 +371,7 @@ func (z *Reader) bits(n uint) (uint32, error) {
 
 // giveBack returns the whole bytes of the bit buffer to the input and empties it, dropping the
 // bits of a partial byte (the alignment of stored blocks and of the trailer).
-func (z *Reader) giveBack() error {
+func (z *decoder) giveBack() error {
 	z.bitbuf >>= z.bitcnt % 8
 	z.bitcnt -= z.bitcnt % 8
 	n := int(z.bitcnt/8) - z.extra
@@ -334,7 +384,7 @@ func (z *Reader) giveBack() error {
 }
 
 // readBytes reads len(p) bytes from the input (the bit buffer empty).
-func (z *Reader) readBytes(p []byte) (int, error) {
+func (z *decoder) readBytes(p []byte) (int, error) {
 	n := 0
 	for n < len(p) {
 		if z.pos == z.end && !z.fill() {
@@ -359,7 +409,7 @@ func noEOF(err error) error {
 
 // header reads a member's header; at the end of the input it reports io.EOF, as compress/gzip
 // does. A member's distances cannot reach the output of the one before.
-func (z *Reader) header() error {
+func (z *decoder) header() error {
 	var b [512]byte
 	n, err := z.readBytes(b[:10])
 	if err != nil {
@@ -415,7 +465,7 @@ func (z *Reader) header() error {
 	if flg>>5 != 0 {
 		return gzip.ErrHeader
 	}
-	z.state, z.final, z.crc, z.size, z.hist = stateBlock, false, 0, 0, z.op
+	z.state, z.final, z.produced = stateBlock, false, 0
 	return nil
 }
 
@@ -434,47 +484,146 @@ func (z *Reader) Read(p []byte) (int, error) {
 			return 0, nil
 		}
 		if z.op >= outLimit { // slide the window
+			z.sum()
 			copy(z.out, z.out[z.op-histSize:z.op])
-			z.hist = max(0, z.hist-(z.op-histSize))
-			z.rp, z.op = histSize, histSize
+			z.rp, z.op, z.ck = histSize, histSize, histSize
 		}
-		start := z.op
-		z.err = z.step()
-		z.crc = crc32.Update(z.crc, crc32.IEEETable, z.out[start:z.op])
-		z.size += uint32(z.op - start)
-		if z.err == nil && z.state == stateTrailer {
-			z.err = z.trailer()
+		if z.ci == len(z.cur) {
+			if z.next != nil {
+				z.err = z.next
+				continue
+			}
+			if z.cur != nil {
+				select {
+				case z.d.free <- z.cur[:cap(z.cur)]:
+				default:
+				}
+			}
+			b := <-z.d.out
+			z.cur, z.ci, z.next = b.toks, 0, b.err
 		}
+		z.err = z.carryOut()
+		z.sum()
 	}
 }
 
-// trailer checks a member's CRC-32 and size, then reads the next member's header or ends.
-func (z *Reader) trailer() error {
-	if err := z.giveBack(); err != nil {
-		return err
-	}
-	var b [8]byte
-	if _, err := z.readBytes(b[:]); err != nil {
-		return noEOF(err)
-	}
-	if binary.LittleEndian.Uint32(b[:4]) != z.crc || binary.LittleEndian.Uint32(b[4:]) != z.size {
-		return gzip.ErrChecksum
-	}
-	if err := z.header(); err != nil {
-		z.state = stateDone
-		return err
+// sum adds the bytes made since the last call to the member's CRC-32 and size.
+func (z *Reader) sum() {
+	z.crc = crc32.Update(z.crc, crc32.IEEETable, z.out[z.ck:z.op])
+	z.size += uint32(z.op - z.ck)
+	z.ck = z.op
+}
+
+// carryOut makes the bytes of the current batch's tokens until the window is filled to outLimit
+// or the batch ends; at a member's end it checks the trailer's CRC-32 and size.
+func (z *Reader) carryOut() (err error) {
+	toks, ci, op := z.cur, z.ci, z.op
+	out := (*[outSize]byte)(z.out)
+	defer func() {
+		z.ci, z.op = ci, op
+		if v := recover(); v != nil {
+			z.ci, z.op, err = len(toks), z.rp, errInternal{v}
+		}
+	}()
+	for ci < len(toks) && op < outLimit {
+		t := toks[ci]
+		ci++
+		switch {
+		case t < 256:
+			out[op] = byte(t)
+			op++
+		case t&tokMatch != 0:
+			length, dst := int(t>>15&255)+3, int(t&(1<<15-1))+1
+			src := op - dst
+			switch {
+			case dst >= length && length > 32:
+				copy(out[op:op+length], out[src:src+length])
+			case dst >= 16:
+				for i := 0; i < length; i += 16 {
+					binary.LittleEndian.PutUint64(out[op+i:], binary.LittleEndian.Uint64(out[src+i:]))
+					binary.LittleEndian.PutUint64(out[op+i+8:], binary.LittleEndian.Uint64(out[src+i+8:]))
+				}
+			case dst >= 8:
+				for i := 0; i < length; i += 8 {
+					binary.LittleEndian.PutUint64(out[op+i:], binary.LittleEndian.Uint64(out[src+i:]))
+				}
+			case dst == 1:
+				b := out[src]
+				s := out[op : op+length]
+				for i := range s {
+					s[i] = b
+				}
+			default:
+				for i := range length {
+					out[op+i] = out[src+i]
+				}
+			}
+			op += length
+		case t&tokRaw != 0:
+			n := int(t & (1<<16 - 1))
+			for i := 0; i < n; i += 4 {
+				binary.LittleEndian.PutUint32(out[op+i:], toks[ci])
+				ci++
+			}
+			op += n
+		default: // tokEnd
+			z.op = op
+			z.sum()
+			crc, size := toks[ci], toks[ci+1]
+			ci += 2
+			if crc != z.crc || size != z.size {
+				return gzip.ErrChecksum
+			}
+			z.crc, z.size = 0, 0
+		}
 	}
 	return nil
 }
 
-// step decodes until the window is filled to outLimit, a member ends or an error.
-func (z *Reader) step() error {
-	for z.op < outLimit {
+// errInternal wraps a panic of either stage (a bug): the stream fails instead of the process.
+type errInternal struct{ v any }
+
+func (e errInternal) Error() string { return fmt.Sprintf("inflate: internal error: %v", e.v) }
+
+// run decodes batches of tokens and sends them until the stream ends, an error, or Close.
+func (z *decoder) run() {
+	defer func() {
+		if v := recover(); v != nil {
+			select {
+			case z.out <- batch{nil, errInternal{v}}:
+			case <-z.done:
+			}
+		}
+	}()
+	for {
+		select {
+		case z.toks = <-z.free:
+		default:
+			z.toks = make([]uint32, batchSize)
+		}
+		z.ti = 0
+		err := z.step()
+		select {
+		case z.out <- batch{z.toks[:z.ti], err}:
+		case <-z.done:
+			return
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// step makes tokens until the batch is full, the stream ends (io.EOF) or an error.
+func (z *decoder) step() error {
+	for z.ti < batchLimit {
 		switch z.state {
 		case stateBlock:
 			if z.final {
-				z.state = stateTrailer
-				return nil
+				if err := z.trailer(); err != nil {
+					return err
+				}
+				continue
 			}
 			if err := z.blockHeader(); err != nil {
 				return err
@@ -487,14 +636,27 @@ func (z *Reader) step() error {
 			if err := z.huffman(); err != nil {
 				return err
 			}
-		default:
-			return nil
 		}
 	}
 	return nil
 }
 
-func (z *Reader) blockHeader() error {
+// trailer passes a member's CRC-32 and size on (the second stage checks them), then reads the
+// next member's header: io.EOF at the end of the input.
+func (z *decoder) trailer() error {
+	if err := z.giveBack(); err != nil {
+		return err
+	}
+	var b [8]byte
+	if _, err := z.readBytes(b[:]); err != nil {
+		return noEOF(err)
+	}
+	z.toks[z.ti], z.toks[z.ti+1], z.toks[z.ti+2] = tokEnd, binary.LittleEndian.Uint32(b[:4]), binary.LittleEndian.Uint32(b[4:])
+	z.ti += 3
+	return z.header()
+}
+
+func (z *decoder) blockHeader() error {
 	h, err := z.bits(3)
 	if err != nil {
 		return err
@@ -528,15 +690,23 @@ func (z *Reader) blockHeader() error {
 	return nil
 }
 
-func (z *Reader) copyStored() error {
-	for z.stored > 0 && z.op < outLimit {
+func (z *decoder) copyStored() error {
+	for z.stored > 0 && z.ti < batchLimit {
 		if z.pos == z.end && !z.fill() {
 			return z.inputErr()
 		}
-		k := copy(z.out[z.op:outLimit], z.in[z.pos:min(z.end, z.pos+z.stored)])
-		z.pos += k
-		z.op += k
-		z.stored -= k
+		n := min(z.end-z.pos, z.stored, rawMax)
+		z.toks[z.ti] = tokRaw | uint32(n)
+		z.ti++
+		var w [4]byte
+		for i := 0; i < n; i += 4 {
+			copy(w[:], z.in[z.pos+i:z.pos+min(n, i+4)])
+			z.toks[z.ti] = binary.LittleEndian.Uint32(w[:])
+			z.ti++
+		}
+		z.pos += n
+		z.stored -= n
+		z.produced += int64(n)
 	}
 	if z.stored == 0 {
 		z.state = stateBlock
@@ -545,7 +715,7 @@ func (z *Reader) copyStored() error {
 }
 
 // dynamic reads a dynamic block's code lengths and builds its tables (RFC 1951, 3.2.7).
-func (z *Reader) dynamic() error {
+func (z *decoder) dynamic() error {
 	v, err := z.bits(14)
 	if err != nil {
 		return err
@@ -635,18 +805,19 @@ func (z *Reader) dynamic() error {
 
 var errCorrupt = errors.New("corrupt")
 
-// huffman decodes the symbols of a Huffman-coded block until its end or until the window is
-// filled to outLimit. The state lives in locals for the loop and goes back to z on return.
-func (z *Reader) huffman() (err error) {
-	bitbuf, bitcnt, pos, op := z.bitbuf, z.bitcnt, z.pos, z.op
+// huffman decodes the symbols of a Huffman-coded block into tokens until its end or until the
+// batch is full. The state lives in locals for the loop and goes back to z on return.
+func (z *decoder) huffman() (err error) {
+	bitbuf, bitcnt, pos, ti, produced := z.bitbuf, z.bitcnt, z.pos, z.ti, z.produced
 	in, lit, dist := z.in, z.lit, z.dist
-	// Fixed-size views: indexes masked to the root bits, and op below outLimit, need no bounds check.
+	// Fixed-size views: indexes masked to the root bits, and ti below batchLimit, need no
+	// bounds check.
 	litRootT := (*[1 << litRoot]uint32)(lit)
 	distRootT := (*[1 << distRoot]uint32)(dist)
-	out := (*[outSize]byte)(z.out)
+	toks := (*[batchSize]uint32)(z.toks)
 	tail := z.extra > 0
 	defer func() {
-		z.bitbuf, z.bitcnt, z.pos, z.op = bitbuf, bitcnt, pos, op
+		z.bitbuf, z.bitcnt, z.pos, z.ti, z.produced = bitbuf, bitcnt, pos, ti, produced
 		if err == io.ErrUnexpectedEOF {
 			err = z.inputErr()
 		} else if err == errCorrupt {
@@ -659,7 +830,7 @@ func (z *Reader) huffman() (err error) {
 			err = z.inputErr()
 		}
 	}()
-	for op < outLimit {
+	for ti < batchLimit {
 		// At least 48 bits: a length code and its extra bits, a distance code and its extra bits.
 		if bitcnt < 48 {
 			if pos+8 <= z.end {
@@ -687,17 +858,19 @@ func (z *Reader) huffman() (err error) {
 		}
 		switch e & kindMask {
 		case kindLiteral:
-			out[op] = byte(e >> 16)
-			op++
+			toks[ti] = e >> 16
+			ti++
+			produced++
 			// Most symbols are literals: take a second one before refilling (at least 33 bits
 			// are left of the 48, enough for a code of 15).
 			e = litRootT[bitbuf&(1<<litRoot-1)]
-			if e&kindMask == kindLiteral && !tail && op < outLimit {
+			if e&kindMask == kindLiteral && !tail {
 				n = uint(e & 15)
 				bitbuf >>= n
 				bitcnt -= n
-				out[op] = byte(e >> 16)
-				op++
+				toks[ti] = e >> 16
+				ti++
+				produced++
 			}
 			continue
 		case kindEnd:
@@ -707,7 +880,7 @@ func (z *Reader) huffman() (err error) {
 			return errCorrupt
 		}
 		x := e >> 4 & 15
-		length := int(e>>16 + uint32(bitbuf&(1<<x-1)))
+		length := e>>16 + uint32(bitbuf&(1<<x-1))
 		bitbuf >>= x
 		bitcnt -= uint(x)
 		d := distRootT[bitbuf&(1<<distRoot-1)]
@@ -723,40 +896,18 @@ func (z *Reader) huffman() (err error) {
 		bitbuf >>= n
 		bitcnt -= n
 		x = d >> 4 & 15
-		dst := int(d>>16 + uint32(bitbuf&(1<<x-1)))
+		dst := d>>16 + uint32(bitbuf&(1<<x-1))
 		bitbuf >>= x
 		bitcnt -= uint(x)
 		if tail && uint(z.extra)*8 > bitcnt {
 			return io.ErrUnexpectedEOF
 		}
-		if dst > op-z.hist {
+		if int64(dst) > produced {
 			return errCorrupt
 		}
-		src := op - dst
-		switch {
-		case dst >= length && length > 32:
-			copy(out[op:op+length], out[src:src+length])
-		case dst >= 16:
-			for i := 0; i < length; i += 16 {
-				binary.LittleEndian.PutUint64(out[op+i:], binary.LittleEndian.Uint64(out[src+i:]))
-				binary.LittleEndian.PutUint64(out[op+i+8:], binary.LittleEndian.Uint64(out[src+i+8:]))
-			}
-		case dst >= 8:
-			for i := 0; i < length; i += 8 {
-				binary.LittleEndian.PutUint64(out[op+i:], binary.LittleEndian.Uint64(out[src+i:]))
-			}
-		case dst == 1:
-			b := out[src]
-			s := out[op : op+length]
-			for i := range s {
-				s[i] = b
-			}
-		default:
-			for i := range length {
-				out[op+i] = out[src+i]
-			}
-		}
-		op += length
+		toks[ti] = tokMatch | (length-3)<<15 | (dst - 1)
+		ti++
+		produced += int64(length)
 	}
 	return nil
 }

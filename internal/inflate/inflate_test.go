@@ -7,7 +7,9 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime"
 	"testing"
+	"time"
 
 	kflate "github.com/klauspost/compress/flate"
 	kgzip "github.com/klauspost/compress/gzip"
@@ -27,6 +29,7 @@ func ours(b []byte, chunk int) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	defer zr.Close()
 	var out bytes.Buffer
 	buf := make([]byte, 1+chunk%300000)
 	for {
@@ -210,11 +213,37 @@ func BenchmarkInflate(b *testing.B) {
 					r, _ = NewReader(bytes.NewReader(in))
 				}
 				n, err := io.CopyBuffer(io.Discard, struct{ io.Reader }{r}, buf)
+				if c, ok := r.(io.Closer); ok {
+					c.Close()
+				}
 				if err != nil {
 					b.Fatal(err)
 				}
 				b.SetBytes(n)
 			}
 		})
+	}
+}
+
+// TestCloseStopsDecoder: a Reader closed before its end (a layer whose reading failed) leaves no
+// goroutine behind.
+func TestCloseStopsDecoder(t *testing.T) {
+	in := gz(t, corpus(t)["random"], 1, 1)
+	before := runtime.NumGoroutine()
+	for range 20 {
+		zr, err := NewReader(bytes.NewReader(in))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := zr.Read(make([]byte, 1000)); err != nil {
+			t.Fatal(err)
+		}
+		zr.Close()
+	}
+	for i := 0; runtime.NumGoroutine() > before && i < 100; i++ {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := runtime.NumGoroutine(); n > before {
+		t.Errorf("%d goroutines after closing 20 readers, %d before", n, before)
 	}
 }
