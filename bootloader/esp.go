@@ -147,23 +147,6 @@ func (e *ESP) add(fl FileSpec) error {
 	if err != nil {
 		return err
 	}
-	// Every go-diskfs Write that grows a file rewrites both FATs (2 MiB each in a 256 MiB ESP):
-	// one byte written at the file's end first allocates its clusters at once — the same clusters,
-	// in the same order, as growing it write by write — and the copy then only fills them.
-	if fl.Size > 1 {
-		if _, err := w.Seek(fl.Size-1, io.SeekStart); err != nil {
-			w.Close()
-			return err
-		}
-		if _, err := w.Write([]byte{0}); err != nil {
-			w.Close()
-			return err
-		}
-		if _, err := w.Seek(0, io.SeekStart); err != nil {
-			w.Close()
-			return err
-		}
-	}
 	buf := make([]byte, 1<<20)
 	n, err := io.CopyBuffer(w, r, buf)
 	if err != nil {
