@@ -16,7 +16,7 @@ var (
 	// clOrder is the order code length code lengths are sent in (3.2.7).
 	clOrder = [numCL]uint8{16, 17, 18, 0, 8, 7, 9, 6, 10, 5, 11, 4, 12, 3, 13, 2, 14, 1, 15}
 	// fixed Huffman code lengths (3.2.6)
-	fixedLitLen  [288]uint8
+	FixedLitLen  [288]uint8 // the fixed literal/length code's lengths (RFC 1951, 3.2.6); internal/inflate reads them too
 	fixedLitCode [288]uint16
 	fixedDistLen [numDist]uint8
 	fixedDistCd  [numDist]uint16
@@ -38,19 +38,19 @@ func init() {
 		distBase[c] = uint16(d)
 		d += 1 << distExtra[c]
 	}
-	for i := range fixedLitLen {
+	for i := range FixedLitLen {
 		switch {
 		case i < 144:
-			fixedLitLen[i] = 8
+			FixedLitLen[i] = 8
 		case i < 256:
-			fixedLitLen[i] = 9
+			FixedLitLen[i] = 9
 		case i < 280:
-			fixedLitLen[i] = 7
+			FixedLitLen[i] = 7
 		default:
-			fixedLitLen[i] = 8
+			FixedLitLen[i] = 8
 		}
 	}
-	canonical(fixedLitLen[:], fixedLitCode[:])
+	canonical(FixedLitLen[:], fixedLitCode[:])
 	for i := range fixedDistLen {
 		fixedDistLen[i] = 5
 	}
@@ -275,7 +275,7 @@ func (e *Encoder) choose(rawLen int, bitPos uint) (kind, size int) {
 	fixed := 3 + extra
 	for s, f := range e.lfreq {
 		dyn += int(f) * int(bc.llen[s])
-		fixed += int(f) * int(fixedLitLen[s])
+		fixed += int(f) * int(FixedLitLen[s])
 	}
 	for s, f := range e.dfreq {
 		dyn += int(f) * int(bc.dlen[s])
@@ -330,7 +330,7 @@ func (e *Encoder) writeBlock(syms []uint32, raw []byte, kind int, last bool) {
 		}
 	case fixedKind:
 		e.bw.put(fin|1<<1, 3)
-		e.writeSyms(syms, fixedLitLen[:], fixedLitCode[:], fixedDistLen[:], fixedDistCd[:])
+		e.writeSyms(syms, FixedLitLen[:], fixedLitCode[:], fixedDistLen[:], fixedDistCd[:])
 	default:
 		canonical(bc.llen[:], bc.lcode[:])
 		canonical(bc.dlen[:], bc.dcode[:])

@@ -36,6 +36,8 @@ import (
 
 	"github.com/klauspost/compress/flate"
 	"github.com/klauspost/compress/gzip"
+
+	"github.com/imgfab/imgfab/internal/deflate"
 )
 
 const (
@@ -257,20 +259,7 @@ const (
 var fixedLit, fixedDist []uint32
 
 func init() {
-	var l [numLitLen]uint8
-	for i := range l {
-		switch {
-		case i < 144:
-			l[i] = 8
-		case i < 256:
-			l[i] = 9
-		case i < 280:
-			l[i] = 7
-		default:
-			l[i] = 8
-		}
-	}
-	fixedLit, _ = build(nil, l[:], litRoot, litEntry)
+	fixedLit, _ = build(nil, deflate.FixedLitLen[:], litRoot, litEntry)
 	var d [numDist]uint8
 	for i := range d {
 		d[i] = 5
