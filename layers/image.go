@@ -300,7 +300,11 @@ func (d *decompressed) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// Close closes the blob first — a gzip decoder goroutine blocked reading it (internal/inflate
+// reads ahead) then returns — then the decoder, which waits for that goroutine, and only then
+// gives the read buffer back to the pool: no goroutine reads a buffer another layer was given.
 func (d *decompressed) Close() error {
+	err := d.closer.Close()
 	if d.dec != nil {
 		d.dec.Close()
 	}
@@ -312,5 +316,5 @@ func (d *decompressed) Close() error {
 		readers.Put(d.br)
 		d.br, d.raw, d.r = nil, eofReader{}, eofReader{}
 	}
-	return d.closer.Close()
+	return err
 }

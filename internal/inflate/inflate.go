@@ -205,11 +205,12 @@ type decoder struct {
 	dynLit, dynDist, cl []uint32
 	lens                [numLitLen + numDist]uint8
 
-	toks []uint32 // the batch being filled
-	ti   int      // its length
-	out  chan batch
-	free chan []uint32
-	done chan struct{}
+	toks   []uint32 // the batch being filled
+	ti     int      // its length
+	out    chan batch
+	free   chan []uint32
+	done   chan struct{} // closed by Close
+	exited chan struct{} // closed when run returns
 }
 
 // A token: below 256 a literal; tokMatch|(length-3)<<15|(distance-1); tokRaw|n followed by n
@@ -271,7 +272,7 @@ func init() {
 // bytes of every member. Close stops its decoder goroutine.
 func NewReader(r io.Reader) (*Reader, error) {
 	d := &decoder{r: r, in: make([]byte, inSize+inKeep), out: make(chan batch, batches),
-		free: make(chan []uint32, batches+2), done: make(chan struct{})}
+		free: make(chan []uint32, batches+2), done: make(chan struct{}), exited: make(chan struct{})}
 	if err := d.header(); err != nil {
 		return nil, err
 	}
@@ -279,9 +280,12 @@ func NewReader(r io.Reader) (*Reader, error) {
 	return &Reader{d: d, out: make([]byte, outSize)}, nil
 }
 
-// Close stops the decoder goroutine. The Reader is not to be read after.
+// Close stops the decoder goroutine and waits until it has returned, so that the caller may reuse
+// or close what it read from (a decoder blocked in a read of it returns when that read does:
+// close the underlying stream first to end a stalled one). The Reader is not to be read after.
 func (z *Reader) Close() error {
 	z.once.Do(func() { close(z.d.done) })
+	<-z.d.exited
 	return nil
 }
 
@@ -576,6 +580,7 @@ func (e errInternal) Error() string { return fmt.Sprintf("inflate: internal erro
 
 // run decodes batches of tokens and sends them until the stream ends, an error, or Close.
 func (z *decoder) run() {
+	defer close(z.exited)
 	defer func() {
 		if v := recover(); v != nil {
 			select {
