@@ -166,13 +166,14 @@ func TestBuildPipelineError(t *testing.T) {
 	}
 }
 
-// TestStdout: -o - streams the same bytes a file output holds; it needs --format.
+// TestStdout: -o - streams the same bytes a file output holds; it needs --format; with
+// --checksum the stream's sha256 goes to stderr.
 func TestStdout(t *testing.T) {
 	src := testimage.WriteLayout(t, "o", testimage.GzipTar(t, testimage.ContentTree()))
 	out := t.TempDir()
 	res := build(t, "oci:"+src, "-o", filepath.Join(out, "d.raw"), "-o", filepath.Join(out, "d.qcow2"))
 	for i, format := range []string{"raw", "qcow2"} {
-		r := runImgfab(t, nil, "build", "--format", format, "oci:"+src, "-o", "-")
+		r := runImgfab(t, nil, "build", "--checksum", "--format", format, "oci:"+src, "-o", "-")
 		if r.code != 0 {
 			t.Fatalf("%s to stdout: exit %d\n%s", format, r.code, r.stderr)
 		}
