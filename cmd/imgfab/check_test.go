@@ -17,7 +17,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -255,32 +254,26 @@ func writeFixedVHD(t *testing.T, raw, out string, size int64) {
 // asserted for each of the 8 targets over each disk. Each variant is built once, in parallel.
 func TestCheckDebianCloud(t *testing.T) {
 	src := debianCloud(t)
-	dir := t.TempDir()
 	sem := make(chan struct{}, 4) // builds at once
-	var mu sync.Mutex
-	built := map[string]string{}
-	buildVariant := func(t *testing.T, name string, args ...string) string {
+	buildVariant := func(t *testing.T, dir, name string, args ...string) string {
 		t.Helper()
 		sem <- struct{}{}
 		defer func() { <-sem }()
 		out := filepath.Join(dir, name+".qcow2")
 		build(t, append([]string{src, "-o", out}, args...)...)
-		mu.Lock()
-		built[name] = out
-		mu.Unlock()
 		return out
 	}
 	gib := int64(1) << 30
 
 	variants := []struct {
 		name string
-		args func(t *testing.T) []string
+		args func(t *testing.T, dir string) []string
 		want func(w checkWant) checkWant
-		more func(t *testing.T, qcow2 string) // more disks made from this build, with their own checks
+		more func(t *testing.T, dir, qcow2 string) // more disks made from this build, with their own checks
 	}{
-		{name: "base", args: func(*testing.T) []string {
+		{name: "base", args: func(_ *testing.T, dir string) []string {
 			return []string{"--cmdline", "console=ttyS0", "-o", filepath.Join(dir, "base.raw"), "-o", filepath.Join(dir, "base.vhd")}
-		}, want: func(w checkWant) checkWant { return w }, more: func(t *testing.T, _ string) {
+		}, want: func(w checkWant) checkWant { return w }, more: func(t *testing.T, dir, _ string) {
 			raw := filepath.Join(dir, "base.raw")
 			fi, err := os.Stat(raw)
 			if err != nil {
@@ -314,22 +307,22 @@ func TestCheckDebianCloud(t *testing.T) {
 			resize(t, filepath.Join(dir, "base.qcow2"), big, "70T")
 			assertCheck(t, big, baseWant().set("size.limit", check.Fail, "aws", "aws-arm64", "azure"))
 		}},
-		{name: "no-console", args: func(*testing.T) []string { return nil }, want: func(w checkWant) checkWant {
+		{name: "no-console", args: func(*testing.T, string) []string { return nil }, want: func(w checkWant) checkWant {
 			return w.set("cmdline.console", check.Fail, "aws", "aws-arm64", "gcp", "azure").set("cmdline.console", check.Warn, "kubevirt", "openstack")
 		}},
-		{name: "bios-mbr", args: func(*testing.T) []string {
+		{name: "bios-mbr", args: func(*testing.T, string) []string {
 			return []string{"--cmdline", "console=ttyS0", "--boot", "bios", "--table", "mbr"}
-		}, want: func(w checkWant) checkWant { return w.set("boot.firmware", check.Fail, "aws-arm64") }, more: func(t *testing.T, qcow2 string) {
+		}, want: func(w checkWant) checkWant { return w.set("boot.firmware", check.Fail, "aws-arm64") }, more: func(t *testing.T, dir, qcow2 string) {
 			// The same MBR disk enlarged to 3 TiB (qemu-img resize): past what MBR addresses.
 			big := filepath.Join(dir, "bios-3t.qcow2")
 			resize(t, qcow2, big, "3T")
 			assertCheck(t, big, baseWant().set("boot.firmware", check.Fail, "aws-arm64").set("size.limit", check.Fail))
 		}},
-		{name: "uki", args: func(*testing.T) []string { return []string{"--cmdline", "console=ttyS0", "--uki"} }, want: func(w checkWant) checkWant { return w }},
-		{name: "uki-no-console", args: func(*testing.T) []string { return []string{"--uki"} }, want: func(w checkWant) checkWant { // the UKI's .cmdline
+		{name: "uki", args: func(*testing.T, string) []string { return []string{"--cmdline", "console=ttyS0", "--uki"} }, want: func(w checkWant) checkWant { return w }},
+		{name: "uki-no-console", args: func(*testing.T, string) []string { return []string{"--uki"} }, want: func(w checkWant) checkWant { // the UKI's .cmdline
 			return w.set("cmdline.console", check.Fail, "aws", "aws-arm64", "gcp", "azure").set("cmdline.console", check.Warn, "kubevirt", "openstack")
 		}},
-		{name: "no-nvme", args: func(t *testing.T) []string {
+		{name: "no-nvme", args: func(t *testing.T, _ string) []string {
 			return []string{"--cmdline", "console=ttyS0", "--layer", remakeInitrd(t, func(tree, ver string) {
 				ko, _ := filepath.Glob(filepath.Join(tree, "usr/lib/modules", ver, "kernel/drivers/nvme/host/nvme.ko*"))
 				if len(ko) != 1 {
@@ -340,7 +333,7 @@ func TestCheckDebianCloud(t *testing.T) {
 				}
 			})}
 		}, want: func(w checkWant) checkWant { return w.set("drivers.storage", check.Fail, "aws", "aws-arm64", "gcp") }},
-		{name: "initrd-for-another-kernel", args: func(t *testing.T) []string {
+		{name: "initrd-for-another-kernel", args: func(t *testing.T, _ string) []string {
 			return []string{"--cmdline", "console=ttyS0", "--layer", remakeInitrd(t, func(tree, ver string) {
 				d := filepath.Join(tree, "usr/lib/modules")
 				if err := os.Rename(filepath.Join(d, ver), filepath.Join(d, "6.0.0-0-amd64")); err != nil {
@@ -348,16 +341,16 @@ func TestCheckDebianCloud(t *testing.T) {
 				}
 			})}
 		}, want: func(w checkWant) checkWant { return w.set("initrd.kernel", check.Fail) }},
-		{name: "root-by-kernel-name", args: func(*testing.T) []string { return []string{"--cmdline", "console=ttyS0 root=/dev/sda2"} }, want: func(w checkWant) checkWant {
+		{name: "root-by-kernel-name", args: func(*testing.T, string) []string { return []string{"--cmdline", "console=ttyS0 root=/dev/sda2"} }, want: func(w checkWant) checkWant {
 			return w.set("cmdline.root", check.Fail).set("cmdline.root", check.Warn, "metal")
 		}},
-		{name: "no-cloud-init", args: func(t *testing.T) []string {
+		{name: "no-cloud-init", args: func(t *testing.T, _ string) []string {
 			return []string{"--cmdline", "console=ttyS0", "--layer", layerDir(t, map[string]string{"usr/bin/.wh.cloud-init": ""})}
 		}, want: func(w checkWant) checkWant {
 			return w.set("agent.metadata", check.Fail, "aws", "aws-arm64", "gcp", "azure", "openstack").set("agent.metadata", check.Warn, "kubevirt", "vmware").
 				set("agent.datasource", check.Skip).set("network.config", check.Warn)
 		}},
-		{name: "no-vmxnet3", args: func(t *testing.T) []string {
+		{name: "no-vmxnet3", args: func(t *testing.T, _ string) []string {
 			// Neither in the initrd nor on the root filesystem (the module, and its modules.dep line).
 			_, ver := fixtureInitrd(t)
 			dep, err := os.ReadFile(filepath.Join(fixture(t, "debian-cloud/root", "mkdebian-cloud.sh"), "usr/lib/modules", ver, "modules.dep"))
@@ -383,7 +376,7 @@ func TestCheckDebianCloud(t *testing.T) {
 			root := layerDir(t, map[string]string{mods + "modules.dep": strings.Join(keep, ""), mods + "kernel/drivers/net/vmxnet3/.wh.vmxnet3.ko": ""})
 			return []string{"--cmdline", "console=ttyS0", "--layer", initrd, "--layer", root}
 		}, want: func(w checkWant) checkWant { return w.set("drivers.network", check.Fail, "vmware") }},
-		{name: "no-host-key-maker", args: func(t *testing.T) []string {
+		{name: "no-host-key-maker", args: func(t *testing.T, _ string) []string {
 			// sshd, its keys removed by the layer, and neither cloud-init nor imgfab's unit to make new ones.
 			files := map[string]string{"usr/bin/.wh.cloud-init": ""}
 			for _, k := range []string{"ecdsa", "ed25519", "rsa"} {
@@ -395,21 +388,25 @@ func TestCheckDebianCloud(t *testing.T) {
 				set("agent.metadata", check.Fail, "aws", "aws-arm64", "gcp", "azure", "openstack").set("agent.metadata", check.Warn, "kubevirt", "vmware").
 				set("agent.datasource", check.Skip).set("network.config", check.Warn)
 		}},
-		{name: "datasource-nocloud", args: func(t *testing.T) []string {
+		{name: "datasource-nocloud", args: func(t *testing.T, _ string) []string {
 			return []string{"--cmdline", "console=ttyS0", "--layer", layerDir(t, map[string]string{"etc/cloud/cloud.cfg.d/99-nocloud.cfg": "datasource_list: [ NoCloud, None ]\n"})}
 		}, want: func(w checkWant) checkWant {
 			return w.set("agent.datasource", check.Fail, "aws", "aws-arm64", "gcp", "azure", "openstack").set("agent.datasource", check.Warn, "vmware")
 		}},
-		{name: "no-grow", args: func(t *testing.T) []string {
+		{name: "no-grow", args: func(t *testing.T, _ string) []string {
 			return []string{"--cmdline", "console=ttyS0", "--no-grow", "--layer", layerDir(t, map[string]string{"usr/bin/.wh.growpart": ""})}
 		}, want: func(w checkWant) checkWant { return w.set("grow.root", check.Warn) }},
-		{name: "baked-machine-id", args: func(*testing.T) []string { return []string{"--cmdline", "console=ttyS0", "--keep", "machine-id"} }, want: func(w checkWant) checkWant {
+		{name: "baked-machine-id", args: func(*testing.T, string) []string {
+			return []string{"--cmdline", "console=ttyS0", "--keep", "machine-id"}
+		}, want: func(w checkWant) checkWant {
 			return w.set("identity.machine-id", check.Fail)
 		}},
-		{name: "leftover-host-keys", args: func(*testing.T) []string { return []string{"--cmdline", "console=ttyS0", "--keep", "ssh-hostkeys"} }, want: func(w checkWant) checkWant {
+		{name: "leftover-host-keys", args: func(*testing.T, string) []string {
+			return []string{"--cmdline", "console=ttyS0", "--keep", "ssh-hostkeys"}
+		}, want: func(w checkWant) checkWant {
 			return w.set("identity.ssh-host-keys", check.Fail)
 		}},
-		{name: "leftover-secrets", args: func(t *testing.T) []string {
+		{name: "leftover-secrets", args: func(t *testing.T, _ string) []string {
 			return []string{"--cmdline", "console=ttyS0", "--keep", "machine-id,random-seed,credentials", "--layer", layerDir(t, map[string]string{
 				"etc/machine-id":                    "uninitialized\n",
 				"var/lib/dbus/machine-id":           "6389fdf6082b4fc0ac2bb5f9ac0d125c\n",
@@ -419,20 +416,23 @@ func TestCheckDebianCloud(t *testing.T) {
 		}, want: func(w checkWant) checkWant {
 			return w.set("identity.dbus-machine-id", check.Fail).set("identity.random-seed", check.Warn).set("identity.credential-secret", check.Fail)
 		}},
-		{name: "unconfigured-fstab", args: func(*testing.T) []string { return []string{"--cmdline", "console=ttyS0", "--keep", "fstab"} }, want: func(w checkWant) checkWant {
+		{name: "unconfigured-fstab", args: func(*testing.T, string) []string { return []string{"--cmdline", "console=ttyS0", "--keep", "fstab"} }, want: func(w checkWant) checkWant {
 			return w.set("fstab.root", check.Warn).set("fstab.esp", check.Warn)
 		}},
-		{name: "fstab-foreign-disk", args: func(t *testing.T) []string {
+		{name: "fstab-foreign-disk", args: func(t *testing.T, _ string) []string {
 			return []string{"--cmdline", "console=ttyS0", "--layer", layerDir(t, map[string]string{"etc/fstab": "UUID=0e1f2a3b-0000-4000-8000-000000000000 /data ext4 defaults 0 2\n"})}
 		}, want: func(w checkWant) checkWant { return w.set("fstab.devices", check.Fail) }},
 	}
 	for _, v := range variants {
 		t.Run(v.name, func(t *testing.T) {
 			t.Parallel()
-			disk := buildVariant(t, v.name, v.args(t)...)
+			// Each variant's disks are removed when it is checked: nineteen Debian disks at once
+			// would need tens of GB.
+			dir := t.TempDir()
+			disk := buildVariant(t, dir, v.name, v.args(t, dir)...)
 			assertCheck(t, disk, v.want(baseWant()))
 			if v.more != nil {
-				v.more(t, disk)
+				v.more(t, dir, disk)
 			}
 		})
 	}
