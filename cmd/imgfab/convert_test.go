@@ -67,13 +67,13 @@ func convertOutputs() []convertOut {
 // Formats convert writes but does not read (compressed raw, the GCE tarball) get checkFormat only.
 func roundTrip(t *testing.T, raw string, skip ...string) {
 	qimg := testtool.Need(t, "qemu-img", "qemu-utils")
-	dir := t.TempDir()
 	want := testtool.FileSum(t, raw)
 	for _, o := range convertOutputs() {
 		t.Run(o.format+o.compress, func(t *testing.T) {
 			if slices.Contains(skip, o.format+o.compress) {
 				t.Skipf("%s: left out for this disk by the caller", o.format+o.compress)
 			}
+			dir := t.TempDir() // removed after each format: a Debian disk in every format is GBs
 			mid := filepath.Join(dir, "mid-"+o.format+o.compress+"."+o.format)
 			args := []string{"convert", raw, mid, "--format", o.format}
 			if o.compress != "" {
