@@ -65,15 +65,8 @@ func TestOtherCompressors(t *testing.T) {
 			if err != nil {
 				t.Fatalf("%v: %v", c.cmd, err)
 			}
-			want, err := reference(z)
-			if err != nil || !bytes.Equal(want, c.in) {
-				t.Fatalf("klauspost: %d bytes, %v (in %d)", len(want), err, len(c.in))
-			}
-			for _, chunk := range []int{0, 4093} {
-				got, err := ours(z, chunk)
-				if err != nil || !bytes.Equal(got, want) {
-					t.Errorf("chunk %d: %d bytes, %v; want %d bytes", chunk, len(got), err, len(want))
-				}
+			if got := sameAsKlauspost(t, c.name, z, 0, 4093); !bytes.Equal(got, c.in) {
+				t.Fatalf("%s: decodes to %d bytes, not the %d compressed", c.name, len(got), len(c.in))
 			}
 		})
 	}
